@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# bash scripts/setup.sh
+# Installs tell and its dependencies into the current Python environment.
+#
+# torch comes first and only if it is missing, so that:
+#  - a machine with a torch build already installed (for example a CUDA build on a GPU machine) keeps it;
+#  - otherwise torch==2.13.0 (the tested version) is installed; set TELL_TORCH_SPEC to choose another
+#    spec, and PIP_INDEX_URL / PIP_EXTRA_INDEX_URL for another wheel index (a CPU-only or CUDA build).
+# Then `pip install -e .[dev]`: torch's range is already satisfied, so pip pulls no second torch build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if "$PY" -c "import torch" 2>/dev/null; then
+  echo "setup: keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+else
+  echo "setup: installing ${TELL_TORCH_SPEC:-torch==2.13.0}"
+  "$PY" -m pip install -q "${TELL_TORCH_SPEC:-torch==2.13.0}"
+fi
+"$PY" -m pip install -q -e ".[dev]"
+echo "setup: done ($("$PY" -m tell.cli --version))"

@@ -1,0 +1,167 @@
+"""Typed config groups, read from YAML and/or command-line flags (flags win).
+
+Each group is a dataclass whose fields carry their help text in `metadata["help"]`; the CLI flags are
+generated from the fields, so a field is documented once. Unknown YAML keys are rejected by name, and
+values are type-checked with the file and key in the message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tell.errors import TellError
+
+
+def opt(default: Any = None, help: str = "", *, flag: str | None = None, choices: tuple | None = None,
+        metavar: str | None = None, secret: bool = False) -> Any:
+    """A config field with its help text (and optional flag name, choices, metavar)."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "secret": secret}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(inner type, optional?) for `X | None` / `Optional[X]`."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per field of `cls`. Defaults are suppressed so that only flags given are seen."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, _ = _base_type(hints[f.name])
+        meta = f.metadata
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        help_text = meta.get("help", "")
+        if default not in (None, [], "", False):
+            help_text += f" (default: {default})"
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if tp is bool:
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(_flag(f), action=action, **kw)
+            continue
+        if typing.get_origin(tp) is list:
+            kw.update(action="append", type=typing.get_args(tp)[0])
+        else:
+            kw.update(type=tp)
+        if meta.get("choices"):
+            kw["choices"] = meta["choices"]
+        if meta.get("metavar"):
+            kw["metavar"] = meta["metavar"]
+        parser.add_argument(_flag(f), **kw)
+
+
+def _check_value(cls: type, name: str, value: Any, where: str) -> Any:
+    tp, optional = _base_type(typing.get_type_hints(cls)[name])
+    if value is None:
+        if optional:
+            return None
+        raise TellError(f"is null; expected a {getattr(tp, '__name__', tp)}", file=where, field=name)
+    if typing.get_origin(tp) is list:
+        inner = typing.get_args(tp)[0]
+        if isinstance(value, inner):  # a single value where a list is expected
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, inner) for v in value):
+            raise TellError(f"expected a list of {inner.__name__}", file=where, field=name)
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # YAML reads 1e6 as a float
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise TellError(f"expected {tp.__name__}, got {type(value).__name__} {value!r}", file=where, field=name)
+    choices = next(f.metadata.get("choices") for f in dataclasses.fields(cls) if f.name == name)
+    if choices and value not in choices:
+        raise TellError(f"expected one of {list(choices)}, got {value!r}", file=where, field=name)
+    return value
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise TellError("no such config file", file=path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise TellError(f"invalid YAML ({getattr(e, 'problem', e)})", file=path,
+                        line=None if line is None else line + 1) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TellError("expected a mapping of setting: value at the top level", file=path)
+    return data
+
+
+def build(cls: type, *, yaml_path: str | None = None, overrides: dict[str, Any] | None = None):
+    """Defaults <- YAML file <- overrides (flags). Unknown YAML keys are errors."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    if yaml_path:
+        data = load_yaml(yaml_path)
+        for key, value in data.items():
+            name = str(key).replace("-", "_")
+            if name not in names:
+                raise TellError(f"unknown setting; expected one of {sorted(names)}", file=yaml_path, field=str(key))
+            values[name] = _check_value(cls, name, value, yaml_path)
+    for name, value in (overrides or {}).items():
+        if name in names:
+            values[name] = value
+    return cls(**values)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config for a run dir or manifest, with secret fields masked."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = "***" if f.metadata.get("secret") and v else v
+    return out
+
+
+@dataclass
+class PrepareConfig:
+    """`tell prepare`: build a TELL mixture (anchor + exact budgets + extensive shuffle)."""
+
+    task: str | None = opt(None, "task data: a JSONL/JSON/Parquet/CSV file or a Hub data set id "
+                                 "(owner/name[:split])", metavar="FILE_OR_ID")
+    general: list[str] = opt([], "general data (repeatable; sources are pooled)", metavar="FILE_OR_ID")
+    format: str = opt("auto", "record format of the inputs, or auto-detect",
+                      choices=("auto", "tell", "messages", "sharegpt", "alpaca", "prompt_response",
+                               "query_response", "question_answer"))
+    tokenizer: str | None = opt(None, "tokenizer that counts tokens: a SentencePiece .model file, or a Hugging "
+                                      "Face tokenizer dir or Hub id", metavar="PATH_OR_ID")
+    trust_remote_code: bool = opt(False, "allow a Hub tokenizer to run its own code")
+    task_tokens: int | None = opt(None, "task token budget (whole examples closest to N); omit for all task "
+                                        "data; 0 for general-only", metavar="N")
+    ratio: float | None = opt(None, "general tokens = RATIO x task tokens (0: task-only SFT data)", metavar="R")
+    general_tokens: int | None = opt(None, "general token budget, instead of --ratio", metavar="N")
+    anchor: str | None = opt(None, "anchor prompt text, added once to every task example", metavar="TEXT")
+    anchor_file: str | None = opt(None, "read the anchor text from a file", metavar="FILE")
+    no_anchor: bool = opt(False, "no anchor (the ablation)")
+    anchor_placement: str = opt("prefix", "where the anchor goes", choices=("prefix", "suffix", "system", "template"))
+    anchor_separator: str = opt("\n", "text between the anchor and the prompt or system text")
+    seed: int = opt(42, "seed of the task subset, general subset and shuffle (each derived with its purpose)")
+    max_length: int | None = opt(None, "longest example allowed, in tokens", metavar="N")
+    skip_invalid: bool = opt(False, "drop invalid rows (and too long examples) and count them, instead of stopping")
+    allow_repeat: bool = opt(False, "repeat data when a pool is smaller than its budget (reports the repeat factor)")
+    eval_file: list[str] = opt([], "eval set to check for overlap with the mixture (repeatable)", metavar="FILE")
+    fail_on_contamination: bool = opt(False, "stop with an error if any eval example overlaps the mixture")
+    out: str | None = opt(None, "output folder for mixture.jsonl and manifest.json", metavar="DIR")
+    progress: bool = opt(True, "show progress bars")

@@ -1,0 +1,89 @@
+"""The anchor prompt: a fixed text added exactly once to every task record (never to general data).
+
+It gives task inputs a consistent feature so the model can tell them apart from general data (paper
+Sec. 3.2). Where it goes is part of the method and is recorded in the manifest, because evaluation must
+apply the same anchor, the same way, at inference (`Anchor.apply` is used by both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from tell.data.records import Record
+from tell.errors import TellError
+
+PLACEMENTS = ("prefix", "suffix", "system", "template")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    text: str
+    placement: str = "prefix"   # prefix | suffix of the user turn, system message, or template
+    separator: str = "\n"       # between anchor and prompt (prefix/suffix) or anchor and system text
+
+    def __post_init__(self):
+        if self.placement not in PLACEMENTS:
+            raise TellError(f"unknown anchor placement '{self.placement}'; expected one of {list(PLACEMENTS)}",
+                            field="anchor_placement")
+        if not self.text.strip():
+            raise TellError("the anchor text is empty; give --anchor TEXT, --anchor-file, or --no-anchor",
+                            field="anchor")
+        if self.placement == "template" and self.text.count("{prompt}") != 1:
+            raise TellError("a template anchor must contain the placeholder {prompt} exactly once",
+                            field="anchor")
+
+    def apply(self, rec: Record) -> Record:
+        """A copy of `rec` with the anchor placed once. Applying twice is a bug, so it is refused."""
+        if rec.anchored:
+            raise ValueError(f"record {rec.origin}:{rec.row} is already anchored")
+        if self.placement == "prefix":
+            out = replace(rec, prompt=f"{self.text}{self.separator}{rec.prompt}")
+        elif self.placement == "suffix":
+            out = replace(rec, prompt=f"{rec.prompt}{self.separator}{self.text}")
+        elif self.placement == "system":
+            system = f"{self.text}{self.separator}{rec.system}" if rec.system else self.text
+            out = replace(rec, system=system)
+        else:
+            # str.replace, not str.format: prompts often hold braces of their own (JSON, code).
+            out = replace(rec, prompt=self.text.replace("{prompt}", rec.prompt))
+        out.anchored = True
+        out.tokens = None
+        return out
+
+    def strip(self, text: str) -> str:
+        """Remove the anchor from a prompt (for anchor-insensitive comparisons)."""
+        if self.placement == "template":
+            head, _, tail = self.text.partition("{prompt}")
+            if text.startswith(head) and text.endswith(tail):
+                return text[len(head):len(text) - len(tail)]
+            return text
+        head, tail = f"{self.text}{self.separator}", f"{self.separator}{self.text}"
+        if self.placement == "prefix" and text.startswith(head):
+            return text[len(head):]
+        if self.placement == "suffix" and text.endswith(tail):
+            return text[:-len(tail)]
+        return text.replace(self.text, "")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def anchor_from_options(text: str | None, file: str | None, placement: str, separator: str,
+                        no_anchor: bool) -> Anchor | None:
+    """Resolve the anchor flags: exactly one of TEXT, FILE or --no-anchor (none given: no anchor)."""
+    given = [name for name, v in (("--anchor", text), ("--anchor-file", file)) if v]
+    if no_anchor and given:
+        raise TellError(f"--no-anchor contradicts {given[0]}; give one of them")
+    if len(given) > 1:
+        raise TellError("give --anchor TEXT or --anchor-file FILE, not both")
+    if file:
+        p = Path(file)
+        if not p.is_file():
+            raise TellError("no such file", file=file)
+        text = p.read_text(encoding="utf-8").strip()
+        if not text:
+            raise TellError("the anchor file is empty; expected the anchor text", file=file)
+    if no_anchor or not text:
+        return None
+    return Anchor(text=text, placement=placement, separator=separator)

@@ -1,0 +1,175 @@
+"""Exact token budgets, nested subsets and the extensive shuffle.
+
+Every random choice here is a sort by a keyed hash: `blake2b(seed, purpose, content)`. That makes the
+order independent of file order, identical on every machine and Python version, and gives two
+properties the experiments rely on:
+
+* nested budgets: a budget's subset is a prefix of one fixed order, so with the same seed the subset for
+  a smaller budget is a prefix of the subset for a larger one;
+* nested mixtures: the shuffle sorts records by their own key, so the mixture for a smaller general
+  budget is a subsequence of the one for a larger budget (the points of a scaling curve differ only in
+  the data added, not in the order of what they share).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from tell.data.records import Record, render_text
+from tell.data.tokens import TokenCounter
+from tell.errors import TellError
+
+
+def order_key(seed: int, purpose: str, key: str) -> bytes:
+    return hashlib.blake2b(f"{seed}\0{purpose}\0{key}".encode(), digest_size=16).digest()
+
+
+def seeded_order(records: Sequence[Record], seed: int, purpose: str) -> list[Record]:
+    """A uniform random permutation of `records`, fixed by (seed, purpose) and the records' content."""
+    return sorted(records, key=lambda r: order_key(seed, purpose, f"{r.content_key()}#{r.repeat}"))
+
+
+def dedup(records: Sequence[Record], seen: set[str] | None = None) -> tuple[list[Record], int]:
+    """Drop exact duplicates (same system, history, prompt and response), keeping the first.
+    Records whose key is in `seen` are dropped too; `seen` is updated with the kept keys."""
+    seen = set() if seen is None else seen
+    kept = []
+    for rec in records:
+        k = rec.content_key()
+        if k not in seen:
+            seen.add(k)
+            kept.append(rec)
+    return kept, len(records) - len(kept)
+
+
+@dataclass
+class Selection:
+    records: list[Record]
+    tokens: int
+    budget: int
+    unique_examples: int     # distinct examples among `records`
+    unique_tokens: int
+    tokens_counted: int      # tokens the counter had to compute (work done, for throughput)
+    pool_exhausted: bool
+    dropped: Counter
+
+    @property
+    def repeat_factor(self) -> float:
+        return self.tokens / self.unique_tokens if self.unique_tokens else 1.0
+
+
+def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCounter, *, seed: int, purpose: str,
+                  label: str, max_length: int | None = None, skip_invalid: bool = False,
+                  allow_repeat: bool = False, progress: bool = True) -> Selection:
+    """Whole examples, in the seeded order of `pool`, whose token total is closest to `budget`.
+
+    Only as many examples as the budget needs are tokenized. With `allow_repeat`, a pool that is too
+    small is walked again in the same order (copies are marked with `repeat`). `budget=None` takes every
+    usable example.
+    """
+    take_all = budget is None
+    if take_all:
+        budget = 1 << 62
+    if budget < 0:
+        raise TellError(f"the {label} token budget must be >= 0, got {budget}")
+    dropped: Counter = Counter()
+    order = seeded_order(pool, seed, purpose) if budget > 0 else []
+    state = {"remaining": budget, "counted": 0}
+
+    def tokenized():
+        """Records in order with `tokens` set, counted in chunks sized to what the budget still needs."""
+        i, avg = 0, 64.0
+        while i < len(order):
+            chunk = order[i:i + min(int(state["remaining"] / avg * 1.1) + 16, 8192)]
+            i += len(chunk)
+            counts = counter.count([render_text(r) for r in chunk])
+            state["counted"] += sum(counts)
+            avg = max(state["counted"] / i, 1.0)
+            for rec, n in zip(chunk, counts):
+                if max_length is not None and n > max_length:
+                    if not skip_invalid:
+                        raise TellError(f"the example has {n} tokens; expected at most {max_length} "
+                                        "(--max-length; --skip-invalid drops such rows)",
+                                        file=rec.origin, line=rec.row)
+                    dropped["too_long"] += 1
+                    continue
+                yield replace(rec, tokens=n)
+
+    chosen: list[Record] = []
+    valid: list[Record] = []   # examples that passed the length check, in order (reused for repeats)
+    total, exhausted = 0, budget > 0
+    with tqdm(total=None if take_all else budget, desc=f"count {label} tokens", unit=" tok", unit_scale=True,
+              disable=None if progress else True, leave=False) as bar:
+        for rec in tokenized():
+            valid.append(rec)
+            # Take the example if that brings the total closer to the budget than stopping before it.
+            if abs(total + rec.tokens - budget) > budget - total:
+                exhausted = False
+                break
+            chosen.append(rec)
+            total += rec.tokens
+            state["remaining"] = budget - total
+            bar.update(rec.tokens)
+            if total >= budget:
+                exhausted = False
+                break
+    counted = state["counted"]
+    unique_examples, unique_tokens = len(chosen), total
+    # A pool that ran out a fraction of an example short met the budget as closely as whole examples can.
+    mean = total / len(chosen) if chosen else 0.0
+    exhausted = exhausted and budget - total > mean and not take_all
+    if take_all:
+        budget = total
+    if exhausted:
+        if not allow_repeat:
+            raise TellError(f"the {label} data hold only {total:,} tokens in {len(chosen):,} usable examples "
+                            f"but the budget asks for {budget:,}; lower the budget or pass --allow-repeat")
+        if not valid:
+            raise TellError(f"the {label} data hold no usable example")
+        copy = 0
+        while True:
+            copy += 1
+            stop = False
+            for rec in valid:
+                n = max(rec.tokens or 0, 1)
+                if abs(total + n - budget) > abs(budget - total):
+                    stop = True
+                    break
+                chosen.append(replace(rec, repeat=copy))
+                total += n
+            if stop:
+                break
+    return Selection(records=chosen, tokens=total, budget=budget, unique_examples=unique_examples,
+                     unique_tokens=unique_tokens, tokens_counted=counted, pool_exhausted=exhausted,
+                     dropped=dropped)
+
+
+def shuffle(records: Sequence[Record], seed: int) -> list[Record]:
+    """The extensive shuffle: one seeded uniform permutation of the whole union."""
+    return seeded_order(records, seed, "shuffle")
+
+
+def spread(mixture: Sequence[Record], source: str = "task") -> dict:
+    """Where `source` examples sit in the mixture: first/last position, median and max gap between
+    neighbours, and the gap a uniform spread would give. Clumped task data show as a small median gap
+    with a huge max gap."""
+    pos = [i for i, r in enumerate(mixture) if r.source == source]
+    n = len(mixture)
+    if not pos:
+        return {"count": 0, "mixture_examples": n}
+    gaps = [b - a for a, b in zip(pos, pos[1:])]
+    return {
+        "count": len(pos),
+        "mixture_examples": n,
+        "first_position": pos[0],
+        "last_position": pos[-1],
+        "median_gap": statistics.median(gaps) if gaps else None,
+        "max_gap": max(gaps) if gaps else None,
+        "uniform_gap": round(n / len(pos), 3),
+    }

@@ -1,0 +1,170 @@
+"""`prepare`: task + general data -> anchored, budgeted, extensively shuffled `mixture.jsonl` + manifest.
+
+Nothing is written until every check has passed; then the mixture and the manifest are each written
+atomically, the manifest last, so a folder with a manifest holds a complete mixture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from tell import provenance
+from tell.config import PrepareConfig, to_dict
+from tell.data import contamination
+from tell.data.anchor import Anchor, anchor_from_options
+from tell.data.loading import Loaded, is_local, load_records
+from tell.data.mix import dedup, select_budget, shuffle, spread
+from tell.data.records import GENERAL, TASK, Record
+from tell.data.tokens import load_counter
+from tell.errors import TellError
+from tell.io import atomic_open, sha256_file, write_json
+
+MIXTURE, MANIFEST = "mixture.jsonl", "manifest.json"
+FORMAT_VERSION = 1
+
+
+def _input_info(loaded: Loaded, duplicates: int) -> dict:
+    dropped = dict(loaded.dropped)
+    if duplicates:
+        dropped["duplicate"] = duplicates
+    info = {"spec": loaded.spec, "format": loaded.format, "rows": loaded.rows,
+            "records": len(loaded.records), "dropped": dict(sorted(dropped.items()))}
+    info["sha256" if is_local(loaded.spec) else "hub"] = sha256_file(loaded.spec) if is_local(loaded.spec) else True
+    return info
+
+
+def _check_budgets(cfg: PrepareConfig) -> None:
+    if not cfg.out:
+        raise TellError("no output folder; expected --out DIR", field="out")
+    if cfg.task_tokens != 0 and not cfg.task:
+        raise TellError("no task data; expected --task FILE_OR_ID (or --task-tokens 0 for general-only data)",
+                        field="task")
+    if cfg.ratio is not None and cfg.general_tokens is not None:
+        raise TellError("give --ratio or --general-tokens, not both", field="ratio")
+    if cfg.ratio is None and cfg.general_tokens is None:
+        raise TellError("no general budget; expected --ratio R (0 for task-only) or --general-tokens N",
+                        field="ratio")
+    if cfg.task_tokens == 0 and cfg.general_tokens is None:
+        raise TellError("with --task-tokens 0 (general-only) the ratio is undefined; give --general-tokens N",
+                        field="general_tokens")
+    if (cfg.ratio or 0) < 0 or (cfg.general_tokens or 0) < 0 or (cfg.task_tokens or 0) < 0:
+        raise TellError("budgets and ratios must be >= 0")
+    wants_general = (cfg.ratio or 0) > 0 or (cfg.general_tokens or 0) > 0
+    if wants_general and not cfg.general:
+        raise TellError("the general budget is > 0 but no general data was given; expected --general FILE_OR_ID",
+                        field="general")
+    if not cfg.tokenizer:
+        raise TellError("no tokenizer; expected --tokenizer PATH_OR_ID (a .model file, a tokenizer dir or a Hub id)",
+                        field="tokenizer")
+
+
+def prepare(cfg: PrepareConfig) -> dict:
+    """Build the mixture described by `cfg` in `cfg.out`; return the manifest."""
+    _check_budgets(cfg)
+    t0 = time.perf_counter()
+    anchor = anchor_from_options(cfg.anchor, cfg.anchor_file, cfg.anchor_placement, cfg.anchor_separator,
+                                 cfg.no_anchor)
+    counter = load_counter(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
+    load = dict(fmt=cfg.format, skip_invalid=cfg.skip_invalid, progress=cfg.progress)
+
+    # Load and de-duplicate. Task examples win over identical general ones.
+    seen: set[str] = set()
+    inputs: dict[str, list[dict]] = {TASK: [], GENERAL: []}
+    task_pool: list[Record] = []
+    if cfg.task and cfg.task_tokens != 0:
+        loaded = load_records(cfg.task, source=TASK, **load)
+        kept, dups = dedup(loaded.records, seen)
+        inputs[TASK].append(_input_info(loaded, dups))
+        task_pool = [anchor.apply(r) for r in kept] if anchor else kept
+    general_pool: list[Record] = []
+    wants_general = (cfg.ratio or 0) > 0 or (cfg.general_tokens or 0) > 0
+    for spec in cfg.general if wants_general else []:
+        loaded = load_records(spec, source=GENERAL, **load)
+        kept, dups = dedup(loaded.records, seen)
+        inputs[GENERAL].append(_input_info(loaded, dups))
+        general_pool += kept
+
+    # Budgets: task first; the general budget follows from the achieved task tokens and the ratio.
+    common = dict(seed=cfg.seed, max_length=cfg.max_length, skip_invalid=cfg.skip_invalid,
+                  allow_repeat=cfg.allow_repeat, progress=cfg.progress)
+    # No task budget: all task data (in seeded order).
+    task_sel = select_budget(task_pool, cfg.task_tokens, counter, purpose="task-subset", label="task", **common)
+    general_budget = cfg.general_tokens if cfg.general_tokens is not None else round(cfg.ratio * task_sel.tokens)
+    general_sel = select_budget(general_pool, general_budget, counter, purpose="general-subset",
+                                label="general", **common)
+
+    # Contamination guard, before anything is written.
+    contam = []
+    if cfg.eval_file:
+        eval_sets = {spec: load_records(spec, source="eval", **load).records for spec in cfg.eval_file}
+        contam = contamination.check(eval_sets, task_sel.records + general_sel.records, anchor)
+        bad = [c for c in contam if c["exact_overlap"] or c[f"ngram{contamination.N}_overlap"]]
+        if bad and cfg.fail_on_contamination:
+            c = bad[0]
+            raise TellError(f"{c['exact_overlap']} of {c['examples']} eval examples match a mixture prompt exactly "
+                            f"and {c[f'ngram{contamination.N}_overlap']} share a {contamination.N}-gram with it "
+                            "(--fail-on-contamination)", file=c["eval"])
+
+    mixture = shuffle(task_sel.records + general_sel.records, cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with atomic_open(out / MIXTURE) as f:
+        for rec in mixture:
+            line = json.dumps(rec.to_json(), ensure_ascii=False, sort_keys=True) + "\n"
+            digest.update(line.encode("utf-8"))
+            f.write(line)
+
+    dropped = {}
+    for label, sel in ((TASK, task_sel), (GENERAL, general_sel)):
+        c: Counter = Counter()
+        for info in inputs[label]:
+            c.update(info["dropped"])
+        c.update(sel.dropped)
+        dropped[label] = dict(sorted(c.items()))
+    config = to_dict(cfg)
+    config.pop("progress")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "kind": "tell-mixture",
+        "config": config,
+        "inputs": inputs,
+        "tokenizer": counter.describe(),
+        "anchor": anchor.to_json() | {"applied_to": len(task_pool)} if anchor else None,
+        "seeds": {"seed": cfg.seed, "purposes": ["task-subset", "general-subset", "shuffle"],
+                  "method": "sort by blake2b(seed, purpose, example content)"},
+        "budget": {
+            "task_tokens_requested": cfg.task_tokens,
+            "task_tokens": task_sel.tokens,
+            "task_examples": len(task_sel.records),
+            "task_pool_examples": len(task_pool),
+            "task_repeat_factor": round(task_sel.repeat_factor, 6),
+            "ratio_requested": cfg.ratio,
+            "general_tokens_requested": general_budget,
+            "general_tokens": general_sel.tokens,
+            "general_examples": len(general_sel.records),
+            "general_pool_examples": len(general_pool),
+            "general_repeat_factor": round(general_sel.repeat_factor, 6),
+            "ratio_achieved": round(general_sel.tokens / task_sel.tokens, 6) if task_sel.tokens else None,
+            "tokens_counted": task_sel.tokens_counted + general_sel.tokens_counted,
+        },
+        "dropped": dropped,
+        "mixture": {"file": MIXTURE, "sha256": digest.hexdigest(), "examples": len(mixture),
+                    "tokens": task_sel.tokens + general_sel.tokens, "task_spread": spread(mixture, TASK)},
+        "contamination": contam,
+        "packages": provenance.package_versions(),
+    }
+    write_json(out / MANIFEST, manifest)
+    manifest["_seconds"] = time.perf_counter() - t0  # for the CLI summary; not written
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> dict:
+    p = Path(folder) / MANIFEST
+    if not p.is_file():
+        raise TellError(f"no {MANIFEST}; expected a folder written by `tell prepare`", file=str(folder))
+    return json.loads(p.read_text(encoding="utf-8"))

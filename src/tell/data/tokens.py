@@ -1,0 +1,95 @@
+"""Counting tokens with the tokenizer the user names: a SentencePiece `.model` file, or a Hugging Face
+tokenizer (local dir or Hub id).
+
+The paper counts with the Llama-2 tokenizer. For a `.model` file we use the `sentencepiece` library
+directly: `LlamaTokenizer(vocab_file=...)` in transformers 5 silently builds a 3-token vocabulary, and the
+converted fast tokenizer's counts differ slightly from SentencePiece's own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from tell.errors import TellError
+from tell.io import sha256_file
+
+_SAMPLE = "Token-efficient leverage learning counts tokens."
+
+
+class TokenCounter(Protocol):
+    def count(self, texts: Sequence[str]) -> list[int]: ...
+    def describe(self) -> dict: ...
+
+
+@dataclass
+class SentencePieceCounter:
+    path: str
+    threads: int = 0  # 0: one per core
+
+    def __post_init__(self):
+        import sentencepiece as spm
+
+        try:
+            self._sp = spm.SentencePieceProcessor(model_file=self.path)
+        except Exception as e:
+            raise TellError(f"cannot load as a SentencePiece model ({e})", file=self.path) from e
+        self._threads = self.threads or (os.cpu_count() or 1)
+        _check(self, self._sp.get_piece_size())
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(ids) for ids in self._sp.encode(list(texts), num_threads=self._threads)]
+
+    def describe(self) -> dict:
+        return {"kind": "sentencepiece", "name": self.path, "sha256": sha256_file(self.path),
+                "vocab_size": self._sp.get_piece_size()}
+
+
+@dataclass
+class HFCounter:
+    name: str
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        from transformers import AutoTokenizer
+
+        try:
+            self._tok = AutoTokenizer.from_pretrained(self.name, trust_remote_code=self.trust_remote_code)
+        except Exception as e:
+            raise TellError(f"cannot load tokenizer '{self.name}' ({type(e).__name__}: {e}); expected a "
+                            "tokenizer dir, a Hub id, or a SentencePiece .model file") from e
+        _check(self, len(self._tok))
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(ids) for ids in self._tok(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def describe(self) -> dict:
+        return {"kind": "huggingface", "name": self.name, "class": type(self._tok).__name__,
+                "vocab_size": len(self._tok)}
+
+
+def _check(counter, vocab_size: int) -> None:
+    # Guard against tokenizers that load "fine" but encode everything to nothing (see GUIDE, traps).
+    if vocab_size < 10 or counter.count([_SAMPLE])[0] == 0:
+        name = getattr(counter, "path", None) or getattr(counter, "name", "?")
+        raise TellError(f"tokenizer '{name}' looks broken (vocabulary of {vocab_size}, encodes a sample "
+                        "text to no tokens)")
+
+
+def load_counter(name: str, *, trust_remote_code: bool = False) -> TokenCounter:
+    """A `.model` file -> SentencePiece; a dir holding only `tokenizer.model` -> SentencePiece; else HF."""
+    p = Path(name)
+    if p.is_file() and p.suffix == ".model":
+        return SentencePieceCounter(str(p))
+    if p.is_dir() and (p / "tokenizer.model").is_file() and not any(
+            (p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return SentencePieceCounter(str(p / "tokenizer.model"))
+    if p.suffix == ".model" and not p.exists():
+        raise TellError("no such file", file=name)
+    return HFCounter(name, trust_remote_code=trust_remote_code)
