@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+
+import orjson
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +47,13 @@ def is_local(spec: str) -> bool:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
+                yield lineno, orjson.loads(line)
+            except orjson.JSONDecodeError as e:
                 yield lineno, _BadRow("invalid_json", f"invalid JSON ({e.msg} at column {e.colno})")
 
 

@@ -32,7 +32,7 @@ def order_key(seed: int, purpose: str, key: str) -> bytes:
 
 def seeded_order(records: Sequence[Record], seed: int, purpose: str) -> list[Record]:
     """A uniform random permutation of `records`, fixed by (seed, purpose) and the records' content."""
-    return sorted(records, key=lambda r: order_key(seed, purpose, f"{r.content_key()}#{r.repeat}"))
+    return sorted(records, key=lambda r: order_key(seed, purpose, f"{r.key}#{r.repeat}"))
 
 
 def dedup(records: Sequence[Record], seen: set[str] | None = None) -> tuple[list[Record], int]:
@@ -41,7 +41,7 @@ def dedup(records: Sequence[Record], seen: set[str] | None = None) -> tuple[list
     seen = set() if seen is None else seen
     kept = []
     for rec in records:
-        k = rec.content_key()
+        k = rec.key
         if k not in seen:
             seen.add(k)
             kept.append(rec)
@@ -99,7 +99,8 @@ def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCoun
                                         file=rec.origin, line=rec.row)
                     dropped["too_long"] += 1
                     continue
-                yield replace(rec, tokens=n)
+                rec.tokens = n  # a cache of a derived value; the content (and `key`) is unchanged
+                yield rec
 
     chosen: list[Record] = []
     valid: list[Record] = []   # examples that passed the length check, in order (reused for repeats)

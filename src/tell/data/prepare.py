@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+
+import orjson
 from collections import Counter
 from pathlib import Path
 
@@ -113,10 +115,10 @@ def prepare(cfg: PrepareConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    with atomic_open(out / MIXTURE) as f:
+    with atomic_open(out / MIXTURE, "wb") as f:
         for rec in mixture:
-            line = json.dumps(rec.to_json(), ensure_ascii=False, sort_keys=True) + "\n"
-            digest.update(line.encode("utf-8"))
+            line = orjson.dumps(rec.to_json(), option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+            digest.update(line)
             f.write(line)
 
     dropped = {}

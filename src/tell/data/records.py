@@ -9,8 +9,8 @@ and row it came from, so nothing in a mixture is anonymous.
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 TASK, GENERAL = "task", "general"
@@ -30,15 +30,18 @@ class Record:
     tokens: int | None = None  # token count of `render_text`, filled by the token counter
     repeat: int = 0            # >0 only for extra copies made by `--allow-repeat`
 
-    def content_key(self) -> str:
-        """Identity of the example's content (not where it came from): equal keys = exact duplicates."""
-        payload = json.dumps([self.system, self.history, self.prompt, self.response], ensure_ascii=False)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    @cached_property
+    def key(self) -> str:
+        """Identity of the example's content (not where it came from): equal keys = exact duplicates.
+        Cached: records are not mutated in place (copies are made with `dataclasses.replace`)."""
+        parts = [self.system, *(f"{t['role']}\x1f{t['content']}" for t in self.history), self.prompt, self.response]
+        return hashlib.blake2b("\x1e".join(parts).encode("utf-8"), digest_size=16).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["id"] = self.uid()
-        return d
+        return {"id": self.uid(), "source": self.source, "origin": self.origin, "row": self.row,
+                "system": self.system, "history": self.history, "prompt": self.prompt,
+                "response": self.response, "anchored": self.anchored, "tokens": self.tokens,
+                "repeat": self.repeat}
 
     def uid(self) -> str:
         base = f"{self.source}:{self.origin}:{self.row}"
