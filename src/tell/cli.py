@@ -9,7 +9,7 @@ import textwrap
 from typing import Callable
 
 from tell import __version__
-from tell.config import PrepareConfig, add_arguments, build
+from tell.config import PrepareConfig, TrainConfig, add_arguments, build
 from tell.errors import TellError
 
 PREPARE_EXAMPLE = """\
@@ -51,6 +51,48 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_EXAMPLE = """\
+example:
+  tell train --mixture out/quickstart --model path/to/model --out runs/quickstart
+  tell train --config train.yaml --learning-rate 2e-4          # flags override the YAML
+  tell train --mixture out/quickstart --model path/to/model --out runs/quickstart --resume
+  accelerate launch --num_processes 2 -m tell.cli train --mixture mix --model meta-llama/Llama-2-7b-chat-hf \\
+      --out runs/7b --micro-batch-size 2                        # DDP; batch 16 = 2 x 4 steps x 2 processes
+"""
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tell.train.run import train
+
+    cfg = build(TrainConfig, yaml_path=args.config, overrides=_overrides(args))
+    m = train(cfg)
+    if m:
+        print(f"trained {m['steps']} optimizer steps on {m['examples']:,} examples in {m['seconds']:.1f}s; "
+              f"final loss {m['final_loss']:.4f} (task {_fmt(m['final_loss_task'])}, general "
+              f"{_fmt(m['final_loss_general'])})")
+        print(f"  adapter: {cfg.out}/adapter   log: {cfg.out}/train_log.jsonl   length policy: {m['length_policy']}")
+    return 0
+
+
+EXPORT_EXAMPLE = """\
+example:
+  tell export runs/quickstart --out export/adapter            # the LoRA adapter alone
+  tell export runs/quickstart --out export/merged --merge     # merged into the base weights (safetensors)
+"""
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tell.train.export import export
+
+    dest = export(args.run, args.out, merge=args.merge, model=args.model, trust_remote_code=args.trust_remote_code)
+    print(f"wrote {'merged model' if args.merge else 'adapter'} to {dest}")
+    return 0
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def _subcommand(sub, name: str, func: Callable, help_text: str, example: str, cfg_cls: type | None):
     p = sub.add_parser(name, help=help_text, description=help_text, epilog=example,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _subcommand(sub, "prepare", cmd_prepare, "build a TELL mixture: anchor, exact token budgets, extensive shuffle",
                 PREPARE_EXAMPLE, PrepareConfig)
+    _subcommand(sub, "train", cmd_train, "train a LoRA adapter on a TELL mixture (paper defaults)",
+                TRAIN_EXAMPLE, TrainConfig)
+    p = _subcommand(sub, "export", cmd_export, "export a run's adapter, alone or merged into the base model",
+                    EXPORT_EXAMPLE, None)
+    p.add_argument("run", metavar="RUN_DIR", help="a `tell train` run folder (or a PEFT adapter folder)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
+    p.add_argument("--merge", action="store_true", help="merge the adapter into the base weights")
+    p.add_argument("--model", metavar="PATH_OR_ID", help="base model (default: the one the run was trained on)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
     return parser
 
 

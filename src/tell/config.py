@@ -165,3 +165,46 @@ class PrepareConfig:
     fail_on_contamination: bool = opt(False, "stop with an error if any eval example overlaps the mixture")
     out: str | None = opt(None, "output folder for mixture.jsonl and manifest.json", metavar="DIR")
     progress: bool = opt(True, "show progress bars")
+
+
+@dataclass
+class TrainConfig:
+    """`tell train`: LoRA on a TELL mixture, in the mixture's order, one epoch by default (paper A.1)."""
+
+    mixture: str | None = opt(None, "a `tell prepare` output folder (mixture.jsonl + manifest.json)", metavar="DIR")
+    model: str | None = opt(None, "base model: a local Hugging Face model dir or a Hub id", metavar="PATH_OR_ID")
+    out: str | None = opt(None, "run folder (adapter, config, logs, checkpoints)", metavar="RUN_DIR")
+    resume: bool = opt(False, "continue from the last complete checkpoint in RUN_DIR")
+    trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
+    dtype: str = opt("auto", "weights dtype: auto (bf16 on a GPU that has it, else float32)",
+                     choices=("auto", "float32", "bfloat16", "float16"))
+    attn_implementation: str | None = opt(None, "attention kernel: sdpa (default), eager, flash_attention_2",
+                                          metavar="NAME")
+    lora_r: int = opt(8, "LoRA rank")
+    lora_alpha: int = opt(32, "LoRA alpha")
+    lora_dropout: float = opt(0.05, "LoRA dropout")
+    target_modules: str = opt("all-linear", "LoRA target modules: all-linear (every linear layer of attention and "
+                                            "MLP, not the LM head) or a comma-separated list, e.g. q_proj,v_proj")
+    learning_rate: float = opt(1e-4, "peak learning rate (AdamW)")
+    weight_decay: float = opt(0.01, "AdamW weight decay")
+    lr_scheduler: str = opt("linear", "learning-rate schedule", choices=("linear", "cosine", "constant_with_warmup"))
+    warmup_ratio: float = opt(0.03, "share of the steps spent warming up")
+    batch_size: int = opt(16, "examples per optimizer step (micro batch x accumulation x processes)")
+    micro_batch_size: int = opt(4, "examples per forward pass on each process")
+    epochs: float = opt(1.0, "passes over the mixture (TELL: 1)")
+    seed: int = opt(42, "seed of LoRA init, dropout and anything random in training")
+    max_length: int = opt(1024, "longest example in tokens (after the chat template)")
+    length_policy: str = opt("truncate", "examples over max_length: truncate the answer's tail, or drop them "
+                                         "(an example left with no answer token is always dropped and counted)",
+                             choices=("truncate", "drop"))
+    train_on_prompt: bool = opt(False, "compute the loss on prompt tokens too (default: answer tokens only)")
+    packing: str = opt("auto", "pack several examples per row without attention across their borders "
+                               "(auto: on where the model supports it)", choices=("auto", "on", "off"))
+    gradient_checkpointing: bool = opt(False, "recompute activations to save memory")
+    logging_steps: int = opt(1, "log every N optimizer steps")
+    save_steps: int = opt(50, "checkpoint every N optimizer steps (0: only at the end)")
+    save_total_limit: int = opt(2, "complete checkpoints to keep")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    divergence_factor: float = opt(10.0, "stop when the loss exceeds this factor x the first logged loss "
+                                         "(a non-finite loss always stops)")
+    progress: bool = opt(True, "show progress bars")

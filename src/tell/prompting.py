@@ -1,0 +1,86 @@
+"""How a record becomes model input, shared by training and inference so both see the same text.
+
+Models with a chat template get it (`tokenizer.apply_chat_template`): system text, earlier turns, the user
+prompt (with the anchor where `prepare` placed it), then the answer. Models without one get the plain
+template below (Alpaca-style), BOS when the tokenizer adds one, and EOS after the answer:
+
+    {system}\\n\\n                       (only when there is system text)
+    ### Instruction:\\n{user}\\n\\n### Response:\\n{assistant}\\n\\n   (each earlier turn)
+    ### Instruction:\\n{prompt}\\n\\n### Response:\\n{response}<eos>
+
+The prompt ids are tokenized on their own and the answer ids appended, so training sees exactly the
+prompt tokens that generation will be given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tell.data.records import Record
+
+PLAIN_TURN = "### Instruction:\n{user}\n\n### Response:\n"
+
+
+def _messages(rec: Record, fold_system: bool = False) -> list[dict[str, str]]:
+    msgs = [dict(t) for t in rec.history] + [{"role": "user", "content": rec.prompt}]
+    if rec.system:
+        if fold_system:  # templates that refuse a system role (Gemma) get it at the start of the first turn
+            msgs[0] = {"role": msgs[0]["role"], "content": f"{rec.system}\n\n{msgs[0]['content']}"}
+        else:
+            msgs.insert(0, {"role": "system", "content": rec.system})
+    return msgs
+
+
+def _plain_prompt(rec: Record) -> str:
+    text = f"{rec.system}\n\n" if rec.system else ""
+    turns = rec.history
+    for i in range(0, len(turns) - 1, 2):
+        text += PLAIN_TURN.format(user=turns[i]["content"]) + turns[i + 1]["content"] + "\n\n"
+    return text + PLAIN_TURN.format(user=rec.prompt)
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def _chat_prompt(tokenizer: Any, rec: Record) -> tuple[str, bool]:
+    """(prompt text with the generation prompt, whether the system text had to be folded into a turn)."""
+    try:
+        return tokenizer.apply_chat_template(_messages(rec), tokenize=False, add_generation_prompt=True), False
+    except Exception:
+        if not rec.system:
+            raise
+        return tokenizer.apply_chat_template(_messages(rec, True), tokenize=False, add_generation_prompt=True), True
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def prompt_text(tokenizer: Any, rec: Record) -> str:
+    """The text the model is given before it answers (chat template with generation prompt, or plain)."""
+    return _chat_prompt(tokenizer, rec)[0] if has_chat_template(tokenizer) else _plain_prompt(rec)
+
+
+def prompt_ids(tokenizer: Any, rec: Record) -> list[int]:
+    ids = tokenizer(prompt_text(tokenizer, rec), add_special_tokens=False)["input_ids"]
+    if not has_chat_template(tokenizer) and _adds_bos(tokenizer):
+        ids = [tokenizer.bos_token_id] + ids
+    return ids
+
+
+def answer_ids(tokenizer: Any, rec: Record) -> list[int]:
+    """The answer's tokens as the template closes them (end-of-turn / EOS included)."""
+    if has_chat_template(tokenizer):
+        prompt, fold = _chat_prompt(tokenizer, rec)
+        full = tokenizer.apply_chat_template(_messages(rec, fold) + [{"role": "assistant", "content": rec.response}],
+                                             tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError("the chat template does not render the prompt as a prefix of the full conversation")
+        return tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    ids = tokenizer(rec.response, add_special_tokens=False)["input_ids"]
+    return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])

@@ -1,0 +1,119 @@
+"""Turning a mixture into token ids with loss masks, and collating micro-batches: packed (several examples
+per row, positions restarting at each example, no attention across borders) or padded to the longest."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from tell.data.records import TASK, record_from_json
+from tell.errors import TellError
+from tell.prompting import answer_ids, prompt_ids
+
+IGNORE = -100
+
+
+@dataclass
+class Tokenized:
+    examples: list[dict]      # {"input_ids", "labels", "source"} in mixture order
+    counts: Counter           # what the length policy did: kept, truncated, dropped_too_long, dropped_no_answer
+
+
+def tokenize_mixture(path: str | Path, tokenizer: Any, *, max_length: int, length_policy: str,
+                     train_on_prompt: bool, progress: bool = True) -> Tokenized:
+    """Every mixture line, in order, as ids + labels. Labels are -100 on prompt tokens (unless
+    `train_on_prompt`) and on each example's first token (it has nothing before it to be predicted from)."""
+    examples, counts = [], Counter()
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for lineno, line in enumerate(tqdm(lines, desc="tokenize mixture", unit=" ex", disable=None if progress else True,
+                                       leave=False), 1):
+        try:
+            rec = record_from_json(json.loads(line))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise TellError(f"not a mixture record ({type(e).__name__}: {e})", file=str(path), line=lineno) from e
+        p, a = prompt_ids(tokenizer, rec), answer_ids(tokenizer, rec)
+        ids = p + a
+        if len(ids) > max_length:
+            if length_policy == "drop":
+                counts["dropped_too_long"] += 1
+                continue
+            ids = ids[:max_length]
+            counts["truncated"] += 1
+        n_prompt = min(len(p), len(ids))
+        if n_prompt >= len(ids):  # nothing of the answer is left: never feed it
+            counts["dropped_no_answer"] += 1
+            continue
+        labels = list(ids) if train_on_prompt else [IGNORE] * n_prompt + ids[n_prompt:]
+        labels[0] = IGNORE
+        examples.append({"input_ids": ids, "labels": labels, "source": int(rec.source == TASK)})
+        counts["kept"] += 1
+    if not examples:
+        raise TellError(f"no example is left to train on ({dict(counts)})", file=str(path))
+    return Tokenized(examples, counts)
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+@dataclass
+class Collator:
+    """Collates a micro-batch (a list of examples, in mixture order).
+
+    packed: examples are laid into rows of at most `row_length` tokens in order (a new row when the next
+    example does not fit); position_ids restart at 0 for each example and no attention mask is passed,
+    so the model builds a block-diagonal causal mask. Rows are padded to the longest row; the padding is
+    a segment of its own, with label -100.
+    padded: one example per row, right-padded to the longest, with an attention mask.
+    `token_source` (1 task, 0 general, -1 padding) lets the trainer split the loss.
+    """
+
+    pad_id: int
+    packed: bool
+    row_length: int
+
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        rows: list[list[dict]] = []
+        if self.packed:
+            for ex in batch:
+                if rows and sum(len(e["input_ids"]) for e in rows[-1]) + len(ex["input_ids"]) <= self.row_length:
+                    rows[-1].append(ex)
+                else:
+                    rows.append([ex])
+        else:
+            rows = [[ex] for ex in batch]
+        width = max(sum(len(e["input_ids"]) for e in row) for row in rows)
+        n = len(rows)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        labels = torch.full((n, width), IGNORE, dtype=torch.long)
+        position_ids = torch.zeros((n, width), dtype=torch.long)
+        source = torch.full((n, width), -1, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            at = 0
+            for ex in row:
+                k = len(ex["input_ids"])
+                input_ids[r, at:at + k] = torch.tensor(ex["input_ids"])
+                labels[r, at:at + k] = torch.tensor(ex["labels"])
+                position_ids[r, at:at + k] = torch.arange(k)
+                source[r, at:at + k] = ex["source"]
+                attention[r, at:at + k] = 1
+                at += k
+            position_ids[r, at:] = torch.arange(width - at)
+        out = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "token_source": source}
+        if not self.packed:
+            out["attention_mask"] = attention
+        return out
