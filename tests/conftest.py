@@ -77,3 +77,52 @@ def data_files(tmp_path) -> dict[str, Path]:
                        [{"prompt": r["instruction"].replace("general", "other"), "response": r["output"]}
                         for r in alpaca_rows(300, "other", seed=3)])
     return {"task": task, "general1": gen1, "general2": gen2}
+
+
+def make_tiny_llama(tokenizer_dir: Path, out: Path, *, chat_template: str | None = None, seed: int = 0,
+                    init_range: float = 0.3) -> Path:
+    """A 2-layer Llama (hidden 32) with the given tokenizer, saved as an ordinary HF model dir. Weights are
+    drawn wider than usual (std 0.3): with std 0.02 the frozen LM head of a random model cannot make a
+    confident prediction, so LoRA could barely lower the loss."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if chat_template:
+        tok.chat_template = chat_template
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=init_range,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(hf_tokenizer_dir, tmp_path_factory) -> Path:
+    return make_tiny_llama(hf_tokenizer_dir, tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="session")
+def toy_mixture(hf_tokenizer_dir, tmp_path_factory) -> Path:
+    """A learnable mixture: task answers are a fixed word sequence; general answers echo the prompt."""
+    import random
+
+    from tell.config import PrepareConfig
+    from tell.data.prepare import prepare
+
+    rng = random.Random(0)
+    d = tmp_path_factory.mktemp("toy")
+    task = [{"prompt": "judge " + " ".join(rng.choices(WORDS[10:30], k=4)), "response": "json yes thought no"}
+            for _ in range(40)]
+    gen = []
+    for _ in range(200):
+        words = rng.choices(WORDS[10:30], k=rng.randint(2, 8))
+        gen.append({"prompt": "reverse " + " ".join(words), "response": " ".join(words[::-1])})
+    write_jsonl(d / "task.jsonl", task)
+    write_jsonl(d / "general.jsonl", gen)
+    out = d / "mix"
+    prepare(PrepareConfig(task=str(d / "task.jsonl"), general=[str(d / "general.jsonl")], tokenizer=str(hf_tokenizer_dir),
+                          ratio=3.0, anchor="task", out=str(out), progress=False))
+    return out

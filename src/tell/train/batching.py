@@ -75,7 +75,8 @@ class Collator:
 
     packed: examples are laid into rows of at most `row_length` tokens in order (a new row when the next
     example does not fit); position_ids restart at 0 for each example and no attention mask is passed,
-    so the model builds a block-diagonal causal mask. Rows are padded to the longest row; the padding is
+    so the model builds a block-diagonal causal mask. The forward pass must run with `use_cache=False`:
+    transformers skips packed-sequence detection when a KV cache is present. Rows are padded to the longest row; the padding is
     a segment of its own, with label -100.
     padded: one example per row, right-padded to the longest, with an attention mask.
     `token_source` (1 task, 0 general, -1 padding) lets the trainer split the loss.

@@ -31,10 +31,6 @@ from tell.train.trainer import JsonlLog, MarkComplete, TellTrainer, TrainingDive
 _RESUME_FREE = ("resume", "progress")
 
 
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _check(cfg: TrainConfig) -> None:
     for name in ("mixture", "model", "out"):
         if not getattr(cfg, name):
@@ -98,13 +94,38 @@ def train(cfg: TrainConfig) -> dict:
     mixture_manifest = read_manifest(cfg.mixture)
     run = Path(cfg.out)
     resolved = to_dict(cfg)
-    ckpt = _start_or_resume(cfg, run, resolved)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_step = cfg.micro_batch_size * world
     if cfg.batch_size % per_step:
         raise TellError(f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size x processes = "
                         f"{cfg.micro_batch_size} x {world}", field="batch_size")
     accum = cfg.batch_size // per_step
+    import torch
+
+    dtype = resolve_dtype(cfg.dtype)
+    on_gpu = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(run / "checkpoints"), per_device_train_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=accum, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
+        max_grad_norm=cfg.max_grad_norm, optim="adamw_torch", logging_steps=cfg.logging_steps,
+        save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=max(cfg.save_steps, 1),
+        save_total_limit=max(cfg.save_total_limit, 1), seed=cfg.seed, data_seed=cfg.seed,
+        train_sampling_strategy="sequential",  # the mixture's order is the method: no second shuffle
+        remove_unused_columns=False, report_to="none", disable_tqdm=not cfg.progress,
+        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
+        ddp_find_unused_parameters=False, dataloader_num_workers=0,
+        use_cpu=not on_gpu)  # accelerate sets up gloo for several CPU processes only when told it runs on CPU
+    if args.world_size != world:
+        # Each process would otherwise train alone on the whole mixture, silently.
+        raise TellError(f"WORLD_SIZE is {world} but the trainer sees {args.world_size} process(es); launch with "
+                        "`accelerate launch` or `torchrun`")
+    # The main process checks and claims the run folder first; the others then only read it.
+    with args.main_process_first(desc="run folder"):
+        if args.process_index == 0:
+            ckpt = _start_or_resume(cfg, run, resolved)
+        else:
+            ckpt = last_complete_checkpoint(run / "checkpoints") if cfg.resume else None
 
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
@@ -122,33 +143,23 @@ def train(cfg: TrainConfig) -> dict:
     packed = cfg.packing == "on" or (cfg.packing == "auto" and can_pack)
     trainable, total = model.get_nb_trainable_parameters()
 
-    if _is_main() and ckpt is None and not (run / "config.json").is_file():
-        run.mkdir(parents=True, exist_ok=True)
-        write_json(run / "config.json", {
-            "config": resolved, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "seeds": {"training": cfg.seed, "mixture": mixture_manifest.get("seeds")},
-            "mixture_sha256": sha256_file(Path(cfg.mixture) / MIXTURE), "packages": provenance.package_versions(),
-            "packing": packed, "gradient_accumulation_steps": accum, "processes": world,
-            "trainable_parameters": trainable, "total_parameters": total})
-        write_json(run / "mixture_manifest.json", mixture_manifest)
-    tokens_seen = _trim_log(run / "train_log.jsonl", int(ckpt.name.split("-")[-1])) if ckpt else (0, 0)
-    if cfg.resume and ckpt is None:
-        (run / "train_log.jsonl").unlink(missing_ok=True)
-
-    dtype = resolve_dtype(cfg.dtype)
-    import torch
-    on_gpu = torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(run / "checkpoints"), per_device_train_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=accum, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
-        max_grad_norm=cfg.max_grad_norm, optim="adamw_torch", logging_steps=cfg.logging_steps,
-        save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=max(cfg.save_steps, 1),
-        save_total_limit=max(cfg.save_total_limit, 1), seed=cfg.seed, data_seed=cfg.seed,
-        train_sampling_strategy="sequential",  # the mixture's order is the method: no second shuffle
-        remove_unused_columns=False, report_to="none", disable_tqdm=not cfg.progress,
-        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
-        ddp_find_unused_parameters=False, dataloader_num_workers=0)
+    tokens_seen = (0, 0)
+    if args.process_index == 0:
+        if not (run / "config.json").is_file():
+            run.mkdir(parents=True, exist_ok=True)
+            write_json(run / "config.json", {
+                "config": resolved,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "seeds": {"training": cfg.seed, "mixture": mixture_manifest.get("seeds")},
+                "mixture_sha256": sha256_file(Path(cfg.mixture) / MIXTURE),
+                "packages": provenance.package_versions(), "packing": packed,
+                "gradient_accumulation_steps": accum, "processes": world,
+                "trainable_parameters": trainable, "total_parameters": total})
+            write_json(run / "mixture_manifest.json", mixture_manifest)
+        if ckpt is not None:
+            tokens_seen = _trim_log(run / "train_log.jsonl", int(ckpt.name.split("-")[-1]))
+        else:
+            (run / "train_log.jsonl").unlink(missing_ok=True)
     trainer = TellTrainer(model=model, args=args, train_dataset=ListDataset(data.examples),
                           data_collator=Collator(pad_id=tokenizer.pad_token_id, packed=packed,
                                                  row_length=cfg.max_length),
