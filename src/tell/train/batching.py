@@ -73,8 +73,8 @@ class ListDataset(torch.utils.data.Dataset):
 class Collator:
     """Collates a micro-batch (a list of examples, in mixture order).
 
-    packed: examples are laid into rows of at most `row_length` tokens in order (a new row when the next
-    example does not fit); position_ids restart at 0 for each example and no attention mask is passed,
+    packed: examples are spread over balanced rows with the fewest padded cells, never wider than
+    `row_length` (see `_balanced_rows`; the order inside a micro-batch does not change its loss); position_ids restart at 0 for each example and no attention mask is passed,
     so the model builds a block-diagonal causal mask. The forward pass must run with `use_cache=False`:
     transformers skips packed-sequence detection when a KV cache is present. Rows are padded to the longest row; the padding is
     a segment of its own, with label -100.
@@ -86,14 +86,32 @@ class Collator:
     packed: bool
     row_length: int
 
+    def _balanced_rows(self, batch: list[dict]) -> list[list[dict]]:
+        """Spread the micro-batch over rows with the fewest padded cells: for each row count from
+        total/row_length up to total/longest, place examples longest first into the emptiest row (LPT
+        scheduling), and keep the layout with the smallest rows x width that fits `row_length`."""
+        order = sorted(batch, key=lambda e: -len(e["input_ids"]))
+        total, longest = sum(len(e["input_ids"]) for e in batch), len(order[0]["input_ids"])
+        low = max(1, -(-total // self.row_length))
+        best: tuple[int, list[list[dict]]] | None = None
+        for n_rows in range(low, max(low, total // longest) + 1):
+            rows: list[list[dict]] = [[] for _ in range(n_rows)]
+            used = [0] * n_rows
+            for ex in order:
+                i = used.index(min(used))
+                rows[i].append(ex)
+                used[i] += len(ex["input_ids"])
+            cells = n_rows * max(used)
+            if max(used) <= self.row_length and (best is None or cells < best[0]):
+                best = (cells, rows)
+        if best is None:  # nothing fits the cap evenly: one example per row
+            return [[ex] for ex in order]
+        return [r for r in best[1] if r]
+
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         rows: list[list[dict]] = []
         if self.packed:
-            for ex in batch:
-                if rows and sum(len(e["input_ids"]) for e in rows[-1]) + len(ex["input_ids"]) <= self.row_length:
-                    rows[-1].append(ex)
-                else:
-                    rows.append([ex])
+            rows = self._balanced_rows(batch)
         else:
             rows = [[ex] for ex in batch]
         width = max(sum(len(e["input_ids"]) for e in row) for row in rows)

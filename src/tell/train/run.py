@@ -178,7 +178,8 @@ def train(cfg: TrainConfig) -> dict:
     if not trainer.is_world_process_zero():
         return {}
     _save_adapter(model, tokenizer, run / "adapter")
-    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    log_path = run / "train_log.jsonl"
+    log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
     last = log[-1] if log else {}
     metrics = {
         "steps": trainer.state.global_step, "epochs": cfg.epochs, "examples": len(data.examples),
