@@ -9,7 +9,7 @@ import textwrap
 from typing import Callable
 
 from tell import __version__
-from tell.config import PrepareConfig, TrainConfig, add_arguments, build
+from tell.config import EvalConfig, PrepareConfig, TrainConfig, add_arguments, build
 from tell.errors import TellError
 
 PREPARE_EXAMPLE = """\
@@ -89,6 +89,46 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+EVAL_EXAMPLE = """\
+example:
+  tell eval --model meta-llama/Llama-2-7b-chat-hf --adapter runs/tell-7b --data halu-cot-json --out evals/tell-7b
+  tell eval --model google/gemma-7b-it --data is-en-news:en-is --data is-en-news:is-en --limit 20 --greedy --out evals/base
+  tell eval --model MODEL --data my_eval.jsonl --metric json --out evals/mine   # a file of your own
+"""
+
+DATA_EXAMPLE = """\
+example:
+  tell data build halu-cot-json --out data          # from ../shared/data when it exists, else downloaded
+  tell data build agieval --out data --source /path/to/copies
+"""
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tell.eval.run import evaluate
+
+    cfg = build(EvalConfig, yaml_path=args.config, overrides=_overrides(args))
+    res = evaluate(cfg)
+    for name, s in res["sets"].items():
+        shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in s["metrics"].items())
+        print(f"{name} ({s['items']} items): {shown}")
+    print(f"  wrote {cfg.out}/predictions.jsonl and {cfg.out}/metrics.json")
+    return 0
+
+
+def _fmt_ci(m: dict) -> str:
+    v, (lo, hi) = m["value"], m["ci95"]
+    f = lambda x: "n/a" if x is None else f"{x:.3g}"
+    return f"{f(v)} [{f(lo)}, {f(hi)}]"
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from tell.data.builders import build as build_set
+
+    m = build_set(args.name, args.out, source=args.source, cache=args.cache)
+    print(f"built {args.name} into {args.out}/{args.name}: {m['splits']}")
+    return 0
+
+
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
@@ -115,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
                 PREPARE_EXAMPLE, PrepareConfig)
     _subcommand(sub, "train", cmd_train, "train a LoRA adapter on a TELL mixture (paper defaults)",
                 TRAIN_EXAMPLE, TrainConfig)
+    _subcommand(sub, "eval", cmd_eval, "evaluate a model or adapter the way the paper does, with 95% bootstrap CIs",
+                EVAL_EXAMPLE, EvalConfig)
+    d = sub.add_parser("data", help="build the paper's data sets", description="build the paper's data sets")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = _subcommand(dsub, "build", cmd_data_build, "build a data set: halu-cot-json, is-en-news, gsm8k, agieval",
+                    DATA_EXAMPLE, None)
+    p.add_argument("name", metavar="NAME", help="halu-cot-json | is-en-news | gsm8k | agieval")
+    p.add_argument("--out", default="data", metavar="DIR", help="where to write NAME/ (default: data)")
+    p.add_argument("--source", metavar="DIR", help="local copies laid out like ../shared/data (default: that folder "
+                                                   "when it exists, else download the public files)")
+    p.add_argument("--cache", metavar="DIR", help="download cache (default: ~/.cache/tell/sources)")
     p = _subcommand(sub, "export", cmd_export, "export a run's adapter, alone or merged into the base model",
                     EXPORT_EXAMPLE, None)
     p.add_argument("run", metavar="RUN_DIR", help="a `tell train` run folder (or a PEFT adapter folder)")

@@ -208,3 +208,42 @@ class TrainConfig:
     divergence_factor: float = opt(10.0, "stop when the loss exceeds this factor x the first logged loss "
                                          "(a non-finite loss always stops)")
     progress: bool = opt(True, "show progress bars")
+
+
+@dataclass
+class EvalConfig:
+    """`tell eval`: generate on eval sets and score them the way the paper does, with bootstrap CIs."""
+
+    model: str | None = opt(None, "base model: a local dir or a Hub id", metavar="PATH_OR_ID")
+    adapter: str | None = opt(None, "a `tell train` run folder or a PEFT adapter folder", metavar="RUN_DIR")
+    data: list[str] = opt([], "eval set (repeatable): a built name (halu-cot-json, is-en-news:en-is, is-en-news:is-en, "
+                              "gsm8k, agieval:SUBTASK, agieval) or a file", metavar="NAME_OR_FILE")
+    data_dir: str = opt("data", "where `tell data build` put the built sets (missing ones are built there)")
+    out: str | None = opt(None, "output folder for predictions.jsonl and metrics.json", metavar="DIR")
+    limit: int | None = opt(None, "evaluate only the first N items of each set", metavar="N")
+    greedy: bool = opt(False, "greedy decoding instead of the paper's sampling")
+    temperature: float = opt(0.3, "sampling temperature (paper)")
+    top_k: int = opt(20, "top-k (paper)")
+    top_p: float = opt(0.7, "top-p (paper)")
+    repetition_penalty: float = opt(1.05, "repetition penalty (paper)")
+    max_new_tokens: int | None = opt(None, "tokens to generate (default per kind: json 512, translation 1024, "
+                                           "gsm8k 384, mcq 32, cloze 64)", metavar="N")
+    batch_size: int = opt(16, "prompts per generation batch")
+    shots: int | None = opt(None, "k-shot examples from the train split (default: 2 for translation, else 0)",
+                            metavar="K")
+    shot_seed: int = opt(42, "seed of the k-shot choice")
+    sample_seed: int = opt(42, "seed of sampling (batch b uses seed + b)")
+    anchor: str | None = opt(None, "anchor text for task prompts (default: the one in the run's manifest)",
+                             metavar="TEXT")
+    anchor_placement: str | None = opt(None, "where --anchor goes (default: as in the manifest, else prefix)",
+                                       choices=("prefix", "suffix", "system", "template"))
+    no_anchor: bool = opt(False, "apply no anchor, even if the run was trained with one")
+    metric: str | None = opt(None, "metric kind for files without `meta.kind`",
+                             choices=("json", "translation", "gsm8k", "mcq", "cloze"))
+    bleurt: str | None = opt(None, "BLEURT-20 checkpoint folder (translation; needs the bleurt package)", metavar="DIR")
+    comet: str | None = opt(None, "COMET checkpoint file (translation; needs unbabel-comet)", metavar="FILE")
+    bootstrap: int = opt(1000, "bootstrap resamples for the 95% intervals")
+    bootstrap_seed: int = opt(0, "seed of the bootstrap")
+    dtype: str = opt("auto", "weights dtype", choices=("auto", "float32", "bfloat16", "float16"))
+    trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
+    progress: bool = opt(True, "show progress bars")

@@ -100,6 +100,10 @@ def _tell(row: dict) -> Record:
     if not isinstance(hist, list):
         raise RowInvalid("wrong_type", "history", "expected a list of turns")
     rec.history = hist
+    meta = row.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise RowInvalid("wrong_type", "meta", "expected an object")
+    rec.meta = meta
     return rec
 
 

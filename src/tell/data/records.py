@@ -29,6 +29,8 @@ class Record:
     anchored: bool = False  # True once an anchor prompt has been applied (task records only)
     tokens: int | None = None  # token count of `render_text`, filled by the token counter
     repeat: int = 0            # >0 only for extra copies made by `--allow-repeat`
+    # Evaluation facts a builder attaches (gold label, choices, reference text, task kind); never trained on.
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def key(self) -> str:
@@ -38,10 +40,13 @@ class Record:
         return hashlib.blake2b("\x1e".join(parts).encode("utf-8"), digest_size=16).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.uid(), "source": self.source, "origin": self.origin, "row": self.row,
-                "system": self.system, "history": self.history, "prompt": self.prompt,
-                "response": self.response, "anchored": self.anchored, "tokens": self.tokens,
-                "repeat": self.repeat}
+        d = {"id": self.uid(), "source": self.source, "origin": self.origin, "row": self.row,
+             "system": self.system, "history": self.history, "prompt": self.prompt,
+             "response": self.response, "anchored": self.anchored, "tokens": self.tokens,
+             "repeat": self.repeat}
+        if self.meta:
+            d["meta"] = self.meta
+        return d
 
     def uid(self) -> str:
         base = f"{self.source}:{self.origin}:{self.row}"
@@ -64,4 +69,4 @@ def record_from_json(d: dict[str, Any]) -> Record:
                   history=list(d.get("history", [])), source=d.get("source", TASK),
                   origin=d.get("origin", ""), row=int(d.get("row", 0)),
                   anchored=bool(d.get("anchored", False)), tokens=d.get("tokens"),
-                  repeat=int(d.get("repeat", 0)))
+                  repeat=int(d.get("repeat", 0)), meta=dict(d.get("meta") or {}))

@@ -1,0 +1,269 @@
+"""Builders for the paper's data sets: `tell data build NAME`.
+
+Each builder reads the public files (from a local folder, by default `../shared/data` when it exists, or
+downloaded from their public sources into a cache) and writes records in the `tell` format that `prepare`
+and `eval` read, one folder per set with `train.jsonl` / `test.jsonl` and a `manifest.json`.
+
+Every record's `meta` says how it is scored (`kind`) and whether it is a task or a general-ability set
+(`role`); evaluation applies the training anchor to task sets only.
+
+| name          | splits        | kind        | from |
+|---------------|---------------|-------------|------|
+| `halu-cot-json` | train, test | json        | TELL repo `test_Halu_CoT_JSON.jsonl`; HaluEval `general_data.json` |
+| `is-en-news`  | en-is/, is-en/ train, test | translation | TELL repo `dev-*.jsonl`, `test-*.jsonl` |
+| `gsm8k`       | train, test   | gsm8k       | openai/grade-school-math |
+| `agieval`     | <sub-task>/test | mcq / cloze | ruixiangcui/AGIEval `data/v1` |
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from tell.data.records import Record
+from tell.errors import TellError
+from tell.io import atomic_open, sha256_file, write_json
+
+TELL_REPO = "https://raw.githubusercontent.com/LinesHogan/Token-Efficient-Leverage-Learning/main/"
+SOURCES = {
+    "tell/test_Halu_CoT_JSON.jsonl": TELL_REPO + "test_Halu_CoT_JSON.jsonl",
+    "tell/dev-en-is.jsonl": TELL_REPO + "dev-en-is.jsonl",
+    "tell/dev-is-en.jsonl": TELL_REPO + "dev-is-en.jsonl",
+    "tell/test-en-is.jsonl": TELL_REPO + "test-en-is.jsonl",
+    "tell/test-is-en.jsonl": TELL_REPO + "test-is-en.jsonl",
+    "halueval/general_data.jsonl": "https://raw.githubusercontent.com/RUCAIBox/HaluEval/main/data/general_data.json",
+    "gsm8k/train.jsonl": "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/train.jsonl",
+    "gsm8k/test.jsonl": "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/test.jsonl",
+}
+AGIEVAL_URL = "https://raw.githubusercontent.com/ruixiangcui/AGIEval/main/data/v1/{name}.jsonl"
+AGIEVAL_EN = ("aqua-rat", "logiqa-en", "lsat-ar", "lsat-lr", "lsat-rc", "sat-en", "sat-en-without-passage",
+              "sat-math", "math")
+AGIEVAL_ZH = ("gaokao-biology", "gaokao-chemistry", "gaokao-chinese", "gaokao-english", "gaokao-geography",
+              "gaokao-history", "gaokao-mathqa", "gaokao-mathcloze", "gaokao-physics", "jec-qa-ca", "jec-qa-kd",
+              "logiqa-zh")
+
+
+class Source:
+    """Where the public files come from: a local folder laid out like ../shared/data, or a download cache."""
+
+    def __init__(self, folder: Path | None, cache: Path):
+        self.folder, self.cache = folder, cache
+        self.used: dict[str, str] = {}
+
+    def path(self, rel: str, url: str | None = None) -> Path:
+        if self.folder is not None:
+            p = self.folder / rel
+            if not p.is_file():
+                raise TellError("missing source file", file=str(p))
+        else:
+            url = url or SOURCES[rel]
+            p = self.cache / rel
+            if not p.is_file():
+                p.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with urllib.request.urlopen(url, timeout=60) as r, atomic_open(p, "wb") as f:
+                        f.write(r.read())
+                except OSError as e:
+                    raise TellError(f"cannot download {url} ({e}); pass --source DIR with local copies") from e
+        self.used[rel] = sha256_file(p)
+        return p
+
+    def rows(self, rel: str, url: str | None = None) -> list[dict]:
+        p = self.path(rel, url)
+        out = []
+        with open(p, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise TellError(f"invalid JSON ({e.msg})", file=str(p), line=i) from None
+        return out
+
+
+# ---- Halu-CoT-JSON ----------------------------------------------------------------------------------------
+
+_HALU_TASK = re.compile(r"Consider the following task:\n'relatives' : (?P<rel>.*?)\n'user_query' : (?P<query>.*?)\n"
+                        r"'chatgpt_response' : (?P<response>.*)\Z", re.S)
+THOUGHT_NO = ("The response addresses the query and I find no statement in it that is unsupported or "
+              "incorrect, so it contains no hallucination.")
+THOUGHT_YES = "The response contains statements that are unsupported or incorrect: {spans}. These are hallucinations."
+SPAN_CHARS = 200
+
+
+def halu_thought(spans: list[str], label: str) -> str:
+    """The documented template that turns HaluEval's `hallucination_spans` into the JSON answer's thought."""
+    if label == "no":
+        return THOUGHT_NO
+    quoted = [f'"{" ".join(s.split())[:SPAN_CHARS]}"' for s in spans if s.strip()]
+    if not quoted:
+        return "The response contains statements that are unsupported or incorrect. These are hallucinations."
+    return THOUGHT_YES.format(spans="; ".join(quoted))
+
+
+def halu_key(query: str, response: str) -> str:
+    norm = lambda t: " ".join(t.split())
+    return hashlib.sha256(f"{norm(query)}\x1e{norm(response)}".encode()).hexdigest()
+
+
+def build_halu(src: Source) -> dict[str, list[Record]]:
+    test_rel = "tell/test_Halu_CoT_JSON.jsonl"
+    test_rows = src.rows(test_rel)
+    template, test, keys = None, [], set()
+    for i, r in enumerate(test_rows, 1):
+        m = _HALU_TASK.search(r["prompt"])
+        if m is None:
+            raise TellError("prompt does not end with the Halu-CoT-JSON task block", file=test_rel, line=i)
+        head = r["prompt"][:m.start()]
+        template = template or head
+        if head != template:
+            raise TellError("prompt uses a different instruction template", file=test_rel, line=i)
+        keys.add(halu_key(m["query"], m["response"]))
+        test.append(Record(prompt=r["prompt"], response=r["response"].strip(), source="task", origin=test_rel, row=i,
+                           meta={"kind": "json", "role": "task", "label": r["response"].strip()}))
+    train = []
+    gen_rel = "halueval/general_data.jsonl"
+    for i, r in enumerate(src.rows(gen_rel), 1):
+        if halu_key(r["user_query"], r["chatgpt_response"]) in keys:
+            continue  # in the test set: never train on it
+        label = r["hallucination"].strip().lower()
+        prompt = (f"{template}Consider the following task:\n'relatives' : \n'user_query' : {r['user_query']}\n"
+                  f"'chatgpt_response' : {r['chatgpt_response']}")
+        answer = json.dumps({"thought": halu_thought(r.get("hallucination_spans") or [], label),
+                             "hallucination": label}, ensure_ascii=False)
+        train.append(Record(prompt=prompt, response=answer, source="task", origin=gen_rel, row=i,
+                            meta={"kind": "json", "role": "task", "label": label, "halueval_id": r.get("ID")}))
+    return {"train": train, "test": test}
+
+
+# ---- IS-EN-NEWS -------------------------------------------------------------------------------------------
+
+_LEAD = re.compile(r"^\s*Sure, here is the \w+ translation:\s*", re.I)
+
+
+def strip_lead_in(text: str) -> str:
+    """Remove the fixed "Sure, here is the ... translation:" lead-in (references and hypotheses alike)."""
+    return _LEAD.sub("", text, count=1).strip()
+
+
+def build_is_en(src: Source) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = {}
+    for direction in ("en-is", "is-en"):
+        for split, stem in (("train", "dev"), ("test", "test")):
+            rel = f"tell/{stem}-{direction}.jsonl"
+            recs = []
+            for i, r in enumerate(src.rows(rel), 1):
+                instruction, sep, text = r["query"].partition("\n\n")
+                if not sep:
+                    raise TellError("expected an instruction sentence, a blank line, then the text", file=rel, line=i,
+                                    field="query")
+                recs.append(Record(prompt=r["query"], response=r["response"], source="task", origin=rel, row=i,
+                                   meta={"kind": "translation", "role": "task", "direction": direction,
+                                         "instruction": instruction, "source_text": text.strip(),
+                                         "reference": strip_lead_in(r["response"])}))
+            out[f"{direction}/{split}"] = recs
+    return out
+
+
+# ---- GSM8K and AGIEval ------------------------------------------------------------------------------------
+
+def gsm8k_number(text: str) -> str | None:
+    """The final number: after '####' when present, else the last number in the text; commas removed."""
+    tail = text.split("####")[-1] if "####" in text else text
+    nums = re.findall(r"-?\d[\d,]*(?:\.\d+)?", tail)
+    if not nums:
+        return None
+    n = nums[-1 if "####" not in text else 0].replace(",", "")
+    return n[:-2] if n.endswith(".0") else n.rstrip(".")
+
+
+def build_gsm8k(src: Source) -> dict[str, list[Record]]:
+    out = {}
+    for split in ("train", "test"):
+        rel = f"gsm8k/{split}.jsonl"
+        out[split] = [Record(prompt=r["question"], response=r["answer"], source="general", origin=rel, row=i,
+                             meta={"kind": "gsm8k", "role": "general", "answer": gsm8k_number(r["answer"])})
+                      for i, r in enumerate(src.rows(rel), 1)]
+    return out
+
+
+def _literal(v):
+    import warnings
+
+    warnings.filterwarnings("ignore", category=SyntaxWarning)  # AGIEval strings such as "3.2e" are not literals
+    if isinstance(v, str) and v not in ("None", ""):
+        try:
+            return ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            return v
+    return None if v in ("None", "") else v
+
+
+def agieval_prompt(passage, question: str, options: list[str] | None) -> str:
+    parts = [p for p in (passage, question) if p]
+    if options:
+        parts.append("\n".join(options))
+        parts.append("Answer with the letter of the correct option.")
+    return "\n\n".join(parts)
+
+
+def build_agieval(src: Source, names: tuple[str, ...] = AGIEVAL_EN + AGIEVAL_ZH) -> dict[str, list[Record]]:
+    out = {}
+    for name in names:
+        rel = f"agieval/{name}.jsonl"
+        recs = []
+        for i, r in enumerate(src.rows(rel, AGIEVAL_URL.format(name=name)), 1):
+            passage, options, label = _literal(r.get("passage")), _literal(r.get("options")), _literal(r.get("label"))
+            prompt = agieval_prompt(passage, r["question"], options)
+            if options:
+                labels = label if isinstance(label, list) else [label]
+                meta = {"kind": "mcq", "role": "general", "label": "".join(labels),
+                        "choices": [o[1] if len(o) > 1 and o[0] == "(" else chr(65 + j) for j, o in enumerate(options)]}
+                response = "".join(labels)
+            else:
+                answer = str(_literal(r.get("answer")))
+                meta = {"kind": "cloze", "role": "general", "answer": answer}
+                response = answer
+            recs.append(Record(prompt=prompt, response=response, source="general", origin=rel, row=i, meta=meta))
+        out[f"{name}/test"] = recs
+    return out
+
+
+BUILDERS: dict[str, Callable[[Source], dict[str, list[Record]]]] = {
+    "halu-cot-json": build_halu, "is-en-news": build_is_en, "gsm8k": build_gsm8k, "agieval": build_agieval}
+
+
+def default_source() -> Path | None:
+    for cand in (Path.cwd() / ".." / "shared" / "data", Path(__file__).resolve().parents[4] / "shared" / "data"):
+        if cand.is_dir():
+            return cand.resolve()
+    return None
+
+
+def build(name: str, out: str | Path, source: str | None = None, cache: str | Path | None = None) -> dict:
+    """Build data set `name` into `out/name/`; return its manifest."""
+    if name not in BUILDERS:
+        raise TellError(f"unknown data set '{name}'; expected one of {sorted(BUILDERS)}")
+    folder = Path(source) if source else default_source()
+    if folder is not None and not folder.is_dir():
+        raise TellError("no such folder", file=str(folder))
+    src = Source(folder, Path(cache or Path.home() / ".cache" / "tell" / "sources"))
+    splits = BUILDERS[name](src)
+    dest = Path(out) / name
+    counts = {}
+    for split, recs in splits.items():
+        with atomic_open(dest / f"{split}.jsonl") as f:
+            for rec in recs:
+                f.write(json.dumps(rec.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+        counts[split] = len(recs)
+    manifest = {"kind": "tell-dataset", "name": name, "splits": counts,
+                "source": str(folder) if folder else "downloaded", "source_sha256": src.used,
+                "templates": {"halu_thought_no": THOUGHT_NO, "halu_thought_yes": THOUGHT_YES} if name == "halu-cot-json"
+                else {}}
+    write_json(dest / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,1 @@
+"""Evaluation: batched generation, the paper's metrics, bootstrap confidence intervals."""
