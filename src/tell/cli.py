@@ -129,6 +129,38 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+SWEEP_EXAMPLE = """\
+example:
+  tell sweep examples/sweeps/halu_llama2_7b.yaml --out sweeps/halu-llama2 --dry-run   # the grid and its cost
+  tell sweep examples/sweeps/halu_llama2_7b.yaml --out sweeps/halu-llama2 --workers 2
+  tell report sweeps/halu-llama2
+"""
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tell.experiments.sweep import Sweep, load_spec
+
+    spec = load_spec(args.spec)
+    rows = Sweep(spec, args.out, spec_path=args.spec).run(workers=args.workers, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(f"wrote {args.out}/results.csv and results.jsonl ({len(rows)} rows); next: tell report {args.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tell.experiments.report import make_report
+
+    primary, title = args.metric, None
+    spec_path = os.path.join(args.results, "spec.yaml")
+    if os.path.isfile(spec_path):
+        from tell.experiments.sweep import load_spec
+        spec = load_spec(spec_path)
+        primary, title = primary or spec.primary_metric, spec.name
+    path = make_report(args.results, primary=primary, title=title)
+    print(f"wrote {path}, {path.with_suffix('.html')} and plots in {path.parent / 'report_files'}")
+    return 0
+
+
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
@@ -166,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="DIR", help="local copies laid out like ../shared/data (default: that folder "
                                                    "when it exists, else download the public files)")
     p.add_argument("--cache", metavar="DIR", help="download cache (default: ~/.cache/tell/sources)")
+    p = _subcommand(sub, "sweep", cmd_sweep, "run the paper's experiments as a grid of prepare -> train -> eval cells",
+                    SWEEP_EXAMPLE, None)
+    p.add_argument("spec", metavar="SPEC.yaml", help="the sweep spec (see examples/sweeps/)")
+    p.add_argument("--out", required=True, metavar="DIR", help="sweep folder (cells/, results.csv, results.jsonl)")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel on this machine")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the grid, the tokens each cell trains on and the total cost; trains nothing "
+                        "(the mixtures are prepared, which is cheap and cached)")
+    p = _subcommand(sub, "report", cmd_report, "plots, tables and token-efficiency from a sweep's results",
+                    SWEEP_EXAMPLE, None)
+    p.add_argument("results", metavar="RESULTS_DIR", help="a `tell sweep` output folder")
+    p.add_argument("--metric", help="metric to plot (default: the spec's primary_metric, else the first)")
     p = _subcommand(sub, "export", cmd_export, "export a run's adapter, alone or merged into the base model",
                     EXPORT_EXAMPLE, None)
     p.add_argument("run", metavar="RUN_DIR", help="a `tell train` run folder (or a PEFT adapter folder)")

@@ -24,8 +24,8 @@ def opt(default: Any = None, help: str = "", *, flag: str | None = None, choices
         metavar: str | None = None, secret: bool = False) -> Any:
     """A config field with its help text (and optional flag name, choices, metavar)."""
     meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "secret": secret}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -75,10 +75,18 @@ def _check_value(cls: type, name: str, value: Any, where: str) -> Any:
         raise TellError(f"is null; expected a {getattr(tp, '__name__', tp)}", file=where, field=name)
     if typing.get_origin(tp) is list:
         inner = typing.get_args(tp)[0]
-        if isinstance(value, inner):  # a single value where a list is expected
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, inner) for v in value):
+        if not isinstance(value, list):
+            value = [value]  # a single value where a list is expected
+        if inner is float:
+            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        if inner is int:
+            value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+        if not all(isinstance(v, inner) and not (inner is int and isinstance(v, bool)) for v in value):
             raise TellError(f"expected a list of {inner.__name__}", file=where, field=name)
+        return value
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise TellError(f"expected a mapping, got {type(value).__name__}", file=where, field=name)
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -192,6 +200,8 @@ class TrainConfig:
     batch_size: int = opt(16, "examples per optimizer step (micro batch x accumulation x processes)")
     micro_batch_size: int = opt(4, "examples per forward pass on each process")
     epochs: float = opt(1.0, "passes over the mixture (TELL: 1)")
+    max_steps: int | None = opt(None, "train exactly N optimizer steps, going over the mixture again as needed "
+                                      "(overrides epochs; the sweep's sft-matched baseline uses it)", metavar="N")
     seed: int = opt(42, "seed of LoRA init, dropout and anything random in training")
     max_length: int = opt(1024, "longest example in tokens (after the chat template)")
     length_policy: str = opt("truncate", "examples over max_length: truncate the answer's tail, or drop them "
@@ -247,3 +257,28 @@ class EvalConfig:
     dtype: str = opt("auto", "weights dtype", choices=("auto", "float32", "bfloat16", "float16"))
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
     progress: bool = opt(True, "show progress bars")
+
+
+@dataclass
+class SweepSpec:
+    """A sweep: the paper's experiments as a grid of cells (method x task budget x general ratio x seed)."""
+
+    name: str = opt("sweep", "name of the sweep (used in the report)")
+    model: str | None = opt(None, "base model: a local dir or a Hub id")
+    tokenizer: str | None = opt(None, "token counter for budgets (default: the model's tokenizer)")
+    task: str | None = opt(None, "task training data (file or Hub id)")
+    general: list[str] = opt([], "general data (files or Hub ids, pooled)")
+    anchor: str | None = opt(None, "anchor text for the tell method")
+    anchor_placement: str = opt("prefix", "where the anchor goes", choices=("prefix", "suffix", "system", "template"))
+    eval: list[str] = opt([], "eval sets (built names or files), as for `tell eval --data`")
+    eval_limit: int | None = opt(None, "items per eval set (all when omitted)")
+    data_dir: str = opt("data", "where built eval sets live")
+    metric: str | None = opt(None, "metric kind for eval files without meta.kind")
+    methods: list[str] = opt(["base", "sft", "sft-matched", "general-only", "tell", "tell-no-anchor"],
+                             "methods to run")
+    task_tokens: list[int] = opt([], "task token budgets")
+    ratios: list[float] = opt([], "general:task token ratios for tell (and its paired baselines)")
+    seeds: list[int] = opt([42], "seeds (repeats): data subset, training and sampling")
+    train: dict = opt({}, "overrides of `tell train` settings (e.g. learning_rate, micro_batch_size)")
+    decoding: dict = opt({}, "overrides of `tell eval` settings (e.g. greedy, max_new_tokens, batch_size)")
+    primary_metric: str | None = opt(None, "metric the report plots first (default: the first one of the first set)")

@@ -106,7 +106,7 @@ def train(cfg: TrainConfig) -> dict:
     on_gpu = torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(run / "checkpoints"), per_device_train_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=accum, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        gradient_accumulation_steps=accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
         max_grad_norm=cfg.max_grad_norm, optim="adamw_torch", logging_steps=cfg.logging_steps,
         save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=max(cfg.save_steps, 1),

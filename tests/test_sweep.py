@@ -1,0 +1,130 @@
+"""`tell sweep` and `tell report` on a tiny local model; the S-curve fit and token-efficiency."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import write_jsonl
+from tell.cli import main
+from tell.experiments.analysis import fit_scurve, interpolate_tokens, logistic, token_efficiency
+
+
+def test_logistic_fit_recovers_known_curve():
+    g = [1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6, 1e7]
+    v = [float(logistic(math.log10(x), 0.05, 0.8, 4.0, 4.5)) for x in g]
+    fit = fit_scurve(g, v)
+    assert fit.hi == pytest.approx(0.8, abs=1e-4) and fit.x0 == pytest.approx(4.5, abs=1e-3)
+    assert fit.midpoint_tokens == pytest.approx(10 ** 4.5, rel=1e-2)
+    assert fit_scurve(g[:3], v[:3]) is None and fit_scurve(g, [0.3] * len(g)) is None
+
+
+def test_token_efficiency_interpolation_known_answers():
+    sft = [(1e4, 0.1), (1e5, 0.5), (1e6, 0.9)]
+    assert interpolate_tokens([t for t, _ in sft], [v for _, v in sft], 0.7) == pytest.approx(10 ** 5.5)
+    assert interpolate_tokens([t for t, _ in sft], [v for _, v in sft], 0.95) is None
+    # Non-monotone SFT curves are made monotone (the first budget that reaches the score counts).
+    assert interpolate_tokens([1e4, 1e5, 1e6], [0.1, 0.6, 0.5], 0.55) == pytest.approx(10 ** (4 + 0.9))
+    (e,) = token_efficiency(sft, [(1e4, 0.5, 0.3, 0.7)])
+    assert e["sft_equivalent_tokens"] == pytest.approx(1e5) and e["ratio"] == pytest.approx(10)
+    assert e["ratio_ci"] == pytest.approx([10 ** 0.5, 10 ** 1.5])
+    (e,) = token_efficiency(sft, [(1e4, 0.95, 0.9, 0.99)])
+    assert e["beyond_sft_curve"] and e["ratio"] is None
+
+
+@pytest.fixture
+def spec(tmp_path, tiny_model, toy_mixture):
+    d = toy_mixture.parent
+    ev = write_jsonl(tmp_path / "eval.jsonl", [
+        {"prompt": f"judge castle {w}", "response": "json yes thought no", "source": "task", "origin": "e", "row": i,
+         "meta": {"kind": "cloze", "role": "task", "answer": "json yes thought no"}} for i, w in enumerate(["river", "ocean", "cloud"])])
+    y = tmp_path / "spec.yaml"
+    y.write_text(json.dumps({
+        "name": "tiny", "model": str(tiny_model), "task": str(d / "task.jsonl"), "general": [str(d / "general.jsonl")],
+        "anchor": "task", "eval": [str(ev)], "task_tokens": [120], "ratios": [1, 3], "seeds": [7],
+        "train": {"learning_rate": 0.01, "micro_batch_size": 4}, "decoding": {"greedy": True, "max_new_tokens": 4, "bootstrap": 50}}))
+    return y
+
+
+def test_sweep_end_to_end_resume_and_report(spec, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "sw"
+    assert main(["sweep", str(spec), "--out", str(out), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "12 cells" not in dry and "cells; still to train" in dry and not (out / "results.csv").exists()
+    assert not list(out.glob("cells/*/run"))  # nothing trained
+
+    import tell.train.run as run_mod
+    real = run_mod.train
+
+    def flaky(cfg):  # the sft-matched cells fail this time
+        if cfg.max_steps:
+            raise RuntimeError("simulated failure")
+        return real(cfg)
+
+    monkeypatch.setattr(run_mod, "train", flaky)
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "failed" in log and "simulated failure" in log
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    methods = {r["method"] for r in rows}
+    assert methods == {"base", "sft", "general-only", "tell", "tell-no-anchor"}  # the sweep went on
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:10] == ["method", "task_tokens", "general_tokens", "ratio", "seed", "set", "metric", "value",
+                           "ci_low", "ci_high"] and "optimizer_steps" in header and "run_dir" in header
+
+    # Rerun: finished cells are skipped, the failed ones run now.
+    monkeypatch.setattr(run_mod, "train", real)
+    calls = []
+    monkeypatch.setattr(run_mod, "train", lambda cfg: calls.append(cfg.out) or real(cfg))
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    assert len(calls) == 2 and all("sft-matched" in c for c in calls)
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    # sft-matched takes as many optimizer steps as the tell cell it is paired with.
+    steps = {(r["method"], r["ratio"]): r["optimizer_steps"] for r in rows}
+    for ratio in (1.0, 3.0):
+        assert steps[("sft-matched", ratio)] == steps[("tell", ratio)] > steps[("sft", 0.0)]
+    # Nested data: the smaller ratio's general examples are a subset of the larger one's, in the same order.
+    cells = {c["ratio"]: p for p in out.glob("cells/*") if (c := json.loads((p / "cell.json").read_text()))["method"] == "tell"}
+    ids = {r: [json.loads(x)["id"] for x in (p / "data" / "mixture.jsonl").read_text().splitlines()] for r, p in cells.items()}
+    small, large = ids[1.0], ids[3.0]
+    assert set(small) < set(large) and [i for i in large if i in set(small)] == small
+
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "Token-efficiency" in md and "vs task tokens" in md and "anchor" in md and "ablation" in md
+    pngs = list((out / "report_files").glob("*.png"))
+    assert len(pngs) >= 4
+    import matplotlib.image as mpimg
+    for p in pngs:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and mpimg.imread(p).shape[0] > 100
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(pngs) and "<table>" in page
+    # The report is drawn from the table alone: it still works with the cells gone.
+    import shutil
+    shutil.rmtree(out / "cells")
+    assert main(["report", str(out)]) == 0
+
+
+def test_spec_errors_are_one_line(tmp_path, capsys):
+    y = tmp_path / "bad.yaml"
+    y.write_text("model: m\nmethods: [tell, magic]\n")
+    assert main(["sweep", str(y), "--out", str(tmp_path / "o")]) == 2
+    assert "field 'methods': unknown method(s) ['magic']" in capsys.readouterr().err
+    y.write_text("model: m\ntask: t.jsonl\ntask_tokens: [10]\nmethods: [sft]\neval: [x]\ntrain: {lr: 1}\n")
+    assert main(["sweep", str(y), "--out", str(tmp_path / "o")]) == 2
+    assert "field 'train': unknown setting(s) ['lr']" in capsys.readouterr().err
+
+
+def test_example_recipes_are_valid_specs():
+    from conftest import REPO
+    from tell.experiments.sweep import load_spec
+
+    paths = sorted((REPO / "examples" / "sweeps").glob("*.yaml"))
+    assert len(paths) >= 4
+    for p in paths:
+        assert p.read_text().startswith("# tell sweep ")  # each recipe starts with the command that runs it
+        spec = load_spec(str(p))
+        assert spec.model and spec.eval
