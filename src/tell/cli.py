@@ -9,7 +9,8 @@ import textwrap
 from typing import Callable
 
 from tell import __version__
-from tell.config import EvalConfig, PrepareConfig, TrainConfig, add_arguments, build
+from tell.config import (AnchorConfig, EvalConfig, PrepareConfig, ProbeConfig, TrainConfig, add_arguments,
+                         build)
 from tell.errors import TellError
 
 PREPARE_EXAMPLE = """\
@@ -161,6 +162,60 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_EXAMPLE = """\
+example:
+  tell demo                    # about 10 minutes on 2 CPU cores; the base model is cached for next time
+  tell demo --quick --out out/demo-quick
+"""
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tell.synthetic.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, workers=args.workers, cache=args.cache)
+    return 0
+
+
+PROBE_EXAMPLE = """\
+example:
+  tell probe --model meta-llama/Llama-2-7b-chat-hf --task mix/ --out probes/llama2      # task + general + anchor from a prepare folder
+  tell probe --model MODEL --task task.jsonl --general general.jsonl --anchor "Translate into Icelandic." \\
+      --anchor2 "A second wording." --layers all --out probes/curve
+"""
+
+ANCHOR_EXAMPLE = """\
+example:
+  tell anchor generate --model MODEL --task task.jsonl --general general.jsonl --out anchors/
+  tell prepare ... --anchor-file anchors/anchor.txt
+"""
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from tell.probe.run import probe
+
+    cfg = build(ProbeConfig, yaml_path=args.config, overrides=_overrides(args))
+    doc = probe(cfg)
+    k = doc["main_layer"]
+    for cond, metrics in doc["layers"][k].items():
+        print(f"layer {k}, {cond} vs general: " + ", ".join(f"{m} {_fmt_ci(v)}" for m, v in metrics.items()))
+    print(f"  wrote {cfg.out}/probe.json and t-SNE / PCA plots")
+    return 0
+
+
+def cmd_anchor_generate(args: argparse.Namespace) -> int:
+    from tell.probe.anchor_gen import generate_anchor
+
+    cfg = build(AnchorConfig, yaml_path=args.config, overrides=_overrides(args))
+    doc = generate_anchor(cfg)
+    print(f"{len(doc['ranked'])} candidates kept, {len(doc['rejected'])} rejected; ranked by {doc['metric']} gain "
+          f"over no anchor (layer {doc['layer']}):")
+    for r in doc["ranked"]:
+        print(f"  {r['gain']:+.4f}  {r['anchor']}")
+    if doc["ranked"]:
+        print(f"  best written to {cfg.out}/anchor.txt (use: tell prepare --anchor-file {cfg.out}/anchor.txt)")
+    return 0
+
+
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
@@ -210,6 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
                     SWEEP_EXAMPLE, None)
     p.add_argument("results", metavar="RESULTS_DIR", help="a `tell sweep` output folder")
     p.add_argument("--metric", help="metric to plot (default: the spec's primary_metric, else the first)")
+    p = _subcommand(sub, "demo", cmd_demo, "the whole of tell in a small synthetic world, on a CPU, with no downloads",
+                    DEMO_EXAMPLE, None)
+    p.add_argument("--quick", action="store_true", help="a ~2 minute version (CI)")
+    p.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default: out/demo)")
+    p.add_argument("--workers", type=int, default=1, help="sweep cells in parallel")
+    p.add_argument("--cache", metavar="DIR", help="where the pretrained base is cached (default: ~/.cache/tell/demo)")
+    _subcommand(sub, "probe", cmd_probe, "hidden-state separation of task vs general inputs, with and without the anchor",
+                PROBE_EXAMPLE, ProbeConfig)
+    a = sub.add_parser("anchor", help="anchors written by the model itself", description="anchors written by the model")
+    asub = a.add_subparsers(dest="anchor_command", metavar="ACTION", required=True)
+    _subcommand(asub, "generate", cmd_anchor_generate, "sample anchors from the model, clean and rank them by the probe",
+                ANCHOR_EXAMPLE, AnchorConfig)
     p = _subcommand(sub, "export", cmd_export, "export a run's adapter, alone or merged into the base model",
                     EXPORT_EXAMPLE, None)
     p.add_argument("run", metavar="RUN_DIR", help="a `tell train` run folder (or a PEFT adapter folder)")

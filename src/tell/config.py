@@ -237,7 +237,7 @@ class EvalConfig:
     top_p: float = opt(0.7, "top-p (paper)")
     repetition_penalty: float = opt(1.05, "repetition penalty (paper)")
     max_new_tokens: int | None = opt(None, "tokens to generate (default per kind: json 512, translation 1024, "
-                                           "gsm8k 384, mcq 32, cloze 64)", metavar="N")
+                                           "gsm8k 384, mcq 32, cloze 64, format 64)", metavar="N")
     batch_size: int = opt(16, "prompts per generation batch")
     shots: int | None = opt(None, "k-shot examples from the train split (default: 2 for translation, else 0)",
                             metavar="K")
@@ -249,7 +249,7 @@ class EvalConfig:
                                        choices=("prefix", "suffix", "system", "template"))
     no_anchor: bool = opt(False, "apply no anchor, even if the run was trained with one")
     metric: str | None = opt(None, "metric kind for files without `meta.kind`",
-                             choices=("json", "translation", "gsm8k", "mcq", "cloze"))
+                             choices=("json", "translation", "gsm8k", "mcq", "cloze", "format"))
     bleurt: str | None = opt(None, "BLEURT-20 checkpoint folder (translation; needs the bleurt package)", metavar="DIR")
     comet: str | None = opt(None, "COMET checkpoint file (translation; needs unbabel-comet)", metavar="FILE")
     bootstrap: int = opt(1000, "bootstrap resamples for the 95% intervals")
@@ -282,3 +282,55 @@ class SweepSpec:
     train: dict = opt({}, "overrides of `tell train` settings (e.g. learning_rate, micro_batch_size)")
     decoding: dict = opt({}, "overrides of `tell eval` settings (e.g. greedy, max_new_tokens, batch_size)")
     primary_metric: str | None = opt(None, "metric the report plots first (default: the first one of the first set)")
+
+
+@dataclass
+class ProbeConfig:
+    """`tell probe`: does the anchor move task inputs away from general inputs inside the model?"""
+
+    model: str | None = opt(None, "base model: a local dir or a Hub id", metavar="PATH_OR_ID")
+    adapter: str | None = opt(None, "a `tell train` run folder or a PEFT adapter folder", metavar="RUN_DIR")
+    task: str | None = opt(None, "task records: a file, or a `tell prepare` folder (its task examples)",
+                           metavar="FILE_OR_DIR")
+    general: str | None = opt(None, "general records: a file, or a `tell prepare` folder (default: --task's "
+                                    "folder when it is one)", metavar="FILE_OR_DIR")
+    anchor: str | None = opt(None, "the anchor (default: the one in the manifest of --task or --adapter)", metavar="TEXT")
+    anchor2: str | None = opt(None, "a second anchor to compare", metavar="TEXT")
+    anchor_placement: str | None = opt(None, "where the anchor goes (default: as in the manifest, else prefix)",
+                                       choices=("prefix", "suffix", "system", "template"))
+    examples: int = opt(50, "examples per group (the paper: 50)")
+    layers: str = opt("middle", "layer(s): middle (the paper's 16 of 32), all (a per-layer curve), or numbers 1..L")
+    pooling: str = opt("mean", "pool over the prompt tokens: mean, or the last token", choices=("mean", "last"))
+    bootstrap: int = opt(200, "bootstrap resamples for the intervals (middle layer; 0 for none)")
+    seed: int = opt(42, "seed of the example choice, the probe's folds, the bootstrap and t-SNE")
+    out: str | None = opt(None, "output folder for probe.json and the plots", metavar="DIR")
+    dtype: str = opt("auto", "weights dtype", choices=("auto", "float32", "bfloat16", "float16"))
+    trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
+
+
+@dataclass
+class AnchorConfig:
+    """`tell anchor generate`: let the model write its own anchor (paper A.6), ranked by the probe."""
+
+    model: str | None = opt(None, "the model that writes (and is probed)", metavar="PATH_OR_ID")
+    adapter: str | None = opt(None, "optional adapter", metavar="RUN_DIR")
+    task: str | None = opt(None, "task records (file)", metavar="FILE")
+    general: str | None = opt(None, "general records (file) for the separation ranking", metavar="FILE")
+    shots: int = opt(5, "task examples shown to the model")
+    candidates: int = opt(8, "candidates sampled")
+    temperature: float = opt(0.9, "sampling temperature for the candidates")
+    max_new_tokens: int = opt(40, "tokens per candidate")
+    min_words: int = opt(3, "shortest acceptable anchor, in words")
+    max_words: int = opt(40, "longest acceptable anchor, in words")
+    examples: int = opt(50, "examples per group for the ranking probe")
+    layers: str = opt("middle", "probe layer(s)")
+    rank_metric: str = opt("silhouette", "separation gain used to rank",
+                           choices=("silhouette", "centroid_cosine_distance", "probe_accuracy"))
+    pilot: int = opt(0, "also rank the top N by a short TELL training + eval (needs --general, --eval, "
+                        "--task-tokens, --ratio)")
+    eval: str | None = opt(None, "eval set for --pilot", metavar="NAME_OR_FILE")
+    task_tokens: int | None = opt(None, "task budget for --pilot", metavar="N")
+    ratio: float | None = opt(None, "general ratio for --pilot", metavar="R")
+    seed: int = opt(42, "seed of the shown examples and the sampling")
+    out: str | None = opt(None, "output folder: candidates.json and anchor.txt (the best)", metavar="DIR")
+    trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")

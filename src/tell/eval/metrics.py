@@ -11,6 +11,8 @@ to "no" before parsing; nothing like that happens here.)
 Translation: corpus chrF++ and BLEU (sacrebleu) after stripping the "Sure, here is the ... translation:"
 lead-in from hypotheses and references; optional BLEURT-20 and COMET from user-given checkpoints.
 GSM8K: exact match of the final number. AGIEval: exact match of the option letter(s) / the cloze answer.
+Format (a structured-output task of your own, e.g. the demo world's): format adherence to a regex and
+exact-match accuracy.
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ def score_mcq(output: str, label: str, choices: Sequence[str] = "ABCDE") -> dict
         re.search(rf"(?<![A-Za-z])\(?([{L}](?:\s*,\s*[{L}])*)(?![A-Za-z])", text)
     pred = re.sub(r"[\s,]", "", m.group(1)) if m else None
     return {"pred": pred, "correct": float(pred == label)}
+
+
+def score_format(output: str, regex: str, answer: str) -> dict:
+    """A structured-output task of your own: `format` = the output (whitespace folded) matches `regex`
+    in full; `correct` = it equals the reference answer (whitespace folded)."""
+    norm = lambda t: " ".join(t.split())
+    out = norm(output)
+    return {"format": float(re.fullmatch(regex, out) is not None), "correct": float(out == norm(answer))}
 
 
 def score_cloze(output: str, answer: str) -> dict:

@@ -25,7 +25,7 @@ from tell.eval import metrics as M
 from tell.io import atomic_open, sha256_file, write_json
 from tell.prompting import prompt_ids, prompt_text
 
-DEFAULT_NEW_TOKENS = {"json": 512, "translation": 1024, "gsm8k": 384, "mcq": 32, "cloze": 64}
+DEFAULT_NEW_TOKENS = {"json": 512, "translation": 1024, "gsm8k": 384, "mcq": 32, "cloze": 64, "format": 64}
 KINDS = tuple(DEFAULT_NEW_TOKENS)
 
 
@@ -53,7 +53,7 @@ def resolve_set(spec: str, cfg: EvalConfig) -> list[EvalSet]:
         if kind not in KINDS:
             raise TellError(f"the records have no meta.kind; give --metric one of {list(KINDS)}", file=spec)
         # Without meta.role, the paper's split: JSON and translation are task sets, the rest general ability.
-        role = recs[0].meta.get("role") or ("task" if kind in ("json", "translation") else "general")
+        role = recs[0].meta.get("role") or ("task" if kind in ("json", "translation", "format") else "general")
         return [EvalSet(spec, Path(spec), recs, kind, role, None)]
     root = Path(cfg.data_dir) / name
     if not (root / "manifest.json").is_file():
@@ -111,6 +111,10 @@ def score(kind: str, output: str, rec: Record) -> dict:
         return M.score_mcq(output, m.get("label", rec.response.strip()), m.get("choices") or "ABCDE")
     if kind == "cloze":
         return M.score_cloze(output, m.get("answer", rec.response))
+    if kind == "format":
+        if "format_regex" not in m:
+            raise TellError(f"format items need meta.format_regex ({rec.origin}:{rec.row})")
+        return M.score_format(output, m["format_regex"], m.get("answer", rec.response))
     return {}
 
 
@@ -121,7 +125,11 @@ def set_metrics(kind: str, rows: list[dict], cfg: EvalConfig) -> dict:
     if kind == "translation":
         return M.translation_metrics([r["output"] for r in rows], [r["reference"] for r in rows], seed, B,
                                      bleurt=cfg.bleurt, comet=cfg.comet, sources=[r.get("source_text", "") for r in rows])
-    return {"accuracy": M.mean_metric([r["scores"]["correct"] for r in rows], seed, B)}
+    out = {}
+    if kind == "format":
+        out["format_adherence"] = M.mean_metric([r["scores"]["format"] for r in rows], seed, B)
+    out["accuracy"] = M.mean_metric([r["scores"]["correct"] for r in rows], seed, B)
+    return out
 
 
 def _read_done(path: Path) -> list[dict]:

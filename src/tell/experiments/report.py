@@ -225,7 +225,7 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
                 ci = e["ratio_ci"]
                 ci_s = f"[{_num(ci[0])}, {_num(ci[1])}]"
                 md.append(f"| {e['tell_task_tokens']:,} | {ratio:g} | {e['value']:.4g} | {eq} | {ratio_s} | {ci_s} |")
-                efficiency_all.append({"set": set_name, "metric": metric, "ratio": ratio, **e})
+                efficiency_all.append({"set": set_name, "metric": metric, "general_ratio": ratio, **e})
             md.append("")
 
     with atomic_open(folder / "token_efficiency.json") as f:

@@ -165,6 +165,9 @@ def train(cfg: TrainConfig) -> dict:
                                                  row_length=cfg.max_length),
                           callbacks=[JsonlLog(run / "train_log.jsonl"), MarkComplete()],
                           divergence_factor=cfg.divergence_factor, tokens_seen=tokens_seen)
+    if not cfg.progress:  # our train_log.jsonl has every logged figure; no dict per step on stdout
+        from transformers import PrinterCallback
+        trainer.remove_callback(PrinterCallback)
     t0 = time.perf_counter()
     try:
         out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)

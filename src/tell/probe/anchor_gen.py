@@ -1,0 +1,129 @@
+"""`anchor generate`: the model writes candidate anchors for a task (paper A.6, "self-instruct anchor"),
+which are cleaned and ranked by how much they separate task from general inputs inside the model."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tell.config import AnchorConfig, to_dict
+from tell.data.anchor import Anchor
+from tell.data.loading import load_records
+from tell.data.records import Record
+from tell.errors import TellError
+from tell.io import atomic_open, write_json
+
+META_PROMPT = ("Here are examples of a task.\n\n{examples}\n\nWrite one short instruction, a single sentence, that "
+               "tells someone what this task is. Reply with the instruction only.")
+
+
+def meta_record(examples: Sequence[Record]) -> Record:
+    shown = "\n\n".join(f"Input: {r.prompt}\nOutput: {r.response}" for r in examples)
+    return Record(prompt=META_PROMPT.format(examples=shown), response="")
+
+
+def clean(text: str, examples: Sequence[Record], min_words: int, max_words: int) -> tuple[str | None, str]:
+    """(anchor, '') or (None, reason). Takes the first non-empty line, strips quotes and labels."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = re.sub(r"^(instruction|anchor|answer)\s*[:：]\s*", "", line, flags=re.I).strip().strip("\"'“”‘’`").strip()
+    words = line.split()
+    if not words:
+        return None, "empty"
+    if len(words) < min_words:
+        return None, "too short"
+    if len(words) > max_words:
+        return None, "too long"
+    norm = " ".join(line.lower().split())
+    for r in examples:
+        for part in (r.prompt, r.response):
+            p = " ".join(part.lower().split())
+            if norm in p or (len(p) > 20 and p in norm):
+                return None, "copied from the examples"
+    return line, ""
+
+
+def rank(candidates: Sequence[str], gain: Callable[[str], float]) -> list[dict]:
+    """Candidates (distinct) by their separation gain over no anchor, best first."""
+    seen, table = set(), []
+    for c in candidates:
+        if c in seen:
+            continue
+        seen.add(c)
+        table.append({"anchor": c, "gain": float(gain(c))})
+    return sorted(table, key=lambda r: -r["gain"])
+
+
+def generate_anchor(cfg: AnchorConfig) -> dict:
+    import numpy as np
+
+    from tell.eval.generate import generate_batch
+    from tell.probe.capture import embed, resolve_layers
+    from tell.probe.run import load_model_for_probe
+    from tell.probe.separation import separation
+    from tell.prompting import prompt_ids
+
+    if not (cfg.model and cfg.task and cfg.general and cfg.out):
+        raise TellError("expected --model, --task, --general and --out")
+    task = load_records(cfg.task, source="task", progress=False).records
+    general = load_records(cfg.general, source="general", progress=False).records
+    rng = random.Random(cfg.seed)
+    shown = rng.sample(task, min(cfg.shots, len(task)))
+    model, tok = load_model_for_probe(cfg.model, cfg.adapter, "auto", cfg.trust_remote_code)
+    ids = prompt_ids(tok, meta_record(shown))
+    raw = []
+    for i in range(cfg.candidates):
+        raw += generate_batch(model, tok, [ids], max_new_tokens=cfg.max_new_tokens, greedy=False,
+                              temperature=cfg.temperature, top_k=50, top_p=0.95, repetition_penalty=1.05,
+                              seed=cfg.seed + i)
+    kept, rejected = [], []
+    for text in raw:
+        c, why = clean(text, shown, cfg.min_words, cfg.max_words)
+        (kept.append(c) if c else rejected.append({"text": text, "reason": why}))
+
+    layers = resolve_layers(model, cfg.layers)
+    k = layers[0]
+    probe_task = random.Random(f"{cfg.seed}:task").sample(task, min(cfg.examples, len(task)))
+    probe_general = random.Random(f"{cfg.seed}:general").sample(general, min(cfg.examples, len(general)))
+    g_vec = embed(model, tok, probe_general, [k])[k].numpy()
+    base = separation(embed(model, tok, probe_task, [k])[k].numpy(), g_vec, bootstrap=0, seed=cfg.seed)
+    base_v = base[cfg.rank_metric]["value"]
+
+    def gain(anchor: str) -> float:
+        a = Anchor(anchor)
+        vec = embed(model, tok, [a.apply(r) for r in probe_task], [k])[k].numpy()
+        return separation(vec, g_vec, bootstrap=0, seed=cfg.seed)[cfg.rank_metric]["value"] - base_v
+
+    table = rank(kept, gain)
+    if cfg.pilot and table:
+        table = pilot(cfg, table)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"kind": "tell-anchor-candidates", "settings": to_dict(cfg), "layer": k, "metric": cfg.rank_metric,
+           "no_anchor_separation": base_v, "ranked": table, "rejected": rejected,
+           "shown_examples": [r.uid() for r in shown]}
+    write_json(out / "candidates.json", doc)
+    if table:
+        with atomic_open(out / "anchor.txt") as f:
+            f.write(table[0]["anchor"] + "\n")
+    return doc
+
+
+def pilot(cfg: AnchorConfig, table: list[dict]) -> list[dict]:
+    """Re-rank the top `cfg.pilot` candidates by a short TELL run + eval, through the sweep machinery."""
+    from tell.config import SweepSpec
+    from tell.experiments.sweep import Sweep
+
+    if not (cfg.eval and cfg.task_tokens and cfg.ratio is not None):
+        raise TellError("--pilot needs --eval, --task-tokens and --ratio")
+    for i, row in enumerate(table[:cfg.pilot]):
+        spec = SweepSpec(name=f"pilot {i}", model=cfg.model, task=cfg.task, general=[cfg.general], anchor=row["anchor"],
+                         eval=[cfg.eval], methods=["tell"], task_tokens=[cfg.task_tokens], ratios=[cfg.ratio],
+                         seeds=[cfg.seed], decoding={"greedy": True})
+        rows = Sweep(spec, Path(cfg.out) / "pilot" / str(i)).run(log=lambda *_: None)
+        first = rows[0] if rows else None
+        row["pilot"] = {"metric": first["metric"], "value": first["value"]} if first else None
+    top = sorted(table[:cfg.pilot], key=lambda r: -((r.get("pilot") or {}).get("value") or -1e9))
+    return top + table[cfg.pilot:]

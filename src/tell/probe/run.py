@@ -1,0 +1,178 @@
+"""`probe`: hidden states of general inputs, task inputs without the anchor and with it (and with a second
+anchor), their separation at the chosen layers, and t-SNE / PCA plots side by side."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tell import provenance
+from tell.config import ProbeConfig, to_dict
+from tell.data.anchor import Anchor
+from tell.data.loading import load_records
+from tell.data.prepare import MANIFEST, MIXTURE
+from tell.data.records import GENERAL, TASK, Record, record_from_json
+from tell.errors import TellError
+from tell.io import atomic_open, write_json
+from tell.probe.capture import embed, resolve_layers
+from tell.probe.separation import separation
+
+
+def _records(spec: str, source: str) -> tuple[list[Record], dict | None]:
+    """Records of one source from a file or a `prepare` folder (un-anchored: the anchor is placed here)."""
+    p = Path(spec)
+    if p.is_dir():
+        if not (p / MANIFEST).is_file():
+            raise TellError("expected a `tell prepare` folder or a file", file=spec)
+        manifest = json.loads((p / MANIFEST).read_text())
+        anchor = manifest.get("anchor")
+        recs = []
+        for line in (p / MIXTURE).read_text().splitlines():
+            r = record_from_json(json.loads(line))
+            if r.source == source:
+                if r.anchored and anchor:
+                    a = Anchor(anchor["text"], anchor["placement"], anchor["separator"])
+                    r.prompt = a.strip(r.prompt)
+                    if anchor["placement"] == "system":
+                        r.system = r.system.replace(anchor["text"], "").lstrip(anchor["separator"])
+                    r.anchored = False
+                recs.append(r)
+        return recs, manifest
+    return load_records(spec, source=source, progress=False).records, None
+
+
+def _choose(recs: list[Record], n: int, seed: int, label: str) -> list[Record]:
+    if len(recs) < 2:
+        raise TellError(f"the {label} group needs at least 2 examples, got {len(recs)}")
+    return random.Random(f"{seed}:{label}").sample(recs, min(n, len(recs)))
+
+
+def load_model_for_probe(model: str, adapter: str | None, dtype: str, trust_remote_code: bool) -> tuple[Any, Any]:
+    import torch
+
+    from tell.train.export import resolve_adapter
+    from tell.train.model import load_model, load_tokenizer
+
+    adapter_dir = resolve_adapter(adapter)[0] if adapter else None
+    tok = load_tokenizer(str(adapter_dir or model), trust_remote_code)
+    m = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    if adapter_dir:
+        from peft import PeftModel
+        m = PeftModel.from_pretrained(m, adapter_dir)
+    if torch.cuda.is_available():
+        m.to("cuda")
+    return m.eval(), tok
+
+
+def group_vectors(model, tok, groups: dict[str, list[Record]], layers, pooling) -> dict[str, dict[int, np.ndarray]]:
+    return {name: {k: v.numpy() for k, v in embed(model, tok, recs, layers, pooling=pooling).items()}
+            for name, recs in groups.items()}
+
+
+def plot(vecs: dict[str, np.ndarray], anchors: list[str], path: Path, method: str, seed: int) -> None:
+    """General vs task, one panel per condition (no anchor, anchor[, anchor 2]); one projection for all."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    names = ["general", "task"] + anchors
+    x = np.concatenate([vecs[n] for n in names])
+    if method == "pca":
+        z = PCA(n_components=2, random_state=seed).fit_transform(x)
+    else:
+        z = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), random_state=seed,
+                 init="pca").fit_transform(x)
+    parts, at = {}, 0
+    for n in names:
+        parts[n] = z[at:at + len(vecs[n])]
+        at += len(vecs[n])
+    fig, axes = plt.subplots(1, 1 + len(anchors), figsize=(5 * (1 + len(anchors)), 4.4), squeeze=False)
+    for ax, cond in zip(axes[0], ["task"] + anchors):
+        ax.scatter(*parts["general"].T, s=12, c="#1f77b4", label="general", alpha=0.7)
+        ax.scatter(*parts[cond].T, s=12, c="#d62728", label=cond.replace("task", "task", 1), alpha=0.7)
+        ax.set_title({"task": "without anchor", "task+anchor": "with anchor", "task+anchor2": "with anchor 2"}[cond])
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{method.upper()} of layer hidden states: task vs general")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def probe(cfg: ProbeConfig) -> dict:
+    if not (cfg.model and cfg.task and cfg.out):
+        raise TellError("expected --model, --task and --out")
+    task, manifest = _records(cfg.task, TASK)
+    general_spec = cfg.general or (cfg.task if Path(cfg.task).is_dir() else None)
+    if not general_spec:
+        raise TellError("no general records; expected --general FILE_OR_DIR", field="general")
+    general, _ = _records(general_spec, GENERAL)
+    if manifest is None and cfg.adapter and (Path(cfg.adapter) / "mixture_manifest.json").is_file():
+        manifest = json.loads((Path(cfg.adapter) / "mixture_manifest.json").read_text())
+    recorded = (manifest or {}).get("anchor") or {}
+    text = cfg.anchor or recorded.get("text")
+    if not text:
+        raise TellError("no anchor: give --anchor TEXT (or a prepare folder / run whose manifest has one)")
+    placement = cfg.anchor_placement or recorded.get("placement", "prefix")
+    anchor = Anchor(text, placement, recorded.get("separator", "\n"))
+    task, general = _choose(task, cfg.examples, cfg.seed, "task"), _choose(general, cfg.examples, cfg.seed, "general")
+    groups = {"general": general, "task": task, "task+anchor": [anchor.apply(r) for r in task]}
+    if cfg.anchor2:
+        groups["task+anchor2"] = [Anchor(cfg.anchor2, placement, anchor.separator).apply(r) for r in task]
+    model, tok = load_model_for_probe(cfg.model, cfg.adapter, cfg.dtype, cfg.trust_remote_code)
+    layers = resolve_layers(model, cfg.layers)
+    vecs = group_vectors(model, tok, groups, layers, cfg.pooling)
+    conds = [g for g in groups if g.startswith("task")]
+    middle = resolve_layers(model, "middle")[0]
+    main_layer = middle if middle in layers else layers[0]  # plots, bootstrap and gains use this layer
+    result = {"layers": {}, "main_layer": main_layer}
+    for k in layers:
+        boot = cfg.bootstrap if k == main_layer else 0
+        result["layers"][k] = {c: separation(vecs[c][k], vecs["general"][k], bootstrap=boot, seed=cfg.seed)
+                               for c in conds}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for method in ("tsne", "pca"):
+        plot({g: vecs[g][main_layer] for g in groups}, conds[1:], out / f"{method}_layer{main_layer}.png", method, cfg.seed)
+    if len(layers) > 1:
+        _curve(result, conds, out / "separation_by_layer.png")
+    doc = {"kind": "tell-probe", "settings": to_dict(cfg), "anchor": anchor.to_json(), "anchor2": cfg.anchor2,
+           "groups": {g: len(v) for g, v in groups.items()}, "num_layers": len(result["layers"]),
+           "gain": {c: {m: result["layers"][main_layer][c][m]["value"] - result["layers"][main_layer]["task"][m]["value"]
+                        for m in ("silhouette", "centroid_cosine_distance", "probe_accuracy")} for c in conds[1:]},
+           **result, "packages": provenance.package_versions()}
+    write_json(out / "probe.json", doc)
+    return doc
+
+
+def _curve(result: dict, conds: list[str], path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted(result["layers"])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for ax, metric in zip(axes, ("silhouette", "centroid_cosine_distance", "probe_accuracy")):
+        for c in conds:
+            ax.plot(layers, [result["layers"][k][c][metric]["value"] for k in layers], marker="o", label=c)
+        ax.set_xlabel("layer")
+        ax.set_title(metric)
+        ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getvalue())

@@ -1,0 +1,89 @@
+"""The leverage world and `tell demo`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tell.cli import main
+from tell.eval.metrics import score_format
+from tell.synthetic.world import FORMAT_REGEX, World, WorldConfig
+
+SMALL = WorldConfig(n_items=8, min_len=2, max_len=4, pretrain_sentences=500, general_examples=300, task_train=40,
+                    task_test=16)
+
+
+def test_world_is_deterministic_per_seed(tmp_path):
+    a = World(SMALL).write(tmp_path / "a")
+    b = World(SMALL).write(tmp_path / "b")
+    c = World(WorldConfig(**{**SMALL.__dict__, "seed": 1})).write(tmp_path / "c")
+    for name in ("task_train", "task_test", "general", "pretrain"):
+        assert a[name].read_bytes() == b[name].read_bytes()
+        assert a[name].read_bytes() != c[name].read_bytes()
+
+
+def test_world_task_needs_its_format_and_map_and_test_is_unseen():
+    w = World(SMALL)
+    train, test = w.task("train"), w.task("test")
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    for r in train + test:
+        xs = r["prompt"].split(": ", 1)[1].split()
+        assert r["response"] == f"{{ result : {' '.join(w.apply('map', xs))} ; size : {len(xs)} }}"
+        assert score_format(r["response"], FORMAT_REGEX, r["response"]) == {"format": 1.0, "correct": 1.0}
+    # General data never show the task's format or its query (share = 0).
+    assert not any("result" in g["response"] or g["prompt"].startswith("Process") for g in w.general())
+    shared = World(WorldConfig(**{**SMALL.__dict__, "share": 0.5})).general()
+    assert any(g["prompt"].startswith("Process") and "{" not in g["response"] for g in shared)
+
+
+@pytest.mark.parametrize("out, fmt, ok", [
+    ("{ result : ka lo ; size : 2 }", 1, 1), ("{  result : ka lo ;\\nsize : 2 }".replace("\\n", "\n"), 1, 1),
+    ("{ result : lo ka ; size : 2 }", 1, 0), ("result : ka lo ; size : 2", 0, 0), ("{ result : ; size : 2 }", 0, 0),
+])
+def test_format_metric(out, fmt, ok):
+    assert score_format(out, FORMAT_REGEX, "{ result : ka lo ; size : 2 }") == {"format": float(fmt), "correct": float(ok)}
+
+
+def test_demo_quick_runs_and_writes_its_report(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--cache", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "Report:" in out and "format_adherence" in out
+    sweep = tmp_path / "demo" / "sweep"
+    rows = [json.loads(x) for x in (sweep / "results.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"base", "sft", "sft-matched", "general-only", "tell", "tell-no-anchor"}
+    assert {r["metric"] for r in rows} == {"format_adherence", "accuracy"}
+    assert (sweep / "report.md").is_file() and (sweep / "report.html").is_file()
+    assert len(list((sweep / "report_files").glob("*.png"))) >= 4
+    # The pretrained base is an ordinary HF model dir, cached and reused on the next run.
+    (base,) = list((tmp_path / "cache").glob("base-*"))
+    assert (base / "config.json").is_file() and (base / "tokenizer.json").is_file()
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo2"), "--cache", str(tmp_path / "cache")]) == 0
+    assert "using the cached base model" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_task_needs_task_data_general_only_fails_plenty_of_task_data_succeeds(tmp_path):
+    """The world's claim: general data alone do not solve the task; plenty of task data do."""
+    from tell.config import EvalConfig, PrepareConfig, TrainConfig
+    from tell.data.prepare import prepare
+    from tell.eval.run import evaluate
+    from tell.synthetic.demo import FULL, cached_base
+    from tell.train.run import train
+
+    world = World(FULL.world)
+    files = world.write(tmp_path / "world")
+    base = cached_base(world, FULL.base, tmp_path / "cache", log=lambda *_: None)
+    scores = {}
+    for name, kw in (("general-only", dict(task_tokens=0, general_tokens=60000, general=[str(files["general"])])),
+                     ("plenty-of-task", dict(ratio=0.0))):
+        mix = tmp_path / name / "data"
+        prepare(PrepareConfig(task=str(files["task_train"]), tokenizer=str(base), out=str(mix), progress=False, **kw))
+        train(TrainConfig(mixture=str(mix), model=str(base), out=str(tmp_path / name / "run"), progress=False,
+                          save_steps=0, epochs=3 if name == "plenty-of-task" else 1, **FULL.train))
+        m = evaluate(EvalConfig(model=str(base), adapter=str(tmp_path / name / "run"), data=[str(files["task_test"])],
+                                out=str(tmp_path / name / "eval"), greedy=True, max_new_tokens=24, progress=False,
+                                bootstrap=100))
+        scores[name] = {k: v["value"] for k, v in next(iter(m["sets"].values()))["metrics"].items()}
+    assert scores["general-only"]["format_adherence"] < 0.05 and scores["general-only"]["accuracy"] < 0.05
+    assert scores["plenty-of-task"]["format_adherence"] > 0.9 and scores["plenty-of-task"]["accuracy"] > 0.2

@@ -1,0 +1,122 @@
+"""`tell probe` and `tell anchor generate`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_jsonl
+from tell.cli import main
+from tell.data.records import Record
+from tell.probe.anchor_gen import clean, rank
+from tell.probe.capture import decoder_layers, hooked, resolve_layers
+from tell.probe.separation import separation
+
+
+def _all_hooks(model) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def test_hooks_are_removed_even_after_errors(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with hooked(model, [1, 2]) as store:
+        model(torch.tensor([[1, 5, 6]]))
+        assert _all_hooks(model) == 2
+    assert _all_hooks(model) == 0 and store[1][0].shape == (1, 3, 32)
+    with pytest.raises(RuntimeError, match="boom"):
+        with hooked(model, [1]):
+            raise RuntimeError("boom")
+    assert _all_hooks(model) == 0
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma"])
+def test_layer_indexing_for_model_families(family):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(family, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    model = AutoModelForCausalLM.from_config(cfg)
+    layers = decoder_layers(model)
+    assert len(layers) == 6
+    assert resolve_layers(model, "middle") == [3] and resolve_layers(model, "all") == [1, 2, 3, 4, 5, 6]
+    assert resolve_layers(model, "2,5") == [2, 5]
+    with pytest.raises(Exception, match="out of range"):
+        resolve_layers(model, "7")
+    before = _all_hooks(model)  # transformers may keep hooks of its own for output_hidden_states
+    with hooked(model, [6]) as store:
+        model(torch.tensor([[1, 2, 3, 4]]))
+    assert store[6][0].shape == (1, 4, 32) and _all_hooks(model) == before
+    # Layer k's hook sees what the model reports as hidden_states[k].
+    with hooked(model, [3]) as store:
+        out = model(torch.tensor([[1, 2, 3, 4]]), output_hidden_states=True)
+    assert torch.allclose(store[3][0], out.hidden_states[3], atol=1e-5)
+
+
+def test_separation_on_synthetic_clusters():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (40, 16)) + 8 * np.eye(16)[0]
+    b = rng.normal(0, 1, (40, 16)) - 8 * np.eye(16)[0]
+    far = separation(a, b, bootstrap=30)
+    assert far["silhouette"]["value"] > 0.5 and far["probe_accuracy"]["value"] == 1.0
+    assert far["centroid_cosine_distance"]["value"] > 1.5  # opposite directions: cosine near -1
+    same = separation(rng.normal(0, 1, (40, 16)) + 3, rng.normal(0, 1, (40, 16)) + 3, bootstrap=30)
+    assert abs(same["silhouette"]["value"]) < 0.05 and same["probe_accuracy"]["value"] < 0.75
+    assert same["centroid_cosine_distance"]["value"] < 0.05
+    lo, hi = far["probe_accuracy"]["ci95"]
+    assert lo <= hi
+
+
+def test_probe_cli_writes_numbers_and_plots(tmp_path, tiny_model, toy_mixture, capsys):
+    out = tmp_path / "probe"
+    assert main(["probe", "--model", str(tiny_model), "--task", str(toy_mixture), "--examples", "20",
+                 "--anchor2", "judge json answer", "--layers", "all", "--bootstrap", "20", "--out", str(out)]) == 0
+    doc = json.loads((out / "probe.json").read_text())
+    assert doc["anchor"]["text"] == "task" and doc["groups"] == {"general": 20, "task": 20, "task+anchor": 20,
+                                                                 "task+anchor2": 20}
+    assert set(doc["layers"]) == {"1", "2"} and "silhouette" in doc["layers"]["1"]["task+anchor"]
+    assert set(doc["gain"]) == {"task+anchor", "task+anchor2"}
+    for name in ("tsne_layer1.png", "pca_layer1.png", "separation_by_layer.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert "task+anchor vs general" in capsys.readouterr().out
+
+
+def test_clean_candidates():
+    ex = [Record(prompt="Process the list: ka lo", response="{ result : mi ; size : 2 }")]
+    assert clean('Instruction: "Map each item and report the size."\nmore', ex, 3, 40) == \
+        ("Map each item and report the size.", "")
+    assert clean("   \n  ", ex, 3, 40) == (None, "empty")
+    assert clean("Map it", ex, 3, 40) == (None, "too short")
+    assert clean(" ".join(["word"] * 50), ex, 3, 40) == (None, "too long")
+    assert clean("Process the list: ka lo", ex, 3, 40) == (None, "copied from the examples")
+
+
+def test_ranking_orders_planted_candidates_by_known_gain():
+    planted = {"strong anchor text": 0.4, "weak anchor text": 0.05, "harmful anchor text": -0.2}
+    table = rank(["weak anchor text", "harmful anchor text", "strong anchor text", "weak anchor text"],
+                 planted.__getitem__)
+    assert [r["anchor"] for r in table] == ["strong anchor text", "weak anchor text", "harmful anchor text"]
+    assert [r["gain"] for r in table] == [0.4, 0.05, -0.2]
+
+
+def test_anchor_generate_end_to_end(tmp_path, tiny_model, toy_mixture, capsys):
+    d = toy_mixture.parent
+    out = tmp_path / "anchors"
+    code = main(["anchor", "generate", "--model", str(tiny_model), "--task", str(d / "task.jsonl"), "--general",
+                 str(d / "general.jsonl"), "--candidates", "4", "--examples", "12", "--min-words", "1",
+                 "--out", str(out)])
+    assert code == 0
+    doc = json.loads((out / "candidates.json").read_text())
+    assert len(doc["ranked"]) + len(doc["rejected"]) == 4
+    gains = [r["gain"] for r in doc["ranked"]]
+    assert gains == sorted(gains, reverse=True)
+    if doc["ranked"]:
+        best = (out / "anchor.txt").read_text().strip()
+        assert best == doc["ranked"][0]["anchor"]
+        # The file is what `tell prepare --anchor-file` reads.
+        from tell.data.anchor import anchor_from_options
+        assert anchor_from_options(None, str(out / "anchor.txt"), "prefix", "\n", False).text == best
