@@ -23,13 +23,13 @@ def test_world_is_deterministic_per_seed(tmp_path):
         assert a[name].read_bytes() != c[name].read_bytes()
 
 
-def test_world_task_needs_its_format_and_map_and_test_is_unseen():
+def test_world_task_needs_its_format_and_sort_and_test_is_unseen():
     w = World(SMALL)
     train, test = w.task("train"), w.task("test")
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
     for r in train + test:
         xs = r["prompt"].split(": ", 1)[1].split()
-        assert r["response"] == f"{{ result : {' '.join(w.apply('map', xs))} ; size : {len(xs)} }}"
+        assert r["response"] == f"{{ result : {' '.join(w.apply('sort', xs))} ; size : {len(xs)} }}"
         assert score_format(r["response"], FORMAT_REGEX, r["response"]) == {"format": 1.0, "correct": 1.0}
     # General data never show the task's format or its query (share = 0).
     assert not any("result" in g["response"] or g["prompt"].startswith("Process") for g in w.general())

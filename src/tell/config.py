@@ -282,6 +282,8 @@ class SweepSpec:
     train: dict = opt({}, "overrides of `tell train` settings (e.g. learning_rate, micro_batch_size)")
     decoding: dict = opt({}, "overrides of `tell eval` settings (e.g. greedy, max_new_tokens, batch_size)")
     primary_metric: str | None = opt(None, "metric the report plots first (default: the first one of the first set)")
+    paired_ratios: str = opt("all", "ratios at which tell-no-anchor, general-only and sft-matched run: all, or "
+                                    "max (only the largest; a cheaper grid)", choices=("all", "max"))
 
 
 @dataclass

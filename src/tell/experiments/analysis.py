@@ -27,7 +27,8 @@ class SCurve:
 
 
 def fit_scurve(general_tokens: Sequence[float], values: Sequence[float]) -> SCurve | None:
-    """Fit value = lo + (hi - lo) / (1 + exp(-k (log10 g - x0))) over the points with g > 0.
+    """Fit value = lo + (hi - lo) / (1 + exp(-k (log10 g - x0))) over the points with g > 0, as a *rising*
+    curve (hi >= lo, k >= 0): a falling or humped series gets a poor fit, which its RMSE shows.
     None when there are fewer than 4 distinct points or the fit does not converge."""
     from scipy.optimize import curve_fit
 
@@ -35,15 +36,16 @@ def fit_scurve(general_tokens: Sequence[float], values: Sequence[float]) -> SCur
     if len({x for x, _ in pts}) < 4 or max(v for _, v in pts) - min(v for _, v in pts) < 1e-9:
         return None  # too few budgets, or a flat line: no S-curve to speak of
     x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    p0 = [y.min(), y.max(), 2.0, float(np.median(x))]
     span = max(y.max() - y.min(), 1e-9)
-    bounds = ([y.min() - span, y.min() - span, 0.0, x.min() - 3], [y.max() + span, y.max() + span, 50.0, x.max() + 3])
+    rising = lambda x, lo, d, k, x0: logistic(x, lo, lo + d, k, x0)  # d = plateau - floor >= 0
+    p0 = [y.min(), span, 2.0, float(np.median(x))]
+    bounds = ([y.min() - span, 0.0, 0.0, x.min() - 3], [y.max(), 2 * span, 50.0, x.max() + 3])
     try:
-        params, _ = curve_fit(logistic, x, y, p0=p0, bounds=bounds, maxfev=20000)
+        (lo, d, k, x0), _ = curve_fit(rising, x, y, p0=p0, bounds=bounds, maxfev=20000)
     except (RuntimeError, ValueError):
         return None
-    rmse = float(np.sqrt(np.mean((logistic(x, *params) - y) ** 2)))
-    return SCurve(*map(float, params), rmse=rmse)
+    rmse = float(np.sqrt(np.mean((rising(x, lo, d, k, x0) - y) ** 2)))
+    return SCurve(float(lo), float(lo + d), float(k), float(x0), rmse=rmse)
 
 
 def interpolate_tokens(curve_tokens: Sequence[float], curve_values: Sequence[float], target: float) -> float | None:

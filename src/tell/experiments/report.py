@@ -62,6 +62,21 @@ def _save(fig, path: Path) -> None:
         f.write(buf.getvalue())
 
 
+def _finish(fig, ax, figs_dir: Path, stem: str, xlabel: str | None, ylabel: str, title: str) -> list[str]:
+    """Label, save (atomically) and close a figure; return its Markdown lines. A log x axis when labelled."""
+    import matplotlib.pyplot as plt
+
+    if xlabel:
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    _save(fig, figs_dir / f"{stem}.png")
+    plt.close(fig)
+    return [f"![{title}](report_files/{stem}.png)", ""]
+
+
 def _slug(*parts) -> str:
     return "_".join(str(p).replace(":", "-").replace("/", "-").replace("+", "p") for p in parts)
 
@@ -79,11 +94,12 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
     sets = list(dict.fromkeys(r["set"] for r in rows))
     figs_dir = folder / "report_files"
     figs_dir.mkdir(exist_ok=True)
+    for old in figs_dir.glob("*.png"):  # plots of an earlier report that this one may not redraw
+        old.unlink()
     md = [f"# {title or folder.name}: TELL sweep report", "",
           f"{len({r['run_dir'] for r in rows})} finished cells; methods: "
           f"{', '.join(sorted({r['method'] for r in rows}))}. Values are means over seeds; intervals are the "
           "envelope of the seeds' 95% bootstrap intervals.", ""]
-    images: list[tuple[str, str]] = []
     efficiency_all = []
 
     for set_name in sets:
@@ -118,16 +134,8 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
             if by_method.get(m):
                 v = sum(p["value"] for p in by_method[m]) / len(by_method[m])
                 ax.axhline(v, linestyle=style, color=COLORS[m], label=f"{m} (mean)")
-        ax.set_xscale("log")
-        ax.set_xlabel("task tokens (requested budget)")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{set_name}: {metric} vs task tokens")
-        ax.legend(fontsize=7)
-        name = f"{_slug('task_scaling', set_name, metric)}.png"
-        _save(fig, figs_dir / name)
-        plt.close(fig)
-        images.append((name, f"{set_name}: {metric} vs task tokens"))
-        md += [f"![{metric} vs task tokens](report_files/{name})", ""]
+        md += _finish(fig, ax, figs_dir, _slug("task_scaling", set_name, metric), "task tokens (requested budget)",
+                      metric, f"{set_name}: {metric} vs task tokens")
 
         # 2. metric vs general tokens at each task budget, with a logistic fit (Figs. 11-14)
         scurves = []
@@ -149,16 +157,8 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
                         label=f"logistic fit: midpoint {fit.midpoint_tokens:,.0f}, plateau {fit.hi:.3g}")
                 ax.axvline(fit.midpoint_tokens, color=COLORS["tell"], linestyle=":", alpha=0.6)
             scurves.append((t, fit, len(ps)))
-            ax.set_xscale("log")
-            ax.set_xlabel("general tokens (1 = none)")
-            ax.set_ylabel(metric)
-            ax.set_title(f"{set_name}: {metric} vs general tokens, {t:,} task tokens")
-            ax.legend(fontsize=7)
-            name = f"{_slug('general_scaling', set_name, metric, t)}.png"
-            _save(fig, figs_dir / name)
-            plt.close(fig)
-            images.append((name, f"{set_name}: {metric} vs general tokens at {t:,} task tokens"))
-            md += [f"![{metric} vs general tokens at {t} task tokens](report_files/{name})", ""]
+            md += _finish(fig, ax, figs_dir, _slug("general_scaling", set_name, metric, t), "general tokens (1 = none)",
+                          metric, f"{set_name}: {metric} vs general tokens, {t:,} task tokens")
         if scurves:
             md += ["| task tokens | points | S-curve midpoint (general tokens) | plateau | steepness (per decade) | fit RMSE |",
                    "|---|---|---|---|---|---|"]
@@ -198,14 +198,8 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
                 table.append(f"| {t:,} | {r:g} | " + " | ".join(row) + " |")
             ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(cells))])
             ax.set_xticklabels([f"{t:,}\nratio {r:g}" for t, r in cells], fontsize=7)
-            ax.set_ylabel(metric)
-            ax.set_title(f"{set_name}: {'anchor vs no anchor' if kind == 'anchor' else 'ablation'}")
-            ax.legend(fontsize=7)
-            name = f"{_slug(kind, set_name, metric)}.png"
-            _save(fig, figs_dir / name)
-            plt.close(fig)
-            images.append((name, f"{set_name}: {kind}"))
-            md += [f"![{kind}](report_files/{name})", ""] + table + [""]
+            md += _finish(fig, ax, figs_dir, _slug(kind, set_name, metric), None, metric,
+                          f"{set_name}: {'anchor vs no anchor' if kind == 'anchor' else 'ablation'}") + table + [""]
 
         # 5. token-efficiency: SFT task tokens that reach each tell point's score
         sft = [(p["task"], p["value"]) for p in by_method.get("sft", [])]

@@ -128,6 +128,8 @@ class Sweep:
                     tm = self._prepare(tell) if sp.anchor else None
                     if "tell" in sp.methods:
                         cells.append((tell, tm))
+                    if sp.paired_ratios == "max" and r != max(sp.ratios):
+                        continue
                     if "tell-no-anchor" in sp.methods:
                         c = Cell("tell-no-anchor", seed, task_tokens=t, ratio=r)
                         cells.append((c, self._prepare(c)))

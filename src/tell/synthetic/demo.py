@@ -39,7 +39,7 @@ FULL = DemoPlan(
     world=WorldConfig(n_items=8, min_len=2, max_len=4, pretrain_sentences=20000, general_examples=12000,
                       task_train=400, task_test=64),
     base=BaseModelConfig(hidden=128, layers=2, heads=4, intermediate=384, seq_len=64, batch=32, steps=1000, lr=2e-3),
-    task_tokens=(300, 1000, 3000), ratios=(3.0, 10.0, 30.0), seeds=(0, 1), eval_items=64,
+    task_tokens=(300, 1000, 3000), ratios=(1.0, 3.0, 10.0, 30.0), seeds=(0, 1), eval_items=64,
     train={"learning_rate": 1e-2, "micro_batch_size": 16, "max_length": 128})
 QUICK = DemoPlan(
     world=WorldConfig(n_items=8, min_len=2, max_len=4, pretrain_sentences=8000, general_examples=3000,
@@ -69,7 +69,7 @@ def spec_for(plan: DemoPlan, files: dict[str, Path], base: Path, name: str) -> d
             "methods": ["base", "sft", "sft-matched", "general-only", "tell", "tell-no-anchor"],
             "task_tokens": list(plan.task_tokens), "ratios": list(plan.ratios), "seeds": list(plan.seeds),
             "train": plan.train, "decoding": {"greedy": True, "max_new_tokens": 24, "batch_size": 64, "bootstrap": 1000},
-            "primary_metric": "format_adherence"}
+            "primary_metric": "format_adherence", "paired_ratios": "max"}
 
 
 def run_demo(out: str | Path, quick: bool = False, workers: int = 1, cache: str | Path | None = None,

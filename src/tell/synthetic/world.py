@@ -15,8 +15,10 @@ quantization model the paper builds on):
 * **general instruction data** (Alpaca's analog): prompt/response pairs that ask for one skill, or a
   composition, in words: `Reverse the list: ka lo mi` -> `mi lo ka`.
 * **the low-resource task** (Halu-CoT-JSON's analog): `Process the list: ka lo mi` ->
-  `{ result : <map(list)> ; size : 3 }`. Solving it needs skills general data supply (map, count) plus
-  two things only the task data show: that "process" means map, and the structured output format. Scored by **format adherence** (the output matches
+  `{ result : <sort(list)> ; size : 3 }`. Solving it needs skills general data supply (sort, count) plus
+  two things only the task data show: that "process" means sort (in the world's own item order), and the
+  structured output format. (A first version used `map`, which the 2-minute base model knows too poorly
+  for any method to get the content right within the demo's budgets; `sort` it knows well.) Scored by **format adherence** (the output matches
   `{ result : ITEMS ; size : N }`, the JSON-adherence analog) and **accuracy** (exactly right).
 * **the anchor**: a fixed line added to task prompts, `Structured list task.`
 
@@ -35,7 +37,7 @@ from pathlib import Path
 
 SYLLABLES = ("ka", "lo", "mi", "nu", "pe", "ri", "su", "ta", "vo", "zu", "be", "do", "fi", "gu", "ho", "ja")
 SKILLS = ("copy", "reverse", "sort", "map", "first", "last", "count", "drop")
-TASK_COMPOSITION = ("map",)  # the task's operation (one skill or a composition of two)
+TASK_COMPOSITION = ("sort",)  # the task's operation (one skill or a composition of two)
 ANCHOR = "Structured list task."
 TASK_PROMPT = "Process the list: {items}"
 FORMAT_REGEX = r"\{ result : [a-z]+( [a-z]+)* ; size : [0-9]+ \}"
