@@ -224,9 +224,20 @@ def test_cli_bad_input_exit_2_one_line_nothing_written(tmp_path, hf_tokenizer_di
               str(out), "--debug"])
 
 
-def test_cli_help_has_runnable_example():
-    r = subprocess.run([sys.executable, "-m", "tell.cli", "prepare", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "example:" in r.stdout and "tell prepare --task" in r.stdout
+@pytest.mark.parametrize("command", ["prepare", "train", "export", "eval", "data build", "sweep", "report", "demo",
+                                     "probe", "anchor generate"])
+def test_cli_help_has_runnable_example(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(command.split() + ["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "example:" in out and f"tell {command}" in out
+
+
+def test_top_level_help_lists_every_command():
+    r = subprocess.run([sys.executable, "-m", "tell.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for command in ("prepare", "train", "export", "eval", "data", "sweep", "report", "demo", "probe", "anchor"):
+        assert command in r.stdout
 
 
 def test_quickstart_recipe_runs(tmp_path, capsys):

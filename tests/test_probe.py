@@ -120,3 +120,23 @@ def test_anchor_generate_end_to_end(tmp_path, tiny_model, toy_mixture, capsys):
         # The file is what `tell prepare --anchor-file` reads.
         from tell.data.anchor import anchor_from_options
         assert anchor_from_options(None, str(out / "anchor.txt"), "prefix", "\n", False).text == best
+
+
+def test_anchor_pilot_reranks_through_the_sweep(tmp_path, tiny_model, toy_mixture, monkeypatch):
+    from tell.config import AnchorConfig
+    from tell.probe import anchor_gen
+
+    d = toy_mixture.parent
+    ev = write_jsonl(tmp_path / "eval.jsonl", [
+        {"prompt": "judge castle river", "response": "json yes", "source": "task", "origin": "e", "row": 0,
+         "meta": {"kind": "cloze", "role": "task", "answer": "json yes"}}])
+    cfg = AnchorConfig(model=str(tiny_model), task=str(d / "task.jsonl"), general=str(d / "general.jsonl"),
+                       pilot=2, eval=str(ev), task_tokens=100, ratio=1.0, out=str(tmp_path / "a"))
+    table = [{"anchor": "first anchor text", "gain": 0.3}, {"anchor": "second anchor text", "gain": 0.1},
+             {"anchor": "third anchor text", "gain": 0.0}]
+    out = anchor_gen.pilot(cfg, [dict(r) for r in table])
+    assert [r["anchor"] for r in out][2] == "third anchor text"  # beyond the pilot: order kept
+    assert all(r["pilot"]["metric"] == "accuracy" for r in out[:2])
+    pilots = [r["pilot"]["value"] for r in out[:2]]
+    assert pilots == sorted(pilots, reverse=True)
+    assert len(list((tmp_path / "a" / "pilot").glob("*/cells/tell-*"))) == 2

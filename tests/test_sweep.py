@@ -128,3 +128,14 @@ def test_example_recipes_are_valid_specs():
         assert p.read_text().startswith("# tell sweep ")  # each recipe starts with the command that runs it
         spec = load_spec(str(p))
         assert spec.model and spec.eval
+
+
+def test_sweep_workers_run_cells_in_parallel_processes(spec, tmp_path, capsys):
+    s = json.loads(spec.read_text())
+    s.update(methods=["base", "tell"], ratios=[1])
+    spec.write_text(json.dumps(s))
+    out = tmp_path / "par"
+    assert main(["sweep", str(spec), "--out", str(out), "--workers", "2"]) == 0
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"base", "tell"}
+    assert all(json.loads(p.read_text())["status"] == "done" for p in out.glob("cells/*/status.json"))

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = meta.get("help", "")
         if default not in (None, [], "", False):
             help_text += f" (default: {default})"
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        # argparse %-formats help strings: a literal "95%" must be written "95%%"
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text.replace("%", "%%")}
         if tp is bool:
             action = argparse.BooleanOptionalAction if default else "store_true"
             parser.add_argument(_flag(f), action=action, **kw)
