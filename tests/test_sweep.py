@@ -75,6 +75,9 @@ def test_sweep_end_to_end_resume_and_report(spec, tmp_path, capsys, monkeypatch)
     assert header[:10] == ["method", "task_tokens", "general_tokens", "ratio", "seed", "set", "metric", "value",
                            "ci_low", "ci_high"] and "optimizer_steps" in header and "run_dir" in header
 
+    # A dry run now estimates the time left from the finished cells' throughput.
+    assert main(["sweep", str(spec), "--out", str(out), "--dry-run"]) == 0
+    assert "estimate: about" in capsys.readouterr().out
     # Rerun: finished cells are skipped, the failed ones run now.
     monkeypatch.setattr(run_mod, "train", real)
     calls = []

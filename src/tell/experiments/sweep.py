@@ -168,6 +168,12 @@ class Sweep:
         evals = len(plan) * len(self.spec.eval)
         log(f"{len(plan)} cells; still to train: {int(total_tokens):,} tokens in {total_steps:,} optimizer steps; "
             f"{evals} cell x eval-set evaluations")
+        done = [json.loads(p.read_text()) for p in self.cells_dir.glob("*/status.json")]
+        done = [d for d in done if d["status"] == "done" and d.get("tokens_trained")]
+        if done and total_tokens:
+            rate = sum(d["tokens_trained"] for d in done) / sum(d["wall_s"] for d in done)
+            log(f"estimate: about {total_tokens / rate / 60:.1f} min at the {rate:,.0f} tokens/s (training + eval) "
+                f"of the {len(done)} finished cell(s)")
         if dry_run:
             return []
         todo = [(cell, m) for cell, m in plan if self._status(cell.key(self.spec)) != "done"]
