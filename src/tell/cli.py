@@ -223,7 +223,8 @@ def _fmt(x) -> str:
 def _subcommand(sub, name: str, func: Callable, help_text: str, example: str, cfg_cls: type | None):
     p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text, epilog=example,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="YAML", help="read settings from a YAML file (flags override it)")
+    if cfg_cls is not None:  # commands without a config group take flags only (no --config to be ignored)
+        p.add_argument("--config", metavar="YAML", help="read settings from a YAML file (flags override it)")
     p.add_argument("--debug", action="store_true", help="show the traceback on errors")
     if cfg_cls is not None:
         add_arguments(p, cfg_cls)

@@ -187,7 +187,8 @@ class TrainConfig:
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
     dtype: str = opt("auto", "weights dtype: auto (bf16 on a GPU that has it, else float32)",
                      choices=("auto", "float32", "bfloat16", "float16"))
-    attn_implementation: str | None = opt(None, "attention kernel: sdpa (default), eager, flash_attention_2",
+    attn_implementation: str | None = opt(None, "attention kernel: sdpa, eager, flash_attention_2 (default: "
+                                                "flash_attention_2 on a GPU when flash-attn is installed, else sdpa)",
                                           metavar="NAME")
     lora_r: int = opt(8, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA alpha")

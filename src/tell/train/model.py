@@ -38,10 +38,15 @@ def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = Fals
                attn_implementation: str | None = None) -> Any:
     from transformers import AutoModelForCausalLM
 
+    if attn_implementation is None:
+        # flash-attention's varlen kernel when it is installed and a GPU is there, else PyTorch's SDPA
+        import importlib.util
+        use_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+        attn_implementation = "flash_attention_2" if use_flash else "sdpa"
     try:
         model = AutoModelForCausalLM.from_pretrained(
             name, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation or "sdpa")
+            attn_implementation=attn_implementation)
     except Exception as e:
         raise TellError(f"cannot load the model '{name}' ({type(e).__name__}: {e}); expected a local model dir "
                         "or a Hub id of a causal LM") from e
