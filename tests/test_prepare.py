@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, SHARED, alpaca_rows, write_jsonl
 from tell.cli import main
-from tell.config import PrepareConfig, build
+from tell.config import PrepareConfig
 from tell.data.prepare import prepare
 from tell.data.records import record_from_json, render_text
 from tell.data.tokens import load_counter
@@ -206,7 +206,7 @@ def test_cli_flags_override_yaml_and_unknown_keys_rejected(data_files, hf_tokeni
     y.write_text(y.read_text() + "ratioo: 4\n")
     code, _, err = run_cli(capsys, "prepare", "--config", str(y))
     assert code == 2 and f"{y}: field 'ratioo': unknown setting" in err and err.count("\n") == 1
-    y.write_text(f"task_tokens: lots\n")
+    y.write_text("task_tokens: lots\n")
     code, _, err = run_cli(capsys, "prepare", "--config", str(y))
     assert code == 2 and "field 'task_tokens': expected int, got str" in err
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, make_tiny_llama
+from conftest import make_tiny_llama
 from tell.cli import main
 from tell.config import TrainConfig
 from tell.data.records import Record

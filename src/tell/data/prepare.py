@@ -17,7 +17,7 @@ from pathlib import Path
 from tell import provenance
 from tell.config import PrepareConfig, to_dict
 from tell.data import contamination
-from tell.data.anchor import Anchor, anchor_from_options
+from tell.data.anchor import anchor_from_options
 from tell.data.loading import Loaded, is_local, load_records
 from tell.data.mix import dedup, select_budget, shuffle, spread
 from tell.data.records import GENERAL, TASK, Record

@@ -12,7 +12,6 @@ import html
 import io
 import json
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -178,7 +177,7 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
                 continue
             fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(cells) * len(methods) / 2), 4.2))
             width = 0.8 / len(methods)
-            table = [f"| task tokens | ratio | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+            table = ["| task tokens | ratio | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
             for j, m in enumerate(methods):
                 vals, errs = [], [[], []]
                 for t, r in cells:

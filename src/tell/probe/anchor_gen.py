@@ -3,7 +3,6 @@ which are cleaned and ranked by how much they separate task from general inputs 
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
@@ -57,7 +56,6 @@ def rank(candidates: Sequence[str], gain: Callable[[str], float]) -> list[dict]:
 
 
 def generate_anchor(cfg: AnchorConfig) -> dict:
-    import numpy as np
 
     from tell.eval.generate import generate_batch
     from tell.probe.capture import embed, resolve_layers

@@ -13,7 +13,6 @@ budget (see the findings in benchmarks/RESULTS.md), never so that TELL wins.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

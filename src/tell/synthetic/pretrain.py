@@ -3,7 +3,6 @@ ordinary Hugging Face model dir (with its word-level tokenizer) that every other
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time

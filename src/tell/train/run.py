@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tell import provenance
 from tell.config import TrainConfig, to_dict
-from tell.data.prepare import MANIFEST, MIXTURE, read_manifest
+from tell.data.prepare import MIXTURE, read_manifest
 from tell.errors import TellError
 from tell.io import sha256_file, write_json
 from tell.train.batching import Collator, ListDataset, tokenize_mixture
