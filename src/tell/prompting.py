@@ -14,6 +14,7 @@ prompt tokens that generation will be given.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from tell.data.records import Record
@@ -39,12 +40,16 @@ def _plain_prompt(rec: Record) -> str:
     return text + PLAIN_TURN.format(user=rec.prompt)
 
 
+_ADDS_BOS: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
 def _adds_bos(tokenizer: Any) -> bool:
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        return False
-    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return bool(ids) and ids[0] == bos
+    """Whether the tokenizer puts BOS first by default (probed once per tokenizer, not per example)."""
+    if tokenizer not in _ADDS_BOS:
+        bos = tokenizer.bos_token_id
+        ids = tokenizer("a", add_special_tokens=True)["input_ids"] if bos is not None else []
+        _ADDS_BOS[tokenizer] = bool(ids) and ids[0] == bos
+    return _ADDS_BOS[tokenizer]
 
 
 def _chat_prompt(tokenizer: Any, rec: Record) -> tuple[str, bool]:
@@ -66,21 +71,33 @@ def prompt_text(tokenizer: Any, rec: Record) -> str:
     return _chat_prompt(tokenizer, rec)[0] if has_chat_template(tokenizer) else _plain_prompt(rec)
 
 
-def prompt_ids(tokenizer: Any, rec: Record) -> list[int]:
-    ids = tokenizer(prompt_text(tokenizer, rec), add_special_tokens=False)["input_ids"]
-    if not has_chat_template(tokenizer) and _adds_bos(tokenizer):
-        ids = [tokenizer.bos_token_id] + ids
-    return ids
-
-
-def answer_ids(tokenizer: Any, rec: Record) -> list[int]:
-    """The answer's tokens as the template closes them (end-of-turn / EOS included)."""
+def encode(tokenizer: Any, rec: Record) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) with one rendering of the template. The answer ids are the answer's tokens
+    as the template closes them (end-of-turn / EOS included)."""
     if has_chat_template(tokenizer):
         prompt, fold = _chat_prompt(tokenizer, rec)
         full = tokenizer.apply_chat_template(_messages(rec, fold) + [{"role": "assistant", "content": rec.response}],
                                              tokenize=False)
         if not full.startswith(prompt):
             raise ValueError("the chat template does not render the prompt as a prefix of the full conversation")
-        return tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
-    ids = tokenizer(rec.response, add_special_tokens=False)["input_ids"]
-    return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+        return (tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"])
+    answer = tokenizer(rec.response, add_special_tokens=False)["input_ids"]
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return _plain_ids(tokenizer, _plain_prompt(rec)), answer + eos
+
+
+def _plain_ids(tokenizer: Any, text: str) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [tokenizer.bos_token_id] + ids if _adds_bos(tokenizer) else ids
+
+
+def prompt_ids(tokenizer: Any, rec: Record) -> list[int]:
+    """The prompt alone, as generation is given it."""
+    if has_chat_template(tokenizer):
+        return tokenizer(_chat_prompt(tokenizer, rec)[0], add_special_tokens=False)["input_ids"]
+    return _plain_ids(tokenizer, _plain_prompt(rec))
+
+
+def answer_ids(tokenizer: Any, rec: Record) -> list[int]:
+    return encode(tokenizer, rec)[1]

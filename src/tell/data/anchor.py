@@ -51,6 +51,19 @@ class Anchor:
         out.tokens = None
         return out
 
+    def remove(self, rec: Record) -> Record:
+        """The inverse of `apply`: a copy of an anchored record without its anchor."""
+        if not rec.anchored:
+            return rec
+        if self.placement == "system":
+            system = rec.system[len(self.text):] if rec.system.startswith(self.text) else rec.system
+            out = replace(rec, system=system[len(self.separator):] if system.startswith(self.separator) else system)
+        else:
+            out = replace(rec, prompt=self.strip(rec.prompt))
+        out.anchored = False
+        out.tokens = None
+        return out
+
     def strip(self, text: str) -> str:
         """Remove the anchor from a prompt (for anchor-insensitive comparisons)."""
         if self.placement == "template":

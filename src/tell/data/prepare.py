@@ -35,7 +35,10 @@ def _input_info(loaded: Loaded, duplicates: int) -> dict:
         dropped["duplicate"] = duplicates
     info = {"spec": loaded.spec, "format": loaded.format, "rows": loaded.rows,
             "records": len(loaded.records), "dropped": dict(sorted(dropped.items()))}
-    info["sha256" if is_local(loaded.spec) else "hub"] = sha256_file(loaded.spec) if is_local(loaded.spec) else True
+    if is_local(loaded.spec):
+        info["sha256"] = sha256_file(loaded.spec)
+    else:
+        info["hub"] = True
     return info
 
 

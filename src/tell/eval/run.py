@@ -132,7 +132,8 @@ def set_metrics(kind: str, rows: list[dict], cfg: EvalConfig) -> dict:
     return out
 
 
-def _read_done(path: Path) -> list[dict]:
+def _read_rows(path: Path) -> list[dict]:
+    """The saved predictions, first copy of each item, up to a torn last line from a killed run."""
     if not path.is_file():
         return []
     rows, seen = [], set()
@@ -144,9 +145,16 @@ def _read_done(path: Path) -> list[dict]:
         if (row["set"], row["id"]) not in seen:
             seen.add((row["set"], row["id"]))
             rows.append(row)
-    with atomic_open(path) as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return rows
+
+
+def _resume_rows(path: Path) -> list[dict]:
+    """Read the saved predictions and rewrite the file without a torn tail, so appends start clean."""
+    rows = _read_rows(path)
+    if path.is_file():
+        with atomic_open(path) as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return rows
 
 
@@ -180,7 +188,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     write_json(out / "eval_config.json", settings)
 
     pred_path = out / "predictions.jsonl"
-    done_rows = _read_done(pred_path)
+    done_rows = _resume_rows(pred_path)
     done = {(r["set"], r["id"]) for r in done_rows}
     summary = {}
     for es in sets:
@@ -222,7 +230,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                   disable=None if cfg.progress else True) as bar:
             generate_all(model, tokenizer, ids, batch_size=cfg.batch_size, done=set_done, on_batch=save,
                          progress=bar.update, seed=cfg.sample_seed, **decoding)
-        by_id = {r["id"]: r for r in _read_done(pred_path) if r["set"] == es.name}
+        by_id = {r["id"]: r for r in _read_rows(pred_path) if r["set"] == es.name}
         rows = [by_id[rec.uid()] for rec in items]
         summary[es.name] = {"kind": es.kind, "role": es.role, "items": len(rows), "shots": k,
                             "anchor": use_anchor.to_json() if use_anchor else None,

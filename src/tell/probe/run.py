@@ -29,18 +29,13 @@ def _records(spec: str, source: str) -> tuple[list[Record], dict | None]:
         if not (p / MANIFEST).is_file():
             raise TellError("expected a `tell prepare` folder or a file", file=spec)
         manifest = json.loads((p / MANIFEST).read_text())
-        anchor = manifest.get("anchor")
+        a = manifest.get("anchor")
+        anchor = Anchor(a["text"], a["placement"], a["separator"]) if a else None
         recs = []
         for line in (p / MIXTURE).read_text().splitlines():
             r = record_from_json(json.loads(line))
             if r.source == source:
-                if r.anchored and anchor:
-                    a = Anchor(anchor["text"], anchor["placement"], anchor["separator"])
-                    r.prompt = a.strip(r.prompt)
-                    if anchor["placement"] == "system":
-                        r.system = r.system.replace(anchor["text"], "").lstrip(anchor["separator"])
-                    r.anchored = False
-                recs.append(r)
+                recs.append(anchor.remove(r) if anchor else r)
         return recs, manifest
     return load_records(spec, source=source, progress=False).records, None
 

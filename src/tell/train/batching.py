@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from tell.data.records import TASK, record_from_json
 from tell.errors import TellError
-from tell.prompting import answer_ids, prompt_ids
+from tell.prompting import encode
 
 IGNORE = -100
 
@@ -37,7 +37,7 @@ def tokenize_mixture(path: str | Path, tokenizer: Any, *, max_length: int, lengt
             rec = record_from_json(json.loads(line))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise TellError(f"not a mixture record ({type(e).__name__}: {e})", file=str(path), line=lineno) from e
-        p, a = prompt_ids(tokenizer, rec), answer_ids(tokenizer, rec)
+        p, a = encode(tokenizer, rec)
         ids = p + a
         if len(ids) > max_length:
             if length_policy == "drop":
