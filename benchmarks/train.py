@@ -67,10 +67,11 @@ def build(work: Path, examples: int, hidden: int, layers: int) -> tuple[Path, Pa
 def padding_share(mix: Path, model_dir: Path, packed: bool, max_length: int, micro: int) -> tuple[float, int]:
     from transformers import AutoTokenizer
 
+    from tell.artifacts import MixtureDir
     from tell.train.batching import Collator, tokenize_mixture
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    ex = tokenize_mixture(mix / "mixture.jsonl", tok, max_length=max_length, length_policy="truncate",
+    ex = tokenize_mixture(MixtureDir(mix), tok, max_length=max_length, length_policy="truncate",
                           train_on_prompt=False, progress=False).examples
     col = Collator(tok.pad_token_id, packed=packed, row_length=max_length)
     cells = real = 0

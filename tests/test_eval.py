@@ -10,7 +10,8 @@ import pytest
 
 from conftest import SHARED, write_jsonl
 from tell.cli import main
-from tell.data.builders import build, gsm8k_number, halu_key, strip_lead_in
+from tell.data.answers import gsm8k_number, strip_lead_in
+from tell.data.builders import build, halu_key
 from tell.eval import metrics as M
 
 J = json.dumps
@@ -133,6 +134,26 @@ def test_builders_on_small_copies(tmp_path):
     assert json.loads((tmp_path / "data/gsm8k/test.jsonl").read_text())["meta"]["answer"] == "4"
 
 
+def test_malformed_source_row_names_file_line_and_field(tmp_path, capsys):
+    from tell.errors import TellError
+
+    src = fake_source(tmp_path / "src")
+    # A blank line first: the reported number is the file's line (1-based), not the row's index.
+    write_jsonl(src / "gsm8k" / "test.jsonl", [{"question": "2+2?", "answer": "#### 4"}, "", {"question": "3+3?"}])
+    with pytest.raises(TellError) as e:
+        build("gsm8k", tmp_path / "data", source=str(src))
+    assert str(e.value).startswith("gsm8k/test.jsonl:3: field 'answer': missing from this source row; "
+                                   "expected a string")
+    assert (e.value.file, e.value.line, e.value.field) == ("gsm8k/test.jsonl", 3, "answer")
+    # The wrong type is named too, and the command says it in one line, exit code 2, nothing written.
+    write_jsonl(src / "tell" / "dev-en-is.jsonl", [{"query": ["not", "text"], "response": "r"}])
+    assert main(["data", "build", "is-en-news", "--source", str(src), "--out", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err == "tell: error: tell/dev-en-is.jsonl:1: field 'query': expected a string, got list " \
+                  "(line numbers are 1-based)\n"
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.skipif(not (SHARED / "data" / "halueval").is_dir(), reason="no ../shared/data")
 def test_halu_train_has_zero_overlap_with_the_official_test(tmp_path):
     import re
@@ -153,7 +174,7 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model):
     from transformers import AutoModelForCausalLM
 
     from tell.eval.generate import generate_batch
-    from tell.train.model import load_tokenizer
+    from tell.models import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model))
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()

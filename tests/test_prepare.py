@@ -233,11 +233,32 @@ def test_cli_help_has_runnable_example(command, capsys):
     assert e.value.code == 0 and "example:" in out and f"tell {command}" in out
 
 
-def test_top_level_help_lists_every_command():
-    r = subprocess.run([sys.executable, "-m", "tell.cli", "--help"], capture_output=True, text=True)
+def _subparsers(parser):
+    import argparse
+
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def test_top_level_help_lists_exactly_the_commands_that_run():
+    """`tell --help` is how a user finds the commands: its table must hold every command the parser has and
+    nothing else, each with its own description, and each must lead to a handler."""
+    import os
+    import re
+
+    from tell.cli import build_parser
+
+    r = subprocess.run([sys.executable, "-m", "tell.cli", "--help"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "250"})  # wide: one line per command
     assert r.returncode == 0
-    for command in ("prepare", "train", "export", "eval", "data", "sweep", "report", "demo", "probe", "anchor"):
-        assert command in r.stdout
+    listed = dict(re.findall(r"^ {4}(\S+) {2,}(\S.*)$", r.stdout, re.M))
+    sub = _subparsers(build_parser())
+    assert list(listed) == list(sub.choices)
+    assert set(listed) == {"prepare", "train", "export", "eval", "data", "sweep", "report", "demo", "probe", "anchor"}
+    assert listed == {a.dest: a.help.replace("%%", "%") for a in sub._choices_actions}
+    for name, p in sub.choices.items():
+        # A leaf command has a handler; a group (data, anchor) has one for each of its actions.
+        leaves = [p] if p.get_default("func") else list(_subparsers(p).choices.values())
+        assert leaves and all(callable(q.get_default("func")) for q in leaves), name
 
 
 def test_quickstart_recipe_runs(tmp_path, capsys):

@@ -11,7 +11,7 @@ import torch
 from conftest import write_jsonl
 from tell.cli import main
 from tell.data.records import Record
-from tell.probe.anchor_gen import clean, rank
+from tell.experiments.anchor_gen import clean, rank
 from tell.probe.capture import decoder_layers, hooked, resolve_layers
 from tell.probe.separation import separation
 
@@ -103,28 +103,41 @@ def test_ranking_orders_planted_candidates_by_known_gain():
     assert [r["gain"] for r in table] == [0.4, 0.05, -0.2]
 
 
-def test_anchor_generate_end_to_end(tmp_path, tiny_model, toy_mixture, capsys):
+def test_anchor_generate_end_to_end(tmp_path, tiny_model, toy_mixture, capsys, monkeypatch):
+    import tell.eval.generate as G
+
+    # A random tiny model may write nothing worth keeping, so the first sample is planted (labelled and
+    # quoted, as models write them): the ranking is then never empty, and the other 3 are the model's own.
+    real, calls = G.generate_batch, []
+
+    def first_planted(*a, **k):
+        calls.append(k.get("seed"))
+        return ['Instruction: "Judge whether the reply is right."\nmore'] if len(calls) == 1 else real(*a, **k)
+
+    monkeypatch.setattr(G, "generate_batch", first_planted)
     d = toy_mixture.parent
     out = tmp_path / "anchors"
     code = main(["anchor", "generate", "--model", str(tiny_model), "--task", str(d / "task.jsonl"), "--general",
                  str(d / "general.jsonl"), "--candidates", "4", "--examples", "12", "--min-words", "1",
                  "--out", str(out)])
-    assert code == 0
+    assert code == 0 and len(calls) == 4 and len(set(calls)) == 4  # one seed per candidate
     doc = json.loads((out / "candidates.json").read_text())
     assert len(doc["ranked"]) + len(doc["rejected"]) == 4
+    # The planted text was cleaned (label, quotes and later lines dropped) and ranked with a real gain.
+    planted = [r for r in doc["ranked"] if r["anchor"] == "Judge whether the reply is right."]
+    assert len(planted) == 1 and np.isfinite(planted[0]["gain"])
     gains = [r["gain"] for r in doc["ranked"]]
     assert gains == sorted(gains, reverse=True)
-    if doc["ranked"]:
-        best = (out / "anchor.txt").read_text().strip()
-        assert best == doc["ranked"][0]["anchor"]
-        # The file is what `tell prepare --anchor-file` reads.
-        from tell.data.anchor import anchor_from_options
-        assert anchor_from_options(None, str(out / "anchor.txt"), "prefix", "\n", False).text == best
+    best = (out / "anchor.txt").read_text().strip()
+    assert best == doc["ranked"][0]["anchor"]
+    # The file is what `tell prepare --anchor-file` reads.
+    from tell.data.anchor import anchor_from_options
+    assert anchor_from_options(None, str(out / "anchor.txt"), "prefix", "\n", False).text == best
 
 
 def test_anchor_pilot_reranks_through_the_sweep(tmp_path, tiny_model, toy_mixture, monkeypatch):
     from tell.config import AnchorConfig
-    from tell.probe import anchor_gen
+    from tell.experiments import anchor_gen
 
     d = toy_mixture.parent
     ev = write_jsonl(tmp_path / "eval.jsonl", [

@@ -49,10 +49,20 @@ def spec(tmp_path, tiny_model, toy_mixture):
 
 
 def test_sweep_end_to_end_resume_and_report(spec, tmp_path, capsys, monkeypatch):
+    from collections import Counter
+
     out = tmp_path / "sw"
     assert main(["sweep", str(spec), "--out", str(out), "--dry-run"]) == 0
-    dry = capsys.readouterr().out
-    assert "12 cells" not in dry and "cells; still to train" in dry and not (out / "results.csv").exists()
+    dry = capsys.readouterr().out.splitlines()
+    # base and sft do not depend on the ratio: one cell each per seed, not one per ratio; the other four
+    # methods run once per ratio (2 here). 2 + 4 x 2 = 10 cells, each listed once, then the total.
+    end = next(i for i, line in enumerate(dry) if "cells; still to train" in line)
+    keys = [line.split()[0] for line in dry[1:end]]
+    assert dry[0].split()[0] == "cell" and dry[end].startswith("10 cells; still to train")
+    assert len(keys) == len(set(keys)) == 10
+    assert Counter(k.rsplit("-", 1)[0] for k in keys) == {"base": 1, "sft": 1, "tell": 2, "tell-no-anchor": 2,
+                                                          "general-only": 2, "sft-matched": 2}
+    assert not (out / "results.csv").exists()
     assert not list(out.glob("cells/*/run"))  # nothing trained
 
     import tell.train.run as run_mod

@@ -19,6 +19,7 @@ from tell.cli import main
 from tell.config import TrainConfig
 from tell.data.records import Record
 from tell.errors import TellError
+from tell.artifacts import MixtureDir
 from tell.train.batching import IGNORE, Collator, tokenize_mixture
 from tell.train.run import train
 
@@ -79,7 +80,7 @@ def test_prompt_masking_plain_and_chat(toy_mixture, tiny_model, hf_tokenizer_dir
     for template in (None, CHAT):
         tok = AutoTokenizer.from_pretrained(tiny_model)
         tok.chat_template = template
-        data = tokenize_mixture(toy_mixture / "mixture.jsonl", tok, max_length=512, length_policy="truncate",
+        data = tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=512, length_policy="truncate",
                                 train_on_prompt=False, progress=False)
         first = json.loads((toy_mixture / "mixture.jsonl").read_text().splitlines()[0])
         rec = Record(prompt=first["prompt"], response=first["response"], system=first["system"])
@@ -88,7 +89,7 @@ def test_prompt_masking_plain_and_chat(toy_mixture, tiny_model, hf_tokenizer_dir
         assert ex["input_ids"] == p + a
         assert ex["labels"] == [IGNORE] * len(p) + a
         assert a[-1] == tok.eos_token_id  # the answer is closed, so the model learns to stop
-        whole = tokenize_mixture(toy_mixture / "mixture.jsonl", tok, max_length=512, length_policy="truncate",
+        whole = tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=512, length_policy="truncate",
                                  train_on_prompt=True, progress=False).examples[0]
         assert whole["labels"] == [IGNORE] + whole["input_ids"][1:]
     assert tok.decode(p).count("<s>") == 2  # the chat template was used: a turn marker per message
@@ -98,13 +99,13 @@ def test_length_policy_counts(toy_mixture, tiny_model):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    lens = [len(e["input_ids"]) for e in tokenize_mixture(toy_mixture / "mixture.jsonl", tok, max_length=512,
+    lens = [len(e["input_ids"]) for e in tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=512,
                                                           length_policy="truncate", train_on_prompt=False,
                                                           progress=False).examples]
     cut = sorted(lens)[len(lens) // 2]
-    t = tokenize_mixture(toy_mixture / "mixture.jsonl", tok, max_length=cut, length_policy="truncate",
+    t = tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=cut, length_policy="truncate",
                          train_on_prompt=False, progress=False)
-    d = tokenize_mixture(toy_mixture / "mixture.jsonl", tok, max_length=cut, length_policy="drop",
+    d = tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=cut, length_policy="drop",
                          train_on_prompt=False, progress=False)
     longer = sum(n > cut for n in lens)
     assert t.counts["truncated"] + t.counts["dropped_no_answer"] == longer and t.counts["kept"] == len(lens) - t.counts["dropped_no_answer"]
@@ -112,7 +113,7 @@ def test_length_policy_counts(toy_mixture, tiny_model):
     assert all(len(e["input_ids"]) <= cut and any(x != IGNORE for x in e["labels"]) for e in t.examples)
     # A prompt that fills the whole budget leaves no answer token: dropped, never fed.
     with pytest.raises(TellError, match="no example is left to train on"):
-        tokenize_mixture(toy_mixture / "mixture.jsonl", tok, max_length=3, length_policy="truncate",
+        tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=3, length_policy="truncate",
                          train_on_prompt=False, progress=False)
 
 
@@ -121,7 +122,7 @@ def test_packed_loss_equals_padded_loss(toy_mixture, tiny_model):
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa").eval()
-    ex = tokenize_mixture(toy_mixture / "mixture.jsonl", tok, max_length=512, length_policy="truncate",
+    ex = tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=512, length_policy="truncate",
                           train_on_prompt=True, progress=False).examples[:8]
 
     def loss(batch):
@@ -155,7 +156,7 @@ def test_trainer_consumes_the_mixture_in_order(toy_mixture, tiny_model, tmp_path
     monkeypatch.setattr(Collator, "__call__", spy)
     train(cfg(toy_mixture, tiny_model, tmp_path / "run"))
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    expected = [e["input_ids"] for e in tokenize_mixture(toy_mixture / "mixture.jsonl", tok, max_length=1024,
+    expected = [e["input_ids"] for e in tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=1024,
                                                          length_policy="truncate", train_on_prompt=False,
                                                          progress=False).examples]
     assert seen == expected

@@ -203,7 +203,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_anchor_generate(args: argparse.Namespace) -> int:
-    from tell.probe.anchor_gen import generate_anchor
+    from tell.experiments.anchor_gen import generate_anchor
 
     cfg = build(AnchorConfig, yaml_path=args.config, overrides=_overrides(args))
     doc = generate_anchor(cfg)

@@ -17,7 +17,12 @@ from typing import Any
 
 import yaml
 
+from tell.data.anchor import PLACEMENTS
+from tell.data.formats import FORMATS
 from tell.errors import TellError
+from tell.eval.kinds import KIND_NAMES
+from tell.experiments.methods import METHOD_NAMES
+from tell.models import DTYPES
 
 
 def opt(default: Any = None, help: str = "", *, flag: str | None = None, choices: tuple | None = None,
@@ -59,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             continue
         if typing.get_origin(tp) is list:
             kw.update(action="append", type=typing.get_args(tp)[0])
+        elif tp is dict:
+            kw.update(action="append", type=_key_value)
         else:
             kw.update(type=tp)
         if meta.get("choices"):
@@ -66,6 +73,17 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
         parser.add_argument(_flag(f), **kw)
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """KEY=VALUE from a flag; the value is read as YAML (true, 3, 1.0e-4, a string)."""
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key.strip(), value
 
 
 def _check_value(cls: type, name: str, value: Any, where: str) -> Any:
@@ -131,6 +149,8 @@ def build(cls: type, *, yaml_path: str | None = None, overrides: dict[str, Any] 
             values[name] = _check_value(cls, name, value, yaml_path)
     for name, value in (overrides or {}).items():
         if name in names:
+            if isinstance(value, list) and value and isinstance(value[0], tuple):  # KEY=VALUE flags
+                value = {**values.get(name, {}), **dict(value)}
             values[name] = value
     return cls(**values)
 
@@ -152,8 +172,7 @@ class PrepareConfig:
                                  "(owner/name[:split])", metavar="FILE_OR_ID")
     general: list[str] = opt([], "general data (repeatable; sources are pooled)", metavar="FILE_OR_ID")
     format: str = opt("auto", "record format of the inputs, or auto-detect",
-                      choices=("auto", "tell", "messages", "sharegpt", "alpaca", "prompt_response",
-                               "query_response", "question_answer"))
+                      choices=("auto", *FORMATS))
     tokenizer: str | None = opt(None, "tokenizer that counts tokens: a SentencePiece .model file, or a Hugging "
                                       "Face tokenizer dir or Hub id", metavar="PATH_OR_ID")
     trust_remote_code: bool = opt(False, "allow a Hub tokenizer to run its own code")
@@ -164,7 +183,7 @@ class PrepareConfig:
     anchor: str | None = opt(None, "anchor prompt text, added once to every task example", metavar="TEXT")
     anchor_file: str | None = opt(None, "read the anchor text from a file", metavar="FILE")
     no_anchor: bool = opt(False, "no anchor (the ablation)")
-    anchor_placement: str = opt("prefix", "where the anchor goes", choices=("prefix", "suffix", "system", "template"))
+    anchor_placement: str = opt("prefix", "where the anchor goes", choices=PLACEMENTS)
     anchor_separator: str = opt("\n", "text between the anchor and the prompt or system text")
     seed: int = opt(42, "seed of the task subset, general subset and shuffle (each derived with its purpose)")
     max_length: int | None = opt(None, "longest example allowed, in tokens", metavar="N")
@@ -186,7 +205,7 @@ class TrainConfig:
     resume: bool = opt(False, "continue from the last complete checkpoint in RUN_DIR")
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
     dtype: str = opt("auto", "weights dtype: auto (bf16 on a GPU that has it, else float32)",
-                     choices=("auto", "float32", "bfloat16", "float16"))
+                     choices=DTYPES)
     attn_implementation: str | None = opt(None, "attention kernel: sdpa, eager, flash_attention_2 (default: "
                                                 "flash_attention_2 on a GPU when flash-attn is installed, else sdpa)",
                                           metavar="NAME")
@@ -219,6 +238,10 @@ class TrainConfig:
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     divergence_factor: float = opt(10.0, "stop when the loss exceeds this factor x the first logged loss "
                                          "(a non-finite loss always stops)")
+    training_args: dict = opt({}, "other transformers TrainingArguments settings, passed through as they are "
+                                  "(YAML mapping, or --training-arg KEY=VALUE, repeatable; e.g. tf32=true, "
+                                  "optim=adamw_torch_fused); the settings tell makes itself are refused",
+                              flag="--training-arg", metavar="KEY=VALUE")
     progress: bool = opt(True, "show progress bars")
 
 
@@ -238,8 +261,8 @@ class EvalConfig:
     top_k: int = opt(20, "top-k (paper)")
     top_p: float = opt(0.7, "top-p (paper)")
     repetition_penalty: float = opt(1.05, "repetition penalty (paper)")
-    max_new_tokens: int | None = opt(None, "tokens to generate (default per kind: json 512, translation 1024, "
-                                           "gsm8k 384, mcq 32, cloze 64, format 64)", metavar="N")
+    max_new_tokens: int | None = opt(None, "tokens to generate (default: the set's metric kind's, see "
+                                           "tell.eval.kinds)", metavar="N")
     batch_size: int = opt(16, "prompts per generation batch")
     shots: int | None = opt(None, "k-shot examples from the train split (default: 2 for translation, else 0)",
                             metavar="K")
@@ -248,15 +271,15 @@ class EvalConfig:
     anchor: str | None = opt(None, "anchor text for task prompts (default: the one in the run's manifest)",
                              metavar="TEXT")
     anchor_placement: str | None = opt(None, "where --anchor goes (default: as in the manifest, else prefix)",
-                                       choices=("prefix", "suffix", "system", "template"))
+                                       choices=PLACEMENTS)
     no_anchor: bool = opt(False, "apply no anchor, even if the run was trained with one")
     metric: str | None = opt(None, "metric kind for files without `meta.kind`",
-                             choices=("json", "translation", "gsm8k", "mcq", "cloze", "format"))
+                             choices=KIND_NAMES)
     bleurt: str | None = opt(None, "BLEURT-20 checkpoint folder (translation; needs the bleurt package)", metavar="DIR")
     comet: str | None = opt(None, "COMET checkpoint file (translation; needs unbabel-comet)", metavar="FILE")
     bootstrap: int = opt(1000, "bootstrap resamples for the 95% intervals")
     bootstrap_seed: int = opt(0, "seed of the bootstrap")
-    dtype: str = opt("auto", "weights dtype", choices=("auto", "float32", "bfloat16", "float16"))
+    dtype: str = opt("auto", "weights dtype", choices=DTYPES)
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
     progress: bool = opt(True, "show progress bars")
 
@@ -271,13 +294,12 @@ class SweepSpec:
     task: str | None = opt(None, "task training data (file or Hub id)")
     general: list[str] = opt([], "general data (files or Hub ids, pooled)")
     anchor: str | None = opt(None, "anchor text for the tell method")
-    anchor_placement: str = opt("prefix", "where the anchor goes", choices=("prefix", "suffix", "system", "template"))
+    anchor_placement: str = opt("prefix", "where the anchor goes", choices=PLACEMENTS)
     eval: list[str] = opt([], "eval sets (built names or files), as for `tell eval --data`")
     eval_limit: int | None = opt(None, "items per eval set (all when omitted)")
     data_dir: str = opt("data", "where built eval sets live")
-    metric: str | None = opt(None, "metric kind for eval files without meta.kind")
-    methods: list[str] = opt(["base", "sft", "sft-matched", "general-only", "tell", "tell-no-anchor"],
-                             "methods to run")
+    metric: str | None = opt(None, "metric kind for eval files without meta.kind", choices=KIND_NAMES)
+    methods: list[str] = opt(list(METHOD_NAMES), "methods to run")
     task_tokens: list[int] = opt([], "task token budgets")
     ratios: list[float] = opt([], "general:task token ratios for tell (and its paired baselines)")
     seeds: list[int] = opt([42], "seeds (repeats): data subset, training and sampling")
@@ -301,14 +323,14 @@ class ProbeConfig:
     anchor: str | None = opt(None, "the anchor (default: the one in the manifest of --task or --adapter)", metavar="TEXT")
     anchor2: str | None = opt(None, "a second anchor to compare", metavar="TEXT")
     anchor_placement: str | None = opt(None, "where the anchor goes (default: as in the manifest, else prefix)",
-                                       choices=("prefix", "suffix", "system", "template"))
+                                       choices=PLACEMENTS)
     examples: int = opt(50, "examples per group (the paper: 50)")
     layers: str = opt("middle", "layer(s): middle (the paper's 16 of 32), all (a per-layer curve), or numbers 1..L")
     pooling: str = opt("mean", "pool over the prompt tokens: mean, or the last token", choices=("mean", "last"))
     bootstrap: int = opt(200, "bootstrap resamples for the intervals (middle layer; 0 for none)")
     seed: int = opt(42, "seed of the example choice, the probe's folds, the bootstrap and t-SNE")
     out: str | None = opt(None, "output folder for probe.json and the plots", metavar="DIR")
-    dtype: str = opt("auto", "weights dtype", choices=("auto", "float32", "bfloat16", "float16"))
+    dtype: str = opt("auto", "weights dtype", choices=DTYPES)
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
 
 
@@ -324,6 +346,9 @@ class AnchorConfig:
     candidates: int = opt(8, "candidates sampled")
     temperature: float = opt(0.9, "sampling temperature for the candidates")
     max_new_tokens: int = opt(40, "tokens per candidate")
+    top_k: int = opt(50, "top-k for the candidates")
+    top_p: float = opt(0.95, "top-p for the candidates")
+    repetition_penalty: float = opt(1.05, "repetition penalty for the candidates")
     min_words: int = opt(3, "shortest acceptable anchor, in words")
     max_words: int = opt(40, "longest acceptable anchor, in words")
     examples: int = opt(50, "examples per group for the ranking probe")
@@ -337,4 +362,5 @@ class AnchorConfig:
     ratio: float | None = opt(None, "general ratio for --pilot", metavar="R")
     seed: int = opt(42, "seed of the shown examples and the sampling")
     out: str | None = opt(None, "output folder: candidates.json and anchor.txt (the best)", metavar="DIR")
+    dtype: str = opt("auto", "weights dtype", choices=DTYPES)
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")

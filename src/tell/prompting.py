@@ -18,6 +18,7 @@ import weakref
 from typing import Any
 
 from tell.data.records import Record
+from tell.errors import TellError
 
 PLAIN_TURN = "### Instruction:\n{user}\n\n### Response:\n"
 
@@ -79,7 +80,13 @@ def encode(tokenizer: Any, rec: Record) -> tuple[list[int], list[int]]:
         full = tokenizer.apply_chat_template(_messages(rec, fold) + [{"role": "assistant", "content": rec.response}],
                                              tokenize=False)
         if not full.startswith(prompt):
-            raise ValueError("the chat template does not render the prompt as a prefix of the full conversation")
+            # Training would then see other prompt tokens than generation is given: refuse, say how to fix it.
+            name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+            raise TellError(f"the chat template of {name} renders the prompt differently once the answer is added "
+                            f"(record {rec.origin}:{rec.row}): its add_generation_prompt=True output must be a prefix "
+                            "of the whole conversation; fix the template, or remove the tokenizer's chat template "
+                            "(chat_template.jinja / 'chat_template' in tokenizer_config.json) to use tell's plain "
+                            "template")
         return (tokenizer(prompt, add_special_tokens=False)["input_ids"],
                 tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"])
     answer = tokenizer(rec.response, add_special_tokens=False)["input_ids"]

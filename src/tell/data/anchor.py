@@ -81,6 +81,17 @@ class Anchor:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, d: dict | None) -> "Anchor | None":
+        """Inverse of `to_json`, tolerant of the extra keys a manifest adds (`applied_to`); None stays None."""
+        if not d:
+            return None
+        try:
+            return cls(d["text"], d.get("placement", "prefix"), d.get("separator", "\n"))
+        except (KeyError, TypeError) as e:
+            raise TellError(f"a recorded anchor is malformed ({type(e).__name__}: {e}); expected text, placement "
+                            "and separator", field="anchor") from e
+
 
 def anchor_from_options(text: str | None, file: str | None, placement: str, separator: str,
                         no_anchor: bool) -> Anchor | None:

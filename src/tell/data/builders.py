@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from tell.data.answers import gsm8k_number, strip_lead_in
 from tell.data.records import Record
 from tell.errors import TellError
 from tell.io import atomic_open, sha256_file, write_json
@@ -73,17 +74,35 @@ class Source:
         self.used[rel] = sha256_file(p)
         return p
 
-    def rows(self, rel: str, url: str | None = None) -> list[dict]:
+    def rows(self, rel: str, url: str | None = None) -> list[tuple[int, dict]]:
+        """(1-based line number in the file, row) for each non-blank line of the JSONL file `rel`."""
         p = self.path(rel, url)
         out = []
         with open(p, encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        out.append(json.loads(line))
+                        out.append((i, json.loads(line)))
                     except json.JSONDecodeError as e:
                         raise TellError(f"invalid JSON ({e.msg})", file=str(p), line=i) from None
         return out
+
+
+def need(row, key: str, rel: str, line: int, expected: type = str):
+    """Field `key` of the source row on (1-based) line `line` of `rel`, checked to be an `expected`; a
+    TellError naming the file, the line and the field when it is absent or of another type (a malformed
+    source file, or a different file under the expected name)."""
+    want = {str: "a string", list: "a list", dict: "an object"}.get(expected, expected.__name__)
+    if not isinstance(row, dict):
+        raise TellError(f"expected a JSON object with field '{key}' ({want}), got {type(row).__name__} "
+                        "(line numbers are 1-based)", file=rel, line=line)
+    if key not in row:
+        raise TellError(f"missing from this source row; expected {want} (line numbers are 1-based; the row has "
+                        f"fields {sorted(row)})", file=rel, line=line, field=key)
+    if not isinstance(row[key], expected):
+        raise TellError(f"expected {want}, got {type(row[key]).__name__} (line numbers are 1-based)",
+                        file=rel, line=line, field=key)
+    return row[key]
 
 
 # ---- Halu-CoT-JSON ----------------------------------------------------------------------------------------
@@ -115,25 +134,27 @@ def build_halu(src: Source) -> dict[str, list[Record]]:
     test_rel = "tell/test_Halu_CoT_JSON.jsonl"
     test_rows = src.rows(test_rel)
     template, test, keys = None, [], set()
-    for i, r in enumerate(test_rows, 1):
-        m = _HALU_TASK.search(r["prompt"])
+    for i, r in test_rows:
+        prompt, response = need(r, "prompt", test_rel, i), need(r, "response", test_rel, i)
+        m = _HALU_TASK.search(prompt)
         if m is None:
             raise TellError("prompt does not end with the Halu-CoT-JSON task block", file=test_rel, line=i)
-        head = r["prompt"][:m.start()]
+        head = prompt[:m.start()]
         template = template or head
         if head != template:
             raise TellError("prompt uses a different instruction template", file=test_rel, line=i)
         keys.add(halu_key(m["query"], m["response"]))
-        test.append(Record(prompt=r["prompt"], response=r["response"].strip(), source="task", origin=test_rel, row=i,
-                           meta={"kind": "json", "role": "task", "label": r["response"].strip()}))
+        test.append(Record(prompt=prompt, response=response.strip(), source="task", origin=test_rel, row=i,
+                           meta={"kind": "json", "role": "task", "label": response.strip()}))
     train = []
     gen_rel = "halueval/general_data.jsonl"
-    for i, r in enumerate(src.rows(gen_rel), 1):
-        if halu_key(r["user_query"], r["chatgpt_response"]) in keys:
+    for i, r in src.rows(gen_rel):
+        query, response = need(r, "user_query", gen_rel, i), need(r, "chatgpt_response", gen_rel, i)
+        if halu_key(query, response) in keys:
             continue  # in the test set: never train on it
-        label = r["hallucination"].strip().lower()
-        prompt = (f"{template}Consider the following task:\n'relatives' : \n'user_query' : {r['user_query']}\n"
-                  f"'chatgpt_response' : {r['chatgpt_response']}")
+        label = need(r, "hallucination", gen_rel, i).strip().lower()
+        prompt = (f"{template}Consider the following task:\n'relatives' : \n'user_query' : {query}\n"
+                  f"'chatgpt_response' : {response}")
         answer = json.dumps({"thought": halu_thought(r.get("hallucination_spans") or [], label),
                              "hallucination": label}, ensure_ascii=False)
         train.append(Record(prompt=prompt, response=answer, source="task", origin=gen_rel, row=i,
@@ -143,52 +164,38 @@ def build_halu(src: Source) -> dict[str, list[Record]]:
 
 # ---- IS-EN-NEWS -------------------------------------------------------------------------------------------
 
-_LEAD = re.compile(r"^\s*Sure, here is the \w+ translation:\s*", re.I)
-
-
-def strip_lead_in(text: str) -> str:
-    """Remove the fixed "Sure, here is the ... translation:" lead-in (references and hypotheses alike)."""
-    return _LEAD.sub("", text, count=1).strip()
-
-
 def build_is_en(src: Source) -> dict[str, list[Record]]:
     out: dict[str, list[Record]] = {}
     for direction in ("en-is", "is-en"):
         for split, stem in (("train", "dev"), ("test", "test")):
             rel = f"tell/{stem}-{direction}.jsonl"
             recs = []
-            for i, r in enumerate(src.rows(rel), 1):
-                instruction, sep, text = r["query"].partition("\n\n")
+            for i, r in src.rows(rel):
+                query, response = need(r, "query", rel, i), need(r, "response", rel, i)
+                instruction, sep, text = query.partition("\n\n")
                 if not sep:
                     raise TellError("expected an instruction sentence, a blank line, then the text", file=rel, line=i,
                                     field="query")
-                recs.append(Record(prompt=r["query"], response=r["response"], source="task", origin=rel, row=i,
+                recs.append(Record(prompt=query, response=response, source="task", origin=rel, row=i,
                                    meta={"kind": "translation", "role": "task", "direction": direction,
                                          "instruction": instruction, "source_text": text.strip(),
-                                         "reference": strip_lead_in(r["response"])}))
+                                         "reference": strip_lead_in(response)}))
             out[f"{direction}/{split}"] = recs
     return out
 
 
 # ---- GSM8K and AGIEval ------------------------------------------------------------------------------------
 
-def gsm8k_number(text: str) -> str | None:
-    """The final number: after '####' when present, else the last number in the text; commas removed."""
-    tail = text.split("####")[-1] if "####" in text else text
-    nums = re.findall(r"-?\d[\d,]*(?:\.\d+)?", tail)
-    if not nums:
-        return None
-    n = nums[-1 if "####" not in text else 0].replace(",", "")
-    return n[:-2] if n.endswith(".0") else n.rstrip(".")
-
-
 def build_gsm8k(src: Source) -> dict[str, list[Record]]:
     out = {}
     for split in ("train", "test"):
         rel = f"gsm8k/{split}.jsonl"
-        out[split] = [Record(prompt=r["question"], response=r["answer"], source="general", origin=rel, row=i,
-                             meta={"kind": "gsm8k", "role": "general", "answer": gsm8k_number(r["answer"])})
-                      for i, r in enumerate(src.rows(rel), 1)]
+        recs = []
+        for i, r in src.rows(rel):
+            question, answer = need(r, "question", rel, i), need(r, "answer", rel, i)
+            recs.append(Record(prompt=question, response=answer, source="general", origin=rel, row=i,
+                               meta={"kind": "gsm8k", "role": "general", "answer": gsm8k_number(answer)}))
+        out[split] = recs
     return out
 
 
@@ -217,9 +224,10 @@ def build_agieval(src: Source, names: tuple[str, ...] = AGIEVAL_EN + AGIEVAL_ZH)
     for name in names:
         rel = f"agieval/{name}.jsonl"
         recs = []
-        for i, r in enumerate(src.rows(rel, AGIEVAL_URL.format(name=name)), 1):
+        for i, r in src.rows(rel, AGIEVAL_URL.format(name=name)):
+            question = need(r, "question", rel, i)
             passage, options, label = _literal(r.get("passage")), _literal(r.get("options")), _literal(r.get("label"))
-            prompt = agieval_prompt(passage, r["question"], options)
+            prompt = agieval_prompt(passage, question, options)
             if options:
                 labels = label if isinstance(label, list) else [label]
                 meta = {"kind": "mcq", "role": "general", "label": "".join(labels),

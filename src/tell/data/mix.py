@@ -64,6 +64,71 @@ class Selection:
         return self.tokens / self.unique_tokens if self.unique_tokens else 1.0
 
 
+class _CountedInOrder:
+    """The pool's records in seeded order with `tokens` set, counted lazily in chunks sized to what the
+    budget still needs (so a small budget tokenizes a small part of a large pool). Too-long records are
+    refused, or dropped and counted with `skip_invalid`."""
+
+    def __init__(self, order: Sequence[Record], counter: TokenCounter, budget: int, max_length: int | None,
+                 skip_invalid: bool, dropped: Counter):
+        self.order, self.counter, self.max_length, self.skip_invalid = order, counter, max_length, skip_invalid
+        self.remaining, self.counted, self.dropped = budget, 0, dropped
+
+    def __iter__(self):
+        i, avg = 0, 64.0
+        while i < len(self.order):
+            chunk = self.order[i:i + min(int(self.remaining / avg * 1.1) + 16, 8192)]
+            i += len(chunk)
+            counts = self.counter.count([render_text(r) for r in chunk])
+            self.counted += sum(counts)
+            avg = max(self.counted / i, 1.0)
+            for rec, n in zip(chunk, counts):
+                if self.max_length is not None and n > self.max_length:
+                    if not self.skip_invalid:
+                        raise TellError(f"the example has {n} tokens; expected at most {self.max_length} "
+                                        "(--max-length; --skip-invalid drops such rows)", file=rec.origin, line=rec.row)
+                    self.dropped["too_long"] += 1
+                    continue
+                rec.tokens = n  # a cache of a derived value; the content (and `key`) is unchanged
+                yield rec
+
+
+def _take_closest(records: _CountedInOrder, budget: int, label: str, progress: bool, take_all: bool
+                  ) -> tuple[list[Record], list[Record], int, bool]:
+    """(chosen, every valid record seen, their tokens, pool ran out first): whole examples in order while
+    taking the next one brings the total closer to the budget than stopping before it."""
+    chosen: list[Record] = []
+    valid: list[Record] = []   # examples that passed the length check, in order (reused for repeats)
+    total, exhausted = 0, budget > 0
+    with tqdm(total=None if take_all else budget, desc=f"count {label} tokens", unit=" tok", unit_scale=True,
+              disable=None if progress else True, leave=False) as bar:
+        for rec in records:
+            valid.append(rec)
+            if abs(total + rec.tokens - budget) > budget - total:
+                return chosen, valid, total, False
+            chosen.append(rec)
+            total += rec.tokens
+            records.remaining = budget - total
+            bar.update(rec.tokens)
+            if total >= budget:
+                return chosen, valid, total, False
+    return chosen, valid, total, exhausted
+
+
+def _repeat(valid: list[Record], chosen: list[Record], total: int, budget: int) -> int:
+    """Walk the valid records again, in the same order, as marked copies, while that brings the total
+    closer to the budget; returns the new total (`chosen` is extended in place)."""
+    copy = 0
+    while True:
+        copy += 1
+        for rec in valid:
+            n = max(rec.tokens or 0, 1)
+            if abs(total + n - budget) > abs(budget - total):
+                return total
+            chosen.append(replace(rec, repeat=copy))
+            total += n
+
+
 def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCounter, *, seed: int, purpose: str,
                   label: str, max_length: int | None = None, skip_invalid: bool = False,
                   allow_repeat: bool = False, progress: bool = True) -> Selection:
@@ -74,53 +139,13 @@ def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCoun
     usable example.
     """
     take_all = budget is None
-    if take_all:
-        budget = 1 << 62
+    budget = 1 << 62 if take_all else budget
     if budget < 0:
         raise TellError(f"the {label} token budget must be >= 0, got {budget}")
     dropped: Counter = Counter()
-    order = seeded_order(pool, seed, purpose) if budget > 0 else []
-    state = {"remaining": budget, "counted": 0}
-
-    def tokenized():
-        """Records in order with `tokens` set, counted in chunks sized to what the budget still needs."""
-        i, avg = 0, 64.0
-        while i < len(order):
-            chunk = order[i:i + min(int(state["remaining"] / avg * 1.1) + 16, 8192)]
-            i += len(chunk)
-            counts = counter.count([render_text(r) for r in chunk])
-            state["counted"] += sum(counts)
-            avg = max(state["counted"] / i, 1.0)
-            for rec, n in zip(chunk, counts):
-                if max_length is not None and n > max_length:
-                    if not skip_invalid:
-                        raise TellError(f"the example has {n} tokens; expected at most {max_length} "
-                                        "(--max-length; --skip-invalid drops such rows)",
-                                        file=rec.origin, line=rec.row)
-                    dropped["too_long"] += 1
-                    continue
-                rec.tokens = n  # a cache of a derived value; the content (and `key`) is unchanged
-                yield rec
-
-    chosen: list[Record] = []
-    valid: list[Record] = []   # examples that passed the length check, in order (reused for repeats)
-    total, exhausted = 0, budget > 0
-    with tqdm(total=None if take_all else budget, desc=f"count {label} tokens", unit=" tok", unit_scale=True,
-              disable=None if progress else True, leave=False) as bar:
-        for rec in tokenized():
-            valid.append(rec)
-            # Take the example if that brings the total closer to the budget than stopping before it.
-            if abs(total + rec.tokens - budget) > budget - total:
-                exhausted = False
-                break
-            chosen.append(rec)
-            total += rec.tokens
-            state["remaining"] = budget - total
-            bar.update(rec.tokens)
-            if total >= budget:
-                exhausted = False
-                break
-    counted = state["counted"]
+    records = _CountedInOrder(seeded_order(pool, seed, purpose) if budget > 0 else [], counter, budget,
+                              max_length, skip_invalid, dropped)
+    chosen, valid, total, exhausted = _take_closest(records, budget, label, progress, take_all)
     unique_examples, unique_tokens = len(chosen), total
     # A pool that ran out a fraction of an example short met the budget as closely as whole examples can.
     mean = total / len(chosen) if chosen else 0.0
@@ -133,21 +158,9 @@ def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCoun
                             f"but the budget asks for {budget:,}; lower the budget or pass --allow-repeat")
         if not valid:
             raise TellError(f"the {label} data hold no usable example")
-        copy = 0
-        while True:
-            copy += 1
-            stop = False
-            for rec in valid:
-                n = max(rec.tokens or 0, 1)
-                if abs(total + n - budget) > abs(budget - total):
-                    stop = True
-                    break
-                chosen.append(replace(rec, repeat=copy))
-                total += n
-            if stop:
-                break
+        total = _repeat(valid, chosen, total, budget)
     return Selection(records=chosen, tokens=total, budget=budget, unique_examples=unique_examples,
-                     unique_tokens=unique_tokens, tokens_counted=counted, pool_exhausted=exhausted,
+                     unique_tokens=unique_tokens, tokens_counted=records.counted, pool_exhausted=exhausted,
                      dropped=dropped)
 
 

@@ -1,31 +1,30 @@
 """`prepare`: task + general data -> anchored, budgeted, extensively shuffled `mixture.jsonl` + manifest.
 
 Nothing is written until every check has passed; then the mixture and the manifest are each written
-atomically, the manifest last, so a folder with a manifest holds a complete mixture.
+atomically, the manifest last, so a folder with a manifest holds a complete mixture (`tell.artifacts.MixtureDir`
+names the files and reads them back).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 
 import orjson
 from collections import Counter
-from pathlib import Path
 
 from tell import provenance
+from tell.artifacts import MixtureDir
 from tell.config import PrepareConfig, to_dict
 from tell.data import contamination
 from tell.data.anchor import anchor_from_options
 from tell.data.loading import Loaded, is_local, load_records
-from tell.data.mix import dedup, select_budget, shuffle, spread
+from tell.data.mix import Selection, dedup, select_budget, shuffle, spread
 from tell.data.records import GENERAL, TASK, Record
 from tell.data.tokens import load_counter
 from tell.errors import TellError
 from tell.io import atomic_open, sha256_file, write_json
 
-MIXTURE, MANIFEST = "mixture.jsonl", "manifest.json"
 FORMAT_VERSION = 1
 
 
@@ -67,16 +66,10 @@ def _check_budgets(cfg: PrepareConfig) -> None:
                         field="tokenizer")
 
 
-def prepare(cfg: PrepareConfig) -> dict:
-    """Build the mixture described by `cfg` in `cfg.out`; return the manifest."""
-    _check_budgets(cfg)
-    t0 = time.perf_counter()
-    anchor = anchor_from_options(cfg.anchor, cfg.anchor_file, cfg.anchor_placement, cfg.anchor_separator,
-                                 cfg.no_anchor)
-    counter = load_counter(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
+def _pools(cfg: PrepareConfig, anchor) -> tuple[list[Record], list[Record], dict[str, list[dict]]]:
+    """(anchored task pool, general pool, per-input info), de-duplicated: task examples win over
+    identical general ones."""
     load = dict(fmt=cfg.format, skip_invalid=cfg.skip_invalid, progress=cfg.progress)
-
-    # Load and de-duplicate. Task examples win over identical general ones.
     seen: set[str] = set()
     inputs: dict[str, list[dict]] = {TASK: [], GENERAL: []}
     task_pool: list[Record] = []
@@ -92,84 +85,105 @@ def prepare(cfg: PrepareConfig) -> dict:
         kept, dups = dedup(loaded.records, seen)
         inputs[GENERAL].append(_input_info(loaded, dups))
         general_pool += kept
+    return task_pool, general_pool, inputs
 
-    # Budgets: task first; the general budget follows from the achieved task tokens and the ratio.
-    common = dict(seed=cfg.seed, max_length=cfg.max_length, skip_invalid=cfg.skip_invalid,
-                  allow_repeat=cfg.allow_repeat, progress=cfg.progress)
-    # No task budget: all task data (in seeded order).
-    task_sel = select_budget(task_pool, cfg.task_tokens, counter, purpose="task-subset", label="task", **common)
-    general_budget = cfg.general_tokens if cfg.general_tokens is not None else round(cfg.ratio * task_sel.tokens)
-    general_sel = select_budget(general_pool, general_budget, counter, purpose="general-subset",
-                                label="general", **common)
 
-    # Contamination guard, before anything is written.
-    contam = []
-    if cfg.eval_file:
-        eval_sets = {spec: load_records(spec, source="eval", **load).records for spec in cfg.eval_file}
-        contam = contamination.check(eval_sets, task_sel.records + general_sel.records, anchor)
-        bad = [c for c in contam if c["exact_overlap"] or c[f"ngram{contamination.N}_overlap"]]
-        if bad and cfg.fail_on_contamination:
-            c = bad[0]
-            raise TellError(f"{c['exact_overlap']} of {c['examples']} eval examples match a mixture prompt exactly "
-                            f"and {c[f'ngram{contamination.N}_overlap']} share a {contamination.N}-gram with it "
-                            "(--fail-on-contamination)", file=c["eval"])
+def _contamination(cfg: PrepareConfig, chosen: list[Record], anchor) -> list[dict]:
+    """Overlap of the eval files with the chosen examples; an error with --fail-on-contamination."""
+    if not cfg.eval_file:
+        return []
+    load = dict(fmt=cfg.format, skip_invalid=cfg.skip_invalid, progress=cfg.progress)
+    eval_sets = {spec: load_records(spec, source="eval", **load).records for spec in cfg.eval_file}
+    contam = contamination.check(eval_sets, chosen, anchor)
+    bad = [c for c in contam if c["exact_overlap"] or c[f"ngram{contamination.N}_overlap"]]
+    if bad and cfg.fail_on_contamination:
+        c = bad[0]
+        raise TellError(f"{c['exact_overlap']} of {c['examples']} eval examples match a mixture prompt exactly "
+                        f"and {c[f'ngram{contamination.N}_overlap']} share a {contamination.N}-gram with it "
+                        "(--fail-on-contamination)", file=c["eval"])
+    return contam
 
-    mixture = shuffle(task_sel.records + general_sel.records, cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+def _write_mixture(mix: MixtureDir, mixture: list[Record]) -> str:
+    """mixture.jsonl, atomically; returns its sha256."""
+    mix.path.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    with atomic_open(out / MIXTURE, "wb") as f:
+    with atomic_open(mix.mixture_path, "wb") as f:
         for rec in mixture:
             line = orjson.dumps(rec.to_json(), option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
             digest.update(line)
             f.write(line)
+    return digest.hexdigest()
 
+
+def _dropped(inputs: dict[str, list[dict]], selections: dict[str, Selection]) -> dict[str, dict]:
+    """Everything dropped, per source and reason: at loading, as a duplicate, or as too long."""
     dropped = {}
-    for label, sel in ((TASK, task_sel), (GENERAL, general_sel)):
+    for label, sel in selections.items():
         c: Counter = Counter()
         for info in inputs[label]:
             c.update(info["dropped"])
         c.update(sel.dropped)
         dropped[label] = dict(sorted(c.items()))
+    return dropped
+
+
+def _budget(cfg: PrepareConfig, task_sel: Selection, general_sel: Selection, general_budget: int,
+            task_pool: int, general_pool: int) -> dict:
+    return {
+        "task_tokens_requested": cfg.task_tokens,
+        "task_tokens": task_sel.tokens,
+        "task_examples": len(task_sel.records),
+        "task_pool_examples": task_pool,
+        "task_repeat_factor": round(task_sel.repeat_factor, 6),
+        "ratio_requested": cfg.ratio,
+        "general_tokens_requested": general_budget,
+        "general_tokens": general_sel.tokens,
+        "general_examples": len(general_sel.records),
+        "general_pool_examples": general_pool,
+        "general_repeat_factor": round(general_sel.repeat_factor, 6),
+        "ratio_achieved": round(general_sel.tokens / task_sel.tokens, 6) if task_sel.tokens else None,
+        "tokens_counted": task_sel.tokens_counted + general_sel.tokens_counted,
+    }
+
+
+def prepare(cfg: PrepareConfig) -> dict:
+    """Build the mixture described by `cfg` in `cfg.out`; return the manifest.
+    Nothing is written until every check has passed; the manifest is written last."""
+    _check_budgets(cfg)
+    t0 = time.perf_counter()
+    anchor = anchor_from_options(cfg.anchor, cfg.anchor_file, cfg.anchor_placement, cfg.anchor_separator,
+                                 cfg.no_anchor)
+    counter = load_counter(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
+    task_pool, general_pool, inputs = _pools(cfg, anchor)
+    # Budgets: task first (no budget: all task data, in seeded order); the general budget follows from the
+    # achieved task tokens and the ratio.
+    common = dict(seed=cfg.seed, max_length=cfg.max_length, skip_invalid=cfg.skip_invalid,
+                  allow_repeat=cfg.allow_repeat, progress=cfg.progress)
+    task_sel = select_budget(task_pool, cfg.task_tokens, counter, purpose="task-subset", label="task", **common)
+    general_budget = cfg.general_tokens if cfg.general_tokens is not None else round(cfg.ratio * task_sel.tokens)
+    general_sel = select_budget(general_pool, general_budget, counter, purpose="general-subset",
+                                label="general", **common)
+    contam = _contamination(cfg, task_sel.records + general_sel.records, anchor)
+
+    mixture = shuffle(task_sel.records + general_sel.records, cfg.seed)
+    mix = MixtureDir(cfg.out)
+    sha = _write_mixture(mix, mixture)
     config = to_dict(cfg)
     config.pop("progress")
     manifest = {
-        "format_version": FORMAT_VERSION,
-        "kind": "tell-mixture",
-        "config": config,
-        "inputs": inputs,
+        "format_version": FORMAT_VERSION, "kind": "tell-mixture", "config": config, "inputs": inputs,
         "tokenizer": counter.describe(),
         "anchor": anchor.to_json() | {"applied_to": len(task_pool)} if anchor else None,
         "seeds": {"seed": cfg.seed, "purposes": ["task-subset", "general-subset", "shuffle"],
                   "method": "sort by blake2b(seed, purpose, example content)"},
-        "budget": {
-            "task_tokens_requested": cfg.task_tokens,
-            "task_tokens": task_sel.tokens,
-            "task_examples": len(task_sel.records),
-            "task_pool_examples": len(task_pool),
-            "task_repeat_factor": round(task_sel.repeat_factor, 6),
-            "ratio_requested": cfg.ratio,
-            "general_tokens_requested": general_budget,
-            "general_tokens": general_sel.tokens,
-            "general_examples": len(general_sel.records),
-            "general_pool_examples": len(general_pool),
-            "general_repeat_factor": round(general_sel.repeat_factor, 6),
-            "ratio_achieved": round(general_sel.tokens / task_sel.tokens, 6) if task_sel.tokens else None,
-            "tokens_counted": task_sel.tokens_counted + general_sel.tokens_counted,
-        },
-        "dropped": dropped,
-        "mixture": {"file": MIXTURE, "sha256": digest.hexdigest(), "examples": len(mixture),
+        "budget": _budget(cfg, task_sel, general_sel, general_budget, len(task_pool), len(general_pool)),
+        "dropped": _dropped(inputs, {TASK: task_sel, GENERAL: general_sel}),
+        "mixture": {"file": mix.MIXTURE, "sha256": sha, "examples": len(mixture),
                     "tokens": task_sel.tokens + general_sel.tokens, "task_spread": spread(mixture, TASK)},
         "contamination": contam,
         "packages": provenance.package_versions(),
     }
-    write_json(out / MANIFEST, manifest)
+    write_json(mix.manifest_path, manifest)
     manifest["_seconds"] = time.perf_counter() - t0  # for the CLI summary; not written
     return manifest
-
-
-def read_manifest(folder: str | Path) -> dict:
-    p = Path(folder) / MANIFEST
-    if not p.is_file():
-        raise TellError(f"no {MANIFEST}; expected a folder written by `tell prepare`", file=str(folder))
-    return json.loads(p.read_text(encoding="utf-8"))

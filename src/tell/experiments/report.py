@@ -16,11 +16,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from tell.errors import TellError
+from tell.experiments.methods import METHODS
 from tell.experiments.analysis import fit_scurve, logistic, token_efficiency
 from tell.io import atomic_open
 
-COLORS = {"base": "#777777", "sft": "#1f77b4", "sft-matched": "#17becf", "general-only": "#8c564b",
-          "tell": "#d62728", "tell-no-anchor": "#ff7f0e"}
+COLORS = {name: m.color for name, m in METHODS.items()}
 
 
 def load_results(folder: str | Path) -> list[dict]:

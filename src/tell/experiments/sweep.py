@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 import time
 import traceback
@@ -27,12 +26,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tell.artifacts import EvalDir, MixtureDir, RunDir
 from tell.config import EvalConfig, PrepareConfig, SweepSpec, TrainConfig, build
-from tell.data.prepare import MANIFEST, prepare, read_manifest
+from tell.data.prepare import prepare
 from tell.errors import TellError
+from tell.experiments.methods import METHOD_NAMES
 from tell.io import atomic_open, write_json
-
-METHODS = ("base", "sft", "sft-matched", "general-only", "tell", "tell-no-anchor")
+from tell.train.schedule import optimizer_steps
 RESULT_FIELDS = ("method", "task_tokens", "general_tokens", "ratio", "seed", "set", "metric", "value", "ci_low",
                  "ci_high", "tokens_trained", "optimizer_steps", "wall_s", "run_dir", "task_tokens_requested")
 
@@ -62,13 +62,53 @@ class Cell:
         return f"{self.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
+class CellDir:
+    """A sweep cell's folder: cell.json (its settings), data/ (a MixtureDir), run/ (a RunDir), eval/ (an
+    EvalDir) and status.json (done or failed, written last)."""
+
+    def __init__(self, cells_dir: Path, key: str):
+        self.key, self.path = key, cells_dir / key
+        self.cell_path, self.status_path = self.path / "cell.json", self.path / "status.json"
+        self.data, self.run, self.eval = MixtureDir(self.path / "data"), RunDir(self.path / "run"), EvalDir(self.path / "eval")
+
+    def status(self) -> dict:
+        return json.loads(self.status_path.read_text()) if self.status_path.is_file() else {"status": "todo"}
+
+
+def prepare_cell(spec: SweepSpec, cells_dir: Path, cell: Cell) -> dict:
+    """The cell's mixture (prepared once, cached in the cell folder); returns its manifest."""
+    data = CellDir(cells_dir, cell.key(spec)).data
+    if data.exists():
+        return data.manifest()
+    cfg = PrepareConfig(task=spec.task, general=list(spec.general), tokenizer=spec.tokenizer or spec.model,
+                        task_tokens=cell.task_tokens if cell.method != "general-only" else 0,
+                        ratio=cell.ratio if cell.general_tokens is None else None,
+                        general_tokens=cell.general_tokens, anchor=spec.anchor if cell.anchor else None,
+                        no_anchor=not cell.anchor, anchor_placement=spec.anchor_placement, seed=cell.seed,
+                        out=str(data.path), progress=False)
+    if cell.method in ("sft", "sft-matched"):
+        cfg.ratio, cfg.general = 0.0, []
+    return prepare(cfg)
+
+
+def cell_steps(cell: Cell, manifest: dict | None, batch_size: int) -> tuple[int, float]:
+    """(optimizer steps, passes over the mixture) a cell trains."""
+    if not manifest:
+        return 0, 0.0
+    examples = manifest["mixture"]["examples"]
+    if cell.max_steps:
+        return cell.max_steps, cell.max_steps * batch_size / examples
+    return optimizer_steps(examples, batch_size), 1.0
+
+
 def load_spec(path: str) -> SweepSpec:
     spec = build(SweepSpec, yaml_path=path)
     if not spec.model:
         raise TellError("no model", file=path, field="model")
-    unknown = [m for m in spec.methods if m not in METHODS]
+    unknown = [m for m in spec.methods if m not in METHOD_NAMES]
     if unknown:
-        raise TellError(f"unknown method(s) {unknown}; expected some of {list(METHODS)}", file=path, field="methods")
+        raise TellError(f"unknown method(s) {unknown}; expected some of {list(METHOD_NAMES)}", file=path,
+                        field="methods")
     needs_task = set(spec.methods) - {"base", "general-only"}
     if needs_task and not (spec.task and spec.task_tokens):
         raise TellError("methods other than base need task data and task_tokens", file=path, field="task_tokens")
@@ -97,20 +137,7 @@ class Sweep:
     # ---- the grid -----------------------------------------------------------------------------------------
 
     def _prepare(self, cell: Cell) -> dict:
-        """The cell's mixture (cached in the cell folder); returns its manifest."""
-        folder = self.cells_dir / cell.key(self.spec) / "data"
-        if (folder / MANIFEST).is_file():
-            return read_manifest(folder)
-        sp = self.spec
-        cfg = PrepareConfig(task=sp.task, general=list(sp.general), tokenizer=sp.tokenizer or sp.model,
-                            task_tokens=cell.task_tokens if cell.method != "general-only" else 0,
-                            ratio=cell.ratio if cell.general_tokens is None else None,
-                            general_tokens=cell.general_tokens, anchor=sp.anchor if cell.anchor else None,
-                            no_anchor=not cell.anchor, anchor_placement=sp.anchor_placement, seed=cell.seed,
-                            out=str(folder), progress=False)
-        if cell.method in ("sft", "sft-matched"):
-            cfg.ratio, cfg.general = 0.0, []
-        return prepare(cfg)
+        return prepare_cell(self.spec, self.cells_dir, cell)
 
     def plan(self) -> list[tuple[Cell, dict | None]]:
         """Every cell with its mixture manifest (None for base). Tell cells are prepared first: their
@@ -140,7 +167,7 @@ class Sweep:
                                  pair=tell.key(sp), extra={"task_tokens_requested": t})
                         cells.append((c, self._prepare(c)))
                     if "sft-matched" in sp.methods and r > 0:
-                        steps = math.ceil(ref["mixture"]["examples"] / self.batch_size)
+                        steps = optimizer_steps(ref["mixture"]["examples"], self.batch_size)
                         c = Cell("sft-matched", seed, task_tokens=t, ratio=r, max_steps=steps, pair=tell.key(sp))
                         cells.append((c, self._prepare(c)))
         return cells
@@ -168,7 +195,7 @@ class Sweep:
         evals = len(plan) * len(self.spec.eval)
         log(f"{len(plan)} cells; still to train: {int(total_tokens):,} tokens in {total_steps:,} optimizer steps; "
             f"{evals} cell x eval-set evaluations")
-        done = [json.loads(p.read_text()) for p in self.cells_dir.glob("*/status.json")]
+        done = [CellDir(self.cells_dir, p.parent.name).status() for p in self.cells_dir.glob("*/status.json")]
         done = [d for d in done if d["status"] == "done" and d.get("tokens_trained")]
         if done and total_tokens:
             rate = sum(d["tokens_trained"] for d in done) / sum(d["wall_s"] for d in done)
@@ -193,17 +220,10 @@ class Sweep:
         return rows
 
     def steps(self, cell: Cell, m: dict | None) -> tuple[int, float]:
-        """(optimizer steps, passes over the mixture) a cell will train."""
-        if not m:
-            return 0, 0.0
-        per_epoch = math.ceil(m["mixture"]["examples"] / self.batch_size)
-        if cell.max_steps:
-            return cell.max_steps, cell.max_steps * self.batch_size / m["mixture"]["examples"]
-        return per_epoch, 1.0
+        return cell_steps(cell, m, self.batch_size)
 
     def _status(self, key: str) -> str:
-        p = self.cells_dir / key / "status.json"
-        return json.loads(p.read_text())["status"] if p.is_file() else "todo"
+        return CellDir(self.cells_dir, key).status()["status"]
 
     @staticmethod
     def _report(status: dict, log) -> None:
@@ -216,11 +236,11 @@ class Sweep:
         """The tidy results table from every finished cell -> results.csv + results.jsonl."""
         rows = []
         for cell, m in plan:
-            folder = self.cells_dir / cell.key(self.spec)
-            if self._status(cell.key(self.spec)) != "done":
+            cd = CellDir(self.cells_dir, cell.key(self.spec))
+            st = cd.status()
+            if st["status"] != "done":
                 continue
-            st = json.loads((folder / "status.json").read_text())
-            metrics = json.loads((folder / "eval" / "metrics.json").read_text())
+            folder, metrics = cd.path, cd.eval.metrics()
             b = m["budget"] if m else {}
             for set_name, s in metrics["sets"].items():
                 for metric, v in s["metrics"].items():
@@ -248,42 +268,40 @@ def _limit_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def _train_cell(spec: SweepSpec, cd: CellDir, cell: Cell) -> tuple[str, int, int]:
+    """(adapter run folder, optimizer steps, tokens trained); resumes an interrupted run."""
+    from tell.train.run import train
+
+    m = prepare_cell(spec, cd.path.parent, cell)
+    if not cd.run.finished():
+        train(TrainConfig(**({"save_steps": 0} | spec.train | {
+            "mixture": str(cd.data.path), "model": spec.model, "out": str(cd.run.path), "seed": cell.seed,
+            "max_steps": cell.max_steps, "progress": False, "resume": cd.run.started()})))
+    steps = cd.run.metrics()["steps"]
+    batch_size = int(spec.train.get("batch_size", 16))
+    return str(cd.run.path), steps, int(m["mixture"]["tokens"] * cell_steps(cell, m, batch_size)[1])
+
+
 def run_cell(spec: SweepSpec, cells_dir: Path, cell: Cell) -> dict:
     """prepare (cached) -> train (resumed if interrupted) -> eval (resumed). Errors are recorded, not raised."""
     from tell.eval.run import evaluate
-    from tell.train.run import train
 
-    key = cell.key(spec)
-    folder = cells_dir / key
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "cell.json", cell.settings(spec) | {"key": key, "pair": cell.pair})
+    cd = CellDir(cells_dir, cell.key(spec))
+    cd.path.mkdir(parents=True, exist_ok=True)
+    write_json(cd.cell_path, cell.settings(spec) | {"key": cd.key, "pair": cell.pair})
     t0 = time.perf_counter()
-    status = {"cell": key, "status": "running"}
     try:
-        adapter, steps, tokens = None, 0, 0
-        if cell.method != "base":
-            sweep = Sweep(spec, cells_dir.parent)
-            m = sweep._prepare(cell)
-            run = folder / "run"
-            if not (run / "metrics.json").is_file():
-                tc = TrainConfig(**({"save_steps": 0} | spec.train | {
-                    "mixture": str(folder / "data"), "model": spec.model, "out": str(run), "seed": cell.seed,
-                    "max_steps": cell.max_steps, "progress": False, "resume": (run / "config.json").is_file()}))
-                train(tc)
-            tm = json.loads((run / "metrics.json").read_text())
-            adapter, steps = str(run), tm["steps"]
-            tokens = int(m["mixture"]["tokens"] * sweep.steps(cell, m)[1])
-        ec = EvalConfig(**(spec.decoding | {
+        adapter, steps, tokens = _train_cell(spec, cd, cell) if cell.method != "base" else (None, 0, 0)
+        evaluate(EvalConfig(**(spec.decoding | {
             "model": spec.model, "adapter": adapter, "data": list(spec.eval), "data_dir": spec.data_dir,
-            "out": str(folder / "eval"), "limit": spec.eval_limit, "sample_seed": cell.seed,
+            "out": str(cd.eval.path), "limit": spec.eval_limit, "sample_seed": cell.seed,
             "metric": spec.metric, "progress": False,
             # base and no-anchor cells see no anchor; tell cells get theirs from the run's manifest
-            "no_anchor": not cell.anchor}))
-        evaluate(ec)
-        status = {"cell": key, "status": "done", "optimizer_steps": steps, "tokens_trained": tokens}
+            "no_anchor": not cell.anchor})))
+        status = {"cell": cd.key, "status": "done", "optimizer_steps": steps, "tokens_trained": tokens}
     except Exception as e:  # a failing cell must not stop the sweep
-        status = {"cell": key, "status": "failed", "error": f"{type(e).__name__}: {e}",
+        status = {"cell": cd.key, "status": "failed", "error": f"{type(e).__name__}: {e}",
                   "traceback": traceback.format_exc()[-4000:]}
     status["wall_s"] = time.perf_counter() - t0
-    write_json(folder / "status.json", status)
+    write_json(cd.status_path, status)
     return status

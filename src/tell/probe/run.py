@@ -3,10 +3,8 @@ anchor), their separation at the chosen layers, and t-SNE / PCA plots side by si
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -14,29 +12,22 @@ from tell import provenance
 from tell.config import ProbeConfig, to_dict
 from tell.data.anchor import Anchor
 from tell.data.loading import load_records
-from tell.data.prepare import MANIFEST, MIXTURE
-from tell.data.records import GENERAL, TASK, Record, record_from_json
+from tell.artifacts import MixtureDir, RunDir
+from tell.data.records import GENERAL, TASK, Record
 from tell.errors import TellError
 from tell.io import atomic_open, write_json
+from tell.models import load_for_inference
 from tell.probe.capture import embed, resolve_layers
 from tell.probe.separation import separation
 
 
-def _records(spec: str, source: str) -> tuple[list[Record], dict | None]:
+def _records(spec: str, source: str) -> tuple[list[Record], MixtureDir | None]:
     """Records of one source from a file or a `prepare` folder (un-anchored: the anchor is placed here)."""
-    p = Path(spec)
-    if p.is_dir():
-        if not (p / MANIFEST).is_file():
+    if Path(spec).is_dir():
+        mix = MixtureDir(spec)
+        if not mix.exists():
             raise TellError("expected a `tell prepare` folder or a file", file=spec)
-        manifest = json.loads((p / MANIFEST).read_text())
-        a = manifest.get("anchor")
-        anchor = Anchor(a["text"], a["placement"], a["separator"]) if a else None
-        recs = []
-        for line in (p / MIXTURE).read_text().splitlines():
-            r = record_from_json(json.loads(line))
-            if r.source == source:
-                recs.append(anchor.remove(r) if anchor else r)
-        return recs, manifest
+        return mix.source_records(source, unanchored=True), mix
     return load_records(spec, source=source, progress=False).records, None
 
 
@@ -44,23 +35,6 @@ def _choose(recs: list[Record], n: int, seed: int, label: str) -> list[Record]:
     if len(recs) < 2:
         raise TellError(f"the {label} group needs at least 2 examples, got {len(recs)}")
     return random.Random(f"{seed}:{label}").sample(recs, min(n, len(recs)))
-
-
-def load_model_for_probe(model: str, adapter: str | None, dtype: str, trust_remote_code: bool) -> tuple[Any, Any]:
-    import torch
-
-    from tell.train.export import resolve_adapter
-    from tell.train.model import load_model, load_tokenizer
-
-    adapter_dir = resolve_adapter(adapter)[0] if adapter else None
-    tok = load_tokenizer(str(adapter_dir or model), trust_remote_code)
-    m = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
-    if adapter_dir:
-        from peft import PeftModel
-        m = PeftModel.from_pretrained(m, adapter_dir)
-    if torch.cuda.is_available():
-        m.to("cuda")
-    return m.eval(), tok
 
 
 def group_vectors(model, tok, groups: dict[str, list[Record]], layers, pooling) -> dict[str, dict[int, np.ndarray]]:
@@ -104,27 +78,32 @@ def plot(vecs: dict[str, np.ndarray], anchors: list[str], path: Path, method: st
         f.write(buf.getvalue())
 
 
+def _anchor(cfg: ProbeConfig, mix: MixtureDir | None) -> Anchor:
+    """--anchor (placed as --anchor-placement) > the prepare folder's anchor > the run's anchor."""
+    recorded = mix.anchor() if mix else None
+    if recorded is None and cfg.adapter:
+        recorded = RunDir(cfg.adapter).anchor()
+    text = cfg.anchor or (recorded.text if recorded else None)
+    if not text:
+        raise TellError("no anchor: give --anchor TEXT (or a prepare folder / run whose manifest has one)")
+    placement = cfg.anchor_placement or (recorded.placement if recorded else "prefix")
+    return Anchor(text, placement, recorded.separator if recorded else "\n")
+
+
 def probe(cfg: ProbeConfig) -> dict:
     if not (cfg.model and cfg.task and cfg.out):
         raise TellError("expected --model, --task and --out")
-    task, manifest = _records(cfg.task, TASK)
-    general_spec = cfg.general or (cfg.task if Path(cfg.task).is_dir() else None)
+    task, mix = _records(cfg.task, TASK)
+    general_spec = cfg.general or (cfg.task if mix else None)
     if not general_spec:
         raise TellError("no general records; expected --general FILE_OR_DIR", field="general")
     general, _ = _records(general_spec, GENERAL)
-    if manifest is None and cfg.adapter and (Path(cfg.adapter) / "mixture_manifest.json").is_file():
-        manifest = json.loads((Path(cfg.adapter) / "mixture_manifest.json").read_text())
-    recorded = (manifest or {}).get("anchor") or {}
-    text = cfg.anchor or recorded.get("text")
-    if not text:
-        raise TellError("no anchor: give --anchor TEXT (or a prepare folder / run whose manifest has one)")
-    placement = cfg.anchor_placement or recorded.get("placement", "prefix")
-    anchor = Anchor(text, placement, recorded.get("separator", "\n"))
+    anchor = _anchor(cfg, mix)
     task, general = _choose(task, cfg.examples, cfg.seed, "task"), _choose(general, cfg.examples, cfg.seed, "general")
     groups = {"general": general, "task": task, "task+anchor": [anchor.apply(r) for r in task]}
     if cfg.anchor2:
-        groups["task+anchor2"] = [Anchor(cfg.anchor2, placement, anchor.separator).apply(r) for r in task]
-    model, tok = load_model_for_probe(cfg.model, cfg.adapter, cfg.dtype, cfg.trust_remote_code)
+        groups["task+anchor2"] = [Anchor(cfg.anchor2, anchor.placement, anchor.separator).apply(r) for r in task]
+    model, tok = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     layers = resolve_layers(model, cfg.layers)
     vecs = group_vectors(model, tok, groups, layers, cfg.pooling)
     conds = [g for g in groups if g.startswith("task")]

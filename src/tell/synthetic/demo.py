@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from tell.experiments.methods import METHOD_NAMES
 from tell.synthetic.pretrain import BaseModelConfig, pretrain
 from tell.synthetic.world import ANCHOR, World, WorldConfig
 
@@ -65,7 +66,7 @@ def cached_base(world: World, cfg: BaseModelConfig, cache: Path, log=print) -> P
 def spec_for(plan: DemoPlan, files: dict[str, Path], base: Path, name: str) -> dict:
     return {"name": name, "model": str(base), "task": str(files["task_train"]), "general": [str(files["general"])],
             "anchor": ANCHOR, "eval": [str(files["task_test"])], "eval_limit": plan.eval_items,
-            "methods": ["base", "sft", "sft-matched", "general-only", "tell", "tell-no-anchor"],
+            "methods": list(METHOD_NAMES),
             "task_tokens": list(plan.task_tokens), "ratios": list(plan.ratios), "seeds": list(plan.seeds),
             "train": plan.train, "decoding": {"greedy": True, "max_new_tokens": 24, "batch_size": 64, "bootstrap": 1000},
             "primary_metric": "format_adherence", "paired_ratios": "max"}

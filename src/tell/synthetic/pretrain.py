@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tell.errors import TellError
 from tell.io import write_json
 from tell.prompting import PLAIN_TURN
 from tell.synthetic.world import World
@@ -41,8 +42,22 @@ def build_tokenizer(world: World):
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                  pad_token="<pad>")
-    assert len(hf) == len(vocab) and hf("reverse ka lo", add_special_tokens=False)["input_ids"]
+    check_tokenizer(hf, len(vocab))
     return hf
+
+
+def check_tokenizer(tok, vocab_size: int, sample: str = "reverse ka lo") -> None:
+    """A built tokenizer must have the expected vocabulary and encode a sample to something (see GUIDE 5:
+    some tokenizer classes silently build a near-empty vocabulary). A real check, not an `assert`, which
+    `python -O` would drop."""
+    ids = tok(sample, add_special_tokens=False)["input_ids"]
+    if len(tok) != vocab_size or not ids:
+        import tokenizers
+        import transformers
+
+        raise TellError(f"the demo world's word-level tokenizer came out wrong: {len(tok)} tokens (expected "
+                        f"{vocab_size}), {sample!r} encodes to {ids}; check the installed tokenizers "
+                        f"({tokenizers.__version__}) and transformers ({transformers.__version__}) versions")
 
 
 def pretrain(world: World, out: Path, cfg: BaseModelConfig = BaseModelConfig(), log=print) -> Path:

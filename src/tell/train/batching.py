@@ -3,16 +3,15 @@ per row, positions restarting at each example, no attention across borders) or p
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from tell.data.records import TASK, record_from_json
+from tell.artifacts import MixtureDir
+from tell.data.records import TASK
 from tell.errors import TellError
 from tell.prompting import encode
 
@@ -25,18 +24,13 @@ class Tokenized:
     counts: Counter           # what the length policy did: kept, truncated, dropped_too_long, dropped_no_answer
 
 
-def tokenize_mixture(path: str | Path, tokenizer: Any, *, max_length: int, length_policy: str,
+def tokenize_mixture(mix: MixtureDir, tokenizer: Any, *, max_length: int, length_policy: str,
                      train_on_prompt: bool, progress: bool = True) -> Tokenized:
-    """Every mixture line, in order, as ids + labels. Labels are -100 on prompt tokens (unless
+    """Every mixture record, in order, as ids + labels. Labels are -100 on prompt tokens (unless
     `train_on_prompt`) and on each example's first token (it has nothing before it to be predicted from)."""
     examples, counts = [], Counter()
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(tqdm(lines, desc="tokenize mixture", unit=" ex", disable=None if progress else True,
-                                       leave=False), 1):
-        try:
-            rec = record_from_json(json.loads(line))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise TellError(f"not a mixture record ({type(e).__name__}: {e})", file=str(path), line=lineno) from e
+    for _, rec in tqdm(mix.records(), desc="tokenize mixture", unit=" ex", disable=None if progress else True,
+                       leave=False):
         p, a = encode(tokenizer, rec)
         ids = p + a
         if len(ids) > max_length:
@@ -54,7 +48,7 @@ def tokenize_mixture(path: str | Path, tokenizer: Any, *, max_length: int, lengt
         examples.append({"input_ids": ids, "labels": labels, "source": int(rec.source == TASK)})
         counts["kept"] += 1
     if not examples:
-        raise TellError(f"no example is left to train on ({dict(counts)})", file=str(path))
+        raise TellError(f"no example is left to train on ({dict(counts)})", file=str(mix.mixture_path))
     return Tokenized(examples, counts)
 
 

@@ -8,18 +8,7 @@ import shutil
 from pathlib import Path
 
 from tell.errors import TellError
-
-
-def resolve_adapter(run_or_adapter: str | Path) -> tuple[Path, dict]:
-    """A `tell train` run dir or a PEFT adapter dir -> (adapter dir, run config or {})."""
-    p = Path(run_or_adapter)
-    if (p / "adapter" / "adapter_config.json").is_file():
-        cfg = json.loads((p / "config.json").read_text())["config"] if (p / "config.json").is_file() else {}
-        return p / "adapter", cfg
-    if (p / "adapter_config.json").is_file():
-        return p, {}
-    raise TellError("no adapter here; expected a `tell train` run folder (with adapter/) or a PEFT adapter folder",
-                    file=str(p))
+from tell.models import load_model, load_tokenizer, resolve_adapter
 
 
 def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
@@ -34,8 +23,6 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
         shutil.copytree(adapter, tmp)
     else:
         from peft import PeftModel
-
-        from tell.train.model import load_model, load_tokenizer
 
         base_name = model or cfg.get("model") or json.loads((adapter / "adapter_config.json").read_text()).get(
             "base_model_name_or_path")

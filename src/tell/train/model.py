@@ -1,4 +1,4 @@
-"""Loading a Hugging Face causal LM and its tokenizer, and wrapping it with LoRA (PEFT)."""
+"""What training adds to a loaded model (`tell.models` loads it): LoRA (PEFT), and whether packing is safe."""
 
 from __future__ import annotations
 
@@ -6,51 +6,7 @@ import inspect
 import sys
 from typing import Any
 
-import torch
-
 from tell.errors import TellError
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    if name == "auto":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except Exception as e:
-        raise TellError(f"cannot load the tokenizer of '{name}' ({type(e).__name__}: {e})") from e
-    if len(tok) < 10 or not tok("hello world", add_special_tokens=False)["input_ids"]:
-        raise TellError(f"the tokenizer of '{name}' looks broken (vocabulary of {len(tok)})")
-    if tok.pad_token_id is None:
-        # Padding positions are masked out of attention and loss, so any id will do.
-        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
-    return tok
-
-
-def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = False,
-               attn_implementation: str | None = None) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    if attn_implementation is None:
-        # flash-attention's varlen kernel when it is installed and a GPU is there, else PyTorch's SDPA
-        import importlib.util
-        use_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
-        attn_implementation = "flash_attention_2" if use_flash else "sdpa"
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation)
-    except Exception as e:
-        raise TellError(f"cannot load the model '{name}' ({type(e).__name__}: {e}); expected a local model dir "
-                        "or a Hub id of a causal LM") from e
-    return model
 
 
 def supports_packing(model: Any) -> bool:

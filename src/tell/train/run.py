@@ -19,16 +19,26 @@ import time
 from pathlib import Path
 
 from tell import provenance
+from tell.artifacts import MixtureDir, RunDir
 from tell.config import TrainConfig, to_dict
-from tell.data.prepare import MIXTURE, read_manifest
 from tell.errors import TellError
-from tell.io import sha256_file, write_json
+from tell.io import atomic_open, sha256_file, write_json
+from tell.models import load_model, load_tokenizer, resolve_dtype
 from tell.train.batching import Collator, ListDataset, tokenize_mixture
-from tell.train.model import add_lora, load_model, load_tokenizer, resolve_dtype, supports_packing
+from tell.train.model import add_lora, supports_packing
+from tell.train.schedule import optimizer_steps
 from tell.train.trainer import JsonlLog, MarkComplete, TellTrainer, TrainingDiverged, last_complete_checkpoint
 
 # Settings that may differ between a run and its resumption without changing what is computed.
 _RESUME_FREE = ("resume", "progress")
+
+# TrainConfig field -> the TrainingArguments field it is copied to, as it is. Everything else TrainingArguments
+# gets is derived below (accumulation, checkpointing, precision, ...) or passed through `training_args`.
+TO_TRAINING_ARGS = {
+    "micro_batch_size": "per_device_train_batch_size", "epochs": "num_train_epochs",
+    "learning_rate": "learning_rate", "weight_decay": "weight_decay", "lr_scheduler": "lr_scheduler_type",
+    "max_grad_norm": "max_grad_norm", "logging_steps": "logging_steps", "seed": "seed",
+}
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -39,36 +49,83 @@ def _check(cfg: TrainConfig) -> None:
         raise TellError("batch_size, micro_batch_size must be >= 1 and max_length >= 2")
 
 
-def _start_or_resume(cfg: TrainConfig, run: Path, resolved: dict) -> Path | None:
+def _accumulation(cfg: TrainConfig) -> tuple[int, int]:
+    """(processes, gradient accumulation steps) so that batch_size = micro batch x accumulation x processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = cfg.micro_batch_size * world
+    if cfg.batch_size % per_step:
+        raise TellError(f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size x processes = "
+                        f"{cfg.micro_batch_size} x {world}", field="batch_size")
+    return world, cfg.batch_size // per_step
+
+
+def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
+    """TrainingArguments from the config: the mapped fields, tell's own choices, then the pass-through."""
+    import torch
+    from transformers import TrainingArguments
+
+    dtype, on_gpu = resolve_dtype(cfg.dtype), torch.cuda.is_available()
+    own = {
+        "output_dir": str(run.checkpoints), "gradient_accumulation_steps": accum,
+        "max_steps": cfg.max_steps or -1,
+        # transformers reads a float below 1 as a share of the steps (a ratio), an int as a step count
+        "warmup_steps": cfg.warmup_ratio,
+        "optim": "adamw_torch", "save_strategy": "steps" if cfg.save_steps > 0 else "no",
+        "save_steps": max(cfg.save_steps, 1), "save_total_limit": max(cfg.save_total_limit, 1),
+        "data_seed": cfg.seed,
+        "train_sampling_strategy": "sequential",  # the mixture's order is the method: no second shuffle
+        "remove_unused_columns": False, "report_to": "none", "disable_tqdm": not cfg.progress,
+        "bf16": on_gpu and dtype == torch.bfloat16, "fp16": on_gpu and dtype == torch.float16,
+        "ddp_find_unused_parameters": False, "dataloader_num_workers": 0,
+        "use_cpu": not on_gpu,  # accelerate sets up gloo for several CPU processes only when told it runs on CPU
+    }
+    mapped = {hf: getattr(cfg, ours) for ours, hf in TO_TRAINING_ARGS.items()}
+    clash = sorted(set(cfg.training_args) & (set(own) | set(mapped)))
+    if clash:
+        raise TellError(f"{clash} are set by tell itself; use its own settings instead", field="training_args")
+    known = {f for f in TrainingArguments.__dataclass_fields__}
+    unknown = sorted(set(cfg.training_args) - known)
+    if unknown:
+        raise TellError(f"unknown TrainingArguments setting(s) {unknown}", field="training_args")
+    try:
+        return TrainingArguments(**own, **mapped, **cfg.training_args)
+    except (TypeError, ValueError) as e:
+        raise TellError(f"TrainingArguments refused the settings: {e}", field="training_args") from e
+
+
+def _start_or_resume(cfg: TrainConfig, run: RunDir, resolved: dict) -> Path | None:
     """Refuse to overwrite a run; on --resume check the config matches and find the checkpoint."""
-    saved_path = run / "config.json"
-    if not saved_path.is_file():
+    if not run.started():
         if cfg.resume:
-            raise TellError("nothing to resume: no config.json", file=str(run))
-        if run.exists() and any(run.iterdir()):
-            raise TellError("the run folder is not empty; choose a new --out", file=str(run))
+            raise TellError("nothing to resume: no config.json", file=str(run.path))
+        if run.path.exists() and any(run.path.iterdir()):
+            raise TellError("the run folder is not empty; choose a new --out", file=str(run.path))
         return None
     if not cfg.resume:
         raise TellError("the run folder already holds a run; pass --resume to continue it or choose a new --out",
-                        file=str(run))
-    if (run / "metrics.json").is_file():
-        raise TellError("the run already finished (metrics.json exists); nothing to resume", file=str(run))
-    saved = json.loads(saved_path.read_text())["config"]
+                        file=str(run.path))
+    if run.finished():
+        raise TellError("the run already finished (metrics.json exists); nothing to resume", file=str(run.path))
+    saved = run.config()
     diff = sorted(k for k in resolved if k not in _RESUME_FREE and saved.get(k) != resolved[k])
     if diff:
         raise TellError(f"--resume with settings that differ from the run's: {diff}; resume with the same "
-                        "settings or start a new run", file=str(saved_path))
-    return last_complete_checkpoint(run / "checkpoints")
+                        "settings or start a new run", file=str(run.config_path))
+    return last_complete_checkpoint(run.checkpoints)
 
 
-def _trim_log(log: Path, step: int) -> tuple[int, int]:
+def _claim(args, cfg: TrainConfig, run: RunDir, resolved: dict) -> Path | None:
+    """The main process checks and claims the run folder first; the others then only read it."""
+    with args.main_process_first(desc="run folder"):
+        if args.process_index == 0:
+            return _start_or_resume(cfg, run, resolved)
+        return last_complete_checkpoint(run.checkpoints) if cfg.resume else None
+
+
+def _trim_log(run: RunDir, step: int) -> tuple[int, int]:
     """Drop log lines past the checkpoint we resume from (that work is redone); return tokens seen then."""
-    if not log.is_file():
-        return 0, 0
-    kept = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    kept = [r for r in kept if r["step"] <= step]
-    from tell.io import atomic_open
-    with atomic_open(log) as f:
+    kept = [r for r in run.log() if r["step"] <= step]
+    with atomic_open(run.log_path) as f:
         for r in kept:
             f.write(json.dumps(r) + "\n")
     return (kept[-1]["tokens_task"], kept[-1]["tokens_general"]) if kept else (0, 0)
@@ -87,111 +144,96 @@ def _save_adapter(model, tokenizer, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def train(cfg: TrainConfig) -> dict:
-    from transformers import TrainingArguments, set_seed
-
-    _check(cfg)
-    mixture_manifest = read_manifest(cfg.mixture)
-    run = Path(cfg.out)
-    resolved = to_dict(cfg)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_step = cfg.micro_batch_size * world
-    if cfg.batch_size % per_step:
-        raise TellError(f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size x processes = "
-                        f"{cfg.micro_batch_size} x {world}", field="batch_size")
-    accum = cfg.batch_size // per_step
-    import torch
-
-    dtype = resolve_dtype(cfg.dtype)
-    on_gpu = torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(run / "checkpoints"), per_device_train_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
-        max_grad_norm=cfg.max_grad_norm, optim="adamw_torch", logging_steps=cfg.logging_steps,
-        save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=max(cfg.save_steps, 1),
-        save_total_limit=max(cfg.save_total_limit, 1), seed=cfg.seed, data_seed=cfg.seed,
-        train_sampling_strategy="sequential",  # the mixture's order is the method: no second shuffle
-        remove_unused_columns=False, report_to="none", disable_tqdm=not cfg.progress,
-        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
-        ddp_find_unused_parameters=False, dataloader_num_workers=0,
-        use_cpu=not on_gpu)  # accelerate sets up gloo for several CPU processes only when told it runs on CPU
-    if args.world_size != world:
-        # Each process would otherwise train alone on the whole mixture, silently.
-        raise TellError(f"WORLD_SIZE is {world} but the trainer sees {args.world_size} process(es); launch with "
-                        "`accelerate launch` or `torchrun`")
-    # The main process checks and claims the run folder first; the others then only read it.
-    with args.main_process_first(desc="run folder"):
-        if args.process_index == 0:
-            ckpt = _start_or_resume(cfg, run, resolved)
-        else:
-            ckpt = last_complete_checkpoint(run / "checkpoints") if cfg.resume else None
-
-    set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-    data = tokenize_mixture(Path(cfg.mixture) / MIXTURE, tokenizer, max_length=cfg.max_length,
-                            length_policy=cfg.length_policy, train_on_prompt=cfg.train_on_prompt,
-                            progress=cfg.progress)
+def _lora_model(cfg: TrainConfig) -> tuple[object, bool]:
+    """(the base model with LoRA, whether examples are packed)."""
     model = load_model(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
                        attn_implementation=cfg.attn_implementation)
     model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                      target_modules=cfg.target_modules, gradient_checkpointing=cfg.gradient_checkpointing)
     can_pack = supports_packing(model)
     if cfg.packing == "on" and not can_pack:
-        raise TellError(f"packing is not supported by this model's attention code ({type(model.get_base_model()).__name__}); "
-                        "use --packing off", field="packing")
-    packed = cfg.packing == "on" or (cfg.packing == "auto" and can_pack)
-    trainable, total = model.get_nb_trainable_parameters()
+        raise TellError(f"packing is not supported by this model's attention code "
+                        f"({type(model.get_base_model()).__name__}); use --packing off", field="packing")
+    return model, cfg.packing == "on" or (cfg.packing == "auto" and can_pack)
 
-    tokens_seen = (0, 0)
-    if args.process_index == 0:
-        if not (run / "config.json").is_file():
-            run.mkdir(parents=True, exist_ok=True)
-            write_json(run / "config.json", {
-                "config": resolved,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "seeds": {"training": cfg.seed, "mixture": mixture_manifest.get("seeds")},
-                "mixture_sha256": sha256_file(Path(cfg.mixture) / MIXTURE),
-                "packages": provenance.package_versions(), "packing": packed,
-                "gradient_accumulation_steps": accum, "processes": world,
-                "trainable_parameters": trainable, "total_parameters": total})
-            write_json(run / "mixture_manifest.json", mixture_manifest)
-        if ckpt is not None:
-            tokens_seen = _trim_log(run / "train_log.jsonl", int(ckpt.name.split("-")[-1]))
-        else:
-            (run / "train_log.jsonl").unlink(missing_ok=True)
-    trainer = TellTrainer(model=model, args=args, train_dataset=ListDataset(data.examples),
-                          data_collator=Collator(pad_id=tokenizer.pad_token_id, packed=packed,
-                                                 row_length=cfg.max_length),
-                          callbacks=[JsonlLog(run / "train_log.jsonl"), MarkComplete()],
-                          divergence_factor=cfg.divergence_factor, tokens_seen=tokens_seen)
-    if not cfg.progress:  # our train_log.jsonl has every logged figure; no dict per step on stdout
-        from transformers import PrinterCallback
-        trainer.remove_callback(PrinterCallback)
-    t0 = time.perf_counter()
+
+def _write_header(run: RunDir, cfg: TrainConfig, resolved: dict, mix: MixtureDir, manifest: dict, **facts) -> None:
+    """config.json (what the run is) and the mixture manifest's copy, once, when the run starts."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_json(run.config_path, {
+        "config": resolved,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seeds": {"training": cfg.seed, "mixture": manifest.get("seeds")},
+        "mixture_sha256": sha256_file(mix.mixture_path),
+        "packages": provenance.package_versions(), **facts})
+    write_json(run.mixture_manifest_path, manifest)
+
+
+def _fit(trainer, ckpt: Path | None, run: RunDir):
     try:
-        out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        return trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     except TrainingDiverged as e:
-        last = last_complete_checkpoint(run / "checkpoints")
+        last = last_complete_checkpoint(run.checkpoints)
         keep = f"the last good checkpoint is {last} (resume with --resume after changing nothing, or start " \
                "again with a lower --learning-rate)" if last else "no checkpoint was saved before it"
-        raise TellError(f"training stopped: {e}; {keep}", file=str(run)) from e
-    seconds = time.perf_counter() - t0
+        raise TellError(f"training stopped: {e}; {keep}", file=str(run.path)) from e
 
-    if not trainer.is_world_process_zero():
-        return {}
-    _save_adapter(model, tokenizer, run / "adapter")
-    log_path = run / "train_log.jsonl"
-    log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
-    last = log[-1] if log else {}
-    metrics = {
+
+def _final_metrics(cfg: TrainConfig, run: RunDir, trainer, out, data, ckpt, packed: bool, seconds: float) -> dict:
+    last = (run.log() or [{}])[-1]
+    return {
         "steps": trainer.state.global_step, "epochs": cfg.epochs, "examples": len(data.examples),
         "length_policy": dict(data.counts), "train_loss": out.training_loss,
         "final_loss": last.get("loss"), "final_loss_task": last.get("loss_task"),
         "final_loss_general": last.get("loss_general"),
         "tokens_task": last.get("tokens_task"), "tokens_general": last.get("tokens_general"),
         "seconds": round(seconds, 3), "resumed_from": ckpt.name if ckpt else None, "packing": packed,
-        "optimizer_steps_per_epoch": -(-len(data.examples) // cfg.batch_size),
+        "optimizer_steps_per_epoch": optimizer_steps(len(data.examples), cfg.batch_size),
     }
-    write_json(run / "metrics.json", metrics)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Set up (config, folder, data, model) -> train -> save the adapter and metrics.json (written last)."""
+    from transformers import PrinterCallback, set_seed
+
+    _check(cfg)
+    mix, run, resolved = MixtureDir(cfg.mixture), RunDir(cfg.out), to_dict(cfg)
+    manifest = mix.manifest()
+    world, accum = _accumulation(cfg)
+    args = training_arguments(cfg, run, accum)
+    if args.world_size != world:
+        # Each process would otherwise train alone on the whole mixture, silently.
+        raise TellError(f"WORLD_SIZE is {world} but the trainer sees {args.world_size} process(es); launch with "
+                        "`accelerate launch` or `torchrun`")
+    ckpt = _claim(args, cfg, run, resolved)
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    data = tokenize_mixture(mix, tokenizer, max_length=cfg.max_length, length_policy=cfg.length_policy,
+                            train_on_prompt=cfg.train_on_prompt, progress=cfg.progress)
+    model, packed = _lora_model(cfg)
+    trainable, total = model.get_nb_trainable_parameters()
+    tokens_seen = (0, 0)
+    if args.process_index == 0:
+        if not run.started():
+            _write_header(run, cfg, resolved, mix, manifest, packing=packed, gradient_accumulation_steps=accum,
+                          processes=world, trainable_parameters=trainable, total_parameters=total)
+        if ckpt is not None:
+            tokens_seen = _trim_log(run, int(ckpt.name.split("-")[-1]))
+        else:
+            run.log_path.unlink(missing_ok=True)
+    trainer = TellTrainer(model=model, args=args, train_dataset=ListDataset(data.examples),
+                          data_collator=Collator(pad_id=tokenizer.pad_token_id, packed=packed,
+                                                 row_length=cfg.max_length),
+                          callbacks=[JsonlLog(run.log_path), MarkComplete()],
+                          divergence_factor=cfg.divergence_factor, tokens_seen=tokens_seen)
+    if not cfg.progress:  # our train_log.jsonl has every logged figure; no dict per step on stdout
+        trainer.remove_callback(PrinterCallback)
+    t0 = time.perf_counter()
+    out = _fit(trainer, ckpt, run)
+    seconds = time.perf_counter() - t0
+    if not trainer.is_world_process_zero():
+        return {}
+    _save_adapter(model, tokenizer, run.adapter)
+    metrics = _final_metrics(cfg, run, trainer, out, data, ckpt, packed, seconds)
+    write_json(run.metrics_path, metrics)
     return metrics

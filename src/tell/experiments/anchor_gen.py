@@ -1,5 +1,7 @@
 """`anchor generate`: the model writes candidate anchors for a task (paper A.6, "self-instruct anchor"),
-which are cleaned and ranked by how much they separate task from general inputs inside the model."""
+which are cleaned and ranked by how much they separate task from general inputs inside the model.
+
+An experiment rather than a probe: it samples, probes, and with `--pilot` runs short sweeps."""
 
 from __future__ import annotations
 
@@ -55,13 +57,28 @@ def rank(candidates: Sequence[str], gain: Callable[[str], float]) -> list[dict]:
     return sorted(table, key=lambda r: -r["gain"])
 
 
-def generate_anchor(cfg: AnchorConfig) -> dict:
-
+def sample_candidates(cfg: AnchorConfig, model, tok, shown: Sequence[Record]) -> tuple[list[str], list[dict]]:
+    """(clean candidates, rejected texts with the reason), sampled with the config's decoding settings."""
     from tell.eval.generate import generate_batch
-    from tell.probe.capture import embed, resolve_layers
-    from tell.probe.run import load_model_for_probe
-    from tell.probe.separation import separation
     from tell.prompting import prompt_ids
+
+    ids = prompt_ids(tok, meta_record(shown))
+    raw = []
+    for i in range(cfg.candidates):
+        raw += generate_batch(model, tok, [ids], max_new_tokens=cfg.max_new_tokens, greedy=False,
+                              temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                              repetition_penalty=cfg.repetition_penalty, seed=cfg.seed + i)
+    kept, rejected = [], []
+    for text in raw:
+        c, why = clean(text, shown, cfg.min_words, cfg.max_words)
+        (kept.append(c) if c else rejected.append({"text": text, "reason": why}))
+    return kept, rejected
+
+
+def generate_anchor(cfg: AnchorConfig) -> dict:
+    from tell.models import load_for_inference
+    from tell.probe.capture import embed, resolve_layers
+    from tell.probe.separation import separation
 
     if not (cfg.model and cfg.task and cfg.general and cfg.out):
         raise TellError("expected --model, --task, --general and --out")
@@ -69,17 +86,8 @@ def generate_anchor(cfg: AnchorConfig) -> dict:
     general = load_records(cfg.general, source="general", progress=False).records
     rng = random.Random(cfg.seed)
     shown = rng.sample(task, min(cfg.shots, len(task)))
-    model, tok = load_model_for_probe(cfg.model, cfg.adapter, "auto", cfg.trust_remote_code)
-    ids = prompt_ids(tok, meta_record(shown))
-    raw = []
-    for i in range(cfg.candidates):
-        raw += generate_batch(model, tok, [ids], max_new_tokens=cfg.max_new_tokens, greedy=False,
-                              temperature=cfg.temperature, top_k=50, top_p=0.95, repetition_penalty=1.05,
-                              seed=cfg.seed + i)
-    kept, rejected = [], []
-    for text in raw:
-        c, why = clean(text, shown, cfg.min_words, cfg.max_words)
-        (kept.append(c) if c else rejected.append({"text": text, "reason": why}))
+    model, tok = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    kept, rejected = sample_candidates(cfg, model, tok, shown)
 
     layers = resolve_layers(model, cfg.layers)
     k = layers[0]

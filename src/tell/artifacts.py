@@ -1,0 +1,135 @@
+"""The folders `tell` writes and reads, one small class each: the file names, the manifest, the anchor and
+the records live here and nowhere else, so every command reads an artifact the same way.
+
+    MixtureDir   `tell prepare` -> mixture.jsonl + manifest.json
+    RunDir       `tell train`   -> config.json, mixture_manifest.json, train_log.jsonl, checkpoints/, adapter/,
+                                   metrics.json (written last: its presence means the run finished)
+    EvalDir      `tell eval`    -> eval_config.json, predictions.jsonl, metrics.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from tell.data.anchor import Anchor
+from tell.data.records import Record, record_from_json
+from tell.errors import TellError
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON file an artifact folder must hold, or one clear error."""
+    if not path.is_file():
+        raise TellError(f"no {path.name}; expected {what}", file=str(path.parent))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TellError(f"not valid JSON ({e}); the file is damaged, delete the folder and redo it",
+                        file=str(path)) from None
+
+
+class MixtureDir:
+    """A `tell prepare` output folder."""
+
+    MIXTURE, MANIFEST = "mixture.jsonl", "manifest.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.mixture_path = self.path / self.MIXTURE
+        self.manifest_path = self.path / self.MANIFEST
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def manifest(self) -> dict:
+        return read_json(self.manifest_path, "a folder written by `tell prepare`")
+
+    def anchor(self) -> Anchor | None:
+        return Anchor.from_json(self.manifest().get("anchor"))
+
+    def records(self) -> Iterator[tuple[int, Record]]:
+        """(1-based line, record) in training order. The one reader of mixture.jsonl."""
+        if not self.mixture_path.is_file():
+            raise TellError(f"no {self.MIXTURE}; expected a folder written by `tell prepare`", file=str(self.path))
+        with open(self.mixture_path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                try:
+                    yield lineno, record_from_json(json.loads(line))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                    raise TellError(f"not a mixture record ({type(e).__name__}: {e})", file=str(self.mixture_path),
+                                    line=lineno) from None
+
+    def source_records(self, source: str, *, unanchored: bool = False) -> list[Record]:
+        """The records of one source (task or general); `unanchored` takes the anchor off again."""
+        anchor = self.anchor() if unanchored else None
+        return [anchor.remove(r) if anchor else r for _, r in self.records() if r.source == source]
+
+
+class RunDir:
+    """A `tell train` run folder."""
+
+    CONFIG, MIXTURE_MANIFEST, LOG, METRICS = "config.json", "mixture_manifest.json", "train_log.jsonl", "metrics.json"
+    CHECKPOINTS, ADAPTER = "checkpoints", "adapter"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / self.CONFIG
+        self.mixture_manifest_path = self.path / self.MIXTURE_MANIFEST
+        self.log_path = self.path / self.LOG
+        self.metrics_path = self.path / self.METRICS
+        self.checkpoints = self.path / self.CHECKPOINTS
+        self.adapter = self.path / self.ADAPTER
+
+    def started(self) -> bool:
+        return self.config_path.is_file()
+
+    def finished(self) -> bool:
+        return self.metrics_path.is_file()
+
+    def has_adapter(self) -> bool:
+        return (self.adapter / "adapter_config.json").is_file()
+
+    def config(self) -> dict:
+        """The resolved `tell train` settings the run was started with."""
+        return read_json(self.config_path, "a `tell train` run folder")["config"]
+
+    def metrics(self) -> dict:
+        return read_json(self.metrics_path, "a finished `tell train` run")
+
+    def mixture_manifest(self) -> dict | None:
+        return read_json(self.mixture_manifest_path, "") if self.mixture_manifest_path.is_file() else None
+
+    def anchor(self) -> Anchor | None:
+        """The anchor the run was trained with (from the copy of its mixture's manifest), or None."""
+        m = self.mixture_manifest()
+        return Anchor.from_json(m.get("anchor")) if m else None
+
+    def log(self) -> list[dict]:
+        """train_log.jsonl, up to a torn last line from a killed process."""
+        rows = []
+        if self.log_path.is_file():
+            for line in self.log_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+        return rows
+
+
+class EvalDir:
+    """A `tell eval` output folder."""
+
+    CONFIG, PREDICTIONS, METRICS = "eval_config.json", "predictions.jsonl", "metrics.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / self.CONFIG
+        self.predictions_path = self.path / self.PREDICTIONS
+        self.metrics_path = self.path / self.METRICS
+
+    def finished(self) -> bool:
+        return self.metrics_path.is_file()
+
+    def metrics(self) -> dict:
+        return read_json(self.metrics_path, "a finished `tell eval`")

@@ -1,0 +1,95 @@
+"""Loading a base model and its tokenizer (+ a trained adapter): the one owner for `train`, `eval`, `probe`
+and `export`, so that every command loads a model the same way.
+
+torch and transformers are imported inside the functions: the CLI imports this module (for `DTYPES`)
+to build its parser, and must start without loading torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tell.errors import TellError
+
+# Weight dtypes a user can ask for; "auto" is bf16 on a GPU that has it, else float32.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(name: str) -> Any:
+    import torch
+
+    if name not in DTYPES:
+        raise TellError(f"unknown dtype '{name}'; expected one of {list(DTYPES)}", field="dtype")
+    if name == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise TellError(f"cannot load the tokenizer of '{name}' ({type(e).__name__}: {e})") from e
+    if len(tok) < 10 or not tok("hello world", add_special_tokens=False)["input_ids"]:
+        raise TellError(f"the tokenizer of '{name}' looks broken (vocabulary of {len(tok)})")
+    if tok.pad_token_id is None:
+        # Padding positions are masked out of attention and loss, so any id will do.
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+    return tok
+
+
+def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = False,
+               attn_implementation: str | None = None) -> Any:
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if attn_implementation is None:
+        # flash-attention's varlen kernel when it is installed and a GPU is there, else PyTorch's SDPA
+        use_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+        attn_implementation = "flash_attention_2" if use_flash else "sdpa"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation)
+    except Exception as e:
+        raise TellError(f"cannot load the model '{name}' ({type(e).__name__}: {e}); expected a local model dir "
+                        "or a Hub id of a causal LM") from e
+    return model
+
+
+def resolve_adapter(run_or_adapter: str | Path) -> tuple[Path, dict]:
+    """A `tell train` run folder or a PEFT adapter folder -> (adapter folder, the run's config or {})."""
+    from tell.artifacts import RunDir
+
+    run = RunDir(run_or_adapter)
+    if run.has_adapter():
+        return run.adapter, run.config() if run.config_path.is_file() else {}
+    p = Path(run_or_adapter)
+    if (p / "adapter_config.json").is_file():
+        return p, {}
+    raise TellError("no adapter here; expected a `tell train` run folder (with adapter/) or a PEFT adapter folder",
+                    file=str(p))
+
+
+def load_for_inference(model: str, adapter: str | None, *, dtype: str = "auto",
+                       trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """(model in eval mode, on the GPU when there is one, with the adapter applied; its tokenizer).
+    The tokenizer comes from the adapter folder when there is one: training saved it there."""
+    import torch
+
+    adapter_dir = resolve_adapter(adapter)[0] if adapter else None
+    tok = load_tokenizer(str(adapter_dir or model), trust_remote_code)
+    m = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    if adapter_dir:
+        from peft import PeftModel
+        m = PeftModel.from_pretrained(m, adapter_dir)
+    if torch.cuda.is_available():
+        m.to("cuda")
+    return m.eval(), tok
