@@ -268,3 +268,43 @@ def test_ddp_two_cpu_processes_match_one_process(toy_mixture, tiny_model, tmp_pa
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = adapter_weights(tmp_path / "one"), adapter_weights(tmp_path / "two")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_a_single_optimizer_step_changes_the_adapter_and_is_recorded_as_few_steps(toy_mixture, tiny_model, tmp_path,
+                                                                                  capsys):
+    """HF's linear warm-up runs its first step at learning rate 0, so a one-step run (15 task examples at
+    batch 16) trained nothing; tell's schedule starts above zero."""
+    run = tmp_path / "run"
+    m = train(cfg(toy_mixture, tiny_model, run, max_steps=1, learning_rate=1e-2, warmup_ratio=0.03))
+    assert m["steps"] == 1
+    lora_b = {k: v for k, v in adapter_weights(run).items() if "lora_B" in k}
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values())  # lora_B starts at zero
+    assert m["health"]["verdict"] == "ok" and m["health"]["few_steps"] is True
+    assert "only 1 optimizer step" in capsys.readouterr().err
+
+
+def test_health_verdicts_of_a_normal_run_and_an_absurd_learning_rate(toy_mixture, tiny_model, tmp_path):
+    m = train(cfg(toy_mixture, tiny_model, tmp_path / "ok", batch_size=4, learning_rate=5e-3))
+    assert m["steps"] >= 20 and m["health"]["verdict"] == "ok", m["health"]["reasons"]
+    assert json.loads((tmp_path / "ok" / "metrics.json").read_text())["health"]["verdict"] == "ok"
+    with pytest.raises(TellError, match="training stopped: the loss became nan"):
+        train(cfg(toy_mixture, tiny_model, tmp_path / "absurd", batch_size=4, learning_rate=30.0,
+                  divergence_factor=1e9))
+    assert not (tmp_path / "absurd" / "metrics.json").exists()
+
+
+def test_training_args_pass_through_and_refusals(toy_mixture, tiny_model, tmp_path, capsys):
+    from tell.artifacts import RunDir
+    from tell.train.run import training_arguments
+
+    args = training_arguments(cfg(toy_mixture, tiny_model, tmp_path / "a", training_args={"adam_beta2": 0.95}),
+                              RunDir(tmp_path / "a"), 1)
+    assert args.adam_beta2 == 0.95 and args.learning_rate == 1e-4 and args.train_sampling_strategy == "sequential"
+    for bad, msg in (({"learning_rate": 1.0}, "set by tell itself"), ({"no_such_setting": 1}, "unknown")):
+        with pytest.raises(TellError, match=msg):
+            training_arguments(cfg(toy_mixture, tiny_model, tmp_path / "b", training_args=bad), RunDir(tmp_path / "b"), 1)
+    # The flag form: KEY=VALUE, the value read as YAML, repeatable.
+    rc = main(["train", "--mixture", str(toy_mixture), "--model", str(tiny_model), "--out", str(tmp_path / "c"),
+               "--training-arg", "adam_beta2=0.95", "--training-arg", "warmup_steps=3", "--no-progress"])
+    assert rc == 2 and "set by tell itself" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -217,7 +217,9 @@ class TrainConfig:
     learning_rate: float = opt(1e-4, "peak learning rate (AdamW)")
     weight_decay: float = opt(0.01, "AdamW weight decay")
     lr_scheduler: str = opt("linear", "learning-rate schedule", choices=("linear", "cosine", "constant_with_warmup"))
-    warmup_ratio: float = opt(0.03, "share of the steps spent warming up")
+    warmup_ratio: float = opt(0.03, "share of the steps spent warming up (0..1); warm-up starts above zero: step i "
+                                    "of W runs at (i+1)/(W+1) of the peak, so no step runs at learning rate 0 "
+                                    "(tell.train.schedule)")
     batch_size: int = opt(16, "examples per optimizer step (micro batch x accumulation x processes)")
     micro_batch_size: int = opt(4, "examples per forward pass on each process")
     epochs: float = opt(1.0, "passes over the mixture (TELL: 1)")

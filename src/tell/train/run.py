@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from tell.io import atomic_open, sha256_file, write_json
 from tell.models import load_model, load_tokenizer, resolve_dtype
 from tell.train.batching import Collator, ListDataset, tokenize_mixture
 from tell.train.model import add_lora, supports_packing
-from tell.train.schedule import optimizer_steps
+from tell.train.health import MIN_STEPS, assess
+from tell.train.schedule import optimizer_steps, warmup_steps
 from tell.train.trainer import JsonlLog, MarkComplete, TellTrainer, TrainingDiverged, last_complete_checkpoint
 
 # Settings that may differ between a run and its resumption without changing what is computed.
@@ -47,6 +49,8 @@ def _check(cfg: TrainConfig) -> None:
             raise TellError(f"no --{name} given", field=name)
     if cfg.batch_size < 1 or cfg.micro_batch_size < 1 or cfg.max_length < 2:
         raise TellError("batch_size, micro_batch_size must be >= 1 and max_length >= 2")
+    if not 0.0 <= cfg.warmup_ratio <= 1.0:
+        raise TellError(f"expected a share between 0 and 1, got {cfg.warmup_ratio}", field="warmup_ratio")
 
 
 def _accumulation(cfg: TrainConfig) -> tuple[int, int]:
@@ -68,8 +72,8 @@ def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
     own = {
         "output_dir": str(run.checkpoints), "gradient_accumulation_steps": accum,
         "max_steps": cfg.max_steps or -1,
-        # transformers reads a float below 1 as a share of the steps (a ratio), an int as a step count
-        "warmup_steps": cfg.warmup_ratio,
+        # the schedule is tell's own (TellTrainer.create_scheduler, from cfg.warmup_ratio): none of HF's here
+        "warmup_steps": 0,
         "optim": "adamw_torch", "save_strategy": "steps" if cfg.save_steps > 0 else "no",
         "save_steps": max(cfg.save_steps, 1), "save_total_limit": max(cfg.save_total_limit, 1),
         "data_seed": cfg.seed,
@@ -225,7 +229,8 @@ def train(cfg: TrainConfig) -> dict:
                           data_collator=Collator(pad_id=tokenizer.pad_token_id, packed=packed,
                                                  row_length=cfg.max_length),
                           callbacks=[JsonlLog(run.log_path), MarkComplete()],
-                          divergence_factor=cfg.divergence_factor, tokens_seen=tokens_seen)
+                          divergence_factor=cfg.divergence_factor, tokens_seen=tokens_seen,
+                          warmup_ratio=cfg.warmup_ratio)
     if not cfg.progress:  # our train_log.jsonl has every logged figure; no dict per step on stdout
         trainer.remove_callback(PrinterCallback)
     t0 = time.perf_counter()
@@ -235,5 +240,17 @@ def train(cfg: TrainConfig) -> dict:
         return {}
     _save_adapter(model, tokenizer, run.adapter)
     metrics = _final_metrics(cfg, run, trainer, out, data, ckpt, packed, seconds)
+    metrics["health"] = _health(run, trainer.state.max_steps, cfg.warmup_ratio)
     write_json(run.metrics_path, metrics)
     return metrics
+
+
+def _health(run: RunDir, total: int, warmup_ratio: float) -> dict:
+    """The run's health verdict (`tell.train.health`), with a warning for runs too short to judge."""
+    verdict = assess(run.log(), warmup_steps(max(total, 1), warmup_ratio), total_steps=total)
+    if verdict["verdict"] != "ok":
+        print(f"tell: warning: the run is unstable: {'; '.join(verdict['reasons'])}", file=sys.stderr)
+    elif verdict.get("few_steps"):
+        print(f"tell: warning: only {total} optimizer step(s); fewer than {MIN_STEPS} cannot show whether the "
+              "run is stable, and learn little (more data, a smaller batch or --max-steps)", file=sys.stderr)
+    return verdict

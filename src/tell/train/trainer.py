@@ -15,6 +15,7 @@ from transformers import Trainer, TrainerCallback
 
 from tell.io import write_json
 from tell.train.batching import IGNORE
+from tell.train.schedule import make_scheduler, warmup_steps
 
 COMPLETE = "tell_complete.json"
 
@@ -29,8 +30,10 @@ class TellTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, divergence_factor: float = 10.0, tokens_seen: tuple[int, int] = (0, 0), **kwargs):
+    def __init__(self, *args, divergence_factor: float = 10.0, tokens_seen: tuple[int, int] = (0, 0),
+                 warmup_ratio: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
+        self.warmup_ratio = warmup_ratio
         self.model_accepts_loss_kwargs = True  # makes the Trainer count answer tokens per optimizer step
         self.divergence_factor = divergence_factor
         # task loss sum, task answer tokens, general loss sum, general answer tokens, task tokens, general tokens
@@ -38,6 +41,16 @@ class TellTrainer(Trainer):
         self._seen = list(tokens_seen)
         self._first_loss: float | None = None
         self._t_last = time.perf_counter()
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """tell's schedule (`tell.train.schedule`): warm-up starts above zero, so no optimizer step runs at
+        learning rate 0 (HF's first warm-up step does, and a one-step run would change nothing)."""
+        if self.lr_scheduler is None:
+            kind = getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)
+            self.lr_scheduler = make_scheduler(optimizer or self.optimizer, kind,
+                                               warmup_steps(num_training_steps, self.warmup_ratio), num_training_steps)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, source = inputs.pop("labels"), inputs.pop("token_source")
