@@ -78,11 +78,16 @@ def test_sweep_end_to_end_resume_and_report(spec, tmp_path, capsys, monkeypatch)
     log = capsys.readouterr().out
     assert "failed" in log and "simulated failure" in log
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    methods = {r["method"] for r in rows}
+    methods = {r["method"] for r in rows if r["value"] is not None}
     assert methods == {"base", "sft", "general-only", "tell", "tell-no-anchor"}  # the sweep went on
+    failed = [r for r in rows if r["health"] == "failed"]  # the failed cells are rows too, never dropped
+    assert {r["method"] for r in failed} == {"sft-matched"} and len(failed) == 2
+    assert all("simulated failure" in r["health_reason"] and r["value"] is None for r in failed)
+    assert {r["health"] for r in rows if r["method"] != "base"} == {"ok", "failed"}
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
-    assert header[:10] == ["method", "task_tokens", "general_tokens", "ratio", "seed", "set", "metric", "value",
-                           "ci_low", "ci_high"] and "optimizer_steps" in header and "run_dir" in header
+    assert header[:5] == ["method", "task_tokens", "general_tokens", "ratio", "seed"]
+    assert {"lr", "health", "set", "role", "metric", "value", "ci_low", "ci_high", "optimizer_steps"} <= set(header)
+    assert {r["lr"] for r in rows if r["method"] != "base"} == {0.01} and all(r["selected"] for r in rows)
 
     # A dry run now estimates the time left from the finished cells' throughput.
     assert main(["sweep", str(spec), "--out", str(out), "--dry-run"]) == 0
@@ -99,8 +104,9 @@ def test_sweep_end_to_end_resume_and_report(spec, tmp_path, capsys, monkeypatch)
     for ratio in (1.0, 3.0):
         assert steps[("sft-matched", ratio)] == steps[("tell", ratio)] > steps[("sft", 0.0)]
     # Nested data: the smaller ratio's general examples are a subset of the larger one's, in the same order.
-    cells = {c["ratio"]: p for p in out.glob("cells/*") if (c := json.loads((p / "cell.json").read_text()))["method"] == "tell"}
-    ids = {r: [json.loads(x)["id"] for x in (p / "data" / "mixture.jsonl").read_text().splitlines()] for r, p in cells.items()}
+    cells = {c["ratio"]: out / "mixtures" / c["data_key"] for p in out.glob("cells/*")
+             if (c := json.loads((p / "cell.json").read_text()))["method"] == "tell"}
+    ids = {r: [json.loads(x)["id"] for x in (p / "mixture.jsonl").read_text().splitlines()] for r, p in cells.items()}
     small, large = ids[1.0], ids[3.0]
     assert set(small) < set(large) and [i for i in large if i in set(small)] == small
 

@@ -86,7 +86,7 @@ def _key_value(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
-def _check_value(cls: type, name: str, value: Any, where: str) -> Any:
+def check_value(cls: type, name: str, value: Any, where: str) -> Any:
     tp, optional = _base_type(typing.get_type_hints(cls)[name])
     if value is None:
         if optional:
@@ -146,7 +146,7 @@ def build(cls: type, *, yaml_path: str | None = None, overrides: dict[str, Any] 
             name = str(key).replace("-", "_")
             if name not in names:
                 raise TellError(f"unknown setting; expected one of {sorted(names)}", file=yaml_path, field=str(key))
-            values[name] = _check_value(cls, name, value, yaml_path)
+            values[name] = check_value(cls, name, value, yaml_path)
     for name, value in (overrides or {}).items():
         if name in names:
             if isinstance(value, list) and value and isinstance(value[0], tuple):  # KEY=VALUE flags
@@ -255,6 +255,9 @@ class EvalConfig:
     adapter: str | None = opt(None, "a `tell train` run folder or a PEFT adapter folder", metavar="RUN_DIR")
     data: list[str] = opt([], "eval set (repeatable): a built name (halu-cot-json, is-en-news:en-is, is-en-news:is-en, "
                               "gsm8k, agieval:SUBTASK, agieval) or a file", metavar="NAME_OR_FILE")
+    general_data: list[str] = opt([], "general-ability eval set (repeatable), as --data but scored as role "
+                                      "general whatever its data say: never given the anchor (forgetting tests)",
+                                  metavar="NAME_OR_FILE")
     data_dir: str = opt("data", "where `tell data build` put the built sets (missing ones are built there)")
     out: str | None = opt(None, "output folder for predictions.jsonl and metrics.json", metavar="DIR")
     limit: int | None = opt(None, "evaluate only the first N items of each set", metavar="N")
@@ -310,6 +313,18 @@ class SweepSpec:
     primary_metric: str | None = opt(None, "metric the report plots first (default: the first one of the first set)")
     paired_ratios: str = opt("all", "ratios at which tell-no-anchor, general-only and sft-matched run: all, or "
                                     "max (only the largest; a cheaper grid)", choices=("all", "max"))
+    general_eval: list[str] = opt([], "general-ability eval sets (role general: no anchor), evaluated in every cell "
+                                      "and compared with the base model: what training made the model forget")
+    lr_grid: object = opt(None, "learning-rate candidates: a list for every method, or a mapping of method -> list "
+                                "(key 'default' for the rest). Each candidate is trained; the one kept per method, "
+                                "task budget and ratio is chosen on the validation split (never the test sets) by "
+                                "the rule in tell.experiments.results.LR_RULE")
+    validation_task_examples: int = opt(32, "task examples held out of every budget for choosing learning rates "
+                                            "(only with an lr_grid of more than one candidate)")
+    validation_general_examples: int = opt(32, "general examples held out likewise")
+    validation_seed: int = opt(0, "seed of the validation hold-out (one split for the whole sweep)")
+    efficiency_ratio: object = opt("all", "the general ratio at which the report reads token-efficiency, declared "
+                                          "before running (or 'all' to show every ratio)")
 
 
 @dataclass

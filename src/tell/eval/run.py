@@ -175,11 +175,12 @@ def evaluate_set(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor 
 def evaluate(cfg: EvalConfig) -> dict:
     from tell.models import load_for_inference, resolve_adapter
 
-    if not cfg.model or not cfg.data or not cfg.out:
-        raise TellError("expected --model, at least one --data and --out")
+    if not cfg.model or not (cfg.data or cfg.general_data) or not cfg.out:
+        raise TellError("expected --model, at least one --data (or --general-data) and --out")
     folder = EvalDir(cfg.out)
     settings = _claim_folder(cfg, folder)
     sets = [s for spec in cfg.data for s in resolve_set(spec, cfg)]
+    sets += [replace(s, role="general") for spec in cfg.general_data for s in resolve_set(spec, cfg)]
     anchor = resolve_anchor(cfg)
     model, tokenizer = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype,
                                           trust_remote_code=cfg.trust_remote_code)

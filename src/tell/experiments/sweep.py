@@ -16,25 +16,23 @@ finished cells and resumes unfinished ones; a failing cell is recorded with its 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tell.artifacts import EvalDir, MixtureDir, RunDir
-from tell.config import EvalConfig, PrepareConfig, SweepSpec, TrainConfig, build
+from tell.config import EvalConfig, PrepareConfig, SweepSpec, TrainConfig, build, check_value
+from tell.data.mix import seeded_order
 from tell.data.prepare import prepare
 from tell.errors import TellError
 from tell.experiments.methods import METHOD_NAMES
 from tell.io import atomic_open, write_json
 from tell.train.schedule import optimizer_steps
-RESULT_FIELDS = ("method", "task_tokens", "general_tokens", "ratio", "seed", "set", "metric", "value", "ci_low",
-                 "ci_high", "tokens_trained", "optimizer_steps", "wall_s", "run_dir", "task_tokens_requested")
 
 
 @dataclass
@@ -46,48 +44,66 @@ class Cell:
     general_tokens: int | None = None  # general-only: the paired tell cell's achieved general tokens
     max_steps: int | None = None       # sft-matched: the paired tell cell's optimizer steps
     anchor: bool = False
-    pair: str | None = None            # key of the tell cell a baseline is paired with
+    lr: float | None = None            # the learning rate (one of the method's lr grid); None for base
+    pair: str | None = None            # the tell cell a baseline is paired with (method@budget/ratio/seed)
     extra: dict = field(default_factory=dict)
 
+    def data_settings(self, spec: SweepSpec) -> dict:
+        """What fixes the cell's mixture: cells that share it (lr candidates, sft and sft-matched) share one."""
+        sft = self.method in ("sft", "sft-matched")
+        return {"task": spec.task, "general": [] if sft else spec.general, "tokenizer": spec.tokenizer or spec.model,
+                "task_tokens": self.task_tokens if self.method != "general-only" else 0,
+                "ratio": 0.0 if sft else (self.ratio if self.general_tokens is None else None),
+                "general_tokens": self.general_tokens, "anchor": spec.anchor if self.anchor else None,
+                "anchor_placement": spec.anchor_placement, "seed": self.seed}
+
     def settings(self, spec: SweepSpec) -> dict:
-        s = {"method": self.method, "seed": self.seed, "task_tokens": self.task_tokens, "ratio": self.ratio,
-             "general_tokens": self.general_tokens, "max_steps": self.max_steps, "anchor": self.anchor,
-             "model": spec.model, "task": spec.task, "general": spec.general, "tokenizer": spec.tokenizer,
-             "anchor_text": spec.anchor if self.anchor else None, "anchor_placement": spec.anchor_placement,
-             "train": spec.train, "decoding": spec.decoding, "eval": spec.eval, "eval_limit": spec.eval_limit}
-        return s
+        return {"method": self.method, "seed": self.seed, "task_tokens": self.task_tokens, "ratio": self.ratio,
+                "general_tokens": self.general_tokens, "max_steps": self.max_steps, "anchor": self.anchor,
+                "lr": self.lr, "model": spec.model, "data": self.data_settings(spec), "train": spec.train,
+                "decoding": spec.decoding, "eval": spec.eval, "general_eval": spec.general_eval,
+                "eval_limit": spec.eval_limit}
 
     def key(self, spec: SweepSpec) -> str:
-        blob = json.dumps(self.settings(spec), sort_keys=True, default=str)
-        return f"{self.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+        return f"{self.method}-{_digest(self.settings(spec))}"
+
+    def data_key(self, spec: SweepSpec) -> str:
+        return f"mix-{_digest(self.data_settings(spec))}"
+
+
+def _digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 class CellDir:
-    """A sweep cell's folder: cell.json (its settings), data/ (a MixtureDir), run/ (a RunDir), eval/ (an
-    EvalDir) and status.json (done or failed, written last)."""
+    """A sweep cell's folder: cell.json (its settings), run/ (a RunDir), eval/ (an EvalDir), validation.json
+    (losses on the sweep's validation split) and status.json (done or failed, written last). Its mixture
+    lives in the sweep's mixtures/ folder, shared by the cells that train on the same data."""
 
     def __init__(self, cells_dir: Path, key: str):
         self.key, self.path = key, cells_dir / key
         self.cell_path, self.status_path = self.path / "cell.json", self.path / "status.json"
-        self.data, self.run, self.eval = MixtureDir(self.path / "data"), RunDir(self.path / "run"), EvalDir(self.path / "eval")
+        self.validation_path = self.path / "validation.json"
+        self.run, self.eval = RunDir(self.path / "run"), EvalDir(self.path / "eval")
 
     def status(self) -> dict:
         return json.loads(self.status_path.read_text()) if self.status_path.is_file() else {"status": "todo"}
 
 
-def prepare_cell(spec: SweepSpec, cells_dir: Path, cell: Cell) -> dict:
-    """The cell's mixture (prepared once, cached in the cell folder); returns its manifest."""
-    data = CellDir(cells_dir, cell.key(spec)).data
+def mixture_dir(spec: SweepSpec, out: Path, cell: Cell) -> MixtureDir:
+    return MixtureDir(out / "mixtures" / cell.data_key(spec))
+
+
+def prepare_cell(spec: SweepSpec, out: Path, cell: Cell) -> dict:
+    """The cell's mixture (prepared once, shared by the cells with the same data); returns its manifest."""
+    data = mixture_dir(spec, out, cell)
     if data.exists():
         return data.manifest()
-    cfg = PrepareConfig(task=spec.task, general=list(spec.general), tokenizer=spec.tokenizer or spec.model,
-                        task_tokens=cell.task_tokens if cell.method != "general-only" else 0,
-                        ratio=cell.ratio if cell.general_tokens is None else None,
-                        general_tokens=cell.general_tokens, anchor=spec.anchor if cell.anchor else None,
-                        no_anchor=not cell.anchor, anchor_placement=spec.anchor_placement, seed=cell.seed,
-                        out=str(data.path), progress=False)
-    if cell.method in ("sft", "sft-matched"):
-        cfg.ratio, cfg.general = 0.0, []
+    d = cell.data_settings(spec)
+    cfg = PrepareConfig(task=d["task"], general=list(d["general"]), tokenizer=d["tokenizer"],
+                        task_tokens=d["task_tokens"], ratio=d["ratio"], general_tokens=d["general_tokens"],
+                        anchor=d["anchor"], no_anchor=not d["anchor"], anchor_placement=d["anchor_placement"],
+                        seed=d["seed"], out=str(data.path), progress=False)
     return prepare(cfg)
 
 
@@ -124,23 +140,62 @@ def load_spec(path: str) -> SweepSpec:
         if bad:
             raise TellError(f"unknown setting(s) {bad}; expected fields of `tell {'train' if group == 'train' else 'eval'}`",
                             file=path, field=group)
+        for k, v in getattr(spec, group).items():  # typed as `tell train --config` would type them
+            getattr(spec, group)[k] = check_value(cls, k, v, f"{path} ({group})")
+    spec.lr_grid = _lr_grid(spec, path)
+    if spec.efficiency_ratio != "all" and not isinstance(spec.efficiency_ratio, (int, float)):
+        raise TellError(f"expected a number or 'all', got {spec.efficiency_ratio!r}", file=path, field="efficiency_ratio")
     return spec
+
+
+def _lr_grid(spec: SweepSpec, path: str) -> dict[str, list[float]]:
+    """The lr candidates of every trained method: {method: [lr, ...]} (one candidate: no choice to make)."""
+    default = float(spec.train.get("learning_rate", TrainConfig.learning_rate))
+    raw = spec.lr_grid
+    if raw is None:
+        raw = {"default": [default]}
+    elif isinstance(raw, list):
+        raw = {"default": raw}
+    if not isinstance(raw, dict):
+        raise TellError("expected a list of learning rates or a mapping of method -> list", file=path, field="lr_grid")
+    unknown = sorted(set(raw) - set(METHOD_NAMES) - {"default"})
+    if unknown:
+        raise TellError(f"unknown method(s) {unknown}; expected some of {list(METHOD_NAMES)} or 'default'",
+                        file=path, field="lr_grid")
+    grid = {}
+    for m in spec.methods:
+        if m == "base":
+            continue
+        lrs = raw.get(m, raw.get("default", [default]))
+        lrs = lrs if isinstance(lrs, list) else [lrs]
+        if not lrs or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
+                              for x in lrs):
+            raise TellError(f"expected a list of positive learning rates for {m}, got {lrs!r} (YAML reads 1e-4 as "
+                            "text: write 1.0e-4)", file=path, field="lr_grid")
+        grid[m] = sorted({float(x) for x in lrs})
+    if "learning_rate" in spec.train and any(len(v) > 1 for v in grid.values()):
+        raise TellError("give learning rates in lr_grid or train.learning_rate, not both", file=path, field="lr_grid")
+    return grid
 
 
 class Sweep:
     def __init__(self, spec: SweepSpec, out: str | Path, spec_path: str | None = None):
-        self.spec, self.out = spec, Path(out)
+        self.out, self.spec_path = Path(out), spec_path
         self.cells_dir = self.out / "cells"
-        self.spec_path = spec_path
         self.batch_size = int(spec.train.get("batch_size", 16))
+        self.spec = hold_out_validation(spec, self.out)
 
     # ---- the grid -----------------------------------------------------------------------------------------
 
     def _prepare(self, cell: Cell) -> dict:
-        return prepare_cell(self.spec, self.cells_dir, cell)
+        return prepare_cell(self.spec, self.out, cell)
+
+    def _trained(self, method: str, seed: int, **kw) -> list[Cell]:
+        """One cell per learning-rate candidate of the method."""
+        return [Cell(method, seed, lr=lr, **kw) for lr in self.spec.lr_grid[method]]
 
     def plan(self) -> list[tuple[Cell, dict | None]]:
-        """Every cell with its mixture manifest (None for base). Tell cells are prepared first: their
+        """Every cell with its mixture manifest (None for base). Tell mixtures are prepared first: their
         achieved budgets fix their paired baselines."""
         sp, cells = self.spec, []
         for seed in sp.seeds:
@@ -148,28 +203,33 @@ class Sweep:
                 cells.append((Cell("base", seed), None))
             for t in sp.task_tokens:
                 if "sft" in sp.methods:
-                    c = Cell("sft", seed, task_tokens=t, ratio=0.0)
-                    cells.append((c, self._prepare(c)))
+                    cells += [(c, self._prepare(c)) for c in self._trained("sft", seed, task_tokens=t, ratio=0.0)]
                 for r in sp.ratios:
-                    tell = Cell("tell", seed, task_tokens=t, ratio=r, anchor=True)
-                    tm = self._prepare(tell) if sp.anchor else None
-                    if "tell" in sp.methods:
-                        cells.append((tell, tm))
-                    if sp.paired_ratios == "max" and r != max(sp.ratios):
-                        continue
-                    if "tell-no-anchor" in sp.methods:
-                        c = Cell("tell-no-anchor", seed, task_tokens=t, ratio=r)
-                        cells.append((c, self._prepare(c)))
-                    # The paired baselines follow the tell cell's achieved budgets (no anchor: its twin's).
-                    ref = tm or self._prepare(Cell("tell-no-anchor", seed, task_tokens=t, ratio=r))
-                    if "general-only" in sp.methods and r > 0:
-                        c = Cell("general-only", seed, ratio=r, general_tokens=ref["budget"]["general_tokens"],
-                                 pair=tell.key(sp), extra={"task_tokens_requested": t})
-                        cells.append((c, self._prepare(c)))
-                    if "sft-matched" in sp.methods and r > 0:
-                        steps = optimizer_steps(ref["mixture"]["examples"], self.batch_size)
-                        c = Cell("sft-matched", seed, task_tokens=t, ratio=r, max_steps=steps, pair=tell.key(sp))
-                        cells.append((c, self._prepare(c)))
+                    cells += self._plan_ratio(seed, t, r)
+        return cells
+
+    def _plan_ratio(self, seed: int, t: int, r: float) -> list[tuple[Cell, dict | None]]:
+        sp, cells = self.spec, []
+        tell = Cell("tell", seed, task_tokens=t, ratio=r, anchor=True)
+        tm = self._prepare(tell) if sp.anchor else None
+        if "tell" in sp.methods:
+            cells += [(c, tm) for c in self._trained("tell", seed, task_tokens=t, ratio=r, anchor=True)]
+        if sp.paired_ratios == "max" and r != max(sp.ratios):
+            return cells
+        pair = f"tell@{t}/{r:g}/{seed}"
+        if "tell-no-anchor" in sp.methods:
+            cells += [(c, self._prepare(c)) for c in self._trained("tell-no-anchor", seed, task_tokens=t, ratio=r,
+                                                                    pair=pair)]
+        # The paired baselines follow the tell cell's achieved budgets (no anchor: its twin's).
+        ref = tm or self._prepare(Cell("tell-no-anchor", seed, task_tokens=t, ratio=r))
+        if "general-only" in sp.methods and r > 0:
+            cells += [(c, self._prepare(c)) for c in self._trained(
+                "general-only", seed, ratio=r, general_tokens=ref["budget"]["general_tokens"], pair=pair,
+                extra={"task_tokens_requested": t})]
+        if "sft-matched" in sp.methods and r > 0:
+            steps = optimizer_steps(ref["mixture"]["examples"], self.batch_size)
+            cells += [(c, self._prepare(c)) for c in self._trained("sft-matched", seed, task_tokens=t, ratio=r,
+                                                                    max_steps=steps, pair=pair)]
         return cells
 
     # ---- running ------------------------------------------------------------------------------------------
@@ -180,8 +240,29 @@ class Sweep:
             with atomic_open(self.out / "spec.yaml") as f:
                 f.write(Path(self.spec_path).read_text())
         plan = self.plan()
+        self._log_plan(plan, log)
+        if dry_run:
+            return []
+        todo = [cell for cell, _ in plan if self._status(cell.key(self.spec)) != "done"]
+        if workers <= 1:
+            for cell in todo:
+                self._report(run_cell(self.spec, self.out, cell), log)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with ProcessPoolExecutor(max_workers=workers, initializer=_limit_threads, initargs=(threads,)) as ex:
+                futures = [ex.submit(run_cell, self.spec, self.out, cell) for cell in todo]
+                for fut in as_completed(futures):
+                    self._report(fut.result(), log)
+        rows = self.collect(plan)
+        failed = [c.key(self.spec) for c, _ in plan if self._status(c.key(self.spec)) == "failed"]
+        if failed:
+            log(f"{len(failed)} cell(s) failed (see their status.json): {failed}")
+        return rows
+
+    def _log_plan(self, plan, log) -> None:
+        """The grid, what each cell trains, and what is left to do (with a time estimate from finished cells)."""
         total_tokens = total_steps = 0
-        log(f"{'cell':<28} {'task tok':>9} {'general tok':>12} {'ratio':>7} {'passes':>7} {'steps':>6} status")
+        log(f"{'cell':<28} {'lr':>8} {'task tok':>9} {'general tok':>12} {'ratio':>7} {'passes':>7} {'steps':>6} status")
         for cell, m in plan:
             key = cell.key(self.spec)
             status = self._status(key)
@@ -190,9 +271,10 @@ class Sweep:
             total_tokens += tokens if status != "done" else 0
             total_steps += steps if status != "done" else 0
             b = m["budget"] if m else {}
-            log(f"{key:<28} {b.get('task_tokens', 0):>9,} {b.get('general_tokens', 0):>12,} "
+            lr = f"{cell.lr:.1e}" if cell.lr else "-"
+            log(f"{key:<28} {lr:>8} {b.get('task_tokens', 0):>9,} {b.get('general_tokens', 0):>12,} "
                 f"{cell.ratio if cell.ratio is not None else '-':>7} {passes:>7.2f} {steps:>6} {status}")
-        evals = len(plan) * len(self.spec.eval)
+        evals = len(plan) * (len(self.spec.eval) + len(self.spec.general_eval))
         log(f"{len(plan)} cells; still to train: {int(total_tokens):,} tokens in {total_steps:,} optimizer steps; "
             f"{evals} cell x eval-set evaluations")
         done = [CellDir(self.cells_dir, p.parent.name).status() for p in self.cells_dir.glob("*/status.json")]
@@ -201,23 +283,6 @@ class Sweep:
             rate = sum(d["tokens_trained"] for d in done) / sum(d["wall_s"] for d in done)
             log(f"estimate: about {total_tokens / rate / 60:.1f} min at the {rate:,.0f} tokens/s (training + eval) "
                 f"of the {len(done)} finished cell(s)")
-        if dry_run:
-            return []
-        todo = [(cell, m) for cell, m in plan if self._status(cell.key(self.spec)) != "done"]
-        if workers <= 1:
-            for cell, m in todo:
-                self._report(run_cell(self.spec, self.cells_dir, cell), log)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            with ProcessPoolExecutor(max_workers=workers, initializer=_limit_threads, initargs=(threads,)) as ex:
-                futures = [ex.submit(run_cell, self.spec, self.cells_dir, cell) for cell, _ in todo]
-                for fut in as_completed(futures):
-                    self._report(fut.result(), log)
-        rows = self.collect(plan)
-        failed = [c.key(self.spec) for c, _ in plan if self._status(c.key(self.spec)) == "failed"]
-        if failed:
-            log(f"{len(failed)} cell(s) failed (see their status.json): {failed}")
-        return rows
 
     def steps(self, cell: Cell, m: dict | None) -> tuple[int, float]:
         return cell_steps(cell, m, self.batch_size)
@@ -233,34 +298,10 @@ class Sweep:
         log(msg)
 
     def collect(self, plan) -> list[dict]:
-        """The tidy results table from every finished cell -> results.csv + results.jsonl."""
-        rows = []
-        for cell, m in plan:
-            cd = CellDir(self.cells_dir, cell.key(self.spec))
-            st = cd.status()
-            if st["status"] != "done":
-                continue
-            folder, metrics = cd.path, cd.eval.metrics()
-            b = m["budget"] if m else {}
-            for set_name, s in metrics["sets"].items():
-                for metric, v in s["metrics"].items():
-                    rows.append({
-                        "method": cell.method, "task_tokens": b.get("task_tokens", 0),
-                        "general_tokens": b.get("general_tokens", 0),
-                        "ratio": cell.ratio if cell.method not in ("base", "sft") else (0.0 if cell.method == "sft" else None),
-                        "seed": cell.seed, "set": set_name, "metric": metric, "value": v["value"],
-                        "ci_low": v["ci95"][0], "ci_high": v["ci95"][1],
-                        "tokens_trained": st.get("tokens_trained", 0), "optimizer_steps": st.get("optimizer_steps", 0),
-                        "wall_s": round(st.get("wall_s", 0.0), 3), "run_dir": str(folder),
-                        "task_tokens_requested": cell.task_tokens or cell.extra.get("task_tokens_requested")})
-        with atomic_open(self.out / "results.jsonl") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        with atomic_open(self.out / "results.csv") as f:
-            w = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        return rows
+        """results.csv/.jsonl, item_scores.jsonl and lr_selection.json from the cells' own files."""
+        from tell.experiments.results import collect
+
+        return collect(self.spec, self.out, [(c, c.key(self.spec), m) for c, m in plan])
 
 
 def _limit_threads(n: int) -> None:
@@ -268,34 +309,100 @@ def _limit_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def _train_cell(spec: SweepSpec, cd: CellDir, cell: Cell) -> tuple[str, int, int]:
+# ---- the validation split ----------------------------------------------------------------------------------
+
+VALIDATION, POOLS = "validation", "pools"
+
+
+def hold_out_validation(spec: SweepSpec, out: Path) -> SweepSpec:
+    """With an lr grid to choose from, hold task and general examples out of every budget once for the whole
+    sweep (validation/task.jsonl, validation/general.jsonl; a seeded choice) and train from the rest
+    (pools/). Without a choice to make, the spec is returned as it is."""
+    if not any(len(v) > 1 for v in spec.lr_grid.values()):
+        return spec
+    from tell.data.loading import load_records
+
+    folder, pools = out / VALIDATION, out / POOLS
+    if not (folder / "split.json").is_file():
+        sources = {"task": ([spec.task] if spec.task else [], spec.validation_task_examples),
+                   "general": (list(spec.general), spec.validation_general_examples)}
+        split = {}
+        for name, (inputs, n) in sources.items():
+            recs = [r for i in inputs for r in load_records(i, source=name, progress=False).records]
+            held = {r.key for r in seeded_order(recs, spec.validation_seed, f"validation-{name}")[:n]}
+            if inputs and len(recs) - len(held) < 1:
+                raise TellError(f"the {name} data ({len(recs)} examples) cannot spare {n} for validation",
+                                field=f"validation_{name}_examples")
+            _write_records(folder / f"{name}.jsonl", [r for r in recs if r.key in held])
+            _write_records(pools / f"{name}.jsonl", [r for r in recs if r.key not in held])
+            split[name] = {"held_out": len(held), "pool": len(recs) - len(held), "inputs": inputs}
+        write_json(folder / "split.json", {"seed": spec.validation_seed, **split})
+    return replace(spec, task=str(pools / "task.jsonl") if spec.task else None,
+                   general=[str(pools / "general.jsonl")] if spec.general else [])
+
+
+def _write_records(path: Path, recs) -> None:
+    with atomic_open(path) as f:
+        for r in recs:
+            f.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+
+
+def validation_losses(spec: SweepSpec, out: Path, run: RunDir) -> dict:
+    """Mean answer loss of the trained adapter on the held-out task (with the run's anchor) and general
+    examples, and the per-example values."""
+    from tell.data.loading import load_records
+    from tell.eval.loss import answer_losses
+    from tell.models import load_for_inference
+
+    model, tok = load_for_inference(spec.model, str(run.path), dtype=spec.train.get("dtype", "auto"))
+    anchor = run.anchor()
+    doc = {}
+    for name in ("task", "general"):
+        path = out / VALIDATION / f"{name}.jsonl"
+        recs = load_records(str(path), source=name, progress=False).records if path.stat().st_size else []
+        if name == "task" and anchor:
+            recs = [anchor.apply(r) for r in recs]
+        losses = answer_losses(model, tok, recs, max_length=int(spec.train.get("max_length", 1024)))
+        finite = [x for x in losses if x == x]
+        doc[f"{name}_loss"] = sum(finite) / len(finite) if finite else None
+        doc[f"{name}_items"] = len(finite)
+    return doc
+
+
+# ---- one cell ------------------------------------------------------------------------------------------------
+
+def _train_cell(spec: SweepSpec, out: Path, cd: CellDir, cell: Cell) -> tuple[str, int, int]:
     """(adapter run folder, optimizer steps, tokens trained); resumes an interrupted run."""
     from tell.train.run import train
 
-    m = prepare_cell(spec, cd.path.parent, cell)
+    m = prepare_cell(spec, out, cell)
     if not cd.run.finished():
         train(TrainConfig(**({"save_steps": 0} | spec.train | {
-            "mixture": str(cd.data.path), "model": spec.model, "out": str(cd.run.path), "seed": cell.seed,
-            "max_steps": cell.max_steps, "progress": False, "resume": cd.run.started()})))
+            "mixture": str(mixture_dir(spec, out, cell).path), "model": spec.model, "out": str(cd.run.path),
+            "seed": cell.seed, "learning_rate": cell.lr, "max_steps": cell.max_steps, "progress": False,
+            "resume": cd.run.started()})))
+    if (out / VALIDATION / "split.json").is_file() and not cd.validation_path.is_file():
+        write_json(cd.validation_path, validation_losses(spec, out, cd.run))
     steps = cd.run.metrics()["steps"]
     batch_size = int(spec.train.get("batch_size", 16))
     return str(cd.run.path), steps, int(m["mixture"]["tokens"] * cell_steps(cell, m, batch_size)[1])
 
 
-def run_cell(spec: SweepSpec, cells_dir: Path, cell: Cell) -> dict:
-    """prepare (cached) -> train (resumed if interrupted) -> eval (resumed). Errors are recorded, not raised."""
+def run_cell(spec: SweepSpec, out: Path, cell: Cell) -> dict:
+    """prepare (cached) -> train (resumed if interrupted) -> validation losses -> eval (resumed).
+    Errors are recorded, not raised."""
     from tell.eval.run import evaluate
 
-    cd = CellDir(cells_dir, cell.key(spec))
+    cd = CellDir(out / "cells", cell.key(spec))
     cd.path.mkdir(parents=True, exist_ok=True)
-    write_json(cd.cell_path, cell.settings(spec) | {"key": cd.key, "pair": cell.pair})
+    write_json(cd.cell_path, cell.settings(spec) | {"key": cd.key, "pair": cell.pair, "data_key": cell.data_key(spec)})
     t0 = time.perf_counter()
     try:
-        adapter, steps, tokens = _train_cell(spec, cd, cell) if cell.method != "base" else (None, 0, 0)
+        adapter, steps, tokens = _train_cell(spec, out, cd, cell) if cell.method != "base" else (None, 0, 0)
         evaluate(EvalConfig(**(spec.decoding | {
-            "model": spec.model, "adapter": adapter, "data": list(spec.eval), "data_dir": spec.data_dir,
-            "out": str(cd.eval.path), "limit": spec.eval_limit, "sample_seed": cell.seed,
-            "metric": spec.metric, "progress": False,
+            "model": spec.model, "adapter": adapter, "data": list(spec.eval),
+            "general_data": list(spec.general_eval), "data_dir": spec.data_dir, "out": str(cd.eval.path),
+            "limit": spec.eval_limit, "sample_seed": cell.seed, "metric": spec.metric, "progress": False,
             # base and no-anchor cells see no anchor; tell cells get theirs from the run's manifest
             "no_anchor": not cell.anchor})))
         status = {"cell": cd.key, "status": "done", "optimizer_steps": steps, "tokens_trained": tokens}
