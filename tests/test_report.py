@@ -289,3 +289,16 @@ def test_files_plots_html_and_unknown_methods(tmp_path):
     assert page.count("data:image/png;base64,") == md.count("](report_files/") == len(pngs)
     assert "<table>" in page and "mystery" in md
     assert "vs task tokens" in md and "Token-efficiency" in md and "ablation" in md and "anchor" in md
+
+
+def test_a_metric_without_item_scores_is_labelled_and_gets_no_verdict_beside_one_with_them(tmp_path):
+    folder = write_sweep(tmp_path / "sw", ones_zeros(range(3)))
+    rows = load_results(folder)
+    corpus = [{**r, "metric": "bleu"} for r in rows]  # a corpus-level metric: no per-item scores
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + corpus))
+    md, fj = report(folder)
+    verdicts = {f["metric"]: f["verdict"] for f in fj if f["comparison"] == "tell vs sft"}
+    assert verdicts == {"accuracy": "better", "bleu": "no verdict (no item scores: no paired interval)"}
+    assert "crossed (tell.experiments.stats.Resampler) where item scores exist; else the seed min/max" in md
+    bleu = md_table(section(md, "### tsk: bleu"), "method")
+    assert {r[7] for r in bleu} == {"seed min/max (not a CI)"}

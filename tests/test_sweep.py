@@ -157,3 +157,52 @@ def test_sweep_workers_run_cells_in_parallel_processes(spec, tmp_path, capsys):
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert {r["method"] for r in rows} == {"base", "tell"}
     assert all(json.loads(p.read_text())["status"] == "done" for p in out.glob("cells/*/status.json"))
+
+
+def test_lr_grid_is_chosen_on_validation_never_on_test(spec, tmp_path, toy_mixture):
+    """The validation split is held out of every budget; the kept lr is the validation-loss argmin, and a
+    signal planted in the test results alone does not move it."""
+    from tell.cli import main as cli
+    from tell.data.loading import load_records
+
+    d = toy_mixture.parent
+    gen_eval = write_jsonl(tmp_path / "gen_eval.jsonl", [
+        {"prompt": f"reverse {w} {v}", "response": f"{v} {w}", "source": "task", "origin": "g", "row": i,
+         "meta": {"kind": "cloze", "answer": f"{v} {w}"}} for i, (w, v) in enumerate([("river", "ocean"), ("cloud", "bridge")])])
+    doc = json.loads(spec.read_text()) | {
+        "methods": ["base", "tell"], "ratios": [3], "seeds": [1, 2, 3], "lr_grid": [0.003, 0.03],
+        "validation_task_examples": 6, "validation_general_examples": 8, "general_eval": [str(gen_eval)],
+        "train": {"micro_batch_size": 4, "batch_size": 4}}
+    spec.write_text(json.dumps(doc))
+    out = tmp_path / "sw"
+    assert cli(["sweep", str(spec), "--out", str(out)]) == 0
+    held = {r.key for name in ("task", "general")
+            for r in load_records(str(out / "validation" / f"{name}.jsonl"), source=name, progress=False).records}
+    assert len(held) == 14
+    for mix in (out / "mixtures").glob("*/mixture.jsonl"):
+        trained = {r.key for r in load_records(str(mix), source="task", progress=False).records}
+        assert not trained & held  # no budget uses a validation example
+    sel = json.loads((out / "lr_selection.json").read_text())
+    (group,) = sel["groups"]
+    cands = {c["lr"]: c for c in group["candidates"]}
+    assert set(cands) == {0.003, 0.03} and all(c["seeds"] == 3 and c["val_task"] is not None for c in cands.values())
+    healthy = [lr for lr, c in cands.items() if not c["unstable_seeds"]]
+    assert group["chosen_lr"] == min(healthy, key=lambda lr: cands[lr]["val_task"])
+    chosen = group["chosen_lr"]
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["lr"] for r in rows if r["method"] == "tell" and r["selected"]} == {chosen}
+    assert {r["role"] for r in rows if r["set"] == str(gen_eval)} == {"general"}  # forgetting set in every cell
+    assert {r["method"] for r in rows if r["role"] == "general"} == {"base", "tell"}
+
+    # Plant a test-only signal in favour of the other candidate: the choice must not move.
+    for cell in (out / "cells").glob("tell-*"):
+        lr = json.loads((cell / "cell.json").read_text())["lr"]
+        m = json.loads((cell / "eval" / "metrics.json").read_text())
+        for s in m["sets"].values():
+            for v in s["metrics"].values():
+                v["value"] = 0.0 if lr == chosen else 1.0
+        (cell / "eval" / "metrics.json").write_text(json.dumps(m))
+    assert cli(["sweep", str(spec), "--out", str(out)]) == 0  # every cell is done: only the tables are rebuilt
+    assert json.loads((out / "lr_selection.json").read_text())["groups"][0]["chosen_lr"] == chosen
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["value"] for r in rows if r["method"] == "tell" and r["selected"] and r["role"] == "task"} == {0.0}

@@ -260,6 +260,9 @@ def _points(data: SweepData, set_name: str, metric: str) -> dict[tuple, Point]:
         seed_values = {r["seed"]: float(r["value"]) for r in rs}
         general = sum(r.get("general_tokens") or 0 for r in rs) / len(rs)
         sc = items.get(key)
+        if sc and set(sc) != set(seed_values):
+            data.notes.append(f"{set_name}/{metric} {key}: results rows for seeds {sorted(seed_values)} but item "
+                              f"scores for {sorted(sc)}; the point uses the seeds with item scores")
         if sc:
             est = estimate(sc, RESAMPLES, BOOT_SEED)
             out[key] = Point(*key, est["value"], *est["ci95"], sorted(sc), CROSSED, general, seed_values, sc,
@@ -538,7 +541,9 @@ def section_header(data: SweepData, title: str | None) -> list[str]:
     unselected = {r["cell"] for r in data.rows if healthy(r) and not r["selected"]}
     seeds = sorted({r["seed"] for r in data.rows})
     declared = data.spec.get("seeds")
-    interval = CROSSED if data.items else ENVELOPE
+    kinds = {p.interval for pts in data._points.values() for p in pts.values()}
+    interval = CROSSED if kinds == {CROSSED} else ENVELOPE if kinds <= {ENVELOPE} else \
+        f"{CROSSED} where item scores exist; else the {ENVELOPE}"
     md = [f"# {title or data.folder.name}: TELL sweep report", "",
           f"{len(cells)} finished cells (methods: {', '.join(sorted({r['method'] for r in data.rows}))}); seeds "
           f"{seeds}" + (f" (the spec declares {declared})" if declared else "") + f"; {len(bad)} unstable or failed "
@@ -933,12 +938,12 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
     out.figs.mkdir(exist_ok=True)
     for old in out.figs.glob("*.png"):  # plots of an earlier report that this one may not redraw
         old.unlink()
-    md = section_header(data, title) + section_health(data) + section_findings(data, out)
-    md += section_forgetting(data, out)
+    md = section_health(data) + section_findings(data, out) + section_forgetting(data, out)
     for s in data.sets:
         md += section_set(data, out, s)
     md += section_efficiency(data, out) + section_lr(data)
-    _write(folder, out, "\n".join(md) + "\n")
+    # The header goes last so that it can say what the sections found missing (notes) and which intervals ran.
+    _write(folder, out, "\n".join(section_header(data, title) + md) + "\n")
     return folder / "report.md"
 
 

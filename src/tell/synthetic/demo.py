@@ -63,9 +63,25 @@ def cached_base(world: World, cfg: BaseModelConfig, cache: Path, log=print) -> P
     return pretrain(world, path, cfg, log=log)
 
 
+def link_base(cached: Path, dest: Path) -> Path:
+    """A copy of the cached base model at a stable path in the demo folder, so that sweep specs of your own
+    (examples/sweeps/demo_cpu.yaml) can name it."""
+    import shutil
+
+    if not (dest / "tell_world.json").is_file() or (dest / "tell_world.json").read_bytes() != \
+            (cached / "tell_world.json").read_bytes():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(cached, tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    return dest
+
+
 def spec_for(plan: DemoPlan, files: dict[str, Path], base: Path, name: str) -> dict:
     return {"name": name, "model": str(base), "task": str(files["task_train"]), "general": [str(files["general"])],
-            "anchor": ANCHOR, "eval": [str(files["task_test"])], "eval_limit": plan.eval_items,
+            "anchor": ANCHOR, "eval": [str(files["task_test"])], "general_eval": [str(files["general_test"])],
+            "eval_limit": plan.eval_items,
             "methods": list(METHOD_NAMES),
             "task_tokens": list(plan.task_tokens), "ratios": list(plan.ratios), "seeds": list(plan.seeds),
             "train": plan.train, "decoding": {"greedy": True, "max_new_tokens": 24, "batch_size": 64, "bootstrap": 1000},
@@ -83,7 +99,8 @@ def run_demo(out: str | Path, quick: bool = False, workers: int = 1, cache: str 
     world = World(plan.world)
     log(f"[tell demo] writing the leverage world ({'quick' if quick else 'full'}) into {out / 'world'}")
     files = world.write(out / "world")
-    base = cached_base(world, plan.base, Path(cache or Path.home() / ".cache" / "tell" / "demo"), log=log)
+    cached = cached_base(world, plan.base, Path(cache or Path.home() / ".cache" / "tell" / "demo"), log=log)
+    base = link_base(cached, out / "base")
     spec_path = out / "spec.yaml"
     spec_path.write_text("# tell sweep " + str(spec_path) + " --out " + str(out / "sweep") + "\n"
                          "# written by `tell demo`: the demo's sweep over the leverage world\n"

@@ -165,6 +165,24 @@ class World:
             out.append({"prompt": prompt, "response": " ".join(self.compose(skills, xs)), "id": f"g{i}"})
         return out
 
+    def general_test(self, n: int) -> list[dict]:
+        """Held-out single-skill general queries (role general): what the general skills are worth after
+        training, i.e. forgetting. Scored by exact match of the first line (kind cloze); no prompt repeats
+        one of the general training data."""
+        rng = random.Random(f"general-test:{self.cfg.seed}")
+        seen = {r["prompt"] for r in self.general()}
+        out = []
+        while len(out) < n:
+            xs, skill = self.random_list(rng), rng.choice(SKILLS)
+            prompt = PHRASES[skill].format(items=" ".join(xs))
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            answer = " ".join(self.compose((skill,), xs))
+            out.append({"prompt": prompt, "response": answer, "source": "task", "origin": "world-general",
+                        "row": len(out), "meta": {"kind": "cloze", "role": "general", "answer": answer}})
+        return out
+
     def task_answer(self, xs: list[str]) -> str:
         return f"{{ result : {' '.join(self.compose(TASK_COMPOSITION, xs))} ; size : {len(xs)} }}"
 
@@ -203,11 +221,12 @@ class World:
         return sorted(words)
 
     def write(self, folder: Path) -> dict[str, Path]:
-        """The world's files: task train pool, task test set (eval), general data, pretraining text."""
+        """The world's files: task train pool, task test set (eval), general data, general test set (eval,
+        forgetting), pretraining text."""
         folder.mkdir(parents=True, exist_ok=True)
         paths = {}
         for name, rows in (("task_train", self.task("train")), ("task_test", self.task("test")),
-                           ("general", self.general())):
+                           ("general", self.general()), ("general_test", self.general_test(self.cfg.task_test))):
             paths[name] = folder / f"{name}.jsonl"
             with open(paths[name], "w", encoding="utf-8") as f:
                 for r in rows:
