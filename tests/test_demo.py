@@ -48,18 +48,47 @@ def test_format_metric(out, fmt, ok):
 def test_demo_quick_runs_and_writes_its_report(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--cache", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
-    assert "Report:" in out and "format_adherence" in out
+    assert "Report:" in out and "format_adherence at" in out
     sweep = tmp_path / "demo" / "sweep"
     rows = [json.loads(x) for x in (sweep / "results.jsonl").read_text().splitlines()]
     assert {r["method"] for r in rows} == {"base", "sft", "sft-matched", "general-only", "tell", "tell-no-anchor"}
     assert {r["metric"] for r in rows} == {"format_adherence", "accuracy"}
+    assert {r["role"] for r in rows} == {"task", "general"}  # the general-skill test runs in every cell
     assert (sweep / "report.md").is_file() and (sweep / "report.html").is_file()
     assert len(list((sweep / "report_files").glob("*.png"))) >= 4
-    # The pretrained base is an ordinary HF model dir, cached and reused on the next run.
+    # The pretrained base is an ordinary HF model dir, cached, copied to the demo folder and reused next time.
     (base,) = list((tmp_path / "cache").glob("base-*"))
     assert (base / "config.json").is_file() and (base / "tokenizer.json").is_file()
+    assert (tmp_path / "demo" / "base" / "model.safetensors").read_bytes() == (base / "model.safetensors").read_bytes()
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo2"), "--cache", str(tmp_path / "cache")]) == 0
     assert "using the cached base model" in capsys.readouterr().out
+    _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys)
+
+
+def _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys):
+    """examples/sweeps/demo_cpu.yaml (an lr grid, 3 seeds, a general eval set) on the quick demo's world: the
+    report shows run health, the lr choice, paired verdicts and forgetting."""
+    from conftest import REPO
+
+    text = (REPO / "examples" / "sweeps" / "demo_cpu.yaml").read_text()
+    assert "lr_grid" in text and "general_eval" in text and "seeds: [0, 1, 2]" in text
+    spec = tmp_path / "demo_cpu.yaml"
+    spec.write_text(text.replace("out/demo-quick", str(tmp_path / "demo")))
+    out = tmp_path / "cpu"
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    assert main(["report", str(out)]) == 0
+    capsys.readouterr()
+    md = (out / "report.md").read_text()
+    for section in ("## Run health", "## Findings", "## Forgetting", "## Learning-rate selection"):
+        assert section in md, section
+    findings = json.loads((out / "findings.json").read_text())
+    verdicts = {f["verdict"] for f in findings}
+    assert verdicts <= {"better", "worse", "no detectable difference"} and verdicts  # 3 seeds: real verdicts
+    assert {f["comparison"] for f in findings if f["section"] == "forgetting"} >= {"tell vs base", "sft vs base"}
+    assert any(f["comparison"].startswith("tell vs sft-matched") for f in findings)
+    sel = json.loads((out / "lr_selection.json").read_text())
+    assert {g["method"] for g in sel["groups"]} == {"sft", "sft-matched", "tell"}
+    assert all(len(g["candidates"]) == 2 for g in sel["groups"])
 
 
 @pytest.mark.slow

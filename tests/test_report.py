@@ -108,7 +108,8 @@ def test_three_seeds_tell_all_right_sft_all_wrong_is_better_and_findings_json_ma
         assert (lo, hi) == pytest.approx(tuple(f["ci95"]), abs=1e-3)
     assert "tell vs sft: better in 1 of 1 cells, worse in 0" in md
     assert "Intervals: 95% bootstrap over seeds and items, crossed" in md
-    assert md.count("15 finished cells (methods: base, sft, sft-matched, tell, tell-no-anchor)") == 1
+    assert md.count("15 cells in results.jsonl, 15 finished with results (methods: base, sft, sft-matched, tell, "
+                    "tell-no-anchor)") == 1
     assert "does not know the commit" in md
 
 
@@ -126,11 +127,18 @@ def test_unstable_row_is_listed_and_moves_nothing(tmp_path):
     cells.append(cell("tell", 1000, 1.0, 3, 0.0, health="unstable", reason="loss on its own data rose 3x"))
     cells.append(cell("sft", 1000, 0, 3, 1.0, health="failed", reason="diverged (NaN loss)"))
     folder = write_sweep(tmp_path / "sw", cells)
+    crashed = {"method": "sft-matched", "task_tokens": 0, "general_tokens": 0, "ratio": 1.0, "seed": 0, "lr": 1e-4,
+               "selected": True, "health": "failed", "health_reason": "RuntimeError: out of memory", "set": None,
+               "role": None, "metric": None, "value": None, "ci_low": None, "ci_high": None, "cell": "sm-0",
+               "task_tokens_requested": 1000, "run_dir": "cells/sm-0"}  # a failed cell as the sweep writes it
+    with open(folder / "results.jsonl", "a") as f:
+        f.write(json.dumps(crashed) + "\n")
     md, fj = report(folder)
     health = section(md, "## Run health")
-    assert "2 cell(s) unstable or failed" in health
+    assert "3 cell(s) unstable or failed" in health and "RuntimeError: out of memory" in health
     assert "loss on its own data rose 3x" in health and "diverged (NaN loss)" in health
-    assert "2 unstable or failed cell(s) left out" in md
+    assert "3 unstable or failed cell(s) left out" in md and "12 cells in results.jsonl, 11 finished" in md
+    assert "sft-matched" not in section(md, "## Findings")
     pts = md_table(section(md, "### tsk: accuracy"), "method")
     tell = next(r for r in pts if r[0] == "tell")
     assert tell[4] == "3" and float(tell[5]) == 1.0  # the unstable seed 3 (all wrong) is not in the point
@@ -266,7 +274,8 @@ def test_lr_table_lists_every_candidate_and_unkept_candidates_move_no_point(tmp_
     assert "highest validation task score among lrs with no unstable seed" in text
     rows = md_table(text, "method")
     assert [r[3] for r in rows] == ["0.0001", "0.001", "3e-05"]
-    assert [r[8] for r in rows] == ["**chosen**", "", ""] and rows[1][5] == "1" and rows[2][7] == "-"
+    assert [r[9] for r in rows] == ["**chosen**", "", ""] and rows[1][5] == "1" and rows[2][8] == "-"
+    assert rows[0][10] == "best validation task score" and rows[0][5] == "0"
     assert "3 learning-rate candidate cell(s) not kept" in md
     tell = next(r for r in md_table(section(md, "### tsk: accuracy"), "method") if r[0] == "tell")
     assert float(tell[5]) == 1.0 and tell[4] == "3"

@@ -1,37 +1,13 @@
-"""`tell sweep` and `tell report` on a tiny local model; the S-curve fit and token-efficiency."""
+"""`tell sweep` and `tell report` on a tiny local model (the statistics are tested in test_stats.py)."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
 from conftest import write_jsonl
 from tell.cli import main
-from tell.experiments.analysis import fit_scurve, interpolate_tokens, logistic, token_efficiency
-
-
-def test_logistic_fit_recovers_known_curve():
-    g = [1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6, 1e7]
-    v = [float(logistic(math.log10(x), 0.05, 0.8, 4.0, 4.5)) for x in g]
-    fit = fit_scurve(g, v)
-    assert fit.hi == pytest.approx(0.8, abs=1e-4) and fit.x0 == pytest.approx(4.5, abs=1e-3)
-    assert fit.midpoint_tokens == pytest.approx(10 ** 4.5, rel=1e-2)
-    assert fit_scurve(g[:3], v[:3]) is None and fit_scurve(g, [0.3] * len(g)) is None
-
-
-def test_token_efficiency_interpolation_known_answers():
-    sft = [(1e4, 0.1), (1e5, 0.5), (1e6, 0.9)]
-    assert interpolate_tokens([t for t, _ in sft], [v for _, v in sft], 0.7) == pytest.approx(10 ** 5.5)
-    assert interpolate_tokens([t for t, _ in sft], [v for _, v in sft], 0.95) is None
-    # Non-monotone SFT curves are made monotone (the first budget that reaches the score counts).
-    assert interpolate_tokens([1e4, 1e5, 1e6], [0.1, 0.6, 0.5], 0.55) == pytest.approx(10 ** (4 + 0.9))
-    (e,) = token_efficiency(sft, [(1e4, 0.5, 0.3, 0.7)])
-    assert e["sft_equivalent_tokens"] == pytest.approx(1e5) and e["ratio"] == pytest.approx(10)
-    assert e["ratio_ci"] == pytest.approx([10 ** 0.5, 10 ** 1.5])
-    (e,) = token_efficiency(sft, [(1e4, 0.95, 0.9, 0.99)])
-    assert e["beyond_sft_curve"] and e["ratio"] is None
 
 
 @pytest.fixture

@@ -42,6 +42,10 @@ MIN_SEEDS = 3           # GUIDE §6 rule 4: no verdict with fewer seeds
 GREY = "#999999"        # methods the table does not know
 CROSSED = "95% bootstrap over seeds and items, crossed (tell.experiments.stats.Resampler)"
 ENVELOPE = "seed min/max of per-seed item intervals (no item scores: not a confidence interval)"
+HOW_CROSSED = ("Each replicate draws the seeds with replacement and one resample of the test items shared by every "
+               "drawn seed; comparisons are paired on the same seeds and items (`tell.experiments.stats`).")
+HOW_ENVELOPE = ("Without item scores there is no bootstrap: comparisons are differences of seed means on the common "
+                "seeds, with no interval and no verdict.")
 NO_VERDICT = f"fewer than {MIN_SEEDS} seeds: no verdict"
 NO_ITEMS_VERDICT = "no verdict (no item scores: no paired interval)"
 # (label, the other method, whether it pairs at the tell cell's ratio; sft has ratio 0 and pairs at the budget)
@@ -192,14 +196,15 @@ def load_sweep(folder: str | Path, primary: str | None = None) -> SweepData:
                      "every row is taken as healthy")
     spec = _read_spec(folder, notes)
     evidence = [r for r in rows if is_evidence(r) and r["value"] is not None]
-    sets = list(dict.fromkeys(r["set"] for r in rows))
+    # A failed cell is one row with no set, metric or value: it belongs to Run health only.
+    sets = list(dict.fromkeys(r["set"] for r in rows if r.get("set") is not None and r.get("metric") is not None))
     roles = {s: next((r["role"] for r in rows if r["set"] == s), "task") for s in sets}
-    metrics = {s: list(dict.fromkeys(r["metric"] for r in rows if r["set"] == s)) for s in sets}
+    metrics = {s: list(dict.fromkeys(r["metric"] for r in rows if r["set"] == s and r.get("metric") is not None))
+               for s in sets}
     want = primary or spec.get("primary_metric")
     prim = {s: want if want in ms else ms[0] for s, ms in metrics.items()}
-    data = SweepData(folder, rows, evidence, _read_items(folder, notes), _read_lr(folder, notes), spec, notes,
+    return SweepData(folder, rows, evidence, _read_items(folder, notes), _read_lr(folder, notes), spec, notes,
                      has_health, sets, roles, metrics, prim)
-    return data
 
 
 def _read_items(folder: Path, notes: list[str]) -> dict:
@@ -538,6 +543,7 @@ class Out:
 def section_header(data: SweepData, title: str | None) -> list[str]:
     cells = {r["cell"] for r in data.rows}
     bad = {r["cell"] for r in data.rows if not healthy(r)}
+    finished = {r["cell"] for r in data.rows if r["value"] is not None}
     unselected = {r["cell"] for r in data.rows if healthy(r) and not r["selected"]}
     seeds = sorted({r["seed"] for r in data.rows})
     declared = data.spec.get("seeds")
@@ -545,14 +551,13 @@ def section_header(data: SweepData, title: str | None) -> list[str]:
     interval = CROSSED if kinds == {CROSSED} else ENVELOPE if kinds <= {ENVELOPE} else \
         f"{CROSSED} where item scores exist; else the {ENVELOPE}"
     md = [f"# {title or data.folder.name}: TELL sweep report", "",
-          f"{len(cells)} finished cells (methods: {', '.join(sorted({r['method'] for r in data.rows}))}); seeds "
+          f"{len(cells)} cells in results.jsonl, {len(finished)} finished with results (methods: "
+          f"{', '.join(sorted({r['method'] for r in data.rows}))}); seeds "
           f"{seeds}" + (f" (the spec declares {declared})" if declared else "") + f"; {len(bad)} unstable or failed "
           "cell(s) left out of every point, fit, comparison and finding (see Run health); "
           f"{len(unselected)} learning-rate candidate cell(s) not kept by the rule, used only in the lr table.", "",
-          f"Intervals: {interval}. Each replicate draws the seeds with replacement and one resample of the test "
-          "items shared by every drawn seed; comparisons are paired on the same seeds and items "
-          f"(`tell.experiments.stats`). A verdict needs at least {MIN_SEEDS} seeds; every metric is read as "
-          "higher-is-better.", "",
+          f"Intervals: {interval}. " + (HOW_CROSSED if CROSSED in interval else HOW_ENVELOPE)
+          + f" A verdict needs at least {MIN_SEEDS} seeds; every metric is read as higher-is-better.", "",
           "This report does not know the commit it was made from: whoever publishes it names the commit, the "
           "date and the command.", ""]
     if data.notes:
@@ -903,14 +908,19 @@ def section_lr(data: SweepData) -> list[str]:
             chosen = c.get("lr") == g.get("chosen_lr") and g.get("chosen_lr") is not None
             rows.append([g.get("method"), budget_text(g.get("task_tokens_requested")), ratio_text(g.get("ratio")),
                          lr_text(c.get("lr")), _seeds(c.get("seeds")), _seeds(c.get("unstable_seeds")),
-                         num(c.get("val_task")), num(c.get("val_general_loss")), "**chosen**" if chosen else "",
-                         g.get("reason", "") if chosen or g.get("chosen_lr") is None else ""])
-    return md + table(["method", "task tokens", "ratio", "lr", "seeds", "unstable seeds", "validation task score",
-                       "validation general loss", "chosen", "reason"], rows)
+                         _seeds(c.get("pending_seeds")), num(c.get("val_task")), num(c.get("val_general_loss")),
+                         "**chosen**" if chosen else "", g.get("reason", "") if chosen or g.get("chosen_lr") is None
+                         else ""])
+    return md + ["Validation numbers are the ones the rule reads (see its text for what val_task measures).", ""] + \
+        table(["method", "task tokens", "ratio", "lr", "seeds", "unstable seeds", "pending seeds",
+               "validation task", "validation general loss", "chosen", "reason"], rows)
 
 
 def _seeds(s) -> str:
-    return "-" if not s else (", ".join(str(x) for x in s) if isinstance(s, list) else str(s))
+    """Seeds as a list or a count (the sweep writes counts); 0 is a count, not a missing value."""
+    if s is None or s == []:
+        return "-" if s is None else "0"
+    return ", ".join(str(x) for x in s) if isinstance(s, list) else str(s)
 
 
 # ====================================================================================================== report

@@ -117,34 +117,25 @@ def run_demo(out: str | Path, quick: bool = False, workers: int = 1, cache: str 
 
 
 def headline(sweep_dir: Path) -> str:
-    """A few lines: format adherence per method at the largest task budget and ratio, and efficiency."""
+    """A few lines: the primary metric per method at the largest ratio, and the report's verdict counts."""
+    from collections import Counter
+
     from tell.experiments.report import aggregate, load_results
 
     rows = load_results(sweep_dir)
-    set_name = rows[0]["set"]
-    lines = ["[tell demo] format adherence on the task's test set (mean over seeds, 95% interval):"]
+    task_set = next(r["set"] for r in rows if r.get("set") and r.get("role", "task") == "task")
+    lines = [f"[tell demo] {task_set}: mean over seeds (healthy runs, learning rates as selected):"]
     for metric in ("format_adherence", "accuracy"):
-        agg = aggregate(rows, set_name, metric)
+        agg = aggregate(rows, task_set, metric)
         ratios = sorted({k[2] for k in agg if k[0] == "tell" and k[2] is not None})
-        budgets = sorted({k[1] for k in agg if k[0] == "tell"})
-        if not ratios or not budgets:
-            continue
-        lines.append(f"  {metric}:")
-        for t in budgets:
-            parts = []
-            for m, r in (("base", None), ("sft", 0.0), ("sft-matched", ratios[-1]), ("general-only", ratios[-1]),
-                         ("tell", ratios[-1]), ("tell-no-anchor", ratios[-1])):
-                key = (m, 0, None) if m == "base" else (m, t, r)
-                p = agg.get(key)
-                if p:
-                    parts.append(f"{m} {p['value']:.2f}")
-            lines.append(f"    {t:>5} task tokens (ratio {ratios[-1]:g} where it applies): " + ", ".join(parts))
-    eff = json.loads((sweep_dir / "token_efficiency.json").read_text()) if (sweep_dir / "token_efficiency.json").is_file() else []
-    for e in eff:
-        if e["metric"] == "format_adherence" and e["general_ratio"] == max(x["general_ratio"] for x in eff):
-            if e["sft_equivalent_tokens"] and not e["at_or_below_sft_start"]:
-                lines.append(f"  token-efficiency at {e['tell_task_tokens']} task tokens: SFT needs "
-                             f"{e['sft_equivalent_tokens']:,.0f} ({e['ratio']:.1f}x)")
-            elif e["beyond_sft_curve"]:
-                lines.append(f"  token-efficiency at {e['tell_task_tokens']} task tokens: beyond the SFT curve")
+        for t in sorted({k[1] for k in agg if k[0] == "tell"}):
+            parts = [f"{m} {agg[key]['value']:.2f}" for m, r in (("base", None), ("sft", 0.0), *(
+                (m, ratios[-1]) for m in ("sft-matched", "general-only", "tell", "tell-no-anchor")))
+                if (key := (m, 0, None) if m == "base" else (m, t, r)) in agg]
+            lines.append(f"  {metric} at {t} task tokens (ratio {ratios[-1]:g} where it applies): " + ", ".join(parts))
+    findings = sweep_dir / "findings.json"
+    verdicts = Counter((f["comparison"], f["verdict"]) for f in json.loads(findings.read_text())) \
+        if findings.is_file() else Counter()
+    for (comparison, verdict), n in sorted(verdicts.items()):
+        lines.append(f"  {comparison}: {verdict} in {n} cell(s) (report: Findings / Forgetting)")
     return "\n".join(lines)
