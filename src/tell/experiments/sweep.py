@@ -183,6 +183,8 @@ class Sweep:
         self.out, self.spec_path = Path(out), spec_path
         self.cells_dir = self.out / "cells"
         self.batch_size = int(spec.train.get("batch_size", 16))
+        # a spec built in code (not by load_spec) gets its lr grid normalised here too; doing it twice is a no-op
+        spec = replace(spec, lr_grid=_lr_grid(spec, spec_path or "the sweep spec"))
         self.spec = hold_out_validation(spec, self.out)
 
     # ---- the grid -----------------------------------------------------------------------------------------
