@@ -126,3 +126,37 @@ def toy_mixture(hf_tokenizer_dir, tmp_path_factory) -> Path:
     prepare(PrepareConfig(task=str(d / "task.jsonl"), general=[str(d / "general.jsonl")], tokenizer=str(hf_tokenizer_dir),
                           ratio=3.0, anchor="task", out=str(out), progress=False))
     return out
+
+
+def llama2_hf_tokenizer(model_path: Path, out_dir: Path):
+    """An HF fast tokenizer equal to the Llama-2 SentencePiece model, built without protobuf (which
+    transformers' own converter needs; `LlamaTokenizer(vocab_file=...)` silently gives 3 tokens in
+    transformers 5): the vocabulary and BPE merges are read with the sentencepiece library, merges ordered by
+    the merged piece's id as HF's SentencePieceExtractor orders them, with Llama-2's normalizer and byte
+    fallback. Checked against SentencePiece itself in test_prompting.py."""
+    import sentencepiece as spm
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_path))
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    merges = sorted(((vocab[p[:k]], vocab[p[k:]], i, p[:k], p[k:]) for p, i in vocab.items()
+                     for k in range(1, len(p)) if p[:k] in vocab and p[k:] in vocab), key=lambda m: (m[2], m[0], m[1]))
+    tok = Tokenizer(models.BPE(vocab, [(m[3], m[4]) for m in merges], unk_token="<unk>", byte_fallback=True,
+                               fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    hf.save_pretrained(out_dir)
+    return sp, hf
+
+
+@pytest.fixture(scope="session")
+def llama2_tokenizer(tmp_path_factory):
+    path = SHARED / "data" / "tokenizers" / "llama2" / "tokenizer.model"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (shared/ sits beside the project in CI and on developer machines)")
+    return llama2_hf_tokenizer(path, tmp_path_factory.mktemp("llama2_hf"))

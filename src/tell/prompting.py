@@ -8,8 +8,8 @@ template below (Alpaca-style), BOS when the tokenizer adds one, and EOS after th
     ### Instruction:\\n{user}\\n\\n### Response:\\n{assistant}\\n\\n   (each earlier turn)
     ### Instruction:\\n{prompt}\\n\\n### Response:\\n{response}<eos>
 
-The prompt ids are tokenized on their own and the answer ids appended, so training sees exactly the
-prompt tokens that generation will be given.
+The prompt ids are the ones generation is given; the answer ids are cut from the prompt and answer
+tokenized together (`_split_joint`), so that they are the tokens generation must emit after that prompt.
 """
 
 from __future__ import annotations
@@ -87,11 +87,26 @@ def encode(tokenizer: Any, rec: Record) -> tuple[list[int], list[int]]:
                             "of the whole conversation; fix the template, or remove the tokenizer's chat template "
                             "(chat_template.jinja / 'chat_template' in tokenizer_config.json) to use tell's plain "
                             "template")
-        return (tokenizer(prompt, add_special_tokens=False)["input_ids"],
-                tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"])
-    answer = tokenizer(rec.response, add_special_tokens=False)["input_ids"]
+        ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        return _split_joint(ids(prompt), ids(full), lambda: ids(full[len(prompt):]))
+    text = _plain_prompt(rec)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return _plain_ids(tokenizer, _plain_prompt(rec)), answer + eos
+    p, a = _split_joint(_plain_ids(tokenizer, text), _plain_ids(tokenizer, text + rec.response),
+                        lambda: tokenizer(rec.response, add_special_tokens=False)["input_ids"])
+    return p, a + eos
+
+
+def _split_joint(prompt: list[int], full: list[int], apart) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids), the answer tokenized together with its prompt and cut at the prompt's end.
+
+    Why: tokenized alone, an answer is tokenized as the start of a text (SentencePiece adds a word-start
+    piece, `{"` becomes `▁{"`), but generation continues a prompt, where it must emit `{"`: a first training
+    target the model never produces. When the prompt's tokens are not a prefix of the whole (a merge across
+    the boundary, which templates ending in a newline or a special token do not have), the answer is
+    tokenized `apart` instead, so that the prompt ids stay exactly those generation is given."""
+    if full[:len(prompt)] == prompt:
+        return prompt, full[len(prompt):]
+    return prompt, apart()
 
 
 def _plain_ids(tokenizer: Any, text: str) -> list[int]:
@@ -108,3 +123,49 @@ def prompt_ids(tokenizer: Any, rec: Record) -> list[int]:
 
 def answer_ids(tokenizer: Any, rec: Record) -> list[int]:
     return encode(tokenizer, rec)[1]
+
+
+# End-of-turn markers of common chat templates (Gemma, Llama-3, Qwen/ChatML, Phi-3, GPT-style).
+END_OF_TURN = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "<|endoftext|>")
+
+
+_STOPS: "weakref.WeakKeyDictionary[Any, list[int]]" = weakref.WeakKeyDictionary()
+
+
+def stop_ids(tokenizer: Any) -> list[int]:
+    """`_stop_ids`, worked out once per tokenizer (generation asks for every batch)."""
+    if tokenizer not in _STOPS:
+        _STOPS[tokenizer] = _stop_ids(tokenizer)
+    return _STOPS[tokenizer]
+
+
+def _stop_ids(tokenizer: Any) -> list[int]:
+    """Token ids that end an answer: EOS, and the chat template's end-of-turn token(s). A chat model closes
+    its turn with its end-of-turn token (Gemma `<end_of_turn>`, Llama-3 `<|eot_id|>`, Qwen `<|im_end|>`), not
+    always with EOS; generation that waited for EOS would run on into a made-up next turn."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(template, dict):  # several named templates
+        template = " ".join(template.values())
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for token in END_OF_TURN:
+        if token in template:
+            tid = tokenizer.convert_tokens_to_ids(token)
+            if isinstance(tid, int) and tid != unk:
+                ids.add(tid)
+    if template:  # and whatever special token the template itself puts right after an answer
+        ids |= _closing_tokens(tokenizer)
+    return sorted(ids)
+
+
+def _closing_tokens(tokenizer: Any) -> set[int]:
+    marker = "tellanswerend"
+    try:
+        p, a = encode(tokenizer, Record(prompt="a", response=marker))
+    except Exception:  # a template that cannot render a plain exchange: the list above is all there is
+        return set()
+    special = set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    for i in range(len(a)):
+        if marker in tokenizer.decode(a[:i + 1]):  # the answer's text is complete: what follows closes it
+            return {a[i + 1]} & special if i + 1 < len(a) else set()
+    return set()

@@ -6,6 +6,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from tell.prompting import stop_ids
+
 
 def batches_by_length(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
     """Item indices grouped into batches of similar prompt length (less padding). Fixed for a given list,
@@ -29,8 +31,10 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
         mask[r, width - len(p):] = 1
     device = next(model.parameters()).device
     torch.manual_seed(seed)
+    # Stop at EOS or the chat template's end-of-turn token. The repetition penalty skips the left padding
+    # (transformers reads it from the attention mask), so a row's output does not depend on its batch.
     kwargs: dict = dict(max_new_tokens=max_new_tokens, pad_token_id=pad, use_cache=True,
-                        repetition_penalty=repetition_penalty)
+                        repetition_penalty=repetition_penalty, eos_token_id=stop_ids(tokenizer))
     if greedy:
         kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
     else:
