@@ -81,6 +81,8 @@ def _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys):
     md = (out / "report.md").read_text()
     for section in ("## Run health", "## Findings", "## Forgetting", "## Learning-rate selection"):
         assert section in md, section
+    # sft at 300 task tokens is 1-2 optimizer steps: health says it could not judge them, not "healthy"
+    assert "too few optimizer steps for the loss trends to be judged" in md
     findings = json.loads((out / "findings.json").read_text())
     verdicts = {f["verdict"] for f in findings}
     assert verdicts <= {"better", "worse", "no detectable difference"} and verdicts  # 3 seeds: real verdicts

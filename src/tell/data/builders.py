@@ -113,6 +113,7 @@ THOUGHT_NO = ("The response addresses the query and I find no statement in it th
               "incorrect, so it contains no hallucination.")
 THOUGHT_YES = "The response contains statements that are unsupported or incorrect: {spans}. These are hallucinations."
 SPAN_CHARS = 200
+DATASET_MANIFEST = "manifest.json"  # what a built data set folder holds besides its splits (eval checks for it)
 
 
 def halu_thought(spans: list[str], label: str) -> str:
@@ -273,5 +274,5 @@ def build(name: str, out: str | Path, source: str | None = None, cache: str | Pa
                 "source": str(folder) if folder else "downloaded", "source_sha256": src.used,
                 "templates": {"halu_thought_no": THOUGHT_NO, "halu_thought_yes": THOUGHT_YES} if name == "halu-cot-json"
                 else {}}
-    write_json(dest / "manifest.json", manifest)
+    write_json(dest / DATASET_MANIFEST, manifest)
     return manifest

@@ -48,7 +48,7 @@ def _file_set(spec: str, cfg: EvalConfig) -> EvalSet:
 
 def resolve_set(spec: str, cfg: EvalConfig) -> list[EvalSet]:
     """A built set's name (built on first use into `data_dir`) or a file."""
-    from tell.data.builders import BUILDERS, build
+    from tell.data.builders import BUILDERS, DATASET_MANIFEST, build
 
     name, _, sub = spec.partition(":")
     if Path(spec).is_file() or name not in BUILDERS:
@@ -57,7 +57,7 @@ def resolve_set(spec: str, cfg: EvalConfig) -> list[EvalSet]:
                             "(is-en-news:en-is, agieval:SUBTASK)")
         return [_file_set(spec, cfg)]
     root = Path(cfg.data_dir) / name
-    if not (root / "manifest.json").is_file():
+    if not (root / DATASET_MANIFEST).is_file():
         print(f"building data set {name} into {cfg.data_dir}/ (tell data build {name})")
         build(name, cfg.data_dir)
     if name in ("is-en-news", "agieval") and not sub:

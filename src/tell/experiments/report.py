@@ -53,6 +53,7 @@ COMPARISONS = (("tell vs sft", "sft", False), ("tell vs sft-matched", "sft-match
                ("tell vs tell-no-anchor", "tell-no-anchor", True), ("tell vs general-only", "general-only", True))
 VERDICTS = ("better", "worse", "no detectable difference")
 _DEFAULTS = {"role": "task", "lr": None, "selected": True, "health": "ok", "health_reason": "", "cell": None}
+NOT_JUDGED = "not judged"  # the start of a health reason for runs too short to judge (tell.experiments.results)
 _LOWER_IS_BETTER = ("loss", "perplexity")  # every metric tell's eval writes is higher-is-better
 
 
@@ -557,7 +558,7 @@ def section_header(data: SweepData, title: str | None) -> list[str]:
           "cell(s) left out of every point, fit, comparison and finding (see Run health); "
           f"{len(unselected)} learning-rate candidate cell(s) not kept by the rule, used only in the lr table.", "",
           f"Intervals: {interval}. " + (HOW_CROSSED if CROSSED in interval else HOW_ENVELOPE)
-          + f" A verdict needs at least {MIN_SEEDS} seeds; every metric is read as higher-is-better.", "",
+          + f" A verdict needs at least {MIN_SEEDS} seeds; every metric is read as higher-is-better, except losses and perplexities (lower is better).", "",
           "This report does not know the commit it was made from: whoever publishes it names the commit, the "
           "date and the command.", ""]
     if data.notes:
@@ -573,8 +574,14 @@ def section_health(data: SweepData) -> list[str]:
     for r in data.rows:
         if not healthy(r):
             bad.setdefault(r["cell"], r)
+    unjudged = {r["cell"] for r in data.rows if healthy(r) and str(r.get("health_reason") or "").startswith(
+        NOT_JUDGED)}
+    if unjudged:
+        md += [f"{len(unjudged)} healthy-marked cell(s) trained too few optimizer steps for the loss trends to be "
+               "judged: they were checked for non-finite losses only (their reason says so). Their points are "
+               "shown, but read them with that in mind.", ""]
     if not bad:
-        return md + [f"Every one of the {len({r['cell'] for r in data.rows})} cells is healthy.", ""]
+        return md + [f"None of the {len({r['cell'] for r in data.rows})} cells is unstable or failed.", ""]
     md.append(f"{len(bad)} cell(s) unstable or failed: left out of every point, fit, comparison and finding.")
     md.append("")
     rows = [[r["method"], budget_text(r["budget"]), ratio_text(r["ratio"]), r["seed"], lr_text(r["lr"]),

@@ -40,7 +40,11 @@ def _health(cd, cell, st: dict) -> tuple[str | None, str]:
     if st["status"] == "failed":
         return "failed", st.get("error", "")
     h = cd.run.metrics().get("health") or {"verdict": "ok", "reasons": []}  # runs from before health existed
-    return h["verdict"], "; ".join(h.get("reasons", []))
+    reason = "; ".join(h.get("reasons", []))
+    if h["verdict"] == "ok" and h.get("few_steps"):
+        steps = h.get("checks", {}).get("steps")
+        reason = f"not judged: {steps} optimizer step(s), too few for trends; only non-finite losses checked"
+    return h["verdict"], reason
 
 
 def select_lrs(cells: list[tuple], statuses: dict) -> tuple[dict, list[dict]]:

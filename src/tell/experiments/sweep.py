@@ -51,7 +51,8 @@ class Cell:
     def data_settings(self, spec: SweepSpec) -> dict:
         """What fixes the cell's mixture: cells that share it (lr candidates, sft and sft-matched) share one."""
         sft = self.method in ("sft", "sft-matched")
-        return {"task": spec.task, "general": [] if sft else spec.general, "tokenizer": spec.tokenizer or spec.model,
+        return {"task": _portable(spec.task), "general": [] if sft else [_portable(g) for g in spec.general],
+                "validation": validation_settings(spec), "tokenizer": spec.tokenizer or spec.model,
                 "task_tokens": self.task_tokens if self.method != "general-only" else 0,
                 "ratio": 0.0 if sft else (self.ratio if self.general_tokens is None else None),
                 "general_tokens": self.general_tokens, "anchor": spec.anchor if self.anchor else None,
@@ -69,6 +70,23 @@ class Cell:
 
     def data_key(self, spec: SweepSpec) -> str:
         return f"mix-{_digest(self.data_settings(spec))}"
+
+
+def _portable(path: str | None) -> str | None:
+    """A sweep's own pool files are named relative to the sweep folder, so that cell keys do not change
+    with how --out is spelt or where the folder is moved."""
+    if path and Path(path).parent.name == POOLS:
+        return f"{POOLS}/{Path(path).name}"
+    return path
+
+
+def validation_settings(spec: SweepSpec) -> dict | None:
+    """What fixes the validation hold-out (None: no lr choice to make, nothing held out)."""
+    grid = spec.lr_grid if isinstance(spec.lr_grid, dict) else {}  # normalised by load_spec / Sweep
+    if not any(len(v) > 1 for v in grid.values()):
+        return None
+    return {"task_examples": spec.validation_task_examples, "general_examples": spec.validation_general_examples,
+            "seed": spec.validation_seed}
 
 
 def _digest(settings: dict) -> str:
@@ -100,7 +118,8 @@ def prepare_cell(spec: SweepSpec, out: Path, cell: Cell) -> dict:
     if data.exists():
         return data.manifest()
     d = cell.data_settings(spec)
-    cfg = PrepareConfig(task=d["task"], general=list(d["general"]), tokenizer=d["tokenizer"],
+    # the settings name the sweep's own pools relative to its folder; prepare reads the real paths
+    cfg = PrepareConfig(task=spec.task, general=list(spec.general) if d["general"] else [], tokenizer=d["tokenizer"],
                         task_tokens=d["task_tokens"], ratio=d["ratio"], general_tokens=d["general_tokens"],
                         anchor=d["anchor"], no_anchor=not d["anchor"], anchor_placement=d["anchor_placement"],
                         seed=d["seed"], out=str(data.path), progress=False)
@@ -319,28 +338,47 @@ VALIDATION, POOLS = "validation", "pools"
 def hold_out_validation(spec: SweepSpec, out: Path) -> SweepSpec:
     """With an lr grid to choose from, hold task and general examples out of every budget once for the whole
     sweep (validation/task.jsonl, validation/general.jsonl; a seeded choice) and train from the rest
-    (pools/). Without a choice to make, the spec is returned as it is."""
-    if not any(len(v) > 1 for v in spec.lr_grid.values()):
+    (pools/). Without a choice to make, the spec is returned as it is. A folder whose split was made with
+    other settings or inputs is refused (its cells were chosen on another split)."""
+    settings = validation_settings(spec)
+    if settings is None:
         return spec
-    from tell.data.loading import load_records
-
     folder, pools = out / VALIDATION, out / POOLS
-    if not (folder / "split.json").is_file():
-        sources = {"task": ([spec.task] if spec.task else [], spec.validation_task_examples),
-                   "general": (list(spec.general), spec.validation_general_examples)}
-        split = {}
-        for name, (inputs, n) in sources.items():
-            recs = [r for i in inputs for r in load_records(i, source=name, progress=False).records]
-            held = {r.key for r in seeded_order(recs, spec.validation_seed, f"validation-{name}")[:n]}
-            if inputs and len(recs) - len(held) < 1:
-                raise TellError(f"the {name} data ({len(recs)} examples) cannot spare {n} for validation",
-                                field=f"validation_{name}_examples")
-            _write_records(folder / f"{name}.jsonl", [r for r in recs if r.key in held])
-            _write_records(pools / f"{name}.jsonl", [r for r in recs if r.key not in held])
-            split[name] = {"held_out": len(held), "pool": len(recs) - len(held), "inputs": inputs}
-        write_json(folder / "split.json", {"seed": spec.validation_seed, **split})
+    inputs = {"task": [spec.task] if spec.task else [], "general": list(spec.general)}
+    ident = settings | {"inputs": {k: [_input_id(i) for i in v] for k, v in inputs.items()}}
+    if (folder / "split.json").is_file():
+        old = json.loads((folder / "split.json").read_text())
+        if old.get("identity") != ident:
+            raise TellError("the sweep folder holds a validation split made with other settings or inputs; "
+                            "choose a new --out (or restore them)", file=str(folder / "split.json"))
+    else:
+        split = {name: _split(spec, name, inputs[name], n, folder, pools)
+                 for name, n in (("task", settings["task_examples"]), ("general", settings["general_examples"]))}
+        write_json(folder / "split.json", {"identity": ident, **split})
     return replace(spec, task=str(pools / "task.jsonl") if spec.task else None,
                    general=[str(pools / "general.jsonl")] if spec.general else [])
+
+
+def _input_id(spec: str) -> str:
+    from tell.data.loading import is_local
+    from tell.io import sha256_file
+
+    return f"sha256:{sha256_file(spec)}" if is_local(spec) and Path(spec).is_file() else spec
+
+
+def _split(spec: SweepSpec, name: str, inputs: list[str], n: int, folder: Path, pools: Path) -> dict:
+    from tell.data.loading import load_records
+
+    recs = [r for i in inputs for r in load_records(i, source=name, progress=False).records]
+    held_keys = {r.key for r in seeded_order(recs, spec.validation_seed, f"validation-{name}")[:n]}
+    held = [r for r in recs if r.key in held_keys]
+    pool = [r for r in recs if r.key not in held_keys]  # duplicates of a held-out example go with it
+    if inputs and not pool:
+        raise TellError(f"the {name} data ({len(recs)} examples) cannot spare {n} for validation",
+                        field=f"validation_{name}_examples")
+    _write_records(folder / f"{name}.jsonl", held)
+    _write_records(pools / f"{name}.jsonl", pool)
+    return {"held_out": len(held), "pool": len(pool), "inputs": inputs}
 
 
 def _write_records(path: Path, recs) -> None:
