@@ -264,3 +264,17 @@ def test_batched_generation_with_the_papers_penalty_ignores_padding_when_pad_is_
                          logits_processor=LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.05)]))
     counted = [tok.decode(r[width:], skip_special_tokens=True) for r in out]
     assert counted != single
+
+
+def test_json_official_follows_the_official_rewrite_as_described():
+    """../shared/paper/official_eval.md: quotes to ', the thought key restored, yes -> no, then json.loads.
+    Taken literally, that rewrite breaks every output that has a quoted string value (the restored
+    `"thought": "` opens a string the rewritten `'` cannot close), so only quote-free outputs parse."""
+    from tell.eval.metrics import json_metrics, official_rewrite, score_json
+
+    good = J({"thought": "The response is right.", "hallucination": "yes"})
+    assert official_rewrite(good) == "{\"thought\": \"The response is right.', 'hallucination': 'no'}"
+    assert score_json(good, "yes")["official"] == 0.0 and score_json(good, "yes")["strict"] == 1.0
+    assert score_json("{}", "no")["official"] == 1.0 and score_json("no JSON here", "no")["official"] == 0.0
+    items = [score_json(x, "no") for x in ("{}", "[1, 2]", "nothing", good)]
+    assert json_metrics(items, seed=0, resamples=50)["json_official"]["value"] == 0.5

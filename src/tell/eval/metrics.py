@@ -5,9 +5,14 @@ JSON adherence (Halu-CoT-JSON):
   nothing is rewritten first) with exactly the keys `thought` (a string) and `hallucination` in {yes, no};
 * lenient: some JSON object can be extracted from the output (inside code fences or prose) that has a
   `hallucination` key in {yes, no}; extra keys allowed.
+* official (`json_official`): what the official repository's script computes: the output, after its
+  rewrite (`"` -> `'`, the `thought` key's quotes restored, every `yes` -> `no`), parses as JSON at all. The
+  script reads the first 1,000 test items: evaluate with `--limit 1000` for a figure comparable with the paper.
+Which one to compare with the paper: `json_official` (the paper's "JSON correctness" came from that script);
+`json_strict` is the one that means the output is the required object.
 Label metrics (accuracy, precision, recall, F1 with "yes" as positive) are computed on the leniently parsed
-outputs; `label_accuracy_all` counts an unparsed output as wrong. (The official script rewrote every "yes"
-to "no" before parsing; nothing like that happens here.)
+outputs, never on the official rewrite (which turns every "yes" into "no"); `label_accuracy_all` counts an
+unparsed output as wrong.
 Translation: corpus chrF++ and BLEU (sacrebleu) after stripping the "Sure, here is the ... translation:"
 lead-in from hypotheses and references; optional BLEURT-20 and COMET from user-given checkpoints.
 GSM8K: exact match of the final number. AGIEval: exact match of the option letter(s) / the cloze answer.
@@ -54,11 +59,29 @@ def parse_lenient(text: str) -> dict | None:
     return None
 
 
+def official_rewrite(text: str) -> str:
+    """The official repository's rewrite before parsing (../shared/paper/official_eval.md): every `"` becomes
+    `'`, `'thought': '` and `'thought': "` become `"thought": "`, and every `yes` becomes `no`."""
+    text = text.replace('"', "'")
+    text = text.replace("'thought': '", '"thought": "').replace("'thought': \"", '"thought": "')
+    return text.replace("yes", "no")
+
+
+def parses_officially(text: str) -> bool:
+    """JSON correctness as the official script counts it: the rewritten output parses as JSON, whatever it
+    holds (no check of keys or values)."""
+    try:
+        json.loads(official_rewrite(text))
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    return True
+
+
 def score_json(output: str, gold: str) -> dict:
     strict, lenient = parse_strict(output), parse_lenient(output)
     pred = lenient["hallucination"].strip().lower() if lenient else None
-    return {"strict": float(strict is not None), "lenient": float(lenient is not None), "pred": pred,
-            "gold": gold, "correct": float(pred == gold)}
+    return {"strict": float(strict is not None), "lenient": float(lenient is not None),
+            "official": float(parses_officially(output)), "pred": pred, "gold": gold, "correct": float(pred == gold)}
 
 
 def score_gsm8k(output: str, answer: str) -> dict:
@@ -147,7 +170,9 @@ def json_metrics(items: list[dict], seed: int, resamples: int = 1000) -> dict:
             return 2 * tp / denom if denom else float("nan")
         return float(correct[i][ok[i]].mean()) if ok[i].any() else float("nan")
 
+    official = [x.get("official", float("nan")) for x in items]  # predictions saved before it existed: n/a
     out = {"json_strict": mean_metric(strict, seed, resamples), "json_lenient": mean_metric(lenient, seed, resamples),
+           "json_official": mean_metric(official, seed, resamples),
            "label_accuracy_all": mean_metric(correct, seed, resamples)}
     for name in ("accuracy", "precision", "recall", "f1"):
         out[f"label_{name}"] = _ci(bootstrap(len(items), lambda i, w=name: prf(i, w), seed=seed, resamples=resamples))
