@@ -52,7 +52,7 @@ class MixtureDir:
         """(1-based line, record) in training order. The one reader of mixture.jsonl."""
         if not self.mixture_path.is_file():
             raise TellError(f"no {self.MIXTURE}; expected a folder written by `tell prepare`", file=str(self.path))
-        with open(self.mixture_path, encoding="utf-8") as f:
+        with open(self.mixture_path, "rb") as f:  # bytes: a non-UTF-8 line is one more bad line, not a crash
             for lineno, line in enumerate(f, 1):
                 try:
                     yield lineno, record_from_json(json.loads(line))

@@ -149,9 +149,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tell.experiments.report import make_report
+    from tell.experiments.report import load_results, make_report
 
     primary, title = args.metric, None
+    if primary is not None:  # the report would quietly fall back to the first metric of each set
+        known = sorted({r["metric"] for r in load_results(args.results) if r.get("metric") is not None})
+        if primary not in known:
+            raise TellError(f"no metric '{primary}' in the results; expected one of {known}", file=args.results,
+                            field="metric")
     spec_path = os.path.join(args.results, "spec.yaml")
     if os.path.isfile(spec_path):
         from tell.experiments.sweep import load_spec
@@ -290,7 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    try:
+        try:
+            return _dispatch(build_parser().parse_args(argv))
+        finally:
+            sys.stdout.flush()  # a reader that went away (`tell ... | head -1`) shows up here, not at exit
+    except BrokenPipeError:
+        # Quietly, as a Unix tool killed by SIGPIPE: point stdout at /dev/null so that Python's own flush at
+        # exit does not print a second traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except TellError as e:

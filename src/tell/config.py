@@ -3,17 +3,23 @@
 Each group is a dataclass whose fields carry their help text in `metadata["help"]`; the CLI flags are
 generated from the fields, so a field is documented once. Unknown YAML keys are rejected by name, and
 values are type-checked with the file and key in the message.
+
+Values are checked once, where they enter: a field's `opt(check=(predicate, expected))` (a range, a finite
+number, a folder rather than a file) runs in `check_value` for YAML and the sweep's typed overrides, and in
+every group's `__post_init__` (flags, and configs built in code such as the sweep's cells), so each bad value
+gets the same one-line refusal naming the field before anything is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -26,9 +32,11 @@ from tell.models import DTYPES
 
 
 def opt(default: Any = None, help: str = "", *, flag: str | None = None, choices: tuple | None = None,
-        metavar: str | None = None, secret: bool = False) -> Any:
-    """A config field with its help text (and optional flag name, choices, metavar)."""
-    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "secret": secret}
+        metavar: str | None = None, secret: bool = False, check: tuple[Callable[[Any], bool], str] | None = None) -> Any:
+    """A config field with its help text (and optional flag name, choices, metavar). `check` is
+    (predicate, what is expected): a value the predicate refuses is a one-line error naming the field
+    (None always passes: it means "not given")."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "secret": secret, "check": check}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -86,7 +94,71 @@ def _key_value(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+# Checks for `opt(check=...)`: (predicate, what is expected). NaN fails every comparison, so "finite" is explicit.
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+POSITIVE = (lambda v: _finite(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE = (lambda v: _finite(v) and v >= 0, "a finite number >= 0")
+SHARE = (lambda v: _finite(v) and 0 <= v <= 1, "a share between 0 and 1")
+
+
+def at_least(n: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _finite(v) and v >= n, f"a whole number >= {n}")
+
+
+def _layer_spec(v: Any) -> bool:
+    if v in ("middle", "all"):
+        return True
+    parts = str(v).split(",")
+    return all(p.strip().isdigit() and int(p) >= 1 for p in parts)
+
+
+LAYERS = (_layer_spec, "middle, all, or layer numbers >= 1 separated by commas (e.g. 8,16)")
+# An output folder may be new or an existing folder (the command decides what it accepts there), never a file.
+OUT_FOLDER = (lambda v: not Path(v).exists() or Path(v).is_dir(), "a folder, not an existing file")
+
+
+def check_field(cls: type, name: str, value: Any, where: str | None = None) -> Any:
+    """Run the field's `check` (if any) on a typed value; refuse it in one line naming the field."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    check = f.metadata.get("check")
+    if check is None or value is None:
+        return value
+    predicate, expected = check
+    try:
+        ok = bool(predicate(value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TellError(f"expected {expected}, got {value!r}", file=where, field=name)
+    return value
+
+
+def validate(cfg: Any) -> None:
+    """Every field's check; called by each config group's __post_init__, so flags, YAML, the sweep's typed
+    overrides and configs built in code are all refused the same way, before anything is written."""
+    for f in dataclasses.fields(cfg):
+        check_field(type(cfg), f.name, getattr(cfg, f.name))
+
+
 def check_value(cls: type, name: str, value: Any, where: str) -> Any:
+    """A YAML (or sweep override) value, typed as the field's flag would type it, then checked."""
+    return check_field(cls, name, _typed_value(cls, name, value, where), where)
+
+
+def _as_float(value: Any) -> Any:
+    """YAML 1.1 reads `1e-4` (no dot) as text: accept a string that parses as a number for a float field."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _typed_value(cls: type, name: str, value: Any, where: str) -> Any:
     tp, optional = _base_type(typing.get_type_hints(cls)[name])
     if value is None:
         if optional:
@@ -97,7 +169,7 @@ def check_value(cls: type, name: str, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             value = [value]  # a single value where a list is expected
         if inner is float:
-            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else _as_float(v) for v in value]
         if inner is int:
             value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
         if not all(isinstance(v, inner) and not (inner is int and isinstance(v, bool)) for v in value):
@@ -107,6 +179,8 @@ def check_value(cls: type, name: str, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise TellError(f"expected a mapping, got {type(value).__name__}", file=where, field=name)
         return value
+    if tp is float:
+        value = _as_float(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer():
@@ -129,6 +203,9 @@ def load_yaml(path: str) -> dict[str, Any]:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise TellError(f"invalid YAML ({getattr(e, 'problem', e)})", file=path,
                         line=None if line is None else line + 1) from None
+    except UnicodeDecodeError as e:
+        raise TellError(f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save the file as UTF-8",
+                        file=path) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -168,6 +245,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 class PrepareConfig:
     """`tell prepare`: build a TELL mixture (anchor + exact budgets + extensive shuffle)."""
 
+    def __post_init__(self) -> None:
+        validate(self)
+
     task: str | None = opt(None, "task data: a JSONL/JSON/Parquet/CSV file or a Hub data set id "
                                  "(owner/name[:split])", metavar="FILE_OR_ID")
     general: list[str] = opt([], "general data (repeatable; sources are pooled)", metavar="FILE_OR_ID")
@@ -177,21 +257,25 @@ class PrepareConfig:
                                       "Face tokenizer dir or Hub id", metavar="PATH_OR_ID")
     trust_remote_code: bool = opt(False, "allow a Hub tokenizer to run its own code")
     task_tokens: int | None = opt(None, "task token budget (whole examples closest to N); omit for all task "
-                                        "data; 0 for general-only", metavar="N")
-    ratio: float | None = opt(None, "general tokens = RATIO x task tokens (0: task-only SFT data)", metavar="R")
-    general_tokens: int | None = opt(None, "general token budget, instead of --ratio", metavar="N")
+                                        "data; 0 for general-only", metavar="N",
+                                  check=at_least(0))
+    ratio: float | None = opt(None, "general tokens = RATIO x task tokens (0: task-only SFT data)", metavar="R",
+                              check=NON_NEGATIVE)
+    general_tokens: int | None = opt(None, "general token budget, instead of --ratio", metavar="N",
+                                     check=at_least(0))
     anchor: str | None = opt(None, "anchor prompt text, added once to every task example", metavar="TEXT")
     anchor_file: str | None = opt(None, "read the anchor text from a file", metavar="FILE")
     no_anchor: bool = opt(False, "no anchor (the ablation)")
     anchor_placement: str = opt("prefix", "where the anchor goes", choices=PLACEMENTS)
     anchor_separator: str = opt("\n", "text between the anchor and the prompt or system text")
     seed: int = opt(42, "seed of the task subset, general subset and shuffle (each derived with its purpose)")
-    max_length: int | None = opt(None, "longest example allowed, in tokens", metavar="N")
+    max_length: int | None = opt(None, "longest example allowed, in tokens", metavar="N", check=at_least(1))
     skip_invalid: bool = opt(False, "drop invalid rows (and too long examples) and count them, instead of stopping")
     allow_repeat: bool = opt(False, "repeat data when a pool is smaller than its budget (reports the repeat factor)")
     eval_file: list[str] = opt([], "eval set to check for overlap with the mixture (repeatable)", metavar="FILE")
     fail_on_contamination: bool = opt(False, "stop with an error if any eval example overlaps the mixture")
-    out: str | None = opt(None, "output folder for mixture.jsonl and manifest.json", metavar="DIR")
+    out: str | None = opt(None, "output folder for mixture.jsonl and manifest.json", metavar="DIR",
+                          check=OUT_FOLDER)
     progress: bool = opt(True, "show progress bars")
 
 
@@ -199,9 +283,13 @@ class PrepareConfig:
 class TrainConfig:
     """`tell train`: LoRA on a TELL mixture, in the mixture's order, one epoch by default (paper A.1)."""
 
+    def __post_init__(self) -> None:
+        validate(self)
+
     mixture: str | None = opt(None, "a `tell prepare` output folder (mixture.jsonl + manifest.json)", metavar="DIR")
     model: str | None = opt(None, "base model: a local Hugging Face model dir or a Hub id", metavar="PATH_OR_ID")
-    out: str | None = opt(None, "run folder (adapter, config, logs, checkpoints)", metavar="RUN_DIR")
+    out: str | None = opt(None, "run folder (adapter, config, logs, checkpoints)", metavar="RUN_DIR",
+                          check=OUT_FOLDER)
     resume: bool = opt(False, "continue from the last complete checkpoint in RUN_DIR")
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
     dtype: str = opt("auto", "weights dtype: auto (bf16 on a GPU that has it, else float32)",
@@ -209,24 +297,26 @@ class TrainConfig:
     attn_implementation: str | None = opt(None, "attention kernel: sdpa, eager, flash_attention_2 (default: "
                                                 "flash_attention_2 on a GPU when flash-attn is installed, else sdpa)",
                                           metavar="NAME")
-    lora_r: int = opt(8, "LoRA rank")
-    lora_alpha: int = opt(32, "LoRA alpha")
-    lora_dropout: float = opt(0.05, "LoRA dropout")
+    lora_r: int = opt(8, "LoRA rank", check=at_least(1))
+    lora_alpha: int = opt(32, "LoRA alpha", check=at_least(1))
+    lora_dropout: float = opt(0.05, "LoRA dropout", check=(lambda v: _finite(v) and 0 <= v < 1, "a probability in [0, 1)"))
     target_modules: str = opt("all-linear", "LoRA target modules: all-linear (every linear layer of attention and "
                                             "MLP, not the LM head) or a comma-separated list, e.g. q_proj,v_proj")
-    learning_rate: float = opt(1e-4, "peak learning rate (AdamW)")
-    weight_decay: float = opt(0.01, "AdamW weight decay")
+    learning_rate: float = opt(1e-4, "peak learning rate (AdamW)", check=POSITIVE)
+    weight_decay: float = opt(0.01, "AdamW weight decay", check=NON_NEGATIVE)
     lr_scheduler: str = opt("linear", "learning-rate schedule", choices=("linear", "cosine", "constant_with_warmup"))
     warmup_ratio: float = opt(0.03, "share of the steps spent warming up (0..1); warm-up starts above zero: step i "
                                     "of W runs at (i+1)/(W+1) of the peak, so no step runs at learning rate 0 "
-                                    "(tell.train.schedule)")
-    batch_size: int = opt(16, "examples per optimizer step (micro batch x accumulation x processes)")
-    micro_batch_size: int = opt(4, "examples per forward pass on each process")
-    epochs: float = opt(1.0, "passes over the mixture (TELL: 1)")
+                                    "(tell.train.schedule)", check=SHARE)
+    batch_size: int = opt(16, "examples per optimizer step (micro batch x accumulation x processes)",
+                          check=at_least(1))
+    micro_batch_size: int = opt(4, "examples per forward pass on each process", check=at_least(1))
+    epochs: float = opt(1.0, "passes over the mixture (TELL: 1)", check=POSITIVE)
     max_steps: int | None = opt(None, "train exactly N optimizer steps, going over the mixture again as needed "
-                                      "(overrides epochs; the sweep's sft-matched baseline uses it)", metavar="N")
+                                      "(overrides epochs; the sweep's sft-matched baseline uses it)", metavar="N",
+                                check=at_least(1))
     seed: int = opt(42, "seed of LoRA init, dropout and anything random in training")
-    max_length: int = opt(1024, "longest example in tokens (after the chat template)")
+    max_length: int = opt(1024, "longest example in tokens (after the chat template)", check=at_least(2))
     length_policy: str = opt("truncate", "examples over max_length: truncate the answer's tail, or drop them "
                                          "(an example left with no answer token is always dropped and counted)",
                              choices=("truncate", "drop"))
@@ -234,12 +324,12 @@ class TrainConfig:
     packing: str = opt("auto", "pack several examples per row without attention across their borders "
                                "(auto: on where the model supports it)", choices=("auto", "on", "off"))
     gradient_checkpointing: bool = opt(False, "recompute activations to save memory")
-    logging_steps: int = opt(1, "log every N optimizer steps")
-    save_steps: int = opt(50, "checkpoint every N optimizer steps (0: only at the end)")
-    save_total_limit: int = opt(2, "complete checkpoints to keep")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    logging_steps: int = opt(1, "log every N optimizer steps", check=at_least(1))
+    save_steps: int = opt(50, "checkpoint every N optimizer steps (0: only at the end)", check=at_least(0))
+    save_total_limit: int = opt(2, "complete checkpoints to keep", check=at_least(1))
+    max_grad_norm: float = opt(1.0, "gradient clipping norm", check=POSITIVE)
     divergence_factor: float = opt(10.0, "stop when the loss exceeds this factor x the first logged loss "
-                                         "(a non-finite loss always stops)")
+                                         "(a non-finite loss always stops)", check=POSITIVE)
     training_args: dict = opt({}, "other transformers TrainingArguments settings, passed through as they are "
                                   "(YAML mapping, or --training-arg KEY=VALUE, repeatable; e.g. tf32=true, "
                                   "optim=adamw_torch_fused); the settings tell makes itself are refused",
@@ -251,6 +341,12 @@ class TrainConfig:
 class EvalConfig:
     """`tell eval`: generate on eval sets and score them the way the paper does, with bootstrap CIs."""
 
+    def __post_init__(self) -> None:
+        validate(self)
+        if not self.greedy and not self.temperature > 0:
+            raise TellError(f"expected a temperature > 0 for sampling (or --greedy), got {self.temperature!r}",
+                            field="temperature")
+
     model: str | None = opt(None, "base model: a local dir or a Hub id", metavar="PATH_OR_ID")
     adapter: str | None = opt(None, "a `tell train` run folder or a PEFT adapter folder", metavar="RUN_DIR")
     data: list[str] = opt([], "eval set (repeatable): a built name (halu-cot-json, is-en-news:en-is, is-en-news:is-en, "
@@ -259,18 +355,19 @@ class EvalConfig:
                                       "general whatever its data say: never given the anchor (forgetting tests)",
                                   metavar="NAME_OR_FILE")
     data_dir: str = opt("data", "where `tell data build` put the built sets (missing ones are built there)")
-    out: str | None = opt(None, "output folder for predictions.jsonl and metrics.json", metavar="DIR")
-    limit: int | None = opt(None, "evaluate only the first N items of each set", metavar="N")
+    out: str | None = opt(None, "output folder for predictions.jsonl and metrics.json", metavar="DIR",
+                          check=OUT_FOLDER)
+    limit: int | None = opt(None, "evaluate only the first N items of each set", metavar="N", check=at_least(1))
     greedy: bool = opt(False, "greedy decoding instead of the paper's sampling")
-    temperature: float = opt(0.3, "sampling temperature (paper)")
-    top_k: int = opt(20, "top-k (paper)")
-    top_p: float = opt(0.7, "top-p (paper)")
-    repetition_penalty: float = opt(1.05, "repetition penalty (paper)")
+    temperature: float = opt(0.3, "sampling temperature (paper; > 0 unless --greedy)", check=NON_NEGATIVE)
+    top_k: int = opt(20, "top-k (paper; 0: no top-k)", check=at_least(0))
+    top_p: float = opt(0.7, "top-p (paper)", check=(lambda v: _finite(v) and 0 < v <= 1, "a share in (0, 1]"))
+    repetition_penalty: float = opt(1.05, "repetition penalty (paper)", check=POSITIVE)
     max_new_tokens: int | None = opt(None, "tokens to generate (default: the set's metric kind's, see "
-                                           "tell.eval.kinds)", metavar="N")
-    batch_size: int = opt(16, "prompts per generation batch")
+                                           "tell.eval.kinds)", metavar="N", check=at_least(1))
+    batch_size: int = opt(16, "prompts per generation batch", check=at_least(1))
     shots: int | None = opt(None, "k-shot examples from the train split (default: 2 for translation, else 0)",
-                            metavar="K")
+                            metavar="K", check=at_least(0))
     shot_seed: int = opt(42, "seed of the k-shot choice")
     sample_seed: int = opt(42, "seed of sampling (batch b uses seed + b)")
     anchor: str | None = opt(None, "anchor text for task prompts (default: the one in the run's manifest)",
@@ -301,7 +398,7 @@ class SweepSpec:
     anchor: str | None = opt(None, "anchor text for the tell method")
     anchor_placement: str = opt("prefix", "where the anchor goes", choices=PLACEMENTS)
     eval: list[str] = opt([], "eval sets (built names or files), as for `tell eval --data`")
-    eval_limit: int | None = opt(None, "items per eval set (all when omitted)")
+    eval_limit: int | None = opt(None, "items per eval set (all when omitted)", check=at_least(1))
     data_dir: str = opt("data", "where built eval sets live")
     metric: str | None = opt(None, "metric kind for eval files without meta.kind", choices=KIND_NAMES)
     methods: list[str] = opt(list(METHOD_NAMES), "methods to run")
@@ -331,6 +428,9 @@ class SweepSpec:
 class ProbeConfig:
     """`tell probe`: does the anchor move task inputs away from general inputs inside the model?"""
 
+    def __post_init__(self) -> None:
+        validate(self)
+
     model: str | None = opt(None, "base model: a local dir or a Hub id", metavar="PATH_OR_ID")
     adapter: str | None = opt(None, "a `tell train` run folder or a PEFT adapter folder", metavar="RUN_DIR")
     task: str | None = opt(None, "task records: a file, or a `tell prepare` folder (its task examples)",
@@ -341,12 +441,14 @@ class ProbeConfig:
     anchor2: str | None = opt(None, "a second anchor to compare", metavar="TEXT")
     anchor_placement: str | None = opt(None, "where the anchor goes (default: as in the manifest, else prefix)",
                                        choices=PLACEMENTS)
-    examples: int = opt(50, "examples per group (the paper: 50)")
-    layers: str = opt("middle", "layer(s): middle (the paper's 16 of 32), all (a per-layer curve), or numbers 1..L")
+    examples: int = opt(50, "examples per group (the paper: 50)", check=at_least(2))
+    layers: str = opt("middle", "layer(s): middle (the paper's 16 of 32), all (a per-layer curve), or numbers 1..L",
+                      check=LAYERS)
     pooling: str = opt("mean", "pool over the prompt tokens: mean, or the last token", choices=("mean", "last"))
-    bootstrap: int = opt(200, "bootstrap resamples for the intervals (middle layer; 0 for none)")
+    bootstrap: int = opt(200, "bootstrap resamples for the intervals (middle layer; 0 for none)", check=at_least(0))
     seed: int = opt(42, "seed of the example choice, the probe's folds, the bootstrap and t-SNE")
-    out: str | None = opt(None, "output folder for probe.json and the plots", metavar="DIR")
+    out: str | None = opt(None, "output folder for probe.json and the plots", metavar="DIR",
+                          check=OUT_FOLDER)
     dtype: str = opt("auto", "weights dtype", choices=DTYPES)
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
 
@@ -354,6 +456,9 @@ class ProbeConfig:
 @dataclass
 class AnchorConfig:
     """`tell anchor generate`: let the model write its own anchor (paper A.6), ranked by the probe."""
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     model: str | None = opt(None, "the model that writes (and is probed)", metavar="PATH_OR_ID")
     adapter: str | None = opt(None, "optional adapter", metavar="RUN_DIR")
@@ -368,8 +473,8 @@ class AnchorConfig:
     repetition_penalty: float = opt(1.05, "repetition penalty for the candidates")
     min_words: int = opt(3, "shortest acceptable anchor, in words")
     max_words: int = opt(40, "longest acceptable anchor, in words")
-    examples: int = opt(50, "examples per group for the ranking probe")
-    layers: str = opt("middle", "probe layer(s)")
+    examples: int = opt(50, "examples per group for the ranking probe", check=at_least(2))
+    layers: str = opt("middle", "probe layer(s)", check=LAYERS)
     rank_metric: str = opt("silhouette", "separation gain used to rank",
                            choices=("silhouette", "centroid_cosine_distance", "probe_accuracy"))
     pilot: int = opt(0, "also rank the top N by a short TELL training + eval (needs --general, --eval, "
@@ -378,6 +483,7 @@ class AnchorConfig:
     task_tokens: int | None = opt(None, "task budget for --pilot", metavar="N")
     ratio: float | None = opt(None, "general ratio for --pilot", metavar="R")
     seed: int = opt(42, "seed of the shown examples and the sampling")
-    out: str | None = opt(None, "output folder: candidates.json and anchor.txt (the best)", metavar="DIR")
+    out: str | None = opt(None, "output folder: candidates.json and anchor.txt (the best)", metavar="DIR",
+                          check=OUT_FOLDER)
     dtype: str = opt("auto", "weights dtype", choices=DTYPES)
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")

@@ -28,9 +28,33 @@ def resolve_dtype(name: str) -> Any:
     return getattr(torch, name)
 
 
+# Files one of which a folder must hold for AutoTokenizer to build a tokenizer from it (besides *.model).
+_VOCAB_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
+
+
+def _local_folder(name: str) -> Path | None:
+    """The folder `name` names when it looks like a local path (not a Hub id `owner/name`): it starts with
+    . / or ~, or it or its first part exists here. A missing or wrong one is refused in plain words, not
+    as a malformed Hub repo id."""
+    p = Path(name).expanduser()
+    first = Path(name).parts[0] if Path(name).parts else name
+    if not (name.startswith((".", "/", "~")) or p.exists() or (len(Path(name).parts) > 1 and Path(first).is_dir())):
+        return None
+    if not p.exists():
+        raise TellError("no such model folder; expected a local model folder or a Hub id (owner/name)", file=name)
+    if not p.is_dir():
+        raise TellError("is a file; expected a model folder (config.json, weights, tokenizer files)", file=name)
+    return p
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
+    folder = _local_folder(name)
+    if folder is not None and not any((folder / f).is_file() for f in _VOCAB_FILES) \
+            and not any(folder.glob("*.model")) and not any(folder.glob("*.tiktoken")):
+        raise TellError(f"no tokenizer files in the folder (none of {', '.join(_VOCAB_FILES)}); expected a model "
+                        "folder saved with its tokenizer (tokenizer.save_pretrained)", file=name)
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as e:
@@ -50,6 +74,7 @@ def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = Fals
     import torch
     from transformers import AutoModelForCausalLM
 
+    _local_folder(name)
     if attn_implementation is None:
         # flash-attention's varlen kernel when it is installed and a GPU is there, else PyTorch's SDPA
         use_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None

@@ -105,7 +105,11 @@ def anchor_from_options(text: str | None, file: str | None, placement: str, sepa
         p = Path(file)
         if not p.is_file():
             raise TellError("no such file", file=file)
-        text = p.read_text(encoding="utf-8").strip()
+        try:
+            text = p.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise TellError(f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save the file "
+                            "as UTF-8", file=file, field="anchor_file") from None
         if not text:
             raise TellError("the anchor file is empty; expected the anchor text", file=file)
     if no_anchor or not text:

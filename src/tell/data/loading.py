@@ -116,6 +116,8 @@ def iter_rows(spec: str) -> Iterator[tuple[int, Any]]:
         yield from _iter_hub(spec)
         return
     path = Path(spec)
+    if path.is_dir():
+        raise TellError(f"is a folder; expected a data file ({', '.join(sorted(FILE_SUFFIXES))})", file=spec)
     if not path.is_file():
         raise TellError("no such file", file=spec)
     kind = FILE_SUFFIXES.get(path.suffix.lower())
@@ -123,19 +125,24 @@ def iter_rows(spec: str) -> Iterator[tuple[int, Any]]:
         raise TellError(f"unknown file type '{path.suffix}'; expected one of {sorted(FILE_SUFFIXES)}", file=spec)
     if path.stat().st_size == 0:
         raise TellError("the file is empty; expected at least one record", file=spec)
-    if kind == "jsonl":
-        yield from _iter_jsonl(path)
-    elif kind == "json":
-        yield from _iter_json(path)
-    elif kind == "parquet":
-        yield from _iter_parquet(path)
-    else:
-        yield from _iter_csv(path, "," if kind == "csv" else "\t")
+    try:
+        if kind == "jsonl":
+            yield from _iter_jsonl(path)
+        elif kind == "json":
+            yield from _iter_json(path)
+        elif kind == "parquet":
+            yield from _iter_parquet(path)
+        else:
+            yield from _iter_csv(path, "," if kind == "csv" else "\t")
+    except UnicodeDecodeError as e:
+        raise TellError(f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save the file as "
+                        "UTF-8", file=spec) from None
 
 
 def load_records(spec: str, *, source: str, fmt: str = "auto", skip_invalid: bool = False,
-                 progress: bool = True) -> Loaded:
-    """Read, validate and normalise every row of `spec` into `Record`s tagged with `source`."""
+                 progress: bool = True, skip_hint: bool = False) -> Loaded:
+    """Read, validate and normalise every row of `spec` into `Record`s tagged with `source`.
+    `skip_hint`: the error names `--skip-invalid` (only for commands that take that flag)."""
     if fmt != "auto" and fmt not in FORMATS:
         raise TellError(f"unknown format '{fmt}'; expected 'auto' or one of {sorted(FORMATS)}")
     records: list[Record] = []
@@ -158,7 +165,8 @@ def load_records(spec: str, *, source: str, fmt: str = "auto", skip_invalid: boo
         except RowInvalid as e:
             if not skip_invalid:
                 field_name = None if e.field == "(row)" else e.field
-                raise TellError(f"{e} (format '{chosen}'; --skip-invalid drops such rows)" if chosen
+                hint = "; --skip-invalid drops such rows" if skip_hint else ""
+                raise TellError(f"{e} (format '{chosen}'{hint})" if chosen
                                 else str(e), file=spec, line=row_no, field=field_name) from None
             dropped[e.reason] += 1
             continue

@@ -69,7 +69,7 @@ def _check_budgets(cfg: PrepareConfig) -> None:
 def _pools(cfg: PrepareConfig, anchor) -> tuple[list[Record], list[Record], dict[str, list[dict]]]:
     """(anchored task pool, general pool, per-input info), de-duplicated: task examples win over
     identical general ones."""
-    load = dict(fmt=cfg.format, skip_invalid=cfg.skip_invalid, progress=cfg.progress)
+    load = dict(fmt=cfg.format, skip_invalid=cfg.skip_invalid, progress=cfg.progress, skip_hint=True)
     seen: set[str] = set()
     inputs: dict[str, list[dict]] = {TASK: [], GENERAL: []}
     task_pool: list[Record] = []
@@ -92,7 +92,7 @@ def _contamination(cfg: PrepareConfig, chosen: list[Record], anchor) -> list[dic
     """Overlap of the eval files with the chosen examples; an error with --fail-on-contamination."""
     if not cfg.eval_file:
         return []
-    load = dict(fmt=cfg.format, skip_invalid=cfg.skip_invalid, progress=cfg.progress)
+    load = dict(fmt=cfg.format, skip_invalid=cfg.skip_invalid, progress=cfg.progress, skip_hint=True)
     eval_sets = {spec: load_records(spec, source="eval", **load).records for spec in cfg.eval_file}
     contam = contamination.check(eval_sets, chosen, anchor)
     bad = [c for c in contam if c["exact_overlap"] or c[f"ngram{contamination.N}_overlap"]]

@@ -65,6 +65,9 @@ def render_text(rec: Record) -> str:
 
 def record_from_json(d: dict[str, Any]) -> Record:
     """Inverse of `Record.to_json` (the `tell` format that `mixture.jsonl` uses)."""
+    for key in ("prompt", "response", "system"):
+        if not isinstance(d.get(key, ""), str):
+            raise ValueError(f"field '{key}': expected a string, got {type(d[key]).__name__}")
     return Record(prompt=d["prompt"], response=d["response"], system=d.get("system", ""),
                   history=list(d.get("history", [])), source=d.get("source", TASK),
                   origin=d.get("origin", ""), row=int(d.get("row", 0)),

@@ -92,6 +92,20 @@ def kind(name: str, where: str | None = None) -> MetricKind:
     return KINDS[name]
 
 
+def check_items(kind_name: str, recs: list[Record]) -> None:
+    """Refuse, before anything is generated, item fields a scorer could not use."""
+    for rec in recs:
+        choices = rec.meta.get("choices")
+        if kind_name == "mcq" and choices is not None and not (
+                isinstance(choices, (str, list)) and choices
+                and all(isinstance(c, str) and len(c) == 1 and c.isalpha() for c in choices)):
+            raise TellError(f"expected the option letters, e.g. \"ABCD\" or [\"A\", \"B\"], got {choices!r}",
+                            file=rec.origin, line=rec.row, field="meta.choices")
+        if kind_name == "format" and not isinstance(rec.meta.get("format_regex"), str):
+            raise TellError("format items need meta.format_regex (a regular expression)", file=rec.origin,
+                            line=rec.row, field="meta.format_regex")
+
+
 def item_scores(kind_name: str, metric: str, row: dict) -> float | None:
     """The per-item value whose mean is `metric` (for paired comparisons), or None for corpus metrics."""
     for m, key in KINDS[kind_name].item_metrics:

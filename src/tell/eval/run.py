@@ -21,7 +21,7 @@ from tell.data.anchor import Anchor
 from tell.data.loading import load_records
 from tell.data.records import Record
 from tell.errors import TellError
-from tell.eval.kinds import KIND_NAMES, KINDS, kind
+from tell.eval.kinds import KIND_NAMES, KINDS, check_items, kind
 from tell.eval.store import PredictionStore
 from tell.io import sha256_file, write_json
 from tell.prompting import prompt_ids, prompt_text
@@ -43,6 +43,7 @@ def _file_set(spec: str, cfg: EvalConfig) -> EvalSet:
     if name not in KINDS:
         raise TellError(f"the records have no meta.kind; give --metric one of {list(KIND_NAMES)}", file=spec)
     role = recs[0].meta.get("role") or kind(name).role
+    check_items(name, recs)
     return EvalSet(spec, Path(spec), recs, name, role, None)
 
 
@@ -52,6 +53,9 @@ def resolve_set(spec: str, cfg: EvalConfig) -> list[EvalSet]:
 
     name, _, sub = spec.partition(":")
     if Path(spec).is_file() or name not in BUILDERS:
+        if Path(spec).is_dir():
+            raise TellError(f"is a folder; expected an eval file (.jsonl, .json, .parquet, .csv) or one of "
+                            f"{sorted(BUILDERS)}", file=spec)
         if not Path(spec).is_file():
             raise TellError(f"unknown eval set '{spec}'; expected a file or one of {sorted(BUILDERS)} "
                             "(is-en-news:en-is, agieval:SUBTASK)")

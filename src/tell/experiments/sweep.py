@@ -167,6 +167,13 @@ def load_spec(path: str) -> SweepSpec:
     return spec
 
 
+def _as_number(x):
+    try:
+        return float(x) if isinstance(x, str) else x
+    except ValueError:
+        return x
+
+
 def _lr_grid(spec: SweepSpec, path: str) -> dict[str, list[float]]:
     """The lr candidates of every trained method: {method: [lr, ...]} (one candidate: no choice to make)."""
     default = float(spec.train.get("learning_rate", TrainConfig.learning_rate))
@@ -186,11 +193,11 @@ def _lr_grid(spec: SweepSpec, path: str) -> dict[str, list[float]]:
         if m == "base":
             continue
         lrs = raw.get(m, raw.get("default", [default]))
-        lrs = lrs if isinstance(lrs, list) else [lrs]
+        lrs = [_as_number(x) for x in (lrs if isinstance(lrs, list) else [lrs])]  # YAML reads 1e-4 as text
         if not lrs or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
                               for x in lrs):
-            raise TellError(f"expected a list of positive learning rates for {m}, got {lrs!r} (YAML reads 1e-4 as "
-                            "text: write 1.0e-4)", file=path, field="lr_grid")
+            raise TellError(f"expected a list of positive learning rates for {m}, got {lrs!r}", file=path,
+                            field="lr_grid")
         grid[m] = sorted({float(x) for x in lrs})
     if "learning_rate" in spec.train and any(len(v) > 1 for v in grid.values()):
         raise TellError("give learning rates in lr_grid or train.learning_rate, not both", file=path, field="lr_grid")

@@ -26,7 +26,8 @@ def _records(spec: str, source: str) -> tuple[list[Record], MixtureDir | None]:
     if Path(spec).is_dir():
         mix = MixtureDir(spec)
         if not mix.exists():
-            raise TellError("expected a `tell prepare` folder or a file", file=spec)
+            raise TellError("is a folder without manifest.json; expected a `tell prepare` folder or a records file",
+                            file=spec)
         return mix.source_records(source, unanchored=True), mix
     return load_records(spec, source=source, progress=False).records, None
 

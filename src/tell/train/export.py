@@ -15,6 +15,8 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
            trust_remote_code: bool = False) -> Path:
     adapter, cfg = resolve_adapter(run)
     dest = Path(out)
+    if dest.exists() and not dest.is_dir():
+        raise TellError("is a file; expected a new or empty folder", file=str(dest), field="out")
     if dest.exists() and any(dest.iterdir()):
         raise TellError("the output folder is not empty; choose a new --out", file=str(dest))
     tmp = dest.with_name(dest.name + ".tmp")

@@ -47,10 +47,7 @@ def _check(cfg: TrainConfig) -> None:
     for name in ("mixture", "model", "out"):
         if not getattr(cfg, name):
             raise TellError(f"no --{name} given", field=name)
-    if cfg.batch_size < 1 or cfg.micro_batch_size < 1 or cfg.max_length < 2:
-        raise TellError("batch_size, micro_batch_size must be >= 1 and max_length >= 2")
-    if not 0.0 <= cfg.warmup_ratio <= 1.0:
-        raise TellError(f"expected a share between 0 and 1, got {cfg.warmup_ratio}", field="warmup_ratio")
+    # the values themselves (learning rate > 0, epochs > 0, warmup share, ...) are checked by TrainConfig
 
 
 def _accumulation(cfg: TrainConfig) -> tuple[int, int]:

@@ -1,0 +1,204 @@
+"""Bad values, files and folders are refused in one line, exit code 2, with nothing written (issue 16).
+
+Every case runs the real CLI in-process and stops before any model is loaded or trained, so the file is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_jsonl
+from tell.cli import main
+from tell.config import SweepSpec, TrainConfig, build
+from tell.errors import TellError
+
+
+def _tell_row(meta: dict) -> dict:
+    return {"prompt": "which is it", "response": "A", "source": "task", "origin": "x", "meta": meta}
+
+
+@pytest.fixture
+def world(tmp_path, toy_mixture, tiny_model, hf_tokenizer_dir, data_files) -> dict:
+    """Paths every case may use; broken artifacts are copies made in tmp_path."""
+    w = {"tmp": tmp_path, "mix": toy_mixture, "model": tiny_model, "tok": hf_tokenizer_dir,
+         "task": data_files["task"], "general": data_files["general1"], "out": tmp_path / "out"}
+    w["file"] = tmp_path / "a_file"
+    w["file"].write_text("keep me\n")
+    w["eval"] = write_jsonl(tmp_path / "eval.jsonl", [_tell_row({"kind": "cloze"})] * 2)
+    w["mcq"] = write_jsonl(tmp_path / "mcq.jsonl", [_tell_row({"kind": "mcq", "choices": 5})])
+    w["number"] = write_jsonl(tmp_path / "number.jsonl", ['{"prompt": "a b", "response": 5}'])
+    (tmp_path / "utf16.json").write_bytes(b"\xff\xfe" + '[{"prompt": "a", "response": "b"}]'.encode("utf-16-le"))
+    (tmp_path / "utf16.csv").write_bytes(b"\xff\xfeprompt,response\na,b\n")
+    (tmp_path / "utf16.yaml").write_bytes(b"\xff\xfelearning_rate: 1.0e-4\n")
+    (tmp_path / "lr.yaml").write_text("learning_rate: -1.0e-4\n")
+    (tmp_path / "lr_text.yaml").write_text("learning_rate: lots\n")
+    for name in ("no_mixture", "torn_manifest", "number_mixture"):
+        shutil.copytree(toy_mixture, tmp_path / name)
+    (tmp_path / "no_mixture" / "mixture.jsonl").unlink()
+    m = tmp_path / "torn_manifest" / "manifest.json"
+    m.write_text(m.read_text()[:100])
+    lines = (tmp_path / "number_mixture" / "mixture.jsonl").read_text().splitlines()
+    lines[3] = json.dumps(json.loads(lines[3]) | {"response": 5})
+    (tmp_path / "number_mixture" / "mixture.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "no_tokenizer").mkdir()
+    shutil.copy(tiny_model / "config.json", tmp_path / "no_tokenizer")
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")  # export checks --out before reading it
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "results.jsonl").write_text(json.dumps({"method": "base", "seed": 1, "set": "s",
+                                                                  "metric": "accuracy", "value": 0.5}) + "\n")
+    (tmp_path / "spec.yaml").write_text(f"model: {tiny_model}\nmethods: [base]\neval: [x.jsonl]\n"
+                                        "train: {learning_rate: -1.0}\n")
+    return w
+
+
+def _train(w, *more):
+    return ["train", "--mixture", str(w["mix"]), "--model", str(w["model"]), "--out", str(w["out"]),
+            "--no-progress", *more]
+
+
+def _eval(w, *more, data="eval"):
+    return ["eval", "--model", str(w["model"]), "--data", str(w[data]) if data in w else data,
+            "--out", str(w["out"]), "--greedy", "--no-progress", *more]
+
+
+def _prepare(w, *more, task=None):
+    return ["prepare", "--task", str(task or w["task"]), "--general", str(w["general"]), "--tokenizer",
+            str(w["tok"]), "--ratio", "1", "--out", str(w["out"]), "--no-progress", *more]
+
+
+def _probe(w, *more):
+    return ["probe", "--model", str(w["model"]), "--task", str(w["task"]), "--general", str(w["general"]),
+            "--anchor", "task", "--out", str(w["out"]), *more]
+
+
+# (case id, argv from the world, text the one-line message must hold)
+CASES = [
+    # values that meant something else
+    ("eval-limit-0", lambda w: _eval(w, "--limit", "0"), "field 'limit': expected a whole number >= 1, got 0"),
+    ("eval-limit-negative", lambda w: _eval(w, "--limit", "-4"), "field 'limit'"),
+    ("train-max-steps-0", lambda w: _train(w, "--max-steps", "0"), "field 'max_steps': expected a whole number >= 1"),
+    ("train-warmup-ratio-1.5", lambda w: _train(w, "--warmup-ratio", "1.5"),
+     "field 'warmup_ratio': expected a share between 0 and 1, got 1.5"),
+    ("report-unknown-metric", lambda w: ["report", str(w["tmp"] / "sweep"), "--metric", "nonsense"],
+     "no metric 'nonsense' in the results; expected one of ['accuracy']"),
+    # values that raised tracebacks
+    ("train-lr-negative", lambda w: _train(w, "--learning-rate", "-1"), "field 'learning_rate': expected a finite number > 0"),
+    ("train-lr-nan", lambda w: _train(w, "--learning-rate", "nan"), "got nan"),
+    ("train-lr-negative-yaml", lambda w: ["train", "--config", str(w["tmp"] / "lr.yaml"), "--mixture", str(w["mix"]),
+                                          "--model", str(w["model"]), "--out", str(w["out"])],
+     "lr.yaml: field 'learning_rate': expected a finite number > 0"),
+    ("train-lr-text-yaml", lambda w: ["train", "--config", str(w["tmp"] / "lr_text.yaml")],
+     "field 'learning_rate': expected float, got str 'lots'"),
+    ("sweep-train-lr-negative", lambda w: ["sweep", str(w["tmp"] / "spec.yaml"), "--out", str(w["out"])],
+     "(train): field 'learning_rate': expected a finite number > 0"),
+    ("train-epochs-0", lambda w: _train(w, "--epochs", "0"), "field 'epochs'"),
+    ("config-not-utf8", lambda w: ["train", "--config", str(w["tmp"] / "utf16.yaml")], "not UTF-8 text (byte 0xff"),
+    ("data-json-not-utf8", lambda w: _prepare(w, task=w["tmp"] / "utf16.json"), "utf16.json: not UTF-8 text"),
+    ("data-csv-not-utf8", lambda w: _prepare(w, task=w["tmp"] / "utf16.csv"), "utf16.csv: not UTF-8 text"),
+    ("anchor-file-not-utf8", lambda w: _prepare(w, "--anchor-file", str(w["tmp"] / "utf16.csv")),
+     "field 'anchor_file': not UTF-8 text"),
+    ("mixture-missing", lambda w: ["train", "--mixture", str(w["tmp"] / "no_mixture"), "--model", str(w["model"]),
+                                   "--out", str(w["out"])], "no mixture.jsonl"),
+    ("manifest-truncated", lambda w: ["train", "--mixture", str(w["tmp"] / "torn_manifest"), "--model",
+                                      str(w["model"]), "--out", str(w["out"])], "manifest.json: not valid JSON"),
+    ("mixture-response-number", lambda w: ["train", "--mixture", str(w["tmp"] / "number_mixture"), "--model",
+                                           str(w["model"]), "--out", str(w["out"]), "--no-progress"],
+     "mixture.jsonl:4: not a mixture record (ValueError: field 'response': expected a string, got int)"),
+    ("data-response-number", lambda w: _prepare(w, task=w["number"]), "field 'response': expected a string, got int"),
+    ("eval-batch-size-0", lambda w: _eval(w, "--batch-size", "0"), "field 'batch_size'"),
+    ("eval-temperature-0-sampling", lambda w: [a for a in _eval(w, "--temperature", "0") if a != "--greedy"],
+     "field 'temperature': expected a temperature > 0 for sampling (or --greedy)"),
+    ("eval-shots-negative", lambda w: _eval(w, "--shots", "-1"), "field 'shots': expected a whole number >= 0"),
+    ("eval-mcq-choices-number", lambda w: _eval(w, data="mcq"), "field 'meta.choices': expected the option letters"),
+    ("prepare-ratio-nan", lambda w: _prepare(w, "--ratio", "nan"), "field 'ratio': expected a finite number >= 0, got nan"),
+    ("prepare-ratio-inf", lambda w: _prepare(w, "--ratio", "inf"), "got inf"),
+    ("prepare-out-file", lambda w: _prepare(w, "--out", str(w["file"])), "field 'out': expected a folder, not an existing file"),
+    ("train-out-file", lambda w: _train(w, "--out", str(w["file"])), "field 'out': expected a folder"),
+    ("eval-out-file", lambda w: _eval(w, "--out", str(w["file"])), "field 'out': expected a folder"),
+    ("export-out-file", lambda w: ["export", str(w["tmp"] / "adapter"), "--out", str(w["file"])],
+     "field 'out': is a file; expected a new or empty folder"),
+    ("probe-layers-text", lambda w: _probe(w, "--layers", "abc"), "field 'layers': expected middle, all, or layer numbers"),
+    ("probe-examples-0", lambda w: _probe(w, "--examples", "0"), "field 'examples': expected a whole number >= 2"),
+    ("probe-examples-1", lambda w: _probe(w, "--examples", "1"), "got 1"),
+    # misleading messages
+    ("model-path-missing", lambda w: _eval(w, "--model", str(w["tmp"] / "no" / "model")), "no such model folder"),
+    ("model-path-relative-missing", lambda w: _eval(w, "--model", "./no_model_here"), "no such model folder"),
+    ("model-without-tokenizer", lambda w: _eval(w, "--model", str(w["tmp"] / "no_tokenizer")),
+     "no tokenizer files in the folder (none of tokenizer.json"),
+    ("eval-bad-row-no-skip-hint", lambda w: _eval(w, "--metric", "cloze", data="number"),
+     "(format 'prompt_response')"),
+    ("prepare-task-folder", lambda w: _prepare(w, task=w["tmp"] / "a_folder"), "a_folder: is a folder; expected a data file"),
+    ("prepare-eval-file-folder", lambda w: _prepare(w, "--eval-file", str(w["tmp"] / "a_folder")), "is a folder"),
+    ("eval-data-folder", lambda w: _eval(w, data=str(w["tmp"] / "a_folder")), "a_folder: is a folder; expected an eval file"),
+    ("probe-task-folder", lambda w: [a if a != str(w["task"]) else str(w["tmp"] / "a_folder") for a in _probe(w)],
+     "is a folder without manifest.json"),
+]
+
+
+@pytest.mark.parametrize("make_argv,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_refused_in_one_line_exit_2_nothing_written(world, capsys, make_argv, expected):
+    code = main(make_argv(world))
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert err.startswith("tell: error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert expected in err, err
+    assert "--skip-invalid" not in err or make_argv(world)[0] == "prepare"
+    assert not world["out"].exists()  # nothing half-written, e.g. config.json before a refused learning rate
+    assert world["file"].read_text() == "keep me\n"
+
+
+def test_yaml_float_without_a_dot_is_accepted_and_text_still_refused(tmp_path):
+    y = tmp_path / "t.yaml"
+    y.write_text("learning_rate: 1e-4\nwarmup_ratio: 3e-2\n")  # YAML 1.1 reads these as text
+    cfg = build(TrainConfig, yaml_path=str(y))
+    assert cfg.learning_rate == 1e-4 and isinstance(cfg.learning_rate, float) and cfg.warmup_ratio == 0.03
+    y.write_text("ratios: [1e1, 2]\nmodel: m\n")
+    assert build(SweepSpec, yaml_path=str(y)).ratios == [10.0, 2.0]
+    y.write_text("learning_rate: 1e-4x\n")
+    with pytest.raises(TellError, match="expected float, got str '1e-4x'"):
+        build(TrainConfig, yaml_path=str(y))
+
+
+def test_a_config_built_in_code_is_checked_too():
+    """The sweep builds TrainConfig/EvalConfig itself: the same checks run there (dataclass __post_init__)."""
+    from tell.config import EvalConfig
+
+    with pytest.raises(TellError, match="field 'learning_rate'"):
+        TrainConfig(learning_rate=float("nan"))
+    with pytest.raises(TellError, match="field 'limit'"):
+        EvalConfig(limit=0)
+    assert EvalConfig(temperature=0.0, greedy=True).temperature == 0.0  # greedy ignores the temperature
+
+
+def test_broken_pipe_exits_quietly(tmp_path, data_files, hf_tokenizer_dir):
+    """`tell prepare ... | head -1`: the reader goes away; no traceback, the exit code a SIGPIPE'd tool gives."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before tell writes
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    argv = ["prepare", "--task", str(data_files["task"]), "--general", str(data_files["general1"]), "--tokenizer",
+            str(hf_tokenizer_dir), "--ratio", "1", "--out", str(tmp_path / "mix"), "--no-progress"]
+    p = subprocess.run([sys.executable, "-m", "tell.cli", *argv], stdout=w, stderr=subprocess.PIPE, env=env,
+                       timeout=300)
+    os.close(w)
+    assert p.returncode == 141 and p.stderr == b"", p.stderr.decode()
+    assert (tmp_path / "mix" / "manifest.json").is_file()  # the work was done; only the summary had no reader
+
+
+def test_resume_drops_a_torn_last_log_line(tmp_path):
+    from tell.artifacts import RunDir
+    from tell.train.run import _trim_log
+
+    run = RunDir(tmp_path)
+    rows = [{"step": s, "loss": 1.0, "tokens_task": s, "tokens_general": 2 * s} for s in (1, 2, 3)]
+    run.log_path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "lo')
+    assert _trim_log(run, 2) == (2, 4)
+    assert run.log() == rows[:2] and run.log_path.read_text().endswith("}\n")
