@@ -73,7 +73,7 @@ class MetricKind:
 
 KINDS: dict[str, MetricKind] = {k.name: k for k in (
     MetricKind("json", _score_json, _agg_json, 512, "task",
-               item_metrics=(("json_strict", "strict"), ("json_lenient", "lenient"),
+               item_metrics=(("json_strict", "strict"), ("json_lenient", "lenient"), ("json_official", "official"),
                              ("label_accuracy_all", "correct"))),
     MetricKind("translation", None, _agg_translation, 1024, "task", shots=2),
     MetricKind("gsm8k", _score_gsm8k, _agg_accuracy, 384, "general", item_metrics=(("accuracy", "correct"),)),
