@@ -278,3 +278,105 @@ def test_json_official_follows_the_official_rewrite_as_described():
     assert score_json("{}", "no")["official"] == 1.0 and score_json("no JSON here", "no")["official"] == 0.0
     items = [score_json(x, "no") for x in ("{}", "[1, 2]", "nothing", good)]
     assert json_metrics(items, seed=0, resamples=50)["json_official"]["value"] == 0.5
+
+
+# ---- the paper's protocol: fixed 2-shot, lengths, OpenBookQA, the AGIEval average, GSM8K as the task -------
+
+def test_two_shot_is_one_fixed_pair_by_default_per_item_on_request(tmp_path):
+    from tell.config import EvalConfig
+    from tell.eval.run import resolve_set, set_inputs
+
+    src = fake_source(tmp_path / "src")
+    build("is-en-news", tmp_path / "data", source=str(src))
+    (es,) = resolve_set("is-en-news:en-is", EvalConfig(data_dir=str(tmp_path / "data")))
+    shots = lambda mode, seed=42: [tuple(t["content"] for t in r.history)  # noqa: E731
+                                   for r in set_inputs(es, EvalConfig(shot_mode=mode, shot_seed=seed), None)[1]]
+    fixed, per_item = shots("fixed"), shots("per-item")
+    assert len(fixed) == 5 and len(set(fixed)) == 1 and len(fixed[0]) == 4  # 2 shots = 2 user + 2 assistant turns
+    assert len(set(per_item)) > 1 and shots("per-item") == per_item  # seeded
+    assert shots("fixed", 7) != fixed or shots("fixed", 8) != fixed  # the pair follows --shot-seed
+
+
+def test_default_generation_length_covers_the_longest_reference(tiny_model):
+    from tell.data.records import Record
+    from tell.eval.run import default_max_new_tokens
+    from tell.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model))
+    long = [Record(prompt="p", response=" ".join(["river"] * 1200)), Record(prompt="p", response="castle")]
+    assert default_max_new_tokens("translation", long, tok) == int(1200 * 1.25) + 16  # past the kind's 1,024
+    assert default_max_new_tokens("mcq", [Record(prompt="p", response="B")], tok) == 32  # the kind's default
+
+
+def _obqa_ai2(i: int) -> dict:
+    return {"id": f"q{i}", "question": {"stem": f"Which is a planet {i}?", "choices": [
+        {"text": t, "label": lab} for t, lab in zip(("a river", "a planet", "a cloud", "a candle"), "ABCD")]},
+        "answerKey": "B"}
+
+
+def test_openbookqa_builder_local_copy_and_hub_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tell.errors import TellError
+    from tell.eval.metrics import score_mcq
+
+    src = tmp_path / "src"
+    for split in ("train", "test"):  # AI2's original JSONL layout, in a local copy
+        write_jsonl(src / "openbookqa" / f"{split}.jsonl", [_obqa_ai2(i) for i in range(3)])
+    m = build("openbookqa", tmp_path / "a", source=str(src))
+    assert m["splits"] == {"train": 3, "test": 3} and set(m["source_sha256"]) == {"openbookqa/train.jsonl",
+                                                                                  "openbookqa/test.jsonl"}
+    rec = json.loads((tmp_path / "a/openbookqa/test.jsonl").read_text().splitlines()[0])
+    assert rec["meta"] == {"kind": "mcq", "role": "general", "label": "B", "choices": ["A", "B", "C", "D"]}
+    assert rec["prompt"].startswith("Which is a planet 0?\n\n(A) a river\n(B) a planet") and rec["response"] == "B"
+    assert score_mcq("The answer is (B).", rec["meta"]["label"], rec["meta"]["choices"])["correct"] == 1.0
+    # The Hub's Parquet layout (allenai/openbookqa, main): read from the download cache when the local folder has
+    # no copy (a pre-filled cache: the test never downloads).
+    cache = tmp_path / "cache"
+    for split in ("train", "test"):
+        rows = [{"id": f"h{i}", "question_stem": f"What grows {i}?", "choices": {"text": ["stone", "tree", "glass", "iron"],
+                 "label": ["A", "B", "C", "D"]}, "answerKey": "B"} for i in range(2)]
+        (cache / "openbookqa").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), cache / "openbookqa" / f"{split}.parquet")
+    (tmp_path / "nocopy").mkdir()
+    m = build("openbookqa", tmp_path / "b", source=str(tmp_path / "nocopy"), cache=str(cache))
+    assert m["splits"] == {"train": 2, "test": 2} and "openbookqa/test.parquet" in m["source_sha256"]
+    rec = json.loads((tmp_path / "b/openbookqa/test.jsonl").read_text().splitlines()[1])
+    assert rec["prompt"].startswith("What grows 1?\n\n(A) stone\n(B) tree") and rec["meta"]["label"] == "B"
+    bad = _obqa_ai2(0) | {"answerKey": "E"}
+    write_jsonl(src / "openbookqa" / "test.jsonl", [bad])
+    with pytest.raises(TellError, match=r"openbookqa/test.jsonl:1: field 'answerKey': expected the answer key"):
+        build("openbookqa", tmp_path / "c", source=str(src))
+
+
+def test_agieval_average_and_gsm8k_scored_as_the_task(tmp_path, tiny_model):
+    """Several AGIEval sub-tasks -> an `agieval` average (each sub-task counts once); --task-data makes GSM8K a
+    task set that gets the anchor (paper A.4); the generation length used is recorded."""
+    from tell.config import EvalConfig
+    from tell.data.builders import AGIEVAL_EN, AGIEVAL_ZH
+    from tell.eval.run import evaluate
+
+    src = fake_source(tmp_path / "src")
+    for name in AGIEVAL_EN + AGIEVAL_ZH:
+        write_jsonl(src / "agieval" / f"{name}.jsonl", [
+            {"passage": None, "question": f"{name} question {i}", "options": ["(A) river", "(B) ocean"], "label": "A"}
+            for i in range(3)] + [{"passage": None, "question": "no gold", "options": ["(A) a", "(B) b"], "label": []}])
+    for name in ("agieval", "gsm8k"):
+        build(name, tmp_path / "data", source=str(src))
+    # an item without a gold answer (one jec-qa-kd item has `label: []`) cannot be scored: left out
+    assert len((tmp_path / "data" / "agieval" / "jec-qa-kd" / "test.jsonl").read_text().splitlines()) == 3
+    res = evaluate(EvalConfig(model=str(tiny_model), data=["agieval:aqua-rat", "agieval:lsat-ar"], task_data=["gsm8k"],
+                              data_dir=str(tmp_path / "data"), anchor="task", greedy=True, limit=2, bootstrap=20,
+                              out=str(tmp_path / "ev"), progress=False))
+    subs = [res["sets"][f"agieval:{n}"]["metrics"]["accuracy"]["value"] for n in ("aqua-rat", "lsat-ar")]
+    avg = res["averages"]["agieval"]
+    assert avg["sets"] == ["agieval:aqua-rat", "agieval:lsat-ar"] and avg["items"] == 4
+    assert avg["metrics"]["accuracy"]["value"] == pytest.approx(sum(subs) / 2)
+    gsm = res["sets"]["gsm8k"]
+    assert gsm["role"] == "task" and gsm["anchor"]["text"] == "task"
+    assert res["sets"]["agieval:aqua-rat"]["anchor"] is None  # general-ability sets never get it
+    assert gsm["decoding"]["max_new_tokens"] == 384 and res["sets"]["agieval:aqua-rat"]["decoding"]["max_new_tokens"] == 32
+    preds = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert all("task\n2+2?" in p["input"] for p in preds if p["set"] == "gsm8k")
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["averages"] == res["averages"]

@@ -123,7 +123,7 @@ def test_hub_ids_go_through_datasets(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     recs = load_records("openai/gsm8k:test", source="general", progress=False).records
-    assert calls == [("openai/gsm8k", "test")] and recs[0].response == "a" and recs[0].row == 0
+    assert calls == [("openai/gsm8k", "test")] and recs[0].response == "a" and recs[0].row == 1  # 1-based records
     load_records("tatsu-lab/alpaca", source="general", fmt="question_answer", progress=False)
     assert calls[-1] == ("tatsu-lab/alpaca", "train")
 

@@ -15,6 +15,7 @@ from tell.config import PrepareConfig
 from tell.data.prepare import prepare
 from tell.data.records import record_from_json, render_text
 from tell.data.tokens import load_counter
+from tell.errors import TellError
 
 ANCHOR = "judge answer json task"
 
@@ -128,6 +129,33 @@ def test_pool_too_small_and_repeat(data_files, hf_tokenizer_dir, tmp_path):
     assert not (tmp_path / "x").exists()
     m = prepare(cfg(data_files, hf_tokenizer_dir, tmp_path / "r", ratio=500.0, allow_repeat=True))
     assert m["budget"]["general_repeat_factor"] > 1.5
+
+
+def test_train_max_length_counts_drops_or_refuses_examples_training_would_cut(data_files, hf_tokenizer_dir,
+                                                                               tmp_path, capsys):
+    m = prepare(cfg(data_files, hf_tokenizer_dir, tmp_path / "keep", train_max_length=20))
+    ln, rows = m["lengths"], read_mixture(tmp_path / "keep")
+    for source in ("task", "general"):
+        lens = [r["tokens"] for r in rows if r["source"] == source]
+        assert ln[source]["longest"] == max(lens) and ln[source]["examples"] == len(lens)
+        assert ln[source]["over_train_max_length"] == sum(n > 20 for n in lens) > 0  # kept, counted
+    assert ln["policy"] == "keep" and ln["counted_by"] == {"kind": "huggingface", "name": str(hf_tokenizer_dir)}
+    assert "without chat-template tokens" in ln["note"]
+    d = prepare(cfg(data_files, hf_tokenizer_dir, tmp_path / "drop", train_max_length=20, length_policy="drop"))
+    assert all(r["tokens"] <= 20 for r in read_mixture(tmp_path / "drop"))
+    assert d["lengths"]["task"]["over_train_max_length"] == 0 and d["dropped"]["task"]["over_train_max_length"] > 0
+    assert abs(d["budget"]["task_tokens"] - 300) < 30  # the budget is met with examples that fit
+    with pytest.raises(TellError, match=r"training cuts examples over 20 \(--train-max-length"):
+        prepare(cfg(data_files, hf_tokenizer_dir, tmp_path / "refuse", train_max_length=20, length_policy="refuse"))
+    assert not (tmp_path / "refuse").exists()
+    # Without a training length the longest examples are still reported; the summary says who counted.
+    assert prepare(cfg(data_files, hf_tokenizer_dir, tmp_path / "none"))["lengths"]["task"]["over_train_max_length"] is None
+    assert main(["prepare", "--task", str(data_files["task"]), "--general", str(data_files["general1"]),
+                 "--tokenizer", str(hf_tokenizer_dir), "--task-tokens", "300", "--ratio", "3", "--train-max-length",
+                 "20", "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"counted by {hf_tokenizer_dir}, without chat-template tokens" in out
+    assert "over --train-max-length 20: task" in out and "(kept; training cuts their tail)" in out
 
 
 def test_contamination_guard(tmp_path, hf_tokenizer_dir, data_files):

@@ -77,12 +77,41 @@ def test_probe_cli_writes_numbers_and_plots(tmp_path, tiny_model, toy_mixture, c
                  "--anchor2", "judge json answer", "--layers", "all", "--bootstrap", "20", "--out", str(out)]) == 0
     doc = json.loads((out / "probe.json").read_text())
     assert doc["anchor"]["text"] == "task" and doc["groups"] == {"general": 20, "task": 20, "task+anchor": 20,
-                                                                 "task+anchor2": 20}
+                                                                 "task+anchor2": 20, "task+random": 20}
     assert set(doc["layers"]) == {"1", "2"} and "silhouette" in doc["layers"]["1"]["task+anchor"]
-    assert set(doc["gain"]) == {"task+anchor", "task+anchor2"}
+    assert set(doc["gain"]) == {"task+anchor", "task+anchor2", "task+random"}
     for name in ("tsne_layer1.png", "pca_layer1.png", "separation_by_layer.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert "task+anchor vs general" in capsys.readouterr().out
+
+
+def test_random_prefix_control_has_the_anchors_token_length_and_is_seeded(tmp_path, tiny_model, toy_mixture,
+                                                                          llama2_tokenizer, capsys):
+    """Separation that any prefix causes must not be credited to the anchor: by default the probe also places a
+    random prefix of the anchor's token length (random vocabulary words, seeded) and reports the anchor over it."""
+    from tell.data.anchor import Anchor
+    from tell.probe.run import random_prefix
+
+    _, tok = llama2_tokenizer
+    anchor = Anchor("The following is a hallucination-detection task; answer in the required JSON format.")
+    n = len(tok(anchor.text, add_special_tokens=False)["input_ids"])
+    a, b, c = (random_prefix(tok, anchor, seed) for seed in (1, 1, 2))
+    assert a["text"] == b["text"] != c["text"] and a["tokens"] == a["anchor_tokens"] == n
+    assert not {w.lower() for w in a["text"].split()} & {"following", "hallucination", "task", "answer", "json"}
+    r = a["anchor"].apply(Record(prompt="Is this right?", response="no"))
+    assert r.prompt == a["text"] + "\nIs this right?"  # placed where the anchor goes
+    out = tmp_path / "probe"
+    assert main(["probe", "--model", str(tiny_model), "--task", str(toy_mixture), "--examples", "12",
+                 "--bootstrap", "0", "--out", str(out)]) == 0
+    doc = json.loads((out / "probe.json").read_text())
+    k = str(doc["main_layer"])
+    assert doc["random_prefix"]["tokens"] == doc["random_prefix"]["anchor_tokens"] == 1  # the anchor is "task"
+    assert doc["anchor_over_random"]["silhouette"] == pytest.approx(
+        doc["layers"][k]["task+anchor"]["silhouette"]["value"] - doc["layers"][k]["task+random"]["silhouette"]["value"])
+    assert "anchor over a random prefix of its length (1 tokens)" in capsys.readouterr().out
+    assert main(["probe", "--model", str(tiny_model), "--task", str(toy_mixture), "--examples", "12", "--bootstrap",
+                 "0", "--no-random-prefix", "--out", str(tmp_path / "off")]) == 0
+    assert "task+random" not in json.loads((tmp_path / "off" / "probe.json").read_text())["groups"]
 
 
 def test_clean_candidates():

@@ -20,6 +20,16 @@ from tell.config import SweepSpec, TrainConfig, build
 from tell.errors import TellError
 
 
+def _reseal(mix: Path) -> None:
+    """Give a hand-edited mixture a manifest that agrees with it (sha256 and lines)."""
+    import hashlib
+
+    m = json.loads((mix / "manifest.json").read_text())
+    data = (mix / "mixture.jsonl").read_bytes()
+    m["mixture"] |= {"sha256": hashlib.sha256(data).hexdigest(), "examples": data.count(b"\n")}
+    (mix / "manifest.json").write_text(json.dumps(m))
+
+
 def _tell_row(meta: dict) -> dict:
     return {"prompt": "which is it", "response": "A", "source": "task", "origin": "x", "meta": meta}
 
@@ -47,6 +57,7 @@ def world(tmp_path, toy_mixture, tiny_model, hf_tokenizer_dir, data_files) -> di
     lines = (tmp_path / "number_mixture" / "mixture.jsonl").read_text().splitlines()
     lines[3] = json.dumps(json.loads(lines[3]) | {"response": 5})
     (tmp_path / "number_mixture" / "mixture.jsonl").write_text("\n".join(lines) + "\n")
+    _reseal(tmp_path / "number_mixture")  # the manifest agrees with the edit: the record itself is refused
     (tmp_path / "no_tokenizer").mkdir()
     shutil.copy(tiny_model / "config.json", tmp_path / "no_tokenizer")
     (tmp_path / "a_folder").mkdir()

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from conftest import write_jsonl
+from pathlib import Path
+
+from conftest import SHARED, write_jsonl
 from tell.cli import main
 
 
@@ -121,7 +123,87 @@ def test_example_recipes_are_valid_specs():
     for p in paths:
         assert p.read_text().startswith("# tell sweep ")  # each recipe starts with the command that runs it
         spec = load_spec(str(p))
-        assert spec.model and spec.eval
+        assert spec.model and (spec.eval or spec.task_eval)
+
+
+# Paths in the recipes are relative to the project root; general data named by Hub id cannot be reached offline.
+OFFLINE_GENERAL_CAP = 500_000  # general tokens the stand-in pool can give a cell (it holds about 660k)
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "halueval").is_dir(), reason="no ../shared/data")
+def test_dry_run_of_every_recipe_with_the_data_built_offline(tmp_path, capsys):
+    """`tell sweep --dry-run` on every recipe in examples/sweeps/, with its data sets built from ../shared/data
+    and its token counter (the paper recipes: the Llama-2 SentencePiece model). What cannot be had offline is
+    replaced, and said here: general data named by Hub id (tatsu-lab/alpaca, garage-bAInd/Open-Platypus) by a
+    local stand-in (HaluEval's general answers: Alpaca queries answered by ChatGPT), and the grid is cut to its
+    smallest cell (general tokens capped to what the stand-in holds). demo_cpu.yaml needs `tell demo --quick`
+    first: tests/test_demo.py runs it. A dry run prepares mixtures but loads no model and no eval set."""
+    import yaml
+
+    from conftest import REPO
+    from tell.data.builders import build
+
+    stand_in = write_jsonl(tmp_path / "general.jsonl", [
+        {"prompt": r["user_query"], "response": r["chatgpt_response"]}
+        for r in map(json.loads, (SHARED / "data" / "halueval" / "general_data.jsonl").read_text().splitlines())])
+    data = tmp_path / "data"
+    for name in ("halu-cot-json", "is-en-news", "gsm8k"):
+        build(name, data, source=str(SHARED / "data"))
+    local = lambda p: str(data.joinpath(*Path(p).parts[1:])) if p.startswith("data/") else (  # noqa: E731
+        str((REPO / p).resolve()) if p.startswith("../") else p)
+    recipes = [p for p in sorted((REPO / "examples" / "sweeps").glob("*.yaml")) if p.name != "demo_cpu.yaml"]
+    assert len(recipes) >= 7
+    for path in recipes:
+        spec = yaml.safe_load(path.read_text())
+        task, ratio = min(spec["task_tokens"]), min(spec["ratios"])
+        spec.update(task=local(spec["task"]), tokenizer=local(spec["tokenizer"]), general=[str(stand_in)],
+                    data_dir=str(data), task_tokens=[task], ratios=[min(ratio, OFFLINE_GENERAL_CAP / task)],
+                    seeds=spec["seeds"][:1])
+        assert all(not g.startswith(("data/", "../")) for g in yaml.safe_load(path.read_text())["general"]), path
+        y = tmp_path / path.name
+        y.write_text(yaml.safe_dump(spec, allow_unicode=True))
+        assert main(["sweep", str(y), "--out", str(tmp_path / path.stem), "--dry-run"]) == 0, path
+        out = capsys.readouterr().out
+        assert "cells; still to train" in out and "lengths: longest task example" in out, path
+        assert "counted by" in out and "llama2/tokenizer.model" in out, path
+        if path.name.startswith("is_en"):  # the IS-EN-NEWS recipes set lengths that fit every document
+            assert "every example fits" in out, (path, out.splitlines()[-1])
+
+
+def test_task_eval_scores_a_set_as_the_task_and_a_cell_with_no_task_example_left_fails(spec, tmp_path, capsys,
+                                                                                        tiny_model):
+    """`task_eval` (GSM8K as the task, paper A.4): a set whose data say role general is scored as the task's, with
+    the tell cell's anchor. A tell cell whose task examples are all longer than train.max_length (dropped) fails
+    instead of ending as done with 0 task tokens trained."""
+    from transformers import AutoTokenizer
+
+    from tell.artifacts import MixtureDir
+    from tell.prompting import encode
+
+    gsm = write_jsonl(tmp_path / "gsm.jsonl", [
+        {"prompt": f"add river {i}", "response": f"#### {i}", "source": "general", "origin": "g", "row": i,
+         "meta": {"kind": "gsm8k", "role": "general", "answer": str(i)}} for i in range(3)])
+    s = json.loads(spec.read_text()) | {"methods": ["tell"], "ratios": [1], "eval": [], "task_eval": [str(gsm)]}
+    spec.write_text(json.dumps(s))
+    out = tmp_path / "sw"
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert {(r["set"], r["role"], r["metric"]) for r in rows} == {(str(gsm), "task", "accuracy")}
+    (cell,) = out.glob("cells/tell-*")
+    metrics = json.loads((cell / "eval" / "metrics.json").read_text())["sets"][str(gsm)]
+    assert metrics["role"] == "task" and metrics["anchor"]["text"] == "task"
+    preds = [json.loads(x) for x in (cell / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert all("task\nadd river" in p["input"] for p in preds)
+    # Every task example over the training length, dropped: the cell fails, with the reason.
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    mix = next((out / "mixtures").glob("*"))
+    lens = [(r.source, sum(map(len, encode(tok, r)))) for _, r in MixtureDir(mix).records()]
+    shortest_task = min(n for src, n in lens if src == "task")
+    assert any(n < shortest_task for src, n in lens if src == "general")
+    spec.write_text(json.dumps(s | {"train": s["train"] | {"max_length": shortest_task - 1, "length_policy": "drop"}}))
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "cut")]) == 0
+    (status,) = [json.loads(p.read_text()) for p in (tmp_path / "cut").glob("cells/*/status.json")]
+    assert status["status"] == "failed" and "0 task tokens would be trained" in status["error"]
 
 
 def test_sweep_workers_run_cells_in_parallel_processes(spec, tmp_path, capsys):

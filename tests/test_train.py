@@ -117,6 +117,36 @@ def test_length_policy_counts(toy_mixture, tiny_model):
                          train_on_prompt=False, progress=False)
 
 
+def test_answer_and_eos_cuts_are_counted_warned_and_no_task_example_left_is_refused(toy_mixture, tiny_model,
+                                                                                    tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from tell.prompting import encode
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    lens = [(r.source, len(p), len(p) + len(a)) for _, r in MixtureDir(toy_mixture).records() for p, a in [encode(tok, r)]]
+    cut = min(n for s, _, n in lens if s == "task") - 1  # every task example loses its last token (EOS)
+    data = tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=cut, length_policy="truncate",
+                            train_on_prompt=False, progress=False)
+    for source in ("task", "general"):  # a cut always takes the answer's end and its EOS
+        assert data.counts[f"answer_cut_{source}"] == sum(s == source and p < cut < n for s, p, n in lens)
+    assert data.counts["answer_cut_task"] == data.counts["examples_task"] > 0
+    assert not any(e["input_ids"][-1] == tok.eos_token_id for e in data.examples if e["source"] == 1)
+    m = train(cfg(toy_mixture, tiny_model, tmp_path / "cut", max_length=cut, max_steps=1))
+    err = capsys.readouterr().err
+    assert f"tell: warning: at --max-length {cut}" in err and f"{data.counts['answer_cut_task']:,} task" in err
+    assert m["length_policy"]["answer_cut_task"] == data.counts["answer_cut_task"]
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["length_policy"] == m["length_policy"]
+    # Every task example over the length, dropped: 0 task tokens would be trained -> refused (a sweep cell fails).
+    shortest_task = min(n for s, _, n in lens if s == "task")
+    assert any(n < shortest_task for s, _, n in lens if s == "general")  # general examples would survive
+    code = main(["train", "--mixture", str(toy_mixture), "--model", str(tiny_model), "--out", str(tmp_path / "none"),
+                 "--max-length", str(shortest_task - 1), "--length-policy", "drop", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "0 task tokens would be trained" in err and err.count("\n") == 1
+    assert not (tmp_path / "none" / "metrics.json").exists()
+
+
 def test_packed_loss_equals_padded_loss(toy_mixture, tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -9,6 +9,7 @@ the records live here and nowhere else, so every command reads an artifact the s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +48,25 @@ class MixtureDir:
 
     def anchor(self) -> Anchor | None:
         return Anchor.from_json(self.manifest().get("anchor"))
+
+    def verify(self) -> dict:
+        """The manifest, once mixture.jsonl is checked against it (sha256 and line count). A mixture cut short,
+        edited, or replaced without its manifest is refused: every command that reads a mixture calls this first."""
+        manifest = self.manifest()
+        if not self.mixture_path.is_file():
+            raise TellError(f"no {self.MIXTURE}; expected a folder written by `tell prepare`", file=str(self.path))
+        want = manifest.get("mixture") or {}
+        digest, lines = hashlib.sha256(), 0
+        with open(self.mixture_path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+                lines += block.count(b"\n")
+        if digest.hexdigest() != want.get("sha256") or lines != want.get("examples"):
+            raise TellError(f"{self.MIXTURE} ({lines} lines, sha256 {digest.hexdigest()[:12]}) does not match "
+                            f"{self.MANIFEST} ({want.get('examples')} lines, sha256 {str(want.get('sha256'))[:12]}): "
+                            "it was changed after `tell prepare` wrote it, or a prepare was cut short; prepare it "
+                            "again (a sweep does so once the folder is deleted)", file=str(self.path))
+        return manifest
 
     def records(self) -> Iterator[tuple[int, Record]]:
         """(1-based line, record) in training order. The one reader of mixture.jsonl."""

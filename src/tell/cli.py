@@ -42,6 +42,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     for label in ("task", "general"):
         if m["dropped"][label]:
             print(f"  dropped from {label} data: {m['dropped'][label]}")
+    _print_lengths(m["lengths"])
     for label in ("task", "general"):
         if b[f"{label}_repeat_factor"] > 1:
             print(f"  {label} data repeated {b[f'{label}_repeat_factor']:.2f}x (--allow-repeat)")
@@ -50,6 +51,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
               f"of {c['examples']} eval examples")
     print(f"  manifest: {cfg.out}/manifest.json")
     return 0
+
+
+def _print_lengths(ln: dict) -> None:
+    """The prepare summary's length line: longest examples, and those over the training length."""
+    who = f"counted by {ln['counted_by']['name']}, without chat-template tokens"
+    line = f"  longest example: task {ln['task']['longest']:,}, general {ln['general']['longest']:,} tokens ({who})"
+    n = ln["train_max_length"]
+    if n:
+        over = {s: ln[s]["over_train_max_length"] + ln[s]["dropped_over_train_max_length"] for s in ("task", "general")}
+        action = {"keep": "kept; training cuts their tail", "drop": "dropped", "refuse": "none allowed"}[ln["policy"]]
+        line += f"; over --train-max-length {n:,}: task {over['task']:,}, general {over['general']:,} ({action})"
+    print(line)
 
 
 TRAIN_EXAMPLE = """\
@@ -112,6 +125,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, s in res["sets"].items():
         shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in s["metrics"].items())
         print(f"{name} ({s['items']} items): {shown}")
+    for name, s in res.get("averages", {}).items():
+        shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in s["metrics"].items())
+        print(f"{name} average of {len(s['sets'])} sub-tasks ({s['items']} items): {shown}")
     print(f"  wrote {cfg.out}/predictions.jsonl and {cfg.out}/metrics.json")
     return 0
 
@@ -134,16 +150,21 @@ SWEEP_EXAMPLE = """\
 example:
   tell sweep examples/sweeps/halu_llama2_7b.yaml --out sweeps/halu-llama2 --dry-run   # the grid and its cost
   tell sweep examples/sweeps/halu_llama2_7b.yaml --out sweeps/halu-llama2 --workers 2
+  tell sweep examples/sweeps/halu_llama2_7b.yaml --out /shared/sweeps/halu --executor ray --gpus-per-cell 1
+  tell sweep examples/sweeps/halu_llama2_7b.yaml --out /shared/sweeps/halu --executor slurm --no-wait
   tell report sweeps/halu-llama2
 """
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from tell.experiments.sweep import Sweep, load_spec
+    from tell.experiments.sweep import Sweep, executor_options, load_spec
 
     spec = load_spec(args.spec)
-    rows = Sweep(spec, args.out, spec_path=args.spec).run(workers=args.workers, dry_run=args.dry_run)
-    if not args.dry_run:
+    opts = executor_options(spec, workers=args.workers, name=args.executor, gpus_per_cell=args.gpus_per_cell,
+                            cpus_per_cell=args.cpus_per_cell, ray_address=args.ray_address,
+                            wait=False if args.no_wait else None)
+    rows = Sweep(spec, args.out, spec_path=args.spec).run(dry_run=args.dry_run, executor=opts)
+    if not args.dry_run and rows:
         print(f"wrote {args.out}/results.csv and results.jsonl ({len(rows)} rows); next: tell report {args.out}")
     return 0
 
@@ -203,6 +224,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     k = doc["main_layer"]
     for cond, metrics in doc["layers"][k].items():
         print(f"layer {k}, {cond} vs general: " + ", ".join(f"{m} {_fmt_ci(v)}" for m, v in metrics.items()))
+    if doc.get("anchor_over_random"):
+        print(f"  anchor over a random prefix of its length ({doc['random_prefix']['tokens']} tokens): "
+              + ", ".join(f"{m} {v:+.4f}" for m, v in doc["anchor_over_random"].items()))
     print(f"  wrote {cfg.out}/probe.json and t-SNE / PCA plots")
     return 0
 
@@ -252,9 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                 EVAL_EXAMPLE, EvalConfig)
     d = sub.add_parser("data", help="build the paper's data sets", description="build the paper's data sets")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    p = _subcommand(dsub, "build", cmd_data_build, "build a data set: halu-cot-json, is-en-news, gsm8k, agieval",
+    p = _subcommand(dsub, "build", cmd_data_build, "build a data set: halu-cot-json, is-en-news, gsm8k, agieval, "
+                                                   "openbookqa",
                     DATA_EXAMPLE, None)
-    p.add_argument("name", metavar="NAME", help="halu-cot-json | is-en-news | gsm8k | agieval")
+    p.add_argument("name", metavar="NAME", help="halu-cot-json | is-en-news | gsm8k | agieval | openbookqa")
     p.add_argument("--out", default="data", metavar="DIR", help="where to write NAME/ (default: data)")
     p.add_argument("--source", metavar="DIR", help="local copies laid out like ../shared/data (default: that folder "
                                                    "when it exists, else download the public files)")
@@ -263,7 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
                     SWEEP_EXAMPLE, None)
     p.add_argument("spec", metavar="SPEC.yaml", help="the sweep spec (see examples/sweeps/)")
     p.add_argument("--out", required=True, metavar="DIR", help="sweep folder (cells/, results.csv, results.jsonl)")
-    p.add_argument("--workers", type=int, default=1, help="cells run in parallel on this machine")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel on this machine (executor local)")
+    p.add_argument("--executor", choices=("local", "ray", "slurm"),
+                   help="where cells run (default: the spec's executor.name, else local)")
+    p.add_argument("--gpus-per-cell", type=int, help="GPUs per cell (local: pinned per worker; ray; slurm)")
+    p.add_argument("--cpus-per-cell", type=int, help="CPUs per cell (ray, slurm)")
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="slurm: submit the jobs and exit; the same command later collects what finished")
     p.add_argument("--dry-run", action="store_true",
                    help="print the grid, the tokens each cell trains on and the total cost; trains nothing "
                         "(the mixtures are prepared, which is cheap and cached)")

@@ -24,7 +24,9 @@ from typing import Any, Callable
 import yaml
 
 from tell.data.anchor import PLACEMENTS
+from tell.data.emit import EMITS
 from tell.data.formats import FORMATS
+from tell.data.sources import check_columns, check_spec, parse_columns
 from tell.errors import TellError
 from tell.eval.kinds import KIND_NAMES
 from tell.experiments.methods import METHOD_NAMES
@@ -32,11 +34,15 @@ from tell.models import DTYPES
 
 
 def opt(default: Any = None, help: str = "", *, flag: str | None = None, choices: tuple | None = None,
-        metavar: str | None = None, secret: bool = False, check: tuple[Callable[[Any], bool], str] | None = None) -> Any:
+        metavar: str | None = None, secret: bool = False, check: tuple[Callable[[Any], bool], str] | None = None,
+        parse: Callable[[Any, str | None, str], Any] | None = None, input_flag: str | None = None) -> Any:
     """A config field with its help text (and optional flag name, choices, metavar). `check` is
     (predicate, what is expected): a value the predicate refuses is a one-line error naming the field
-    (None always passes: it means "not given")."""
-    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "secret": secret, "check": check}
+    (None always passes: it means "not given"). `parse(value, file, name)` reads a YAML value the type alone
+    cannot describe (an input given as text or a mapping). `input_flag`: "input" for a flag naming an input
+    (--task, --general), "refine" for one that refines the input flag just before it (--format, --columns)."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "secret": secret, "check": check,
+            "parse": parse, "input_flag": input_flag}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -62,10 +68,18 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         meta = f.metadata
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         help_text = meta.get("help", "")
-        if default not in (None, [], "", False):
+        if default not in (None, [], "", False, {}):
             help_text += f" (default: {default})"
         # argparse %-formats help strings: a literal "95%" must be written "95%%"
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text.replace("%", "%%")}
+        if meta.get("input_flag") == "input":
+            kw.update(action=_InputFlag, many=typing.get_origin(tp) is list)
+        elif meta.get("input_flag") == "refine":
+            kw.update(action=_RefineFlag, type=_columns_flag if tp is dict else tp)
+        if meta.get("input_flag"):
+            kw.update({k: meta[k] for k in ("choices", "metavar") if meta.get(k)})
+            parser.add_argument(_flag(f), **kw)
+            continue
         if tp is bool:
             action = argparse.BooleanOptionalAction if default else "store_true"
             parser.add_argument(_flag(f), action=action, **kw)
@@ -81,6 +95,51 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
         parser.add_argument(_flag(f), **kw)
+
+
+class _InputFlag(argparse.Action):
+    """A flag naming an input (--task, --general): remembered, so that a --format / --columns right after it
+    refines that input alone."""
+
+    def __init__(self, *args: Any, many: bool = False, **kw: Any):
+        super().__init__(*args, **kw)
+        self.many = many
+
+    def __call__(self, parser, ns, value, option_string=None):
+        if self.many:
+            setattr(ns, self.dest, list(getattr(ns, self.dest, None) or []) + [value])
+            ns._tell_last_input = (self.dest, len(getattr(ns, self.dest)) - 1)
+        else:
+            setattr(ns, self.dest, value)
+            ns._tell_last_input = (self.dest, None)
+
+
+class _RefineFlag(argparse.Action):
+    """--format / --columns: of the input flag just before it (the input becomes a mapping {path, format,
+    columns}); before any input flag, the default of every input that names none."""
+
+    def __call__(self, parser, ns, value, option_string=None):
+        merge = lambda old: {**old, **value} if isinstance(value, dict) and isinstance(old, dict) else value  # noqa: E731
+        target = getattr(ns, "_tell_last_input", None)
+        if target is None:
+            setattr(ns, self.dest, merge(getattr(ns, self.dest, None)))
+            return
+        dest, i = target
+        items = getattr(ns, dest)
+        spec = items if i is None else items[i]
+        spec = {"path": spec} if isinstance(spec, str) else dict(spec)
+        spec[self.dest] = merge(spec.get(self.dest))
+        if i is None:
+            setattr(ns, dest, spec)
+        else:
+            items[i] = spec
+
+
+def _columns_flag(text: str) -> dict[str, str]:
+    try:
+        return parse_columns(text)
+    except TellError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("field 'columns': ")) from None
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -164,6 +223,9 @@ def _typed_value(cls: type, name: str, value: Any, where: str) -> Any:
         if optional:
             return None
         raise TellError(f"is null; expected a {getattr(tp, '__name__', tp)}", file=where, field=name)
+    parse = next(f.metadata.get("parse") for f in dataclasses.fields(cls) if f.name == name)
+    if parse is not None:
+        return parse(value, where, name)
     if typing.get_origin(tp) is list:
         inner = typing.get_args(tp)[0]
         if not isinstance(value, list):
@@ -241,6 +303,14 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
+# Experiment trackers `tell train --report-to` takes (transformers' integrations; tell.train.run checks the package).
+REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
+
+
+def _inputs(value: Any, where: str | None, name: str) -> list:
+    return [check_spec(v, where, name) for v in (value if isinstance(value, list) else [value])]
+
+
 @dataclass
 class PrepareConfig:
     """`tell prepare`: build a TELL mixture (anchor + exact budgets + extensive shuffle)."""
@@ -248,11 +318,27 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         validate(self)
 
-    task: str | None = opt(None, "task data: a JSONL/JSON/Parquet/CSV file or a Hub data set id "
-                                 "(owner/name[:split])", metavar="FILE_OR_ID")
-    general: list[str] = opt([], "general data (repeatable; sources are pooled)", metavar="FILE_OR_ID")
-    format: str = opt("auto", "record format of the inputs, or auto-detect",
-                      choices=("auto", *FORMATS))
+    task: str | None = opt(None, "task data: a JSONL/JSON/Parquet/CSV file (.gz/.zst too), a folder or glob of "
+                                 "them, a Hub data set id (owner/name[:split]) or a --dataset-info entry; in YAML "
+                                 "also a mapping {path, format, columns, tags} or {dataset}", metavar="FILE_OR_ID",
+                           parse=check_spec, input_flag="input")
+    general: list[str] = opt([], "general data (repeatable; sources are pooled), as --task", metavar="FILE_OR_ID",
+                             parse=lambda v, where, name: _inputs(v, where, name), input_flag="input")
+    format: str = opt("auto", "record format, or auto-detect; after an input flag (--task, --general, --eval-file) "
+                              "of that input only, before any of every input", choices=("auto", *FORMATS),
+                      input_flag="refine")
+    columns: dict = opt({}, "read other keys as a format's fields, FIELD=KEY,... (prompt=user_query,"
+                            "response=chatgpt_response; sharegpt tags too: role_tag=role); after an input flag of "
+                            "that input only, before any of every input", metavar="FIELD=KEY,...",
+                        parse=check_columns, input_flag="refine")
+    dataset_info: str | None = opt(None, "a LLaMA-Factory dataset_info.json: an input named like one of its entries "
+                                         "(--task NAME, --general NAME) is read as the entry says (file_name or "
+                                         "hf_hub_url, formatting, columns, tags)", metavar="FILE")
+    emit: list[str] = opt([], "also write the mixture, in the same order, for other trainers: messages "
+                              "(mixture.messages.jsonl: TRL / LLaMA-Factory chats) or prompt-completion "
+                              "(mixture.prompt-completion.jsonl: TRL's conversational prompt/completion); "
+                              "repeatable", choices=EMITS,
+                          check=(lambda v: all(x in EMITS for x in v), f"a list of {list(EMITS)}"))
     tokenizer: str | None = opt(None, "tokenizer that counts tokens: a SentencePiece .model file, or a Hugging "
                                       "Face tokenizer dir or Hub id", metavar="PATH_OR_ID")
     trust_remote_code: bool = opt(False, "allow a Hub tokenizer to run its own code")
@@ -269,13 +355,29 @@ class PrepareConfig:
     anchor_placement: str = opt("prefix", "where the anchor goes", choices=PLACEMENTS)
     anchor_separator: str = opt("\n", "text between the anchor and the prompt or system text")
     seed: int = opt(42, "seed of the task subset, general subset and shuffle (each derived with its purpose)")
-    max_length: int | None = opt(None, "longest example allowed, in tokens", metavar="N", check=at_least(1))
+    max_length: int | None = opt(None, "longest example allowed, in tokens: a longer one is an invalid row (refused, "
+                                       "or dropped with --skip-invalid)", metavar="N", check=at_least(1))
+    train_max_length: int | None = opt(None, "the training length (`tell train --max-length`; the sweep passes its "
+                                             "train.max_length): the manifest and summary count the examples longer "
+                                             "than N tokens, which training would cut, and --length-policy acts on "
+                                             "them. Counted by --tokenizer (named in the manifest) on the example's "
+                                             "text, without the chat template's tokens: a lower bound of what the "
+                                             "model's tokenizer and template make of it; `tell train` counts the "
+                                             "exact cuts", metavar="N", check=at_least(1))
+    length_policy: str = opt("keep", "examples over --train-max-length: keep (count them; training cuts their "
+                                     "tail), drop (leave them out of the budgets, counted), or refuse (stop)",
+                             choices=("keep", "drop", "refuse"))
     skip_invalid: bool = opt(False, "drop invalid rows (and too long examples) and count them, instead of stopping")
     allow_repeat: bool = opt(False, "repeat data when a pool is smaller than its budget (reports the repeat factor)")
-    eval_file: list[str] = opt([], "eval set to check for overlap with the mixture (repeatable)", metavar="FILE")
+    eval_file: list[str] = opt([], "eval set to check for overlap with the mixture (repeatable), as --task",
+                               metavar="FILE", parse=lambda v, where, name: _inputs(v, where, name),
+                               input_flag="input")
     fail_on_contamination: bool = opt(False, "stop with an error if any eval example overlaps the mixture")
     out: str | None = opt(None, "output folder for mixture.jsonl and manifest.json", metavar="DIR",
                           check=OUT_FOLDER)
+    token_cache: str | None = opt(None, "folder of cached token counts, per tokenizer and text, shared between "
+                                        "runs (a sweep passes its own); the mixture is the same with or without it",
+                                  metavar="DIR")
     progress: bool = opt(True, "show progress bars")
 
 
@@ -334,6 +436,10 @@ class TrainConfig:
                                   "(YAML mapping, or --training-arg KEY=VALUE, repeatable; e.g. tf32=true, "
                                   "optim=adamw_torch_fused); the settings tell makes itself are refused",
                               flag="--training-arg", metavar="KEY=VALUE")
+    report_to: str = opt("none", "also send the training metrics (loss, task / general loss, tokens seen, learning "
+                                 "rate) to a tracker: tensorboard (event files under RUN_DIR/checkpoints/runs/), "
+                                 "wandb or mlflow; its package must be installed", choices=REPORT_TO)
+    run_name: str | None = opt(None, "the run's name in the tracker (default: the run folder's name)", metavar="NAME")
     progress: bool = opt(True, "show progress bars")
 
 
@@ -350,10 +456,13 @@ class EvalConfig:
     model: str | None = opt(None, "base model: a local dir or a Hub id", metavar="PATH_OR_ID")
     adapter: str | None = opt(None, "a `tell train` run folder or a PEFT adapter folder", metavar="RUN_DIR")
     data: list[str] = opt([], "eval set (repeatable): a built name (halu-cot-json, is-en-news:en-is, is-en-news:is-en, "
-                              "gsm8k, agieval:SUBTASK, agieval) or a file", metavar="NAME_OR_FILE")
+                              "gsm8k, agieval:SUBTASK, agieval, openbookqa) or a file", metavar="NAME_OR_FILE")
     general_data: list[str] = opt([], "general-ability eval set (repeatable), as --data but scored as role "
                                       "general whatever its data say: never given the anchor (forgetting tests)",
                                   metavar="NAME_OR_FILE")
+    task_data: list[str] = opt([], "eval set (repeatable), as --data but scored as role task whatever its data say: "
+                                   "given the run's anchor (e.g. gsm8k when GSM8K is the task, paper A.4)",
+                               metavar="NAME_OR_FILE")
     data_dir: str = opt("data", "where `tell data build` put the built sets (missing ones are built there)")
     out: str | None = opt(None, "output folder for predictions.jsonl and metrics.json", metavar="DIR",
                           check=OUT_FOLDER)
@@ -364,11 +473,16 @@ class EvalConfig:
     top_p: float = opt(0.7, "top-p (paper)", check=(lambda v: _finite(v) and 0 < v <= 1, "a share in (0, 1]"))
     repetition_penalty: float = opt(1.05, "repetition penalty (paper)", check=POSITIVE)
     max_new_tokens: int | None = opt(None, "tokens to generate (default: the set's metric kind's, see "
-                                           "tell.eval.kinds)", metavar="N", check=at_least(1))
+                                           "tell.eval.kinds, or the set's longest reference answer in the model's "
+                                           "tokens x 1.25 + 16 where that is more; metrics.json records it)",
+                                     metavar="N", check=at_least(1))
     batch_size: int = opt(16, "prompts per generation batch", check=at_least(1))
     shots: int | None = opt(None, "k-shot examples from the train split (default: 2 for translation, else 0)",
                             metavar="K", check=at_least(0))
     shot_seed: int = opt(42, "seed of the k-shot choice")
+    shot_mode: str = opt("fixed", "k-shot examples: fixed (one seeded choice of k shots shown with every item, as "
+                                  "the paper's translation eval) or per-item (a seeded choice for each item)",
+                         choices=("fixed", "per-item"))
     sample_seed: int = opt(42, "seed of sampling (batch b uses seed + b)")
     anchor: str | None = opt(None, "anchor text for task prompts (default: the one in the run's manifest)",
                              metavar="TEXT")
@@ -412,6 +526,9 @@ class SweepSpec:
                                     "max (only the largest; a cheaper grid)", choices=("all", "max"))
     general_eval: list[str] = opt([], "general-ability eval sets (role general: no anchor), evaluated in every cell "
                                       "and compared with the base model: what training made the model forget")
+    task_eval: list[str] = opt([], "eval sets scored as the task's (role task: tell cells give them the anchor) "
+                                   "whatever their data say, e.g. gsm8k when GSM8K is the task (paper A.4); as "
+                                   "`tell eval --task-data`")
     lr_grid: object = opt(None, "learning-rate candidates: a list for every method, or a mapping of method -> list "
                                 "(key 'default' for the rest). Each candidate is trained; the one kept per method, "
                                 "task budget and ratio is chosen on the validation split (never the test sets) by "
@@ -420,6 +537,11 @@ class SweepSpec:
                                             "(only with an lr_grid of more than one candidate)")
     validation_general_examples: int = opt(32, "general examples held out likewise")
     validation_seed: int = opt(0, "seed of the validation hold-out (one split for the whole sweep)")
+    executor: dict = opt({}, "where cells run: {name: local|ray|slurm, workers, gpus_per_cell, cpus_per_cell, "
+                             "ray_address, slurm: {partition, time_min, account, array, array_parallelism}} "
+                             "(tell sweep's flags override it)")
+    throughput: float | None = opt(None, "declared training throughput, tokens/s per cell, for the dry run's "
+                                         "GPU-hours estimate when no cell has finished yet")
     efficiency_ratio: object = opt("all", "the general ratio at which the report reads token-efficiency, declared "
                                           "before running (or 'all' to show every ratio)")
 
@@ -439,6 +561,9 @@ class ProbeConfig:
                                     "folder when it is one)", metavar="FILE_OR_DIR")
     anchor: str | None = opt(None, "the anchor (default: the one in the manifest of --task or --adapter)", metavar="TEXT")
     anchor2: str | None = opt(None, "a second anchor to compare", metavar="TEXT")
+    random_prefix: bool = opt(True, "also probe task inputs behind a random prefix as long as the anchor (seeded "
+                                    "random vocabulary words, same token count, same place): the control that "
+                                    "tells the anchor's separation from any prefix's (group task+random)")
     anchor_placement: str | None = opt(None, "where the anchor goes (default: as in the manifest, else prefix)",
                                        choices=PLACEMENTS)
     examples: int = opt(50, "examples per group (the paper: 50)", check=at_least(2))

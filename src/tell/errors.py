@@ -13,10 +13,14 @@ class TellError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 field: str | None = None):
-        self.file, self.line, self.field = file, line, field
+                 field: str | None = None, record: int | None = None):
+        """`line`: a 1-based line of a text file (JSONL, CSV); `record`: a 1-based record of a JSON array,
+        Parquet file or Hub data set, where lines mean nothing."""
+        self.file, self.line, self.field, self.record = file, line, field, record
         where = ""
         if file is not None:
             where = f"{file}:{line}: " if line is not None else f"{file}: "
+            if record is not None:
+                where += f"record {record}: "
         what = f"field '{field}': " if field is not None else ""
         super().__init__(f"{where}{what}{message}".replace("\n", " "))

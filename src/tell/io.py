@@ -7,9 +7,11 @@ Every result file is written to a temporary file in the same folder and moved in
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, TextIO
@@ -17,10 +19,11 @@ from typing import Any, Iterator, TextIO
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[TextIO]:
-    """Open a temp file beside `path`; on success fsync and rename it over `path`, on error delete it."""
+    """Open a temp file beside `path`; on success fsync and rename it over `path` (and delete the temp files of
+    `path` that killed writers left), on error delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=path.parent)
     try:
         kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
         with os.fdopen(fd, mode, **kwargs) as f:
@@ -32,6 +35,41 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[TextIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    remove_stale_tmp(path)
+
+
+# Temp files are named `.NAME.<pid>@<host>.<random>.tmp`, so that the next successful write of NAME can tell the
+# ones a killed writer left (its process is gone) from those of a writer still at work.
+_HOST = socket.gethostname().replace(".", "_")
+
+
+def _left_by_dead_writer(tmp: Path) -> bool:
+    writer = tmp.name[:-len(".tmp")].rsplit(".", 2)[-2]  # .NAME.<writer>.<random>.tmp; NAME may hold dots
+    pid, _, host = writer.partition("@")
+    if not host:
+        return True  # named before writers were recorded
+    if host != _HOST or not pid.isdigit():
+        return False  # another machine's (a shared folder): its writer cannot be checked from here
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def remove_stale_tmp(path: str | os.PathLike, *, every_file: bool = False) -> None:
+    """Delete the temp files that killed writers left behind (`atomic_open`'s `.NAME.*.tmp`): those of the file
+    `path`, or with `every_file` those of every file in the folder `path`."""
+    path = Path(path)
+    folder, pattern = (path, ".*.*.tmp") if every_file else (path.parent, f".{glob.escape(path.name)}.*.tmp")
+    for tmp in folder.glob(pattern):
+        if tmp.is_file() and _left_by_dead_writer(tmp):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def dumps_json(obj: Any) -> str:

@@ -8,6 +8,12 @@ template below (Alpaca-style), BOS when the tokenizer adds one, and EOS after th
     ### Instruction:\\n{user}\\n\\n### Response:\\n{assistant}\\n\\n   (each earlier turn)
     ### Instruction:\\n{prompt}\\n\\n### Response:\\n{response}<eos>
 
+Tool use (`tell.data.records`): templates that know it (their text uses `tools` and `tool_calls`) get the
+record's tools and tool turns in Hugging Face's shape. Elsewhere, and in the plain template, it is written
+out as text, so nothing is lost: the tools go at the end of the system text as `Tools you can call (JSON):`
+and their JSON list, a tool call (an answer) as `<tool_call>\\n{call JSON}\\n</tool_call>`, a tool result
+(in the user's place) as `<tool_response>\\n{result}\\n</tool_response>`.
+
 The prompt ids are the ones generation is given; the answer ids are cut from the prompt and answer
 tokenized together (`_split_joint`), so that they are the tokens generation must emit after that prompt.
 """
@@ -17,28 +23,47 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from tell.data.records import Record
+from tell.data.records import TOOLS_TEXT, Record, chat_messages, plain_content, tools_text
 from tell.errors import TellError
 
 PLAIN_TURN = "### Instruction:\n{user}\n\n### Response:\n"
 
 
-def _messages(rec: Record, fold_system: bool = False) -> list[dict[str, str]]:
-    msgs = [dict(t) for t in rec.history] + [{"role": "user", "content": rec.prompt}]
-    if rec.system:
-        if fold_system:  # templates that refuse a system role (Gemma) get it at the start of the first turn
-            msgs[0] = {"role": msgs[0]["role"], "content": f"{rec.system}\n\n{msgs[0]['content']}"}
-        else:
-            msgs.insert(0, {"role": "system", "content": rec.system})
+def _messages(rec: Record, fold_system: bool = False, *, answer: bool = False, native: bool = True) -> list[dict]:
+    msgs = chat_messages(rec, answer=answer, native_tools=native)
+    if fold_system and msgs[0]["role"] == "system":  # templates that refuse a system role (Gemma) get it at the
+        system = msgs.pop(0)["content"]               # start of the first turn
+        msgs[0] = {**msgs[0], "content": f"{system}\n\n{msgs[0]['content']}"}
     return msgs
 
 
+def _native_tools(tokenizer: Any) -> bool:
+    """Whether the chat template renders tools and tool calls itself."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(template, dict):
+        template = " ".join(template.values())
+    return "tool_calls" in template and "tools" in template
+
+
+def _apply(tokenizer: Any, rec: Record, fold: bool, *, answer: bool) -> str:
+    native = _native_tools(tokenizer)
+    kw = {"tools": rec.tools} if rec.tools and native else {}
+    return tokenizer.apply_chat_template(_messages(rec, fold, answer=answer, native=native), tokenize=False,
+                                         add_generation_prompt=not answer, **kw)
+
+
 def _plain_prompt(rec: Record) -> str:
-    text = f"{rec.system}\n\n" if rec.system else ""
+    system = "\n\n".join(p for p in (rec.system, rec.tools and TOOLS_TEXT.format(tools=tools_text(rec))) if p)
+    text = f"{system}\n\n" if system else ""
     turns = rec.history
     for i in range(0, len(turns) - 1, 2):
-        text += PLAIN_TURN.format(user=turns[i]["content"]) + turns[i + 1]["content"] + "\n\n"
-    return text + PLAIN_TURN.format(user=rec.prompt)
+        text += (PLAIN_TURN.format(user=plain_content(turns[i]["role"], turns[i]["content"]))
+                 + plain_content(turns[i + 1]["role"], turns[i + 1]["content"]) + "\n\n")
+    return text + PLAIN_TURN.format(user=plain_content(rec.prompt_role, rec.prompt))
+
+
+def _plain_answer(rec: Record) -> str:
+    return plain_content(rec.response_role, rec.response)
 
 
 _ADDS_BOS: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
@@ -56,11 +81,11 @@ def _adds_bos(tokenizer: Any) -> bool:
 def _chat_prompt(tokenizer: Any, rec: Record) -> tuple[str, bool]:
     """(prompt text with the generation prompt, whether the system text had to be folded into a turn)."""
     try:
-        return tokenizer.apply_chat_template(_messages(rec), tokenize=False, add_generation_prompt=True), False
+        return _apply(tokenizer, rec, False, answer=False), False
     except Exception:
         if not rec.system:
             raise
-        return tokenizer.apply_chat_template(_messages(rec, True), tokenize=False, add_generation_prompt=True), True
+        return _apply(tokenizer, rec, True, answer=False), True
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -77,8 +102,7 @@ def encode(tokenizer: Any, rec: Record) -> tuple[list[int], list[int]]:
     as the template closes them (end-of-turn / EOS included)."""
     if has_chat_template(tokenizer):
         prompt, fold = _chat_prompt(tokenizer, rec)
-        full = tokenizer.apply_chat_template(_messages(rec, fold) + [{"role": "assistant", "content": rec.response}],
-                                             tokenize=False)
+        full = _apply(tokenizer, rec, fold, answer=True)
         if not full.startswith(prompt):
             # Training would then see other prompt tokens than generation is given: refuse, say how to fix it.
             name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
@@ -89,10 +113,10 @@ def encode(tokenizer: Any, rec: Record) -> tuple[list[int], list[int]]:
                             "template")
         ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         return _split_joint(ids(prompt), ids(full), lambda: ids(full[len(prompt):]))
-    text = _plain_prompt(rec)
+    text, answer = _plain_prompt(rec), _plain_answer(rec)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    p, a = _split_joint(_plain_ids(tokenizer, text), _plain_ids(tokenizer, text + rec.response),
-                        lambda: tokenizer(rec.response, add_special_tokens=False)["input_ids"])
+    p, a = _split_joint(_plain_ids(tokenizer, text), _plain_ids(tokenizer, text + answer),
+                        lambda: tokenizer(answer, add_special_tokens=False)["input_ids"])
     return p, a + eos
 
 
@@ -169,3 +193,19 @@ def _closing_tokens(tokenizer: Any) -> set[int]:
         if marker in tokenizer.decode(a[:i + 1]):  # the answer's text is complete: what follows closes it
             return {a[i + 1]} & special if i + 1 < len(a) else set()
     return set()
+
+
+def plain_chat_template(tokenizer: Any) -> str:
+    """tell's plain template as a Jinja chat template, for an export of a model trained without one: served
+    elsewhere with `apply_chat_template`, it renders what training saw (BOS where the tokenizer adds one, the
+    system text, each turn, EOS after the last answer; tool results in their tags). Tool definitions and
+    tool calls are not in it: those records render through `prompt_text` only."""
+    bos = "{{ bos_token }}" if _adds_bos(tokenizer) else ""
+    return (bos + "{%- for m in messages -%}"
+            "{%- if m['role'] == 'system' -%}{{ m['content'] + '\\n\\n' }}"
+            "{%- elif m['role'] == 'user' -%}{{ '### Instruction:\\n' + m['content'] + '\\n\\n### Response:\\n' }}"
+            "{%- elif m['role'] == 'tool' -%}{{ '### Instruction:\\n<tool_response>\\n' + m['content'] + "
+            "'\\n</tool_response>\\n\\n### Response:\\n' }}"
+            "{%- elif m['role'] == 'assistant' -%}{{ m['content'] }}"
+            "{%- if loop.last %}{{ eos_token }}{% else %}{{ '\\n\\n' }}{% endif -%}"
+            "{%- endif -%}{%- endfor -%}")

@@ -13,6 +13,7 @@ Every record's `meta` says how it is scored (`kind`) and whether it is a task or
 | `is-en-news`  | en-is/, is-en/ train, test | translation | TELL repo `dev-*.jsonl`, `test-*.jsonl` |
 | `gsm8k`       | train, test   | gsm8k       | openai/grade-school-math |
 | `agieval`     | <sub-task>/test | mcq / cloze | ruixiangcui/AGIEval `data/v1` |
+| `openbookqa`  | train, test   | mcq         | allenai/openbookqa (Hub, `main` config), or AI2's original JSONL |
 """
 
 from __future__ import annotations
@@ -231,6 +232,8 @@ def build_agieval(src: Source, names: tuple[str, ...] = AGIEVAL_EN + AGIEVAL_ZH)
             prompt = agieval_prompt(passage, question, options)
             if options:
                 labels = label if isinstance(label, list) else [label]
+                if not "".join(str(x) for x in labels if x):
+                    continue  # no gold answer (one jec-qa-kd item has `label: []`): it cannot be scored
                 meta = {"kind": "mcq", "role": "general", "label": "".join(labels),
                         "choices": [o[1] if len(o) > 1 and o[0] == "(" else chr(65 + j) for j, o in enumerate(options)]}
                 response = "".join(labels)
@@ -243,8 +246,67 @@ def build_agieval(src: Source, names: tuple[str, ...] = AGIEVAL_EN + AGIEVAL_ZH)
     return out
 
 
+# ---- OpenBookQA -------------------------------------------------------------------------------------------
+
+OPENBOOKQA_URL = "https://huggingface.co/datasets/allenai/openbookqa/resolve/main/main/{split}-00000-of-00001.parquet"
+
+
+def _openbookqa_rows(src: Source, split: str) -> tuple[str, list[tuple[int, dict]]]:
+    """(file, rows) of one split: `openbookqa/SPLIT.jsonl` from the local folder when it holds one (AI2's
+    original layout or the Hub's), else the Hub's Parquet file (downloaded into the cache)."""
+    rel = f"openbookqa/{split}.jsonl"
+    if src.folder is not None and (src.folder / rel).is_file():
+        return rel, src.rows(rel)
+    rel = f"openbookqa/{split}.parquet"
+    hub = src if src.folder is None else Source(None, src.cache)
+    path = hub.path(rel, OPENBOOKQA_URL.format(split=split))
+    src.used.update(hub.used)
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # a damaged or non-Parquet download
+        raise TellError(f"cannot read as Parquet ({type(e).__name__}: {e}); delete it to download it again",
+                        file=str(path)) from None
+    return rel, list(enumerate(table.to_pylist(), 1))
+
+
+def _openbookqa_item(row, rel: str, line: int) -> tuple[str, list[str], list[str], str]:
+    """(question, option texts, option letters, answer letter) from AI2's layout (`question.stem`,
+    `question.choices`) or the Hub's (`question_stem`, `choices.text` / `choices.label`)."""
+    if isinstance(row, dict) and isinstance(row.get("question"), dict):
+        q = row["question"]
+        stem, choices = need(q, "stem", rel, line), need(q, "choices", rel, line, list)
+        texts = [need(c, "text", rel, line) for c in choices]
+        labels = [need(c, "label", rel, line) for c in choices]
+    else:
+        stem, choices = need(row, "question_stem", rel, line), need(row, "choices", rel, line, dict)
+        texts, labels = list(need(choices, "text", rel, line, list)), list(need(choices, "label", rel, line, list))
+    answer = need(row, "answerKey", rel, line).strip()
+    if len(texts) != len(labels) or answer not in labels:
+        raise TellError(f"expected the answer key among the option labels {labels}, got {answer!r}", file=rel,
+                        line=line, field="answerKey")
+    return stem, texts, labels, answer
+
+
+def build_openbookqa(src: Source) -> dict[str, list[Record]]:
+    """OpenBookQA (the `main` set: 4,957 train, 500 test questions), four options, scored as mcq."""
+    out = {}
+    for split in ("train", "test"):
+        rel, rows = _openbookqa_rows(src, split)
+        recs = []
+        for i, r in rows:
+            stem, texts, labels, answer = _openbookqa_item(r, rel, i)
+            prompt = agieval_prompt(None, stem, [f"({lab}) {t}" for lab, t in zip(labels, texts)])
+            recs.append(Record(prompt=prompt, response=answer, source="general", origin=rel, row=i,
+                               meta={"kind": "mcq", "role": "general", "label": answer, "choices": labels}))
+        out[split] = recs
+    return out
+
+
 BUILDERS: dict[str, Callable[[Source], dict[str, list[Record]]]] = {
-    "halu-cot-json": build_halu, "is-en-news": build_is_en, "gsm8k": build_gsm8k, "agieval": build_agieval}
+    "halu-cot-json": build_halu, "is-en-news": build_is_en, "gsm8k": build_gsm8k, "agieval": build_agieval,
+    "openbookqa": build_openbookqa}
 
 
 def default_source() -> Path | None:

@@ -67,11 +67,13 @@ class Selection:
 class _CountedInOrder:
     """The pool's records in seeded order with `tokens` set, counted lazily in chunks sized to what the
     budget still needs (so a small budget tokenizes a small part of a large pool). Too-long records are
-    refused, or dropped and counted with `skip_invalid`."""
+    refused, or dropped and counted with `skip_invalid`. Records over the training length `train_limit`
+    (N, policy) are refused (`refuse`) or dropped and counted (`drop`); `keep` lets them through."""
 
     def __init__(self, order: Sequence[Record], counter: TokenCounter, budget: int, max_length: int | None,
-                 skip_invalid: bool, dropped: Counter):
+                 skip_invalid: bool, dropped: Counter, train_limit: tuple[int | None, str] = (None, "keep")):
         self.order, self.counter, self.max_length, self.skip_invalid = order, counter, max_length, skip_invalid
+        self.train_limit = train_limit
         self.remaining, self.counted, self.dropped = budget, 0, dropped
 
     def __iter__(self):
@@ -88,6 +90,14 @@ class _CountedInOrder:
                         raise TellError(f"the example has {n} tokens; expected at most {self.max_length} "
                                         "(--max-length; --skip-invalid drops such rows)", file=rec.origin, line=rec.row)
                     self.dropped["too_long"] += 1
+                    continue
+                limit, policy = self.train_limit
+                if limit is not None and n > limit and policy != "keep":
+                    if policy == "refuse":
+                        raise TellError(f"the example has {n} tokens; training cuts examples over {limit} "
+                                        "(--train-max-length; --length-policy drop leaves such examples out, keep "
+                                        "keeps them)", file=rec.origin, line=rec.row)
+                    self.dropped["over_train_max_length"] += 1
                     continue
                 rec.tokens = n  # a cache of a derived value; the content (and `key`) is unchanged
                 yield rec
@@ -131,6 +141,7 @@ def _repeat(valid: list[Record], chosen: list[Record], total: int, budget: int) 
 
 def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCounter, *, seed: int, purpose: str,
                   label: str, max_length: int | None = None, skip_invalid: bool = False,
+                  train_limit: tuple[int | None, str] = (None, "keep"),
                   allow_repeat: bool = False, progress: bool = True) -> Selection:
     """Whole examples, in the seeded order of `pool`, whose token total is closest to `budget`.
 
@@ -144,7 +155,7 @@ def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCoun
         raise TellError(f"the {label} token budget must be >= 0, got {budget}")
     dropped: Counter = Counter()
     records = _CountedInOrder(seeded_order(pool, seed, purpose) if budget > 0 else [], counter, budget,
-                              max_length, skip_invalid, dropped)
+                              max_length, skip_invalid, dropped, train_limit)
     chosen, valid, total, exhausted = _take_closest(records, budget, label, progress, take_all)
     unique_examples, unique_tokens = len(chosen), total
     # A pool that ran out a fraction of an example short met the budget as closely as whole examples can.

@@ -1,8 +1,9 @@
 """`prepare`: task + general data -> anchored, budgeted, extensively shuffled `mixture.jsonl` + manifest.
 
 Nothing is written until every check has passed; then the mixture and the manifest are each written
-atomically, the manifest last, so a folder with a manifest holds a complete mixture (`tell.artifacts.MixtureDir`
-names the files and reads them back).
+atomically, the manifest last (an older one is removed before the mixture is replaced), so a folder with a
+manifest holds the mixture it describes (`tell.artifacts.MixtureDir` names the files, reads them back and
+checks one against the other).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from tell.artifacts import MixtureDir
 from tell.config import PrepareConfig, to_dict
 from tell.data import contamination
 from tell.data.anchor import anchor_from_options
-from tell.data.loading import Loaded, is_local, load_records
+from tell.data.emit import write_emits
+from tell.data.loading import Loaded, load_records
 from tell.data.mix import Selection, dedup, select_budget, shuffle, spread
 from tell.data.records import GENERAL, TASK, Record
-from tell.data.tokens import load_counter
+from tell.data.tokens import CachedCounter, load_counter
 from tell.errors import TellError
-from tell.io import atomic_open, sha256_file, write_json
+from tell.io import atomic_open, remove_stale_tmp, sha256_file, write_json
 
 FORMAT_VERSION = 1
 
@@ -32,12 +34,18 @@ def _input_info(loaded: Loaded, duplicates: int) -> dict:
     dropped = dict(loaded.dropped)
     if duplicates:
         dropped["duplicate"] = duplicates
-    info = {"spec": loaded.spec, "format": loaded.format, "rows": loaded.rows,
-            "records": len(loaded.records), "dropped": dict(sorted(dropped.items()))}
-    if is_local(loaded.spec):
-        info["sha256"] = sha256_file(loaded.spec)
+    # How it was read (column mapping, tags, dataset_info entry), what the format did not read (key -> rows),
+    # and its identity: sha256 of the file, or over the sorted files of a folder or glob.
+    info = {"spec": loaded.spec, "format": loaded.format, **(loaded.source.describe() if loaded.source else {}),
+            "rows": loaded.rows, "records": len(loaded.records), "dropped": dict(sorted(dropped.items())),
+            "ignored_keys": dict(sorted(loaded.ignored.items()))}
+    if loaded.sha256:
+        info["sha256"] = loaded.sha256
+        if loaded.files > 1:
+            info["files"] = loaded.files
     else:
         info["hub"] = True
+        info["fingerprint"] = loaded.fingerprint
     return info
 
 
@@ -69,7 +77,8 @@ def _check_budgets(cfg: PrepareConfig) -> None:
 def _pools(cfg: PrepareConfig, anchor) -> tuple[list[Record], list[Record], dict[str, list[dict]]]:
     """(anchored task pool, general pool, per-input info), de-duplicated: task examples win over
     identical general ones."""
-    load = dict(fmt=cfg.format, skip_invalid=cfg.skip_invalid, progress=cfg.progress, skip_hint=True)
+    load = dict(fmt=cfg.format, columns=cfg.columns, dataset_info=cfg.dataset_info, skip_invalid=cfg.skip_invalid,
+                progress=cfg.progress, skip_hint=True)
     seen: set[str] = set()
     inputs: dict[str, list[dict]] = {TASK: [], GENERAL: []}
     task_pool: list[Record] = []
@@ -92,8 +101,9 @@ def _contamination(cfg: PrepareConfig, chosen: list[Record], anchor) -> list[dic
     """Overlap of the eval files with the chosen examples; an error with --fail-on-contamination."""
     if not cfg.eval_file:
         return []
-    load = dict(fmt=cfg.format, skip_invalid=cfg.skip_invalid, progress=cfg.progress, skip_hint=True)
-    eval_sets = {spec: load_records(spec, source="eval", **load).records for spec in cfg.eval_file}
+    load = dict(fmt=cfg.format, columns=cfg.columns, dataset_info=cfg.dataset_info, skip_invalid=cfg.skip_invalid,
+                progress=cfg.progress, skip_hint=True)
+    eval_sets = {x.spec: x.records for x in (load_records(spec, source="eval", **load) for spec in cfg.eval_file)}
     contam = contamination.check(eval_sets, chosen, anchor)
     bad = [c for c in contam if c["exact_overlap"] or c[f"ngram{contamination.N}_overlap"]]
     if bad and cfg.fail_on_contamination:
@@ -105,8 +115,11 @@ def _contamination(cfg: PrepareConfig, chosen: list[Record], anchor) -> list[dic
 
 
 def _write_mixture(mix: MixtureDir, mixture: list[Record]) -> str:
-    """mixture.jsonl, atomically; returns its sha256."""
+    """mixture.jsonl, atomically; returns its sha256. An older manifest in the folder is removed first: the
+    mixture and its manifest change together, and a kill before the new manifest is written leaves a folder
+    without one, which every reader refuses (never a new mixture beside the old manifest)."""
     mix.path.mkdir(parents=True, exist_ok=True)
+    mix.manifest_path.unlink(missing_ok=True)
     digest = hashlib.sha256()
     with atomic_open(mix.mixture_path, "wb") as f:
         for rec in mixture:
@@ -147,6 +160,22 @@ def _budget(cfg: PrepareConfig, task_sel: Selection, general_sel: Selection, gen
     }
 
 
+def length_report(records: list[Record], train_max_length: int | None, policy: str, counted_by: dict,
+                  dropped: dict[str, Counter] | None = None) -> dict:
+    """Longest example and how many would be cut at the training length, per source, as the token counter
+    counts them (the example's text, no chat-template tokens: a lower bound of the model's count)."""
+    out = {"train_max_length": train_max_length, "policy": policy,
+           "counted_by": {k: counted_by.get(k) for k in ("kind", "name")},
+           "note": "tokens of the example's text as counted_by counts them, without chat-template tokens; "
+                   "`tell train` counts the cuts with the model's tokenizer and template"}
+    for source in (TASK, GENERAL):
+        lens = [r.tokens or 0 for r in records if r.source == source]
+        out[source] = {"examples": len(lens), "longest": max(lens, default=0),
+                       "over_train_max_length": sum(n > train_max_length for n in lens) if train_max_length else None,
+                       "dropped_over_train_max_length": (dropped or {}).get(source, Counter())["over_train_max_length"]}
+    return out
+
+
 def prepare(cfg: PrepareConfig) -> dict:
     """Build the mixture described by `cfg` in `cfg.out`; return the manifest.
     Nothing is written until every check has passed; the manifest is written last."""
@@ -155,10 +184,13 @@ def prepare(cfg: PrepareConfig) -> dict:
     anchor = anchor_from_options(cfg.anchor, cfg.anchor_file, cfg.anchor_placement, cfg.anchor_separator,
                                  cfg.no_anchor)
     counter = load_counter(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
+    if cfg.token_cache:  # counts shared with earlier runs (a sweep's cells): only new texts are tokenized
+        counter = CachedCounter(counter, cfg.token_cache)
     task_pool, general_pool, inputs = _pools(cfg, anchor)
     # Budgets: task first (no budget: all task data, in seeded order); the general budget follows from the
     # achieved task tokens and the ratio.
     common = dict(seed=cfg.seed, max_length=cfg.max_length, skip_invalid=cfg.skip_invalid,
+                  train_limit=(cfg.train_max_length, cfg.length_policy),
                   allow_repeat=cfg.allow_repeat, progress=cfg.progress)
     task_sel = select_budget(task_pool, cfg.task_tokens, counter, purpose="task-subset", label="task", **common)
     general_budget = cfg.general_tokens if cfg.general_tokens is not None else round(cfg.ratio * task_sel.tokens)
@@ -169,6 +201,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     mixture = shuffle(task_sel.records + general_sel.records, cfg.seed)
     mix = MixtureDir(cfg.out)
     sha = _write_mixture(mix, mixture)
+    emitted = write_emits(mix.path, cfg.emit, mixture)  # other trainers' formats, same order (before the manifest)
     config = to_dict(cfg)
     config.pop("progress")
     manifest = {
@@ -179,11 +212,15 @@ def prepare(cfg: PrepareConfig) -> dict:
                   "method": "sort by blake2b(seed, purpose, example content)"},
         "budget": _budget(cfg, task_sel, general_sel, general_budget, len(task_pool), len(general_pool)),
         "dropped": _dropped(inputs, {TASK: task_sel, GENERAL: general_sel}),
+        "lengths": length_report(task_sel.records + general_sel.records, cfg.train_max_length, cfg.length_policy,
+                                 counter.describe(), {TASK: task_sel.dropped, GENERAL: general_sel.dropped}),
         "mixture": {"file": mix.MIXTURE, "sha256": sha, "examples": len(mixture),
                     "tokens": task_sel.tokens + general_sel.tokens, "task_spread": spread(mixture, TASK)},
         "contamination": contam,
+        "emitted": emitted,
         "packages": provenance.package_versions(),
     }
     write_json(mix.manifest_path, manifest)
+    remove_stale_tmp(mix.path, every_file=True)  # left by a prepare killed while writing into this folder
     manifest["_seconds"] = time.perf_counter() - t0  # for the CLI summary; not written
     return manifest

@@ -65,7 +65,8 @@ class MetricKind:
     name: str
     score: Callable[[str, Record], dict] | None   # per item: output, record -> scores (None: corpus-level only)
     aggregate: Callable[..., dict]                 # rows, seed, resamples[, bleurt, comet] -> {metric: {value, ci95}}
-    max_new_tokens: int                            # default generation length
+    max_new_tokens: int                            # default generation length (eval raises it to the
+                                                   # set's longest reference x 1.25 + 16: run.default_max_new_tokens)
     role: str                                      # default role when the data do not say
     shots: int = 0                                 # default k-shot examples (from the set's train split)
     item_metrics: tuple[tuple[str, str], ...] = ()  # (metric, per-item score key) for metrics that are item means

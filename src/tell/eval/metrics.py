@@ -150,6 +150,21 @@ def mean_metric(values: Sequence[float], seed: int, resamples: int = 1000) -> di
                          resamples=resamples))
 
 
+def macro_mean(groups: Sequence[Sequence[float]], seed: int, resamples: int = 1000, level: float = 0.95) -> dict:
+    """The mean of the groups' means (AGIEval's average over its sub-tasks: each counts once, whatever its size),
+    with a percentile interval from resampling items within each group (a stratified bootstrap)."""
+    arrs = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    if not arrs:
+        return _ci((float("nan"), float("nan"), float("nan")))
+    value = float(np.mean([a.mean() for a in arrs]))
+    if not resamples:
+        return _ci((value, float("nan"), float("nan")))
+    rng = np.random.default_rng(seed)
+    vals = [np.mean([a[rng.integers(0, len(a), len(a))].mean() for a in arrs]) for _ in range(resamples)]
+    a = (1 - level) / 2
+    return _ci((value, float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))))
+
+
 def json_metrics(items: list[dict], seed: int, resamples: int = 1000) -> dict:
     strict = [x["strict"] for x in items]
     lenient = [x["lenient"] for x in items]

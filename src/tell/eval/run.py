@@ -1,12 +1,14 @@
 """`eval`: a base model (+ adapter) on eval sets -> predictions.jsonl + metrics.json (with 95% CIs).
 
 Resumable: `eval_config.json` fixes what is computed; predictions are appended a whole batch at a time,
-so a rerun with the same settings skips finished items (a torn last line is dropped).
+so a rerun with the same settings skips finished items (a torn last line is dropped) whose row was made by the
+same adapter, data file, item, decoding and anchor (`made_by`); anything else is redone.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import random
 from dataclasses import dataclass, replace
@@ -23,7 +25,7 @@ from tell.data.records import Record
 from tell.errors import TellError
 from tell.eval.kinds import KIND_NAMES, KINDS, check_items, kind
 from tell.eval.store import PredictionStore
-from tell.io import sha256_file, write_json
+from tell.io import remove_stale_tmp, sha256_file, write_json
 from tell.prompting import prompt_ids, prompt_text
 
 
@@ -132,12 +134,28 @@ def set_inputs(es: EvalSet, cfg: EvalConfig, anchor: Anchor | None) -> tuple[lis
     if k and not train:
         raise TellError(f"{k}-shot prompting needs a train split for {es.name}")
     inputs = []
+    # fixed: one pair (k shots) for every item, as the paper's 2-shot translation eval; per-item: one draw per item
+    fixed = random.Random(f"{cfg.shot_seed}:{es.name}").sample(train, k) if k and cfg.shot_mode == "fixed" else None
     for j, rec in enumerate(items):
-        shots = random.Random(f"{cfg.shot_seed}:{es.name}:{j}").sample(train, k) if k else []
+        shots = fixed if fixed is not None else random.Random(f"{cfg.shot_seed}:{es.name}:{j}").sample(train, k) \
+            if k else []
         if anchor:
             rec, shots = anchor.apply(rec), [anchor.apply(s) for s in shots]
         inputs.append(with_shots(rec, shots))
     return items, inputs, k
+
+
+# Room for an answer longer than the longest reference (the model's wording differs), as a factor and a constant.
+LENGTH_MARGIN = (1.25, 16)
+
+
+def default_max_new_tokens(kind_name: str, items: list[Record], tokenizer) -> int:
+    """Tokens to generate when --max-new-tokens is not given: the kind's default, or more where the set's longest
+    reference answer (the record's response, as the model's tokenizer counts it) x 1.25 + 16 needs more, so that a
+    model that answers like the references is never cut off (IS-EN-NEWS references run past 1,024 tokens)."""
+    longest = max((len(tokenizer(r.response, add_special_tokens=False)["input_ids"]) for r in items), default=0)
+    factor, extra = LENGTH_MARGIN
+    return max(kind(kind_name).max_new_tokens, int(longest * factor) + extra)
 
 
 def _prediction(es: EvalSet, rec: Record, text: str, shown: str) -> dict:
@@ -148,21 +166,36 @@ def _prediction(es: EvalSet, rec: Record, text: str, shown: str) -> dict:
     return row
 
 
+def _made_by(cfg: EvalConfig, items: list[Record], adapter_sha256: str | None, data_sha256: str, decoding: dict,
+             anchor: Anchor | None, k: int) -> list[dict]:
+    """What produces each item's prediction (`PredictionStore`): the adapter and data file checksums, the item's
+    content hash, and a digest of the decoding settings, the anchor, the shots and the eval's settings."""
+    settings = {n: v for n, v in to_dict(cfg).items() if n not in ("progress", "out")}
+    setup = hashlib.sha256(json.dumps({"decoding": decoding, "anchor": anchor.to_json() if anchor else None,
+                                       "shots": k, "settings": settings}, sort_keys=True, default=str).encode())
+    return [{"adapter_sha256": adapter_sha256, "data_sha256": data_sha256, "item": rec.key,
+             "setup": setup.hexdigest()[:16]} for rec in items]
+
+
 def evaluate_set(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor | None,
-                 store: PredictionStore) -> dict:
-    """Generate what is not saved yet, then score the whole set."""
+                 store: PredictionStore, adapter_sha256: str | None = None) -> dict:
+    """Generate what is not saved yet (or was saved from another adapter, data file or setting), then score the
+    whole set."""
     from tell.eval.generate import generate_all
 
     use_anchor = anchor if es.role == "task" else None
     items, inputs, k = set_inputs(es, cfg, use_anchor)
     ids = [prompt_ids(tokenizer, r) for r in inputs]
-    done = {j for j, rec in enumerate(items) if store.has(es.name, rec.uid())}
-    decoding = dict(max_new_tokens=cfg.max_new_tokens or kind(es.kind).max_new_tokens, greedy=cfg.greedy,
+    decoding = dict(max_new_tokens=cfg.max_new_tokens or default_max_new_tokens(es.kind, items, tokenizer),
+                    greedy=cfg.greedy,
                     temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                     repetition_penalty=cfg.repetition_penalty)
+    data_sha256 = sha256_file(es.path)
+    made_by = _made_by(cfg, items, adapter_sha256, data_sha256, decoding, use_anchor, k)
+    done = {j for j, rec in enumerate(items) if store.has(es.name, rec.uid(), made_by[j])}
 
     def save(idx: list[int], outs: list[str]) -> None:
-        store.add([_prediction(es, items[j], text, prompt_text(tokenizer, inputs[j]))
+        store.add([_prediction(es, items[j], text, prompt_text(tokenizer, inputs[j])) | {"made_by": made_by[j]}
                    for j, text in zip(idx, outs) if j not in done])
 
     with tqdm(total=len(items), initial=len(done), desc=f"eval {es.name}", unit=" ex",
@@ -170,35 +203,59 @@ def evaluate_set(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor 
         generate_all(model, tokenizer, ids, batch_size=cfg.batch_size, done=done, on_batch=save,
                      progress=bar.update, seed=cfg.sample_seed, **decoding)
     rows = store.rows(es.name, [rec.uid() for rec in items])
-    return {"kind": es.kind, "role": es.role, "items": len(rows), "shots": k,
+    return {"kind": es.kind, "role": es.role, "items": len(rows), "shots": k, "shot_mode": cfg.shot_mode if k else None,
             "anchor": use_anchor.to_json() if use_anchor else None,
-            "data": str(es.path), "data_sha256": sha256_file(es.path),
+            "data": str(es.path), "data_sha256": data_sha256,
             "decoding": decoding, "metrics": set_metrics(es.kind, rows, cfg)}
+
+
+def subtask_averages(sets: list[EvalSet], cfg: EvalConfig, store: PredictionStore) -> dict:
+    """{"agieval": ...} when several AGIEval sub-tasks ran: the mean of the sub-tasks' accuracies (each sub-task
+    counts once, as AGIEval reports its average), with a bootstrap interval that resamples items within each
+    sub-task."""
+    from tell.eval.metrics import macro_mean
+
+    subs = [es for es in sets if es.name.startswith("agieval:")]
+    if len(subs) < 2:
+        return {}
+    values = [[r["scores"]["correct"] for r in store.rows(es.name, [rec.uid() for rec in
+                                                                    (es.records[:cfg.limit] if cfg.limit else es.records)])]
+              for es in subs]
+    return {"agieval": {"sets": [es.name for es in subs], "items": sum(map(len, values)), "role": subs[0].role,
+                        "average": "mean over sub-tasks of each sub-task's accuracy",
+                        "metrics": {"accuracy": macro_mean(values, cfg.bootstrap_seed, cfg.bootstrap)}}}
 
 
 def evaluate(cfg: EvalConfig) -> dict:
     from tell.models import load_for_inference, resolve_adapter
 
-    if not cfg.model or not (cfg.data or cfg.general_data) or not cfg.out:
-        raise TellError("expected --model, at least one --data (or --general-data) and --out")
+    if not cfg.model or not (cfg.data or cfg.general_data or cfg.task_data) or not cfg.out:
+        raise TellError("expected --model, at least one --data (or --general-data, --task-data) and --out")
     folder = EvalDir(cfg.out)
     settings = _claim_folder(cfg, folder)
     sets = [s for spec in cfg.data for s in resolve_set(spec, cfg)]
     sets += [replace(s, role="general") for spec in cfg.general_data for s in resolve_set(spec, cfg)]
+    sets += [replace(s, role="task") for spec in cfg.task_data for s in resolve_set(spec, cfg)]
     anchor = resolve_anchor(cfg)
     model, tokenizer = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype,
                                           trust_remote_code=cfg.trust_remote_code)
+    adapter_file = resolve_adapter(cfg.adapter)[0] / "adapter_model.safetensors" if cfg.adapter else None
+    adapter_sha256 = sha256_file(adapter_file) if adapter_file and adapter_file.is_file() else None
     folder.path.mkdir(parents=True, exist_ok=True)
     write_json(folder.config_path, settings)
+    folder.metrics_path.unlink(missing_ok=True)  # written last: present only beside the rows it was computed from
     store = PredictionStore(folder.predictions_path)
     store.resume()
-    summary = {es.name: evaluate_set(es, cfg, model, tokenizer, anchor, store) for es in sets}
-    adapter_file = resolve_adapter(cfg.adapter)[0] / "adapter_model.safetensors" if cfg.adapter else None
+    summary = {es.name: evaluate_set(es, cfg, model, tokenizer, anchor, store, adapter_sha256) for es in sets}
+    averages = subtask_averages(sets, cfg, store)
+    store.finish()
     result = {"kind": "tell-eval", "model": cfg.model, "adapter": str(cfg.adapter) if cfg.adapter else None,
-              "adapter_sha256": sha256_file(adapter_file) if adapter_file and adapter_file.is_file() else None,
-              "sets": summary, "seeds": {"sampling": cfg.sample_seed, "shots": cfg.shot_seed,
+              "adapter_sha256": adapter_sha256,
+              "sets": summary, **({"averages": averages} if averages else {}),
+              "seeds": {"sampling": cfg.sample_seed, "shots": cfg.shot_seed,
                                          "bootstrap": cfg.bootstrap_seed},
               "config": settings, "packages": provenance.package_versions(),
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     write_json(folder.metrics_path, result)
+    remove_stale_tmp(folder.path, every_file=True)  # left by earlier, killed parts of the eval
     return result

@@ -1,5 +1,10 @@
 """The predictions of an eval folder: appended a whole batch at a time (fsynced), so a killed eval resumes
-with every saved item kept and none written twice; a torn last line from a killed process is dropped."""
+with every saved item kept and none written twice; a torn last line from a killed process is dropped.
+
+Each row carries `made_by`: what produced it (adapter and data file checksums, the item's content hash, the
+decoding settings and the anchor). A saved row counts as done only when its `made_by` equals the one the
+item would get now, so a replaced adapter or a reordered or edited eval file gets its rows redone, never
+reused. `finish` leaves in the file exactly the rows the metrics were computed from."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ class PredictionStore:
     def __init__(self, path: Path):
         self.path = path
         self._rows: dict[tuple[str, str], dict] = {}
+        self._used: set[tuple[str, str]] = set()
 
     def resume(self) -> None:
         """Read the saved predictions and rewrite the file without a torn tail, so appends start clean."""
@@ -25,17 +31,20 @@ class PredictionStore:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 break  # a torn last line from a killed run: everything after it is redone
-            self._rows.setdefault((row["set"], row["id"]), row)
+            self._rows[(row["set"], row["id"])] = row  # a row redone after a stale one comes later in the file
         with atomic_open(self.path) as f:
             for r in self._rows.values():
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
-    def has(self, set_name: str, item_id: str) -> bool:
-        return (set_name, item_id) in self._rows
+    def has(self, set_name: str, item_id: str, made_by: dict) -> bool:
+        """A row for the item is saved, and it was made by what would make it now."""
+        row = self._rows.get((set_name, item_id))
+        return row is not None and row.get("made_by") == made_by
 
     def add(self, rows: list[dict]) -> None:
-        """Append rows not saved yet (a batch half written before a crash keeps what was saved)."""
-        new = [r for r in rows if (r["set"], r["id"]) not in self._rows]
+        """Append rows not saved yet, or saved from something else (a batch half written before a crash keeps
+        what was saved)."""
+        new = [r for r in rows if not self.has(r["set"], r["id"], r["made_by"])]
         if not new:
             return
         with open(self.path, "a", encoding="utf-8") as f:
@@ -47,4 +56,14 @@ class PredictionStore:
             self._rows[(r["set"], r["id"])] = r
 
     def rows(self, set_name: str, ids: list[str]) -> list[dict]:
+        """The saved rows of these items (the ones the metrics are computed from)."""
+        self._used.update((set_name, i) for i in ids)
         return [self._rows[(set_name, i)] for i in ids]
+
+    def finish(self) -> None:
+        """Rewrite the file with exactly the rows handed out by `rows`, in the order they were saved: rows replaced
+        since they were saved, and items no longer asked for, go."""
+        self._rows = {k: r for k, r in self._rows.items() if k in self._used}
+        with atomic_open(self.path) as f:
+            for r in self._rows.values():
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")

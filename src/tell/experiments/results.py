@@ -113,6 +113,10 @@ def _rows(cell, cd, st: dict, manifest: dict | None, selected: bool) -> tuple[li
                                                    "selected", "health")}
                              | {"set": set_name, "role": s.get("role", "task"), "metric": metric,
                                 "ids": [r["id"] for r in ordered], "values": values})
+    for name, s in metrics.get("averages", {}).items():  # e.g. the AGIEval average over its sub-tasks
+        for metric, v in s["metrics"].items():
+            rows.append(base | {"set": f"{name} (average)", "role": s.get("role", "general"), "metric": metric,
+                                "value": v["value"], "ci_low": v["ci95"][0], "ci_high": v["ci95"][1]})
     return rows, items
 
 

@@ -21,15 +21,15 @@ import json
 import os
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tell.artifacts import EvalDir, MixtureDir, RunDir
 from tell.config import EvalConfig, PrepareConfig, SweepSpec, TrainConfig, build, check_value
 from tell.data.mix import seeded_order
-from tell.data.prepare import prepare
+from tell.data.prepare import length_report, prepare
 from tell.errors import TellError
+from tell.experiments.executors import ExecutorOptions, run_cells
 from tell.experiments.methods import METHOD_NAMES
 from tell.io import atomic_open, write_json
 from tell.train.schedule import optimizer_steps
@@ -63,7 +63,7 @@ class Cell:
                 "general_tokens": self.general_tokens, "max_steps": self.max_steps, "anchor": self.anchor,
                 "lr": self.lr, "model": spec.model, "data": self.data_settings(spec), "train": spec.train,
                 "decoding": spec.decoding, "eval": spec.eval, "general_eval": spec.general_eval,
-                "eval_limit": spec.eval_limit}
+                "eval_limit": spec.eval_limit, **({"task_eval": spec.task_eval} if spec.task_eval else {})}
 
     def key(self, spec: SweepSpec) -> str:
         return f"{self.method}-{_digest(self.settings(spec))}"
@@ -115,15 +115,25 @@ def mixture_dir(spec: SweepSpec, out: Path, cell: Cell) -> MixtureDir:
 def prepare_cell(spec: SweepSpec, out: Path, cell: Cell) -> dict:
     """The cell's mixture (prepared once, shared by the cells with the same data); returns its manifest."""
     data = mixture_dir(spec, out, cell)
+    n = train_max_length(spec)
     if data.exists():
-        return data.manifest()
+        m = data.verify()
+        if (m.get("lengths") or {}).get("train_max_length") != n:  # prepared for another training length
+            m["lengths"] = length_report([r for _, r in data.records()], n, "keep", m.get("tokenizer") or {})
+        return m
     d = cell.data_settings(spec)
     # the settings name the sweep's own pools relative to its folder; prepare reads the real paths
     cfg = PrepareConfig(task=spec.task, general=list(spec.general) if d["general"] else [], tokenizer=d["tokenizer"],
                         task_tokens=d["task_tokens"], ratio=d["ratio"], general_tokens=d["general_tokens"],
                         anchor=d["anchor"], no_anchor=not d["anchor"], anchor_placement=d["anchor_placement"],
-                        seed=d["seed"], out=str(data.path), progress=False)
+                        seed=d["seed"], out=str(data.path), progress=False, train_max_length=n,
+                        token_cache=str(out / "token_counts"))  # every cell's prepare counts a text once
     return prepare(cfg)
+
+
+def train_max_length(spec: SweepSpec) -> int:
+    """The training length the cells use (their mixtures report the examples over it)."""
+    return int(spec.train.get("max_length", TrainConfig.max_length))
 
 
 def cell_steps(cell: Cell, manifest: dict | None, batch_size: int) -> tuple[int, float]:
@@ -151,7 +161,7 @@ def load_spec(path: str) -> SweepSpec:
         raise TellError("tell and its paired baselines need general data and ratios", file=path, field="ratios")
     if "tell" in spec.methods and not spec.anchor:
         raise TellError("the tell method needs an anchor", file=path, field="anchor")
-    if not spec.eval:
+    if not (spec.eval or spec.task_eval):
         raise TellError("no eval sets", file=path, field="eval")
     for group, cls in (("train", TrainConfig), ("decoding", EvalConfig)):
         names = {f for f in cls.__dataclass_fields__}
@@ -262,32 +272,52 @@ class Sweep:
 
     # ---- running ------------------------------------------------------------------------------------------
 
-    def run(self, workers: int = 1, dry_run: bool = False, log=print) -> list[dict]:
+    def run(self, workers: int = 1, dry_run: bool = False, log=print, executor: ExecutorOptions | None = None
+            ) -> list[dict]:
+        """Plan, run what is not done on the chosen engine, wait for cells other drivers hold, collect."""
+        opts = executor or executor_options(self.spec, workers=workers)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.spec_path:
             with atomic_open(self.out / "spec.yaml") as f:
                 f.write(Path(self.spec_path).read_text())
         plan = self.plan()
-        self._log_plan(plan, log)
+        self._log_plan(plan, log, opts)
         if dry_run:
             return []
         todo = [cell for cell, _ in plan if self._status(cell.key(self.spec)) != "done"]
-        if workers <= 1:
-            for cell in todo:
-                self._report(run_cell(self.spec, self.out, cell), log)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            with ProcessPoolExecutor(max_workers=workers, initializer=_limit_threads, initargs=(threads,)) as ex:
-                futures = [ex.submit(run_cell, self.spec, self.out, cell) for cell in todo]
-                for fut in as_completed(futures):
-                    self._report(fut.result(), log)
+        statuses = run_cells(opts, self.spec, self.out, todo, lambda st: self._report(st, log))
+        if any(st["status"] == "submitted" for st in statuses):
+            log(f"submitted {len(todo)} cell(s) to {opts.name}; run the same `tell sweep` again to collect them")
+            return []
+        self._wait_for_others([c for c in todo if self._status(c.key(self.spec)) not in ("done", "failed")], log, opts)
         rows = self.collect(plan)
         failed = [c.key(self.spec) for c, _ in plan if self._status(c.key(self.spec)) == "failed"]
         if failed:
             log(f"{len(failed)} cell(s) failed (see their status.json): {failed}")
         return rows
 
-    def _log_plan(self, plan, log) -> None:
+    def _wait_for_others(self, cells: list, log, opts: ExecutorOptions, poll: float = 2.0) -> None:
+        """Cells another driver holds: wait until they finish, or run them here once their claim is stale."""
+        from tell.experiments.claims import Claim
+
+        if cells:
+            log(f"{len(cells)} cell(s) are running under another driver; waiting for them")
+        while cells:
+            left = []
+            for cell in cells:
+                cd = CellDir(self.cells_dir, cell.key(self.spec))
+                if cd.status()["status"] in ("done", "failed"):
+                    continue
+                if Claim(cd.path).stale() or not (cd.path / Claim.FILE).exists():
+                    self._report(run_cells(ExecutorOptions(), self.spec, self.out, [cell], lambda st: None)[0], log)
+                    if self._status(cd.key) in ("done", "failed"):
+                        continue
+                left.append(cell)
+            cells = left
+            if cells:
+                time.sleep(poll)
+
+    def _log_plan(self, plan, log, opts: ExecutorOptions) -> None:
         """The grid, what each cell trains, and what is left to do (with a time estimate from finished cells)."""
         total_tokens = total_steps = 0
         log(f"{'cell':<28} {'lr':>8} {'task tok':>9} {'general tok':>12} {'ratio':>7} {'passes':>7} {'steps':>6} status")
@@ -302,15 +332,39 @@ class Sweep:
             lr = f"{cell.lr:.1e}" if cell.lr else "-"
             log(f"{key:<28} {lr:>8} {b.get('task_tokens', 0):>9,} {b.get('general_tokens', 0):>12,} "
                 f"{cell.ratio if cell.ratio is not None else '-':>7} {passes:>7.2f} {steps:>6} {status}")
-        evals = len(plan) * (len(self.spec.eval) + len(self.spec.general_eval))
+        evals = len(plan) * (len(self.spec.eval) + len(self.spec.general_eval) + len(self.spec.task_eval))
         log(f"{len(plan)} cells; still to train: {int(total_tokens):,} tokens in {total_steps:,} optimizer steps; "
             f"{evals} cell x eval-set evaluations")
+        self._log_lengths(plan, log)
         done = [CellDir(self.cells_dir, p.parent.name).status() for p in self.cells_dir.glob("*/status.json")]
         done = [d for d in done if d["status"] == "done" and d.get("tokens_trained")]
+        cells = sum(1 for c, _ in plan if self._status(c.key(self.spec)) != "done")
+        gpus = max(opts.gpus_per_cell, 0)
+        log(f"executor: {opts.name} ({cells} cell(s) to run; {_placement(opts)})")
+        rate, source = None, ""
         if done and total_tokens:
             rate = sum(d["tokens_trained"] for d in done) / sum(d["wall_s"] for d in done)
-            log(f"estimate: about {total_tokens / rate / 60:.1f} min at the {rate:,.0f} tokens/s (training + eval) "
-                f"of the {len(done)} finished cell(s)")
+            source = f"measured: training + eval of the {len(done)} finished cell(s)"
+        elif self.spec.throughput and total_tokens:
+            rate, source = self.spec.throughput, "declared in the spec (throughput)"
+        if rate:
+            hours = total_tokens / rate / 3600
+            gpu_hours = f", about {hours * gpus:.2f} GPU-hours at {gpus} GPU(s) per cell" if gpus else ""
+            log(f"estimate: about {hours * 60:.1f} cell-minutes at {rate:,.0f} tokens/s ({source}){gpu_hours}")
+
+    def _log_lengths(self, plan, log) -> None:
+        """The longest example of any cell's mixture against train.max_length (as prepare counted them)."""
+        reports = [m["lengths"] for _, m in plan if m and m.get("lengths")]
+        if not reports:
+            return
+        n, who = reports[0]["train_max_length"], reports[0]["counted_by"].get("name")
+        longest = {s: max(r[s]["longest"] for r in reports) for s in ("task", "general")}
+        over = {s: max(r[s]["over_train_max_length"] or 0 for r in reports) for s in ("task", "general")}
+        verdict = "every example fits" if not any(over.values()) else (
+            f"up to {over['task']:,} task and {over['general']:,} general examples per cell are longer: training "
+            "cuts them (raise train.max_length)")
+        log(f"lengths: longest task example {longest['task']:,} tokens, general {longest['general']:,} (counted by "
+            f"{who}, without chat-template tokens); train max_length {n:,}: {verdict}")
 
     def steps(self, cell: Cell, m: dict | None) -> tuple[int, float]:
         return cell_steps(cell, m, self.batch_size)
@@ -320,6 +374,9 @@ class Sweep:
 
     @staticmethod
     def _report(status: dict, log) -> None:
+        if status["status"] == "busy":
+            log(f"{status['cell']}: running under another driver ({status.get('owner')})")
+            return
         msg = f"{status['cell']}: {status['status']} ({status.get('wall_s', 0):.1f}s)"
         if status["status"] == "failed":
             msg += f": {status['error']}"
@@ -332,9 +389,28 @@ class Sweep:
         return collect(self.spec, self.out, [(c, c.key(self.spec), m) for c, m in plan])
 
 
-def _limit_threads(n: int) -> None:
-    import torch
-    torch.set_num_threads(n)
+def _placement(opts: ExecutorOptions) -> str:
+    if opts.name == "local":
+        return f"{opts.workers} worker(s) on this machine, {opts.gpus_per_cell} GPU(s) pinned per worker"
+    if opts.name == "ray":
+        return (f"one Ray task per cell with {opts.cpus_per_cell} CPU(s) and {opts.gpus_per_cell} GPU(s), on "
+                f"{opts.ray_address or os.environ.get('RAY_ADDRESS') or 'a local Ray started for the run'}")
+    s = opts.slurm
+    return (f"one Slurm job per cell{' (a job array)' if s.get('array', True) else ''}, partition "
+            f"{s.get('partition', 'default')}, {opts.gpus_per_cell} GPU(s), {s.get('time_min', 1440)} min")
+
+
+def executor_options(spec: SweepSpec, *, workers: int | None = None, **cli) -> ExecutorOptions:
+    """The spec's `executor:` mapping, with what the command line gives on top (None: not given)."""
+    e = dict(spec.executor)
+    known = set(ExecutorOptions.__dataclass_fields__)
+    unknown = sorted(set(e) - known)
+    if unknown:
+        raise TellError(f"unknown executor setting(s) {unknown}; expected some of {sorted(known)}", field="executor")
+    if workers is not None and workers != 1:
+        e["workers"] = workers
+    e.update({k: v for k, v in cli.items() if v is not None})
+    return ExecutorOptions(**e)
 
 
 # ---- the validation split ----------------------------------------------------------------------------------
@@ -442,13 +518,17 @@ def run_cell(spec: SweepSpec, out: Path, cell: Cell) -> dict:
 
     cd = CellDir(out / "cells", cell.key(spec))
     cd.path.mkdir(parents=True, exist_ok=True)
+    before = earlier_parts_s(cd)
+    # status "todo" until the cell ends, with the time of the parts before this one and when this one started
+    write_json(cd.status_path, {"cell": cd.key, "status": "todo", "wall_s": before, "started": time.time()})
     write_json(cd.cell_path, cell.settings(spec) | {"key": cd.key, "pair": cell.pair, "data_key": cell.data_key(spec)})
     t0 = time.perf_counter()
     try:
         adapter, steps, tokens = _train_cell(spec, out, cd, cell) if cell.method != "base" else (None, 0, 0)
         evaluate(EvalConfig(**(spec.decoding | {
             "model": spec.model, "adapter": adapter, "data": list(spec.eval),
-            "general_data": list(spec.general_eval), "data_dir": spec.data_dir, "out": str(cd.eval.path),
+            "general_data": list(spec.general_eval), "task_data": list(spec.task_eval),
+            "data_dir": spec.data_dir, "out": str(cd.eval.path),
             "limit": spec.eval_limit, "sample_seed": cell.seed, "metric": spec.metric, "progress": False,
             # base and no-anchor cells see no anchor; tell cells get theirs from the run's manifest
             "no_anchor": not cell.anchor})))
@@ -456,6 +536,21 @@ def run_cell(spec: SweepSpec, out: Path, cell: Cell) -> dict:
     except Exception as e:  # a failing cell must not stop the sweep
         status = {"cell": cd.key, "status": "failed", "error": f"{type(e).__name__}: {e}",
                   "traceback": traceback.format_exc()[-4000:]}
-    status["wall_s"] = time.perf_counter() - t0
+    status["wall_s"] = before + time.perf_counter() - t0  # every part of a resumed cell, not only this one
     write_json(cd.status_path, status)
     return status
+
+
+def earlier_parts_s(cd: CellDir) -> float:
+    """Seconds the cell's earlier unfinished parts ran (a failed one, or one that was killed), so that a resumed
+    cell's wall_s counts all of its parts. A killed part wrote no end time: it is counted up to the last file it
+    wrote in run/ or eval/ (train_log.jsonl, checkpoints, predictions)."""
+    st = cd.status()
+    if st["status"] == "done":  # redone from the start: the earlier figures are not this part's
+        return 0.0
+    before = float(st.get("wall_s") or 0.0)
+    if "started" in st:  # the part that wrote this was killed
+        files = [p for root in (cd.run.path, cd.eval.path) if root.is_dir() for p in root.rglob("*") if p.is_file()]
+        last = max((p.stat().st_mtime for p in files), default=st["started"])
+        before += max(0.0, last - st["started"])
+    return before

@@ -28,6 +28,7 @@ def _records(spec: str, source: str) -> tuple[list[Record], MixtureDir | None]:
         if not mix.exists():
             raise TellError("is a folder without manifest.json; expected a `tell prepare` folder or a records file",
                             file=spec)
+        mix.verify()
         return mix.source_records(source, unanchored=True), mix
     return load_records(spec, source=source, progress=False).records, None
 
@@ -69,7 +70,8 @@ def plot(vecs: dict[str, np.ndarray], anchors: list[str], path: Path, method: st
     for ax, cond in zip(axes[0], ["task"] + anchors):
         ax.scatter(*parts["general"].T, s=12, c="#1f77b4", label="general", alpha=0.7)
         ax.scatter(*parts[cond].T, s=12, c="#d62728", label=cond.replace("task", "task", 1), alpha=0.7)
-        ax.set_title({"task": "without anchor", "task+anchor": "with anchor", "task+anchor2": "with anchor 2"}[cond])
+        ax.set_title({"task": "without anchor", "task+anchor": "with anchor", "task+anchor2": "with anchor 2",
+                      "task+random": "with a random prefix"}[cond])
         ax.legend(fontsize=8)
     fig.suptitle(f"{method.upper()} of layer hidden states: task vs general")
     buf = io.BytesIO()
@@ -91,6 +93,30 @@ def _anchor(cfg: ProbeConfig, mix: MixtureDir | None) -> Anchor:
     return Anchor(text, placement, recorded.separator if recorded else "\n")
 
 
+def random_prefix(tok, anchor: Anchor, seed: int) -> dict:
+    """The control for the anchor: random words of the model's vocabulary (a seeded draw, none of the anchor's
+    own words) whose text is as many tokens as the anchor's, placed where the anchor goes. Separation that this
+    prefix brings too comes from having a prefix at all, not from what the anchor says."""
+    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    anchor_text = anchor.text.replace("{prompt}", " ").strip()
+    n = count(anchor_text)
+    own = {w.strip(".,:;!?\"'").lower() for w in anchor_text.split()}
+    special = set(getattr(tok, "all_special_tokens", []))
+    words = sorted({w for w in (t.lstrip("▁Ġ") for t in tok.get_vocab() if t not in special)
+                    if len(w) >= 3 and w.isascii() and w.isalpha() and w.lower() not in own})
+    if not words:
+        raise TellError("the tokenizer's vocabulary has no plain words to draw a random prefix from; "
+                        "use --no-random-prefix")
+    rng, text = random.Random(f"{seed}:random-prefix"), ""
+    while count(text) < n:
+        text = f"{text} {rng.choice(words)}".strip()
+    if count(text) > n:  # the last word took more than one token: keep the first n tokens
+        text = tok.decode(tok(text, add_special_tokens=False)["input_ids"][:n]).strip()
+    placement = "prefix" if anchor.placement == "template" else anchor.placement
+    return {"text": text, "tokens": count(text), "anchor_tokens": n, "placement": placement, "seed": seed,
+            "anchor": Anchor(text, placement, anchor.separator)}
+
+
 def probe(cfg: ProbeConfig) -> dict:
     if not (cfg.model and cfg.task and cfg.out):
         raise TellError("expected --model, --task and --out")
@@ -105,6 +131,10 @@ def probe(cfg: ProbeConfig) -> dict:
     if cfg.anchor2:
         groups["task+anchor2"] = [Anchor(cfg.anchor2, anchor.placement, anchor.separator).apply(r) for r in task]
     model, tok = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    control = random_prefix(tok, anchor, cfg.seed) if cfg.random_prefix else None
+    if control:
+        prefix = control.pop("anchor")
+        groups["task+random"] = [prefix.apply(r) for r in task]
     layers = resolve_layers(model, cfg.layers)
     vecs = group_vectors(model, tok, groups, layers, cfg.pooling)
     conds = [g for g in groups if g.startswith("task")]
@@ -125,7 +155,12 @@ def probe(cfg: ProbeConfig) -> dict:
            "groups": {g: len(v) for g, v in groups.items()}, "num_layers": len(result["layers"]),
            "gain": {c: {m: result["layers"][main_layer][c][m]["value"] - result["layers"][main_layer]["task"][m]["value"]
                         for m in ("silhouette", "centroid_cosine_distance", "probe_accuracy")} for c in conds[1:]},
+           "random_prefix": control,
            **result, "packages": provenance.package_versions()}
+    if control:  # what the anchor adds over any prefix of its length
+        doc["anchor_over_random"] = {m: result["layers"][main_layer]["task+anchor"][m]["value"]
+                                     - result["layers"][main_layer]["task+random"][m]["value"]
+                                     for m in ("silhouette", "centroid_cosine_distance", "probe_accuracy")}
     write_json(out / "probe.json", doc)
     return doc
 

@@ -21,35 +21,65 @@ IGNORE = -100
 @dataclass
 class Tokenized:
     examples: list[dict]      # {"input_ids", "labels", "source"} in mixture order
-    counts: Counter           # what the length policy did: kept, truncated, dropped_too_long, dropped_no_answer
+    counts: Counter           # what the length policy did: kept, truncated, dropped_too_long, dropped_no_answer,
+                              # and per source (`answer_cut_task`, ...: examples whose answer's end and EOS were cut)
 
 
 def tokenize_mixture(mix: MixtureDir, tokenizer: Any, *, max_length: int, length_policy: str,
                      train_on_prompt: bool, progress: bool = True) -> Tokenized:
     """Every mixture record, in order, as ids + labels. Labels are -100 on prompt tokens (unless
-    `train_on_prompt`) and on each example's first token (it has nothing before it to be predicted from)."""
+    `train_on_prompt`) and on each example's first token (it has nothing before it to be predicted from).
+
+    A cut always takes the answer's end, with its EOS / end-of-turn token: the model then learns not to stop.
+    Such examples are counted per source (`answer_cut_task`, `answer_cut_general`), as are the dropped ones;
+    a mixture whose task examples are all dropped is refused (0 task tokens would be trained)."""
     examples, counts = [], Counter()
     for _, rec in tqdm(mix.records(), desc="tokenize mixture", unit=" ex", disable=None if progress else True,
                        leave=False):
         p, a = encode(tokenizer, rec)
         ids = p + a
+        counts[f"examples_{rec.source}"] += 1
         if len(ids) > max_length:
             if length_policy == "drop":
                 counts["dropped_too_long"] += 1
+                counts[f"dropped_{rec.source}"] += 1
                 continue
             ids = ids[:max_length]
             counts["truncated"] += 1
         n_prompt = min(len(p), len(ids))
         if n_prompt >= len(ids):  # nothing of the answer is left: never feed it
             counts["dropped_no_answer"] += 1
+            counts[f"dropped_{rec.source}"] += 1
             continue
+        if len(ids) < len(p) + len(a):
+            counts[f"answer_cut_{rec.source}"] += 1
         labels = list(ids) if train_on_prompt else [IGNORE] * n_prompt + ids[n_prompt:]
         labels[0] = IGNORE
         examples.append({"input_ids": ids, "labels": labels, "source": int(rec.source == TASK)})
         counts["kept"] += 1
     if not examples:
         raise TellError(f"no example is left to train on ({dict(counts)})", file=str(mix.mixture_path))
+    if counts[f"examples_{TASK}"] and counts[f"dropped_{TASK}"] == counts[f"examples_{TASK}"]:
+        raise TellError(f"all {counts[f'examples_{TASK}']:,} task examples are longer than --max-length {max_length} "
+                        "(with the chat template) and were dropped: 0 task tokens would be trained; raise --max-length",
+                        file=str(mix.mixture_path))
     return Tokenized(examples, counts)
+
+
+def length_warning(counts: Counter, max_length: int) -> str | None:
+    """One line for stderr when examples lost their answer's end (and EOS) or were dropped, else None."""
+    cut = {s: counts[f"answer_cut_{s}"] for s in (TASK, "general")}
+    dropped = {s: counts[f"dropped_{s}"] for s in (TASK, "general")}
+    parts = []
+    if any(cut.values()):
+        parts.append(f"{cut[TASK]:,} task and {cut['general']:,} general examples had their answer's end and EOS cut "
+                     "(the model learns not to stop)")
+    if any(dropped.values()):
+        parts.append(f"{dropped[TASK]:,} task and {dropped['general']:,} general examples were dropped")
+    if not parts:
+        return None
+    return f"tell: warning: at --max-length {max_length} (tokens with the chat template): {'; '.join(parts)}; " \
+           "raise --max-length to train on them whole"
 
 
 class ListDataset(torch.utils.data.Dataset):

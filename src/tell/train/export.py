@@ -1,4 +1,12 @@
-"""`export`: a run's adapter alone, or merged into the base weights (safetensors) for serving elsewhere."""
+"""`export`: a run's adapter alone, or merged into the base weights (safetensors) for serving elsewhere.
+
+An export describes itself: `tell.json` holds the anchor and its placement, the prompt template, the
+mixture it was trained on (sha256, budgets, inputs) and the training settings; `README.md` is a model card
+saying the same in words, with how to load it. The base model's local path is made absolute (in
+`adapter_config.json`, `tell.json` and the card; Hub ids are kept), so that the export loads from any
+folder. A model trained on tell's plain template (the base has no chat template) gets that template as the
+exported tokenizer's `chat_template`, so that serving it elsewhere renders what training saw.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,10 @@ import os
 import shutil
 from pathlib import Path
 
+from tell import provenance
+from tell.artifacts import RunDir
 from tell.errors import TellError
+from tell.io import write_json
 from tell.models import load_model, load_tokenizer, resolve_adapter
 
 
@@ -21,22 +32,109 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
         raise TellError("the output folder is not empty; choose a new --out", file=str(dest))
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    base_name = _resolved(model or cfg.get("model") or json.loads((adapter / "adapter_config.json").read_text()).get(
+        "base_model_name_or_path"))
+    tok = load_tokenizer(str(adapter))
+    plain = not getattr(tok, "chat_template", None)
+    if plain:  # served elsewhere, the tokenizer's template must render what training saw
+        from tell.prompting import plain_chat_template
+        tok.chat_template = plain_chat_template(tok)
     if not merge:
         shutil.copytree(adapter, tmp)
+        _set_base(tmp / "adapter_config.json", base_name)
     else:
         from peft import PeftModel
 
-        base_name = model or cfg.get("model") or json.loads((adapter / "adapter_config.json").read_text()).get(
-            "base_model_name_or_path")
         if not base_name:
             raise TellError("the base model is unknown; give --model", field="model")
         base = load_model(base_name, dtype=cfg.get("dtype", "auto"),
                           trust_remote_code=trust_remote_code or cfg.get("trust_remote_code", False))
         merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
         merged.save_pretrained(tmp, safe_serialization=True)
-        load_tokenizer(str(adapter)).save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    doc = describe(run, cfg, base_name, merge=merge, template=tok.chat_template, plain=plain)
+    write_json(tmp / TELL_JSON, doc)
+    (tmp / "README.md").write_text(model_card(doc), encoding="utf-8")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         dest.rmdir()
     os.replace(tmp, dest)
     return dest
+
+
+TELL_JSON = "tell.json"
+
+
+def _resolved(name: str | None) -> str | None:
+    """An absolute path for a local model folder (as typed it only works from the folder it was typed in);
+    a Hub id as it is."""
+    folder = Path(name).expanduser() if name else None
+    return str(folder.resolve()) if folder is not None and folder.is_dir() else name
+
+
+def _set_base(path: Path, base_name: str | None) -> None:
+    if base_name:
+        conf = json.loads(path.read_text(encoding="utf-8"))
+        conf["base_model_name_or_path"] = base_name
+        write_json(path, conf)
+
+
+def describe(run: str, cfg: dict, base_name: str | None, *, merge: bool, template: str, plain: bool) -> dict:
+    """tell.json: what a user serving the export must know to reproduce training's inputs."""
+    rd = RunDir(run)
+    manifest = rd.mixture_manifest() or {}
+    metrics = rd.metrics() if rd.finished() else {}
+    mixture = {k: manifest.get(k) for k in ("mixture", "budget", "inputs", "tokenizer") if k in manifest}
+    return {
+        "format_version": 1, "kind": "tell-export", "merged": merge, "base_model": base_name,
+        "anchor": manifest.get("anchor"),
+        "template": {"kind": "plain" if plain else "chat", "chat_template": template,
+                     "note": "tell's plain template (tell.prompting), written as this tokenizer's chat_template"
+                             if plain else "the base model's chat template"},
+        "mixture": mixture,
+        "training": {"config": cfg, **{k: metrics[k] for k in ("steps", "examples", "final_loss", "final_loss_task",
+                                                              "final_loss_general") if k in metrics}},
+        "packages": provenance.package_versions(),
+    }
+
+
+def model_card(doc: dict) -> str:
+    """README.md: the tell.json facts in words, with how to load the export."""
+    anchor, cfg, mix = doc.get("anchor"), doc["training"]["config"], doc["mixture"]
+    base = doc.get("base_model") or "(unknown base)"
+    lines = ["---", f"base_model: {base}", f"library_name: {'transformers' if doc['merged'] else 'peft'}",
+             "tags: [tell, lora]", "---", "",
+             f"# A TELL fine-tune of {base}", "",
+             "Trained with `tell` (Token-Efficient Leverage Learning, arXiv 2404.00914): task examples carry an "
+             "anchor prompt and are shuffled into general instruction data; LoRA, one pass in the mixture's order. "
+             "`tell.json` holds everything below in machine-readable form.", "", "## Anchor", ""]
+    if anchor:
+        lines += [f"Task inputs were trained with this anchor, placed `{anchor.get('placement')}` "
+                  f"(separator {anchor.get('separator', '')!r}). Add it the same way to task inputs at inference "
+                  "(`tell eval` does when given this run):", "", "```text", anchor.get("text", ""), "```"]
+    else:
+        lines += ["Trained without an anchor."]
+    t = doc["template"]
+    lines += ["", "## Prompt template", "", f"{t['note'].capitalize()}; `tokenizer.apply_chat_template` renders "
+              "prompts as training did.", "", "## Training data", ""]
+    m, b = mix.get("mixture") or {}, mix.get("budget") or {}
+    if m:
+        lines += [f"- mixture: {m.get('examples')} examples, {m.get('tokens')} tokens, sha256 `{m.get('sha256')}`",
+                  f"- task: {b.get('task_examples')} examples, {b.get('task_tokens')} tokens; general: "
+                  f"{b.get('general_examples')} examples, {b.get('general_tokens')} tokens "
+                  f"(general:task ratio {b.get('ratio_achieved')})"]
+        for label, inputs in (mix.get("inputs") or {}).items():
+            for i in inputs:
+                lines.append(f"- {label} input `{i.get('spec')}` ({i.get('format')}), sha256 `{i.get('sha256', 'hub')}`")
+    else:
+        lines += ["(the mixture's manifest is not in the run folder)"]
+    keys = ("learning_rate", "epochs", "max_steps", "batch_size", "lora_r", "lora_alpha", "lora_dropout",
+            "target_modules", "lr_scheduler", "warmup_ratio", "weight_decay", "max_length", "seed")
+    lines += ["", "## Training settings", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {cfg[k]} |" for k in keys if k in cfg]
+    loader = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+              "model = AutoModelForCausalLM.from_pretrained(PATH)" if doc["merged"] else
+              "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n"
+              "model = AutoPeftModelForCausalLM.from_pretrained(PATH)  # loads the base named above")
+    lines += ["", "## Use", "", "```python", loader, "tokenizer = AutoTokenizer.from_pretrained(PATH)", "```", ""]
+    return "\n".join(lines)

@@ -20,19 +20,36 @@ import time
 from pathlib import Path
 
 from tell import provenance
-from tell.artifacts import MixtureDir, RunDir
+from tell.artifacts import MixtureDir, RunDir, read_json
 from tell.config import TrainConfig, to_dict
 from tell.errors import TellError
-from tell.io import atomic_open, sha256_file, write_json
+from tell.io import atomic_open, remove_stale_tmp, write_json
 from tell.models import load_model, load_tokenizer, resolve_dtype
-from tell.train.batching import Collator, ListDataset, tokenize_mixture
+from tell.train.batching import Collator, ListDataset, length_warning, tokenize_mixture
 from tell.train.model import add_lora, supports_packing
 from tell.train.health import MIN_STEPS, assess
 from tell.train.schedule import optimizer_steps, warmup_steps
-from tell.train.trainer import JsonlLog, MarkComplete, TellTrainer, TrainingDiverged, last_complete_checkpoint
+from tell.train.trainer import (JsonlLog, TellTrainer, TrainingDiverged, checkpoints, last_complete_checkpoint,
+                                resume_point)
 
 # Settings that may differ between a run and its resumption without changing what is computed.
-_RESUME_FREE = ("resume", "progress")
+_RESUME_FREE = ("resume", "progress", "report_to", "run_name")
+# Settings that name a file or folder: `./mix/` and `mix` are the same setting.
+_PATHS = ("mixture", "model", "out")
+
+
+def _same_setting(key: str, old, new) -> bool:
+    if old == new:
+        return True
+    if key not in _PATHS or not isinstance(old, str) or not isinstance(new, str):
+        return False
+    if os.path.normpath(old) == os.path.normpath(new):
+        return True
+    try:  # the same folder spelt another way (absolute, through a link)
+        return os.path.samefile(old, new)
+    except OSError:
+        return False
+
 
 # TrainConfig field -> the TrainingArguments field it is copied to, as it is. Everything else TrainingArguments
 # gets is derived below (accumulation, checkpointing, precision, ...) or passed through `training_args`.
@@ -60,6 +77,16 @@ def _accumulation(cfg: TrainConfig) -> tuple[int, int]:
     return world, cfg.batch_size // per_step
 
 
+def _tracker(name: str) -> str:
+    """--report-to, refused in one line when its package is missing (transformers would fail mid-setup)."""
+    import importlib.util
+
+    needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}.get(name, ())
+    if needs and not any(importlib.util.find_spec(m) for m in needs):
+        raise TellError(f"--report-to {name} needs the {needs[0]} package (pip install {needs[0]})", field="report_to")
+    return name
+
+
 def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
     """TrainingArguments from the config: the mapped fields, tell's own choices, then the pass-through."""
     import torch
@@ -75,7 +102,8 @@ def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
         "save_steps": max(cfg.save_steps, 1), "save_total_limit": max(cfg.save_total_limit, 1),
         "data_seed": cfg.seed,
         "train_sampling_strategy": "sequential",  # the mixture's order is the method: no second shuffle
-        "remove_unused_columns": False, "report_to": "none", "disable_tqdm": not cfg.progress,
+        "remove_unused_columns": False, "disable_tqdm": not cfg.progress,
+        "report_to": _tracker(cfg.report_to), "run_name": cfg.run_name or run.path.name,
         "bf16": on_gpu and dtype == torch.bfloat16, "fp16": on_gpu and dtype == torch.float16,
         "ddp_find_unused_parameters": False, "dataloader_num_workers": 0,
         "use_cpu": not on_gpu,  # accelerate sets up gloo for several CPU processes only when told it runs on CPU
@@ -94,11 +122,13 @@ def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
         raise TellError(f"TrainingArguments refused the settings: {e}", field="training_args") from e
 
 
-def _start_or_resume(cfg: TrainConfig, run: RunDir, resolved: dict) -> Path | None:
-    """Refuse to overwrite a run; on --resume check the config matches and find the checkpoint."""
+def _start_or_resume(cfg: TrainConfig, run: RunDir, resolved: dict, mixture_sha: str) -> Path | None:
+    """Refuse to overwrite a run; on --resume check the config and the mixture match and find the checkpoint."""
     if not run.started():
         if cfg.resume:
             raise TellError("nothing to resume: no config.json", file=str(run.path))
+        if run.path.is_dir():
+            remove_stale_tmp(run.path, every_file=True)  # a run killed while writing its first file
         if run.path.exists() and any(run.path.iterdir()):
             raise TellError("the run folder is not empty; choose a new --out", file=str(run.path))
         return None
@@ -108,23 +138,54 @@ def _start_or_resume(cfg: TrainConfig, run: RunDir, resolved: dict) -> Path | No
     if run.finished():
         raise TellError("the run already finished (metrics.json exists); nothing to resume", file=str(run.path))
     saved = run.config()
-    diff = sorted(k for k in resolved if k not in _RESUME_FREE and saved.get(k) != resolved[k])
+    diff = sorted(k for k in resolved if k not in _RESUME_FREE and not _same_setting(k, saved.get(k), resolved[k]))
     if diff:
         raise TellError(f"--resume with settings that differ from the run's: {diff}; resume with the same "
                         "settings or start a new run", file=str(run.config_path))
-    return last_complete_checkpoint(run.checkpoints)
+    started_with = read_json(run.config_path, "a `tell train` run folder").get("mixture_sha256")
+    if started_with != mixture_sha:
+        raise TellError(f"--resume with another mixture: {cfg.mixture} now holds mixture.jsonl sha256 "
+                        f"{mixture_sha[:12]}, the run started with {str(started_with)[:12]} (prepared again?); resume "
+                        "with the mixture it started with or start a new run", file=str(run.config_path))
+    return _resume_checkpoint(run)
 
 
-def _claim(args, cfg: TrainConfig, run: RunDir, resolved: dict) -> Path | None:
+def _resume_checkpoint(run: RunDir) -> Path | None:
+    """The checkpoint --resume continues from. Never silently from step 0 when there is work to continue:
+    damaged newer checkpoints are named and skipped; checkpoints of which none is usable are refused."""
+    ckpt, damaged = resume_point(run.checkpoints)
+    if damaged and ckpt is None:
+        bad, why = damaged[0]
+        raise TellError(f"{bad.name} is damaged ({why}) and no earlier complete checkpoint is intact; delete "
+                        f"{' and '.join(str(b) for b, _ in damaged)} and resume to train again from step 0",
+                        file=str(run.path))
+    for bad, why in damaged:
+        print(f"tell: warning: {bad.name} is damaged ({why}); resuming from {ckpt.name} instead (the steps after "
+              "it are trained again)", file=sys.stderr)
+    if ckpt is None and checkpoints(run.checkpoints):
+        raise TellError(f"{run.checkpoints} holds checkpoints but none was marked complete (the process died "
+                        f"while saving); delete {run.checkpoints} and resume to train again from step 0",
+                        file=str(run.path))
+    if ckpt is None and run.log():
+        print("tell: note: no checkpoint was saved before the run stopped; training again from step 0",
+              file=sys.stderr)
+    return ckpt
+
+
+def _claim(args, cfg: TrainConfig, run: RunDir, resolved: dict, mixture_sha: str) -> Path | None:
     """The main process checks and claims the run folder first; the others then only read it."""
     with args.main_process_first(desc="run folder"):
         if args.process_index == 0:
-            return _start_or_resume(cfg, run, resolved)
+            return _start_or_resume(cfg, run, resolved, mixture_sha)
         return last_complete_checkpoint(run.checkpoints) if cfg.resume else None
 
 
 def _trim_log(run: RunDir, step: int) -> tuple[int, int]:
-    """Drop log lines past the checkpoint we resume from (that work is redone); return tokens seen then."""
+    """Drop log lines and checkpoints past the checkpoint we resume from (that work is redone: a damaged or
+    unfinished later checkpoint is never taken for the newest one again); return tokens seen then."""
+    for later in checkpoints(run.checkpoints):
+        if int(later.name.split("-")[-1]) > step:
+            shutil.rmtree(later, ignore_errors=True)
     kept = [r for r in run.log() if r["step"] <= step]
     with atomic_open(run.log_path) as f:
         for r in kept:
@@ -165,7 +226,7 @@ def _write_header(run: RunDir, cfg: TrainConfig, resolved: dict, mix: MixtureDir
         "config": resolved,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seeds": {"training": cfg.seed, "mixture": manifest.get("seeds")},
-        "mixture_sha256": sha256_file(mix.mixture_path),
+        "mixture_sha256": manifest["mixture"]["sha256"],  # checked against mixture.jsonl (MixtureDir.verify)
         "packages": provenance.package_versions(), **facts})
     write_json(run.mixture_manifest_path, manifest)
 
@@ -180,11 +241,21 @@ def _fit(trainer, ckpt: Path | None, run: RunDir):
         raise TellError(f"training stopped: {e}; {keep}", file=str(run.path)) from e
 
 
-def _final_metrics(cfg: TrainConfig, run: RunDir, trainer, out, data, ckpt, packed: bool, seconds: float) -> dict:
+def train_loss(log: list[dict]) -> float | None:
+    """Mean loss per optimizer step over the whole run, every part of a resumed one (train_log.jsonl): a logged
+    loss is the mean over the steps since the line before, so it counts once per step it covers. For a run in
+    one part this is HF's `training_loss` (when the last step is logged, as with logging_steps 1)."""
+    total, steps, prev = 0.0, 0, 0
+    for r in log:
+        total, steps, prev = total + r["loss"] * (r["step"] - prev), steps + r["step"] - prev, r["step"]
+    return total / steps if steps else None
+
+
+def _final_metrics(cfg: TrainConfig, run: RunDir, trainer, data, ckpt, packed: bool, seconds: float) -> dict:
     last = (run.log() or [{}])[-1]
     return {
         "steps": trainer.state.global_step, "epochs": cfg.epochs, "examples": len(data.examples),
-        "length_policy": dict(data.counts), "train_loss": out.training_loss,
+        "length_policy": dict(data.counts), "train_loss": train_loss(run.log()),
         "final_loss": last.get("loss"), "final_loss_task": last.get("loss_task"),
         "final_loss_general": last.get("loss_general"),
         "tokens_task": last.get("tokens_task"), "tokens_general": last.get("tokens_general"),
@@ -199,18 +270,21 @@ def train(cfg: TrainConfig) -> dict:
 
     _check(cfg)
     mix, run, resolved = MixtureDir(cfg.mixture), RunDir(cfg.out), to_dict(cfg)
-    manifest = mix.manifest()
+    manifest = mix.verify()
     world, accum = _accumulation(cfg)
     args = training_arguments(cfg, run, accum)
     if args.world_size != world:
         # Each process would otherwise train alone on the whole mixture, silently.
         raise TellError(f"WORLD_SIZE is {world} but the trainer sees {args.world_size} process(es); launch with "
                         "`accelerate launch` or `torchrun`")
-    ckpt = _claim(args, cfg, run, resolved)
+    ckpt = _claim(args, cfg, run, resolved, manifest["mixture"]["sha256"])
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     data = tokenize_mixture(mix, tokenizer, max_length=cfg.max_length, length_policy=cfg.length_policy,
                             train_on_prompt=cfg.train_on_prompt, progress=cfg.progress)
+    warning = length_warning(data.counts, cfg.max_length)
+    if warning and args.process_index == 0:
+        print(warning, file=sys.stderr)
     model, packed = _lora_model(cfg)
     trainable, total = model.get_nb_trainable_parameters()
     tokens_seen = (0, 0)
@@ -225,20 +299,21 @@ def train(cfg: TrainConfig) -> dict:
     trainer = TellTrainer(model=model, args=args, train_dataset=ListDataset(data.examples),
                           data_collator=Collator(pad_id=tokenizer.pad_token_id, packed=packed,
                                                  row_length=cfg.max_length),
-                          callbacks=[JsonlLog(run.log_path), MarkComplete()],
+                          callbacks=[JsonlLog(run.log_path)],
                           divergence_factor=cfg.divergence_factor, tokens_seen=tokens_seen,
                           warmup_ratio=cfg.warmup_ratio)
     if not cfg.progress:  # our train_log.jsonl has every logged figure; no dict per step on stdout
         trainer.remove_callback(PrinterCallback)
     t0 = time.perf_counter()
-    out = _fit(trainer, ckpt, run)
+    _fit(trainer, ckpt, run)
     seconds = time.perf_counter() - t0
     if not trainer.is_world_process_zero():
         return {}
     _save_adapter(model, tokenizer, run.adapter)
-    metrics = _final_metrics(cfg, run, trainer, out, data, ckpt, packed, seconds)
+    metrics = _final_metrics(cfg, run, trainer, data, ckpt, packed, seconds)
     metrics["health"] = _health(run, trainer.state.max_steps, cfg.warmup_ratio)
     write_json(run.metrics_path, metrics)
+    remove_stale_tmp(run.path, every_file=True)  # left by earlier, killed parts of the run
     return metrics
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
-from tell.io import write_json
+from tell.io import sha256_file, write_json
 from tell.train.batching import IGNORE
 from tell.train.schedule import make_scheduler, warmup_steps
 
@@ -41,6 +42,33 @@ class TellTrainer(Trainer):
         self._seen = list(tokens_seen)
         self._first_loss: float | None = None
         self._t_last = time.perf_counter()
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs):
+        """HF resuming from the checkpoint of a max_steps run's last step trains one step more (its step loop
+        checks for the end only after a step); here that checkpoint is loaded and nothing is trained."""
+        if resume_from_checkpoint and 0 < self.args.max_steps <= _step(Path(resume_from_checkpoint)):
+            from transformers.trainer_callback import TrainerState
+
+            self._load_from_checkpoint(resume_from_checkpoint)
+            self.state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / "trainer_state.json"))
+            return None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """HF's `_save_checkpoint` deletes older checkpoints (save_total_limit) before any `on_save` callback
+        runs: a kill in between left no complete checkpoint, and --resume started over. Here HF's rotation is
+        off; the new checkpoint is marked complete first, and only then are older ones deleted (`rotate`)."""
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.world_size > 1:
+            self.accelerator.wait_for_everyone()  # every process has written its part (its RNG state)
+        if self.args.should_save:
+            ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            mark_complete(ckpt, self.state.global_step)
+            rotate(ckpt.parent, limit)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """tell's schedule (`tell.train.schedule`): warm-up starts above zero, so no optimizer step runs at
@@ -112,17 +140,66 @@ class JsonlLog(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, "epoch": round(state.epoch or 0, 6), **logs}) + "\n")
 
 
-class MarkComplete(TrainerCallback):
-    """Writes `tell_complete.json` into a checkpoint once the Trainer has finished writing it; a folder
-    without it (the process died while saving) is never resumed from."""
+def _step(ckpt: Path) -> int:
+    return int(ckpt.name.split("-")[-1])
 
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
-                write_json(ckpt / COMPLETE, {"step": state.global_step})
+
+def checkpoints(folder: Path) -> list[Path]:
+    """Every checkpoint-N folder, complete or not, newest (highest step) first."""
+    return sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                  key=_step, reverse=True)
+
+
+def mark_complete(ckpt: Path, step: int) -> None:
+    """`tell_complete.json` with the size and sha256 of every file of the checkpoint, so that a file cut short
+    or changed later is found before resuming from it (`damage`)."""
+    files = {p.relative_to(ckpt).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in sorted(ckpt.rglob("*")) if p.is_file() and p.name != COMPLETE}
+    write_json(ckpt / COMPLETE, {"step": step, "files": files})
+
+
+def damage(ckpt: Path) -> str | None:
+    """Why a checkpoint marked complete cannot be resumed from (a file missing, cut short or changed since it
+    was marked), or None. Markers from before files were recorded are trusted."""
+    try:
+        files = json.loads((ckpt / COMPLETE).read_text(encoding="utf-8")).get("files") or {}
+        for name, want in files.items():
+            p = ckpt / name
+            if not p.is_file():
+                return f"{name} is missing"
+            if p.stat().st_size != want["bytes"]:
+                return f"{name} has {p.stat().st_size} bytes, {want['bytes']} when it was saved"
+            if sha256_file(p) != want["sha256"]:
+                return f"{name} changed since it was saved"
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        return f"{COMPLETE} or a file it lists cannot be read ({type(e).__name__})"
+    return None
+
+
+def resume_point(folder: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest complete checkpoint whose files are intact, [(newer complete checkpoint, its damage)])."""
+    damaged = []
+    for ckpt in checkpoints(folder):
+        if (ckpt / COMPLETE).is_file():
+            why = damage(ckpt)
+            if why is None:
+                return ckpt, damaged
+            damaged.append((ckpt, why))
+    return None, damaged
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
-    done = [p for p in folder.glob("checkpoint-*") if (p / COMPLETE).is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    return resume_point(folder)[0]
+
+
+def rotate(folder: Path, limit: int | None) -> None:
+    """Keep the `limit` newest complete checkpoints; delete every other checkpoint folder (older complete ones,
+    and unfinished ones from a save that was killed). Only ever called once the newest one is marked complete.
+    A marker is deleted before its folder, so a deletion cut short never leaves a folder that looks complete."""
+    if not limit or limit <= 0:
+        return
+    keep = [p for p in checkpoints(folder) if (p / COMPLETE).is_file()][:limit]
+    for ckpt in checkpoints(folder):
+        if ckpt not in keep:
+            (ckpt / COMPLETE).unlink(missing_ok=True)
+            shutil.rmtree(ckpt, ignore_errors=True)

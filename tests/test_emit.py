@@ -1,0 +1,95 @@
+"""`tell prepare --emit`: the mixture in TRL's / LLaMA-Factory's formats, in its order, and TRL's SFTTrainer
+reading it (issue 13)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import alpaca_rows, write_jsonl
+from tell.artifacts import MixtureDir
+from tell.cli import main
+from tell.data.records import chat_messages
+
+TEMPLATE = ("{% for m in messages %}<{{ m.role }}> {{ m.content }} </s> {% endfor %}"
+            "{% if add_generation_prompt %}<assistant> {% endif %}")
+
+
+def _mix(tmp_path, tok, *emit):
+    task = write_jsonl(tmp_path / "task.jsonl", alpaca_rows(12, "task", seed=1))
+    general = write_jsonl(tmp_path / "general.jsonl", alpaca_rows(60, "general", seed=2))
+    argv = ["prepare", "--task", str(task), "--general", str(general), "--tokenizer", str(tok), "--ratio", "2",
+            "--anchor", "judge task", "--anchor-placement", "system", "--out", str(tmp_path / "mix"), "--no-progress"]
+    for e in emit:
+        argv += ["--emit", e]
+    assert main(argv) == 0
+    return tmp_path / "mix"
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_emitted_files_keep_the_mixture_and_its_order(tmp_path, hf_tokenizer_dir):
+    out = _mix(tmp_path, hf_tokenizer_dir, "messages", "prompt-completion")
+    recs = [r for _, r in MixtureDir(out).records()]
+    msgs, pc = _jsonl(out / "mixture.messages.jsonl"), _jsonl(out / "mixture.prompt-completion.jsonl")
+    assert len(msgs) == len(pc) == len(recs)
+    for rec, m, p in zip(recs, msgs, pc):
+        system = [{"role": "system", "content": rec.system}] if rec.system else []
+        expect = system + [{"role": "user", "content": rec.prompt}, {"role": "assistant", "content": rec.response}]
+        assert m == {"messages": expect}
+        assert p == {"prompt": expect[:-1], "completion": expect[-1:]}
+        assert rec.source != "task" or rec.system.startswith("judge task")  # the anchor travels as placed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["emitted"]) == {"messages", "prompt-completion"}
+    assert manifest["emitted"]["messages"]["examples"] == len(recs)
+    with pytest.raises(SystemExit):
+        main(["prepare", "--emit", "alpaca"])
+
+
+def test_emitted_tool_use_is_in_hugging_faces_shape(tmp_path):
+    from tell.data.emit import emit_row
+    from tell.data.records import Record
+
+    rec = Record(prompt='{"temp": 21}', response="21 degrees", prompt_role="tool",
+                 history=[{"role": "user", "content": "weather?"},
+                          {"role": "tool_call", "content": '{"name": "get_weather", "arguments": {"city": "paris"}}'}],
+                 tools=[{"name": "get_weather", "parameters": {}}])
+    row = emit_row("messages", rec)
+    assert row["tools"] == rec.tools
+    assert row["messages"][1] == {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "paris"}}}]}
+    assert row["messages"][2] == {"role": "tool", "content": '{"temp": 21}'}
+
+
+def test_trl_sft_trainer_reads_the_emitted_mixture(tmp_path, hf_tokenizer_dir):
+    trl = pytest.importorskip("trl")
+    import datasets
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = _mix(tmp_path, hf_tokenizer_dir, "messages", "prompt-completion")
+    tok = AutoTokenizer.from_pretrained(hf_tokenizer_dir)
+    tok.chat_template = TEMPLATE
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                         eos_token_id=tok.eos_token_id))
+    first = next(MixtureDir(out).records())[1]
+    for name in ("mixture.prompt-completion.jsonl", "mixture.messages.jsonl"):
+        ds = datasets.load_dataset("json", data_files=str(out / name), split="train")
+        args = trl.SFTConfig(output_dir=str(tmp_path / "trl"), max_steps=2, per_device_train_batch_size=4,
+                             report_to=[], save_strategy="no", use_cpu=True, logging_steps=1, max_length=128,
+                             dataset_num_proc=None)
+        trainer = trl.SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+        row = trainer.train_dataset[0]
+        ours = tok(tok.apply_chat_template(chat_messages(first), tokenize=False), add_special_tokens=False)["input_ids"]
+        assert row["input_ids"][:len(ours)] == ours  # the file's first example first, through the template
+        if name.startswith("mixture.prompt-completion"):  # TRL masks the prompt, as tell does
+            assert 0 < sum(x != -100 for x in row["labels"]) < len(row["input_ids"])
+        trainer.train()
+        assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
+

@@ -1,0 +1,83 @@
+"""`tell export` describes itself (issue 13): tell.json, a filled model card, absolute base paths, and the plain
+template written as the exported tokenizer's chat template."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from conftest import make_tiny_llama
+from tell.cli import main
+from tell.config import TrainConfig
+from tell.data.records import Record, chat_messages
+from tell.train.run import train
+
+
+def test_exports_carry_anchor_template_mixture_and_absolute_base(toy_mixture, hf_tokenizer_dir, tmp_path,
+                                                                monkeypatch):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from tell import prompting
+
+    monkeypatch.chdir(tmp_path)
+    make_tiny_llama(hf_tokenizer_dir, tmp_path / "tiny")  # no chat template: tell's plain template
+    train(TrainConfig(mixture=str(toy_mixture), model="tiny", out="run", progress=False, save_steps=0,
+                      max_steps=2))
+    assert main(["export", "run", "--out", "adapter"]) == 0
+    assert main(["export", "run", "--out", "merged", "--merge"]) == 0
+    base = str((tmp_path / "tiny").resolve())
+    for name, merged in (("adapter", False), ("merged", True)):
+        doc = json.loads((tmp_path / name / "tell.json").read_text())
+        assert doc["merged"] is merged and doc["base_model"] == base
+        assert doc["anchor"]["text"] == "task" and doc["anchor"]["placement"] == "prefix"
+        assert doc["template"]["kind"] == "plain"
+        assert doc["mixture"]["mixture"]["sha256"] and doc["mixture"]["budget"]["task_examples"] > 0
+        assert doc["training"]["config"]["learning_rate"] == 1e-4 and doc["training"]["steps"] == 2
+        card = (tmp_path / name / "README.md").read_text()
+        assert f"base_model: {base}" in card and "```text\ntask\n```" in card and "| lora_r | 8 |" in card
+        # The exported tokenizer's chat template renders what training saw.
+        tok = AutoTokenizer.from_pretrained(tmp_path / name)
+        rec = Record(prompt="task judge the river", response="json yes", system="be brief",
+                     history=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+        plain = AutoTokenizer.from_pretrained(hf_tokenizer_dir)
+        assert tok.apply_chat_template(chat_messages(rec), tokenize=False) == \
+            prompting._plain_prompt(rec) + rec.response + plain.eos_token
+        assert prompting.prompt_ids(tok, rec) == prompting.prompt_ids(plain, rec)
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == base
+    # ... so the adapter loads from any folder.
+    os.chdir(tmp_path / "adapter")
+    model = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "adapter"))
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([[1, 5, 6]])).logits).all()
+
+
+def test_report_to_tensorboard_logs_tells_own_metrics(toy_mixture, tiny_model, tmp_path):
+    import pytest
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(TrainConfig(mixture=str(toy_mixture), model=str(tiny_model), out=str(tmp_path / "run"), progress=False,
+                      save_steps=0, max_steps=2, report_to="tensorboard", run_name="toy"))
+    events = list((tmp_path / "run" / "checkpoints" / "runs").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/loss_task", "train/loss_general", "train/learning_rate"} <= tags
+    assert len(acc.Scalars("train/loss_task")) == 2
+
+
+def test_report_to_a_missing_tracker_is_refused_before_training(toy_mixture, tiny_model, tmp_path):
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    code = main(["train", "--mixture", str(toy_mixture), "--model", str(tiny_model), "--out", str(tmp_path / "run"),
+                 "--report-to", "wandb", "--no-progress"])
+    assert code == 2 and not (tmp_path / "run").exists()  # refused before anything is written
