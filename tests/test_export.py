@@ -81,3 +81,27 @@ def test_report_to_a_missing_tracker_is_refused_before_training(toy_mixture, tin
     code = main(["train", "--mixture", str(toy_mixture), "--model", str(tiny_model), "--out", str(tmp_path / "run"),
                  "--report-to", "wandb", "--no-progress"])
     assert code == 2 and not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_eval_applies_an_exported_adapters_anchor_and_the_run_names_its_base_from_anywhere(
+        toy_mixture, hf_tokenizer_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from tell.config import EvalConfig
+    from tell.eval.run import resolve_anchor
+
+    monkeypatch.chdir(tmp_path)
+    make_tiny_llama(hf_tokenizer_dir, tmp_path / "tiny")
+    train(TrainConfig(mixture=str(toy_mixture), model="tiny", out="run", progress=False, save_steps=0, max_steps=1))
+    conf = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert conf["model"] == str((tmp_path / "tiny").resolve())  # typed as "tiny", recorded absolute
+    assert main(["export", "run", "--out", "exported"]) == 0
+    capsys.readouterr()
+    anchor = resolve_anchor(EvalConfig(model="tiny", adapter="exported", data=["x"], out="e"))
+    assert anchor is not None and anchor.text == "task" and anchor.placement == "prefix"
+    assert "warning" not in capsys.readouterr().err
+    # A bare PEFT adapter (no tell.json, no run folder): evaluated without an anchor, and told so.
+    shutil.copytree(tmp_path / "exported", tmp_path / "bare")
+    (tmp_path / "bare" / "tell.json").unlink()
+    assert resolve_anchor(EvalConfig(model="tiny", adapter="bare", data=["x"], out="e")) is None
+    assert "records no anchor" in capsys.readouterr().err

@@ -53,8 +53,10 @@ def test_sweep_end_to_end_resume_and_report(spec, tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(run_mod, "train", flaky)
     assert main(["sweep", str(spec), "--out", str(out)]) == 0
-    log = capsys.readouterr().out
+    captured = capsys.readouterr()
+    log = captured.out
     assert "failed" in log and "simulated failure" in log
+    assert "Loading weights" not in captured.err + log  # quiet by default: one line per cell
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     methods = {r["method"] for r in rows if r["value"] is not None}
     assert methods == {"base", "sft", "general-only", "tell", "tell-no-anchor"}  # the sweep went on

@@ -19,6 +19,9 @@ from tell.data.records import Record, record_from_json
 from tell.errors import TellError
 
 
+TELL_JSON = "tell.json"  # what a `tell export` folder says about itself (anchor, template, training)
+
+
 def read_json(path: Path, what: str) -> dict:
     """A JSON file an artifact folder must hold, or one clear error."""
     if not path.is_file():

@@ -162,7 +162,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     opts = executor_options(spec, workers=args.workers, name=args.executor, gpus_per_cell=args.gpus_per_cell,
                             cpus_per_cell=args.cpus_per_cell, ray_address=args.ray_address,
-                            wait=False if args.no_wait else None)
+                            wait=False if args.no_wait else None, verbose=True if args.verbose else None)
     rows = Sweep(spec, args.out, spec_path=args.spec).run(dry_run=args.dry_run, executor=opts)
     if not args.dry_run and rows:
         print(f"wrote {args.out}/results.csv and results.jsonl ({len(rows)} rows); next: tell report {args.out}")
@@ -198,7 +198,7 @@ example:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tell.synthetic.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, workers=args.workers, cache=args.cache)
+    run_demo(args.out, quick=args.quick, workers=args.workers, cache=args.cache, verbose=args.verbose)
     return 0
 
 
@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-cell", type=int, help="GPUs per cell (local: pinned per worker; ray; slurm)")
     p.add_argument("--cpus-per-cell", type=int, help="CPUs per cell (ray, slurm)")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the libraries' own output in cells (weights-loading bars, notices); default: one "
+                        "line per cell")
     p.add_argument("--no-wait", action="store_true",
                    help="slurm: submit the jobs and exit; the same command later collects what finished")
     p.add_argument("--dry-run", action="store_true",
@@ -309,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default: out/demo)")
     p.add_argument("--workers", type=int, default=1, help="sweep cells in parallel")
     p.add_argument("--cache", metavar="DIR", help="where the pretrained base is cached (default: ~/.cache/tell/demo)")
+    p.add_argument("--verbose", action="store_true", help="show the libraries' own output in the sweep's cells")
     _subcommand(sub, "probe", cmd_probe, "hidden-state separation of task vs general inputs, with and without the anchor",
                 PROBE_EXAMPLE, ProbeConfig)
     a = sub.add_parser("anchor", help="anchors written by the model itself", description="anchors written by the model")

@@ -86,7 +86,39 @@ def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = Fals
     except Exception as e:
         raise TellError(f"cannot load the model '{name}' ({type(e).__name__}: {e}); expected a local model dir "
                         "or a Hub id of a causal LM") from e
+    check_decoder_only(model, name)
     return model
+
+
+# Heads of models that read the whole input at once; AutoModelForCausalLM still loads some of them (BERT
+# as BertLMHeadModel) and training would then "succeed" on a model that sees the answer it predicts.
+_NOT_CAUSAL_HEADS = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
+                     "ForPreTraining", "ForSeq2SeqLM")
+
+
+def check_decoder_only(model: Any, name: str) -> None:
+    """Refuse a model that is not a decoder-only causal LM: an encoder-decoder, or an encoder (BERT-like)
+    whose config does not make it a decoder, or a checkpoint saved with a non-causal head."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = model.config
+    what = None
+    if getattr(config, "is_encoder_decoder", False):
+        what = "an encoder-decoder model"
+    elif config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
+        what = f"an encoder ({config.model_type}, bidirectional attention)"
+    elif any(a.endswith(_NOT_CAUSAL_HEADS) for a in (getattr(config, "architectures", None) or [])):
+        what = f"a model saved as {config.architectures[0]}"
+    if what:
+        raise TellError(f"is {what}; expected a decoder-only causal LM (e.g. Llama, Qwen, Mistral, GPT-2)",
+                        file=name)
+
+
+def resolve_model_path(name: str | None) -> str | None:
+    """An absolute path for a local model folder (as typed, `tiny`, it works only from the folder it was typed
+    in: PEFT's base_model_name_or_path and a run's config.json record it); a Hub id as it is."""
+    folder = Path(name).expanduser() if name else None
+    return str(folder.resolve()) if folder is not None and folder.is_dir() else name
 
 
 def resolve_adapter(run_or_adapter: str | Path) -> tuple[Path, dict]:

@@ -11,13 +11,14 @@ import datetime
 import hashlib
 import json
 import random
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from tell import provenance
-from tell.artifacts import EvalDir, RunDir
+from tell.artifacts import TELL_JSON, EvalDir, RunDir
 from tell.config import EvalConfig, to_dict
 from tell.data.anchor import Anchor
 from tell.data.loading import load_records
@@ -89,11 +90,26 @@ def resolve_anchor(cfg: EvalConfig) -> Anchor | None:
     """--no-anchor > --anchor > the anchor the run was trained with > none."""
     if cfg.no_anchor:
         return None
-    recorded = RunDir(cfg.adapter).anchor() if cfg.adapter else None
+    recorded = _recorded_anchor(cfg.adapter, warn=not cfg.anchor) if cfg.adapter else None
     if cfg.anchor:
         placement = cfg.anchor_placement or (recorded.placement if recorded else "prefix")
         return Anchor(cfg.anchor, placement, recorded.separator if recorded else "\n")
     return recorded
+
+
+def _recorded_anchor(adapter: str, warn: bool) -> Anchor | None:
+    """The anchor a `tell train` run folder or a `tell export` folder (tell.json) records. An adapter that
+    records nothing either way (a PEFT adapter from elsewhere) is evaluated without one, with a warning."""
+    run = RunDir(adapter)
+    if run.mixture_manifest_path.is_file():
+        return run.anchor()
+    export = Path(adapter) / TELL_JSON
+    if export.is_file():
+        return Anchor.from_json(json.loads(export.read_text(encoding="utf-8")).get("anchor"))
+    if warn:
+        print(f"tell: warning: {adapter} records no anchor (not a tell run or export): task sets are evaluated "
+              "without one; give --anchor if it was trained with one", file=sys.stderr)
+    return None
 
 
 def with_shots(rec: Record, shots: list[Record]) -> Record:

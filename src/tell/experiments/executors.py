@@ -25,10 +25,13 @@ from tell.io import atomic_open
 EXECUTORS = ("local", "ray", "slurm")
 
 
-def run_claimed(spec, out: Path, cell) -> dict:
+def run_claimed(spec, out: Path, cell, verbose: bool = False) -> dict:
     """run_cell under the cell's claim; {"status": "busy"} when a live owner holds it."""
     from tell.experiments.claims import Claim
     from tell.experiments.sweep import CellDir, run_cell
+
+    if not verbose:
+        quiet_libraries()
 
     cd = CellDir(Path(out) / "cells", cell.key(spec))
     claim = Claim(cd.path)
@@ -45,6 +48,21 @@ def run_claimed(spec, out: Path, cell) -> dict:
         claim.release()
 
 
+def quiet_libraries() -> None:
+    """A sweep prints one line per cell: the libraries' own bars and notices (weights loading, per-step
+    dicts) are turned off in the process that runs cells, unless --verbose."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        import datasets
+        datasets.utils.logging.disable_progress_bar()
+        datasets.utils.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
 @dataclass
 class ExecutorOptions:
     """How cells are placed; from the spec's `executor:` mapping and the command line."""
@@ -55,6 +73,7 @@ class ExecutorOptions:
     ray_address: str | None = None   # ray: an existing cluster (default: RAY_ADDRESS, else a local Ray)
     slurm: dict = field(default_factory=dict)  # partition, time_min, account, array, cluster ("local" for tests)
     wait: bool = True                # slurm: wait for the jobs (False: submit, exit; a later call collects)
+    verbose: bool = False            # the libraries' own output (weights-loading bars, notices) in cells
 
 
 def run_cells(opts: ExecutorOptions, spec, out: Path, cells: list, on_status: Callable[[dict], None]) -> list[dict]:
@@ -74,7 +93,7 @@ def _local(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> li
     statuses = []
     if opts.workers <= 1:
         for cell in cells:
-            statuses.append(run_claimed(spec, out, cell))
+            statuses.append(run_claimed(spec, out, cell, opts.verbose))
             on_status(statuses[-1])
         return statuses
     gpus = _gpu_count()
@@ -90,7 +109,7 @@ def _local(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> li
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(slots, threads)) as ex:
-        futures = [ex.submit(run_claimed, spec, out, cell) for cell in cells]
+        futures = [ex.submit(run_claimed, spec, out, cell, opts.verbose) for cell in cells]
         for fut in as_completed(futures):
             statuses.append(fut.result())
             on_status(statuses[-1])
@@ -128,7 +147,7 @@ def _ray(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> list
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
                  **({} if address else {"num_cpus": max(os.cpu_count() or 1, opts.cpus_per_cell)}))
     task = ray.remote(num_cpus=opts.cpus_per_cell, num_gpus=opts.gpus_per_cell, max_retries=0)(run_claimed)
-    pending = {task.remote(spec, str(out), cell): cell for cell in cells}
+    pending = {task.remote(spec, str(out), cell, opts.verbose): cell for cell in cells}
     statuses = []
     try:
         while pending:
@@ -179,8 +198,8 @@ def _slurm(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> li
         ex = submitit.AutoExecutor(folder=folder / "%j", cluster=opts.slurm.get("cluster"))
         ex.update_parameters(**_slurm_parameters(opts))
         n = len(todo)
-        new = ex.map_array(run_claimed, [spec] * n, [str(out)] * n, todo) if opts.slurm.get("array", True) \
-            else [ex.submit(run_claimed, spec, str(out), c) for c in todo]
+        new = ex.map_array(run_claimed, [spec] * n, [str(out)] * n, todo, [opts.verbose] * n) \
+            if opts.slurm.get("array", True) else [ex.submit(run_claimed, spec, str(out), c, opts.verbose) for c in todo]
         jobs.update({c.key(spec): j for c, j in zip(todo, new)})
         _save_jobs(folder, jobs)
     if not opts.wait:

@@ -285,7 +285,10 @@ class Sweep:
         if dry_run:
             return []
         todo = [cell for cell, _ in plan if self._status(cell.key(self.spec)) != "done"]
-        statuses = run_cells(opts, self.spec, self.out, todo, lambda st: self._report(st, log))
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(todo), desc="sweep", unit=" cell", disable=None, leave=False) as bar:
+            statuses = run_cells(opts, self.spec, self.out, todo, lambda st: (self._report(st, log), bar.update(1)))
         if any(st["status"] == "submitted" for st in statuses):
             log(f"submitted {len(todo)} cell(s) to {opts.name}; run the same `tell sweep` again to collect them")
             return []

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from tell.experiments.executors import ExecutorOptions
 from tell.experiments.methods import METHOD_NAMES
 from tell.synthetic.pretrain import BaseModelConfig, pretrain
 from tell.synthetic.world import ANCHOR, World, WorldConfig
@@ -89,7 +90,7 @@ def spec_for(plan: DemoPlan, files: dict[str, Path], base: Path, name: str) -> d
 
 
 def run_demo(out: str | Path, quick: bool = False, workers: int = 1, cache: str | Path | None = None,
-             log=print) -> Path:
+             log=print, verbose: bool = False) -> Path:
     from tell.experiments.report import make_report
     from tell.experiments.sweep import Sweep, load_spec
 
@@ -109,7 +110,8 @@ def run_demo(out: str | Path, quick: bool = False, workers: int = 1, cache: str 
     spec = load_spec(str(spec_path))
     log(f"[tell demo] sweep: {len(spec.methods)} methods x task budgets {list(plan.task_tokens)} x ratios "
         f"{list(plan.ratios)} x seeds {list(plan.seeds)}")
-    Sweep(spec, out / "sweep", spec_path=str(spec_path)).run(workers=workers, log=lambda m: log(f"  {m}"))
+    Sweep(spec, out / "sweep", spec_path=str(spec_path)).run(
+        log=lambda m: log(f"  {m}"), executor=ExecutorOptions(workers=workers, verbose=verbose))
     report = make_report(out / "sweep", primary="format_adherence", title=spec.name)
     log(headline(out / "sweep"))
     log(f"[tell demo] done in {time.perf_counter() - t0:.0f}s. Report: {report} (and report.html beside it)")

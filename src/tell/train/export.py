@@ -16,10 +16,10 @@ import shutil
 from pathlib import Path
 
 from tell import provenance
-from tell.artifacts import RunDir
+from tell.artifacts import TELL_JSON, RunDir
 from tell.errors import TellError
 from tell.io import write_json
-from tell.models import load_model, load_tokenizer, resolve_adapter
+from tell.models import resolve_model_path, load_model, load_tokenizer, resolve_adapter
 
 
 def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
@@ -32,7 +32,7 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
         raise TellError("the output folder is not empty; choose a new --out", file=str(dest))
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    base_name = _resolved(model or cfg.get("model") or json.loads((adapter / "adapter_config.json").read_text()).get(
+    base_name = resolve_model_path(model or cfg.get("model") or json.loads((adapter / "adapter_config.json").read_text()).get(
         "base_model_name_or_path"))
     tok = load_tokenizer(str(adapter))
     plain = not getattr(tok, "chat_template", None)
@@ -62,14 +62,8 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
     return dest
 
 
-TELL_JSON = "tell.json"
 
 
-def _resolved(name: str | None) -> str | None:
-    """An absolute path for a local model folder (as typed it only works from the folder it was typed in);
-    a Hub id as it is."""
-    folder = Path(name).expanduser() if name else None
-    return str(folder.resolve()) if folder is not None and folder.is_dir() else name
 
 
 def _set_base(path: Path, base_name: str | None) -> None:

@@ -24,9 +24,9 @@ from tell.artifacts import MixtureDir, RunDir, read_json
 from tell.config import TrainConfig, to_dict
 from tell.errors import TellError
 from tell.io import atomic_open, remove_stale_tmp, write_json
-from tell.models import load_model, load_tokenizer, resolve_dtype
+from tell.models import resolve_model_path, load_model, load_tokenizer, resolve_dtype
 from tell.train.batching import Collator, ListDataset, length_warning, tokenize_mixture
-from tell.train.model import add_lora, supports_packing
+from tell.train.model import add_lora, packing_is_isolated, supports_packing
 from tell.train.health import MIN_STEPS, assess
 from tell.train.schedule import optimizer_steps, warmup_steps
 from tell.train.trainer import (JsonlLog, TellTrainer, TrainingDiverged, checkpoints, last_complete_checkpoint,
@@ -206,8 +206,8 @@ def _save_adapter(model, tokenizer, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _lora_model(cfg: TrainConfig) -> tuple[object, bool]:
-    """(the base model with LoRA, whether examples are packed)."""
+def _lora_model(cfg: TrainConfig) -> tuple[object, bool, str | None]:
+    """(the base model with LoRA, whether examples are packed, why packing fell back to padding or None)."""
     model = load_model(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
                        attn_implementation=cfg.attn_implementation)
     model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
@@ -216,7 +216,16 @@ def _lora_model(cfg: TrainConfig) -> tuple[object, bool]:
     if cfg.packing == "on" and not can_pack:
         raise TellError(f"packing is not supported by this model's attention code "
                         f"({type(model.get_base_model()).__name__}); use --packing off", field="packing")
-    return model, cfg.packing == "on" or (cfg.packing == "auto" and can_pack)
+    if cfg.packing == "off" or not can_pack:
+        return model, False, None
+    # The source check above trusts the model's code; this one measures that packed examples stay apart.
+    isolated, measured = packing_is_isolated(model)
+    if isolated:
+        return model, True, None
+    if cfg.packing == "on":
+        raise TellError(f"packed examples attend to each other in this model ({measured}); use --packing off",
+                        field="packing")
+    return model, False, f"packing off: packed examples attended to each other ({measured}); padded instead"
 
 
 def _write_header(run: RunDir, cfg: TrainConfig, resolved: dict, mix: MixtureDir, manifest: dict, **facts) -> None:
@@ -269,6 +278,7 @@ def train(cfg: TrainConfig) -> dict:
     from transformers import PrinterCallback, set_seed
 
     _check(cfg)
+    cfg.model = resolve_model_path(cfg.model)  # config.json and the adapter name the base from anywhere
     mix, run, resolved = MixtureDir(cfg.mixture), RunDir(cfg.out), to_dict(cfg)
     manifest = mix.verify()
     world, accum = _accumulation(cfg)
@@ -285,12 +295,14 @@ def train(cfg: TrainConfig) -> dict:
     warning = length_warning(data.counts, cfg.max_length)
     if warning and args.process_index == 0:
         print(warning, file=sys.stderr)
-    model, packed = _lora_model(cfg)
+    model, packed, packing_note = _lora_model(cfg)
+    if packing_note and args.process_index == 0:
+        print(f"tell: {packing_note}", file=sys.stderr)
     trainable, total = model.get_nb_trainable_parameters()
     tokens_seen = (0, 0)
     if args.process_index == 0:
         if not run.started():
-            _write_header(run, cfg, resolved, mix, manifest, packing=packed, gradient_accumulation_steps=accum,
+            _write_header(run, cfg, resolved, mix, manifest, packing=packed, packing_note=packing_note, gradient_accumulation_steps=accum,
                           processes=world, trainable_parameters=trainable, total_parameters=total)
         if ckpt is not None:
             tokens_seen = _trim_log(run, int(ckpt.name.split("-")[-1]))
@@ -311,6 +323,8 @@ def train(cfg: TrainConfig) -> dict:
         return {}
     _save_adapter(model, tokenizer, run.adapter)
     metrics = _final_metrics(cfg, run, trainer, data, ckpt, packed, seconds)
+    if packing_note:
+        metrics["packing_note"] = packing_note
     metrics["health"] = _health(run, trainer.state.max_steps, cfg.warmup_ratio)
     write_json(run.metrics_path, metrics)
     remove_stale_tmp(run.path, every_file=True)  # left by earlier, killed parts of the run
