@@ -277,7 +277,10 @@ def test_a_resumed_cell_counts_the_time_of_every_part(tmp_path):
     write_json(cd.status_path, {"cell": cd.key, "status": "failed", "wall_s": 42.0})
     assert earlier_parts_s(cd) == 42.0
     write_json(cd.status_path, {"cell": cd.key, "status": "done", "wall_s": 42.0})
-    assert earlier_parts_s(cd) == 0.0
+    assert earlier_parts_s(cd) == 42.0  # done, but its metrics are missing: it is redone, and its time counts
+    write_json(cd.run.metrics_path, {"steps": 1})
+    write_json(cd.eval.metrics_path, {"sets": {}})
+    assert cd.status()["status"] == "done" and earlier_parts_s(cd) == 0.0  # a complete cell redone: from 0
 
 
 def test_temp_files_of_killed_writers_are_removed_by_the_next_successful_write(toy_mixture, tiny_model, tmp_path):

@@ -203,7 +203,7 @@ def test_task_eval_scores_a_set_as_the_task_and_a_cell_with_no_task_example_left
     shortest_task = min(n for src, n in lens if src == "task")
     assert any(n < shortest_task for src, n in lens if src == "general")
     spec.write_text(json.dumps(s | {"train": s["train"] | {"max_length": shortest_task - 1, "length_policy": "drop"}}))
-    assert main(["sweep", str(spec), "--out", str(tmp_path / "cut")]) == 0
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "cut")]) == 1  # its only cell failed: exit 1
     (status,) = [json.loads(p.read_text()) for p in (tmp_path / "cut").glob("cells/*/status.json")]
     assert status["status"] == "failed" and "0 task tokens would be trained" in status["error"]
 

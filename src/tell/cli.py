@@ -163,7 +163,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     opts = executor_options(spec, workers=args.workers, name=args.executor, gpus_per_cell=args.gpus_per_cell,
                             cpus_per_cell=args.cpus_per_cell, ray_address=args.ray_address,
                             wait=False if args.no_wait else None, verbose=True if args.verbose else None)
-    rows = Sweep(spec, args.out, spec_path=args.spec).run(dry_run=args.dry_run, executor=opts)
+    sweep = Sweep(spec, args.out, spec_path=args.spec)
+    rows = sweep.run(dry_run=args.dry_run, executor=opts)
+    outcome = getattr(sweep, "outcome", None)
+    if outcome and outcome["cells"] and len(outcome["failed"]) == outcome["cells"]:
+        # Nothing to report: not a success. Exit 1 (a run that failed), not 2 (a refused input).
+        print(f"tell: error: all {outcome['cells']} cell(s) failed; see {args.out}/cells/*/status.json "
+              f"(first: {outcome['failed'][0]})", file=sys.stderr)
+        return 1
     if not args.dry_run and rows:
         print(f"wrote {args.out}/results.csv and results.jsonl ({len(rows)} rows); next: tell report {args.out}")
     return 0

@@ -72,7 +72,7 @@ def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = Fals
     import importlib.util
 
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     _local_folder(name)
     if attn_implementation is None:
@@ -80,13 +80,18 @@ def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = Fals
         use_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
         attn_implementation = "flash_attention_2" if use_flash else "sdpa"
     try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise TellError(f"cannot load the model '{name}' ({type(e).__name__}: {e}); expected a local model dir "
+                        "or a Hub id of a causal LM") from e
+    check_decoder_only(config, name)  # before the weights are read
+    try:
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+            name, config=config, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
             attn_implementation=attn_implementation)
     except Exception as e:
         raise TellError(f"cannot load the model '{name}' ({type(e).__name__}: {e}); expected a local model dir "
                         "or a Hub id of a causal LM") from e
-    check_decoder_only(model, name)
     return model
 
 
@@ -96,12 +101,11 @@ _NOT_CAUSAL_HEADS = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassi
                      "ForPreTraining", "ForSeq2SeqLM")
 
 
-def check_decoder_only(model: Any, name: str) -> None:
+def check_decoder_only(config: Any, name: str) -> None:
     """Refuse a model that is not a decoder-only causal LM: an encoder-decoder, or an encoder (BERT-like)
     whose config does not make it a decoder, or a checkpoint saved with a non-causal head."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    config = model.config
     what = None
     if getattr(config, "is_encoder_decoder", False):
         what = "an encoder-decoder model"

@@ -8,6 +8,16 @@ Prompt templates shared by a whole eval set (Halu-CoT-JSON's long instruction, s
 item "overlap" any training data built with the same template, so 13-grams that occur in more than
 `TEMPLATE_SHARE` of the eval examples are treated as template: the words they cover are cut out (of eval
 and mixture texts alike) before the content 13-grams are compared. Their number is reported.
+
+Ordinary text shares phrases too: boilerplate ("I'm sorry, as an AI language model, I don't have ..."),
+quotes, jokes, textbook sentences. Two rules keep them from counting as contamination (Halu-CoT-JSON's
+disjoint train and test had 94 of 1,506 items flagged on such phrases, none sharing a run over 19 words):
+* 13-grams found in more than `boilerplate_limit(n)` distinct mixture examples are the mixture's own
+  boilerplate and are ignored (a leaked item is in the mixture once, or a few times with its repeats);
+* an item overlaps only when the words its shared 13-grams cover form a run of at least `MIN_RUN` words, or
+  cover at least `MIN_SHARE` of its (non-template) words. A copied item shares all of its words.
+Words are compared lower-cased with punctuation deleted ("don't" = "dont"), so an item with its punctuation
+stripped is still caught.
 """
 
 from __future__ import annotations
@@ -21,7 +31,15 @@ from tell.data.records import Record
 
 N = 13
 TEMPLATE_SHARE = 0.1
+MIN_RUN = 2 * N      # words in a row shared with one mixture text: beyond a shared phrase
+MIN_SHARE = 0.6      # share of an item's content words covered by shared 13-grams
+BOILERPLATE_MIN, BOILERPLATE_SHARE = 10, 0.01  # a 13-gram in more distinct mixture texts than both is boilerplate
 _WORD = re.compile(r"\w+", re.UNICODE)
+_PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
+
+
+def boilerplate_limit(n_texts: int) -> float:
+    return max(BOILERPLATE_MIN, BOILERPLATE_SHARE * n_texts)
 
 
 def _norm(text: str) -> str:
@@ -29,7 +47,26 @@ def _norm(text: str) -> str:
 
 
 def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    return _WORD.findall(_PUNCT.sub("", text.lower()))
+
+
+def _overlaps(words: list[str], template: set[int], shared: set[int], n: int = N) -> bool:
+    """Whether the words covered by `shared` 13-grams (outside template words) make a run of `MIN_RUN` or
+    `MIN_SHARE` of the item's content words."""
+    grams = [hash(tuple(words[i:i + n])) for i in range(len(words) - n + 1)]
+    in_template, covered = [False] * len(words), [False] * len(words)
+    for i, g in enumerate(grams):
+        if g in template:
+            in_template[i:i + n] = [True] * n
+    for i, g in enumerate(grams):
+        if g in shared and not any(in_template[i:i + n]):
+            covered[i:i + n] = [True] * n
+    run = longest = 0
+    for c in covered:
+        run = run + 1 if c else 0
+        longest = max(longest, run)
+    content = len(words) - sum(in_template)
+    return longest >= MIN_RUN or (content > 0 and sum(covered) >= MIN_SHARE * content)
 
 
 def _grams(words: list[str], template: set[int] | None = None, n: int = N) -> set[int]:
@@ -67,13 +104,18 @@ def check(eval_sets: dict[str, Sequence[Record]], mixture: Sequence[Record], anc
         template = {g for g, c in df.items() if c > limit}
         item_grams = [_grams(words, template) for words in item_words]
         wanted = set().union(*item_grams)
-        # Stream the mixture once, collecting only the n-grams the eval set asks about.
-        hits: set[int] = set()
-        for r in mixture:
-            hits |= _grams(_words(_unanchored(r.prompt, anchor) + "\n" + r.response), template) & wanted
+        # Stream the mixture once, counting in how many distinct texts each n-gram the eval set asks about is.
+        texts = {_unanchored(r.prompt, anchor) + "\n" + r.response for r in mixture}
+        found: Counter = Counter()
+        for text in texts:
+            found.update(_grams(_words(text), template) & wanted)
+        limit = boilerplate_limit(len(texts))
+        hits = {g for g, c in found.items() if c <= limit}
         exact = [r.row for r in items if _norm(_unanchored(r.prompt, anchor)) in prompts]
-        ngram = [r.row for r, grams in zip(items, item_grams) if grams & hits]
+        ngram = [r.row for r, words, grams in zip(items, item_words, item_grams)
+                 if grams & hits and _overlaps(words, template, grams & hits)]
         reports.append({"eval": name, "examples": len(items), "exact_overlap": len(exact),
                         f"ngram{N}_overlap": len(ngram), "template_ngrams_ignored": len(template),
+                        "boilerplate_ngrams_ignored": len(found) - len(hits),
                         "exact_rows": exact[:20], f"ngram{N}_rows": ngram[:20]})
     return reports

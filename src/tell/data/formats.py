@@ -274,7 +274,8 @@ def _tell(r: _Row) -> Record:
 
 # name -> (keys that identify it, parser); detection tries them in this order.
 FORMATS: dict[str, tuple[tuple[frozenset[str], ...], Callable[[_Row], Record]]] = {
-    "tell": ((frozenset({"prompt", "response", "source", "origin"}),), _tell),
+    # a prompt/response row with `meta` (an eval item's kind, label, choices) is a tell record: its meta is read
+    "tell": ((frozenset({"prompt", "response", "source", "origin"}), frozenset({"prompt", "response", "meta"})), _tell),
     "messages": ((frozenset({"messages"}),), _chat("messages", "role", "content")),
     "sharegpt": ((frozenset({"conversations"}),), _chat("conversations", "from", "value")),
     "alpaca": ((frozenset({"instruction", "output"}),), _alpaca),

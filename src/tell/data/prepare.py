@@ -109,7 +109,8 @@ def _contamination(cfg: PrepareConfig, chosen: list[Record], anchor) -> list[dic
     if bad and cfg.fail_on_contamination:
         c = bad[0]
         raise TellError(f"{c['exact_overlap']} of {c['examples']} eval examples match a mixture prompt exactly "
-                        f"and {c[f'ngram{contamination.N}_overlap']} share a {contamination.N}-gram with it "
+                        f"and {c[f'ngram{contamination.N}_overlap']} share text with it ({contamination.MIN_RUN}+ words "
+                        f"in a row or {contamination.MIN_SHARE:.0%} of their words, in {contamination.N}-grams) "
                         "(--fail-on-contamination)", file=c["eval"])
     return contam
 

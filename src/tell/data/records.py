@@ -93,6 +93,9 @@ def record_from_json(d: dict[str, Any]) -> Record:
     for key in ("prompt", "response", "system"):
         if not isinstance(d.get(key, ""), str):
             raise ValueError(f"field '{key}': expected a string, got {type(d[key]).__name__}")
+    if not d["response"].strip():  # prepare refuses empty answers; one here would train on EOS alone
+        raise ValueError("field 'response': is empty; expected the answer text")
+    _check_history(d.get("history", []))
     return Record(prompt=d["prompt"], response=d["response"], system=d.get("system", ""),
                   history=list(d.get("history", [])), source=d.get("source", TASK),
                   origin=d.get("origin", ""), row=int(d.get("row", 0)),
@@ -100,6 +103,16 @@ def record_from_json(d: dict[str, Any]) -> Record:
                   repeat=int(d.get("repeat", 0)), meta=dict(d.get("meta") or {}),
                   tools=list(d.get("tools") or []), prompt_role=d.get("prompt_role", "user"),
                   response_role=d.get("response_role", "assistant"))
+
+
+def _check_history(history: Any) -> None:
+    """A mixture record's earlier turns: a list of {"role": one of ROLES, "content": text}, never dropped."""
+    if not isinstance(history, list):
+        raise ValueError(f"field 'history': expected a list of turns, got {type(history).__name__}")
+    for i, t in enumerate(history):
+        if not isinstance(t, dict) or t.get("role") not in ROLES or not isinstance(t.get("content"), str):
+            raise ValueError(f"field 'history[{i}]': expected {{\"role\": one of {list(ROLES)}, \"content\": "
+                             f"text}}, got {json.dumps(t)[:80]}")
 
 
 # ---- tool use and chat messages ----------------------------------------------------------------------------

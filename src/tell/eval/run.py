@@ -42,9 +42,20 @@ class EvalSet:
 
 def _file_set(spec: str, cfg: EvalConfig) -> EvalSet:
     recs = load_records(spec, source="task", progress=False).records
-    name = recs[0].meta.get("kind") or cfg.metric
-    if name not in KINDS:
+    first: dict = {}  # each record is scored as its own meta.kind (else --metric); a file holds one kind
+    for r in recs:
+        first.setdefault(r.meta.get("kind") or cfg.metric, r)
+    if len(first) > 1:
+        (k0, r0), (k1, r1) = list(first.items())[:2]
+        say = lambda k: f"of kind {k!r}" if k else "without meta.kind"  # noqa: E731
+        raise TellError(f"row {r1.row} is {say(k1)} but row {r0.row} {say(k0)}; expected one kind per eval file "
+                        "(split it, one file per kind)", file=spec, field="meta.kind")
+    name = next(iter(first))
+    if name is None:
         raise TellError(f"the records have no meta.kind; give --metric one of {list(KIND_NAMES)}", file=spec)
+    if name not in KINDS:
+        raise TellError(f"unknown kind {name!r} (row {recs[0].row}); expected one of {list(KIND_NAMES)}", file=spec,
+                        field="meta.kind")
     role = recs[0].meta.get("role") or kind(name).role
     check_items(name, recs)
     return EvalSet(spec, Path(spec), recs, name, role, None)

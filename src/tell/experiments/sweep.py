@@ -105,7 +105,12 @@ class CellDir:
         self.run, self.eval = RunDir(self.path / "run"), EvalDir(self.path / "eval")
 
     def status(self) -> dict:
-        return json.loads(self.status_path.read_text()) if self.status_path.is_file() else {"status": "todo"}
+        """status.json; a cell marked done whose eval (or started run) has lost its metrics.json is "todo" again:
+        the rerun redoes what is missing (training resumes or is skipped, eval reuses its predictions)."""
+        st = json.loads(self.status_path.read_text()) if self.status_path.is_file() else {"status": "todo"}
+        if st["status"] == "done" and (not self.eval.finished() or (self.run.started() and not self.run.finished())):
+            return st | {"status": "todo", "redo": "metrics.json missing"}
+        return st
 
 
 def mixture_dir(spec: SweepSpec, out: Path, cell: Cell) -> MixtureDir:
@@ -175,6 +180,21 @@ def load_spec(path: str) -> SweepSpec:
     if spec.efficiency_ratio != "all" and not isinstance(spec.efficiency_ratio, (int, float)):
         raise TellError(f"expected a number or 'all', got {spec.efficiency_ratio!r}", file=path, field="efficiency_ratio")
     return spec
+
+
+def check_eval_sets(spec: SweepSpec, path: str) -> None:
+    """Every eval set is a file or a built data set's name, checked when the sweep starts (not in `load_spec`:
+    `tell report` and the recipe check read specs whose eval files need not exist on this machine)."""
+    from tell.data.builders import BUILDERS
+
+    for group in ("eval", "general_eval", "task_eval"):
+        for name in getattr(spec, group):
+            p = Path(str(name))
+            if p.is_file() or (str(name).partition(":")[0] in BUILDERS and not p.exists()):
+                continue
+            what = "is a folder" if p.is_dir() else "is neither a file nor a data set name"
+            raise TellError(f"eval set '{name}' {what}; expected an eval file or one of {sorted(BUILDERS)} "
+                            "(is-en-news:en-is, agieval:SUBTASK)", file=path, field=group)
 
 
 def _as_number(x):
@@ -275,6 +295,7 @@ class Sweep:
     def run(self, workers: int = 1, dry_run: bool = False, log=print, executor: ExecutorOptions | None = None
             ) -> list[dict]:
         """Plan, run what is not done on the chosen engine, wait for cells other drivers hold, collect."""
+        check_eval_sets(self.spec, self.spec_path or "the sweep spec")  # before any cell trains
         opts = executor or executor_options(self.spec, workers=workers)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.spec_path:
@@ -297,6 +318,7 @@ class Sweep:
         failed = [c.key(self.spec) for c, _ in plan if self._status(c.key(self.spec)) == "failed"]
         if failed:
             log(f"{len(failed)} cell(s) failed (see their status.json): {failed}")
+        self.outcome = {"cells": len(plan), "failed": failed}  # `tell sweep` exits 1 when every cell failed
         return rows
 
     def _wait_for_others(self, cells: list, log, opts: ExecutorOptions, poll: float = 2.0) -> None:

@@ -302,8 +302,9 @@ def train(cfg: TrainConfig) -> dict:
     tokens_seen = (0, 0)
     if args.process_index == 0:
         if not run.started():
-            _write_header(run, cfg, resolved, mix, manifest, packing=packed, packing_note=packing_note, gradient_accumulation_steps=accum,
-                          processes=world, trainable_parameters=trainable, total_parameters=total)
+            _write_header(run, cfg, resolved, mix, manifest, packing=packed, packing_note=packing_note,
+                          gradient_accumulation_steps=accum, processes=world, trainable_parameters=trainable,
+                          total_parameters=total)
         if ckpt is not None:
             tokens_seen = _trim_log(run, int(ckpt.name.split("-")[-1]))
         else:
