@@ -207,7 +207,7 @@ def check_value(cls: type, name: str, value: Any, where: str) -> Any:
     return check_field(cls, name, _typed_value(cls, name, value, where), where)
 
 
-def _as_float(value: Any) -> Any:
+def as_float(value: Any) -> Any:
     """YAML 1.1 reads `1e-4` (no dot) as text: accept a string that parses as a number for a float field."""
     if isinstance(value, str):
         try:
@@ -231,7 +231,7 @@ def _typed_value(cls: type, name: str, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             value = [value]  # a single value where a list is expected
         if inner is float:
-            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else _as_float(v) for v in value]
+            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else as_float(v) for v in value]
         if inner is int:
             value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
         if not all(isinstance(v, inner) and not (inner is int and isinstance(v, bool)) for v in value):
@@ -242,7 +242,7 @@ def _typed_value(cls: type, name: str, value: Any, where: str) -> Any:
             raise TellError(f"expected a mapping, got {type(value).__name__}", file=where, field=name)
         return value
     if tp is float:
-        value = _as_float(value)
+        value = as_float(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer():

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tell.artifacts import EvalDir, MixtureDir, RunDir
-from tell.config import EvalConfig, PrepareConfig, SweepSpec, TrainConfig, build, check_value
+from tell.config import EvalConfig, PrepareConfig, SweepSpec, TrainConfig, as_float, build, check_value
 from tell.data.mix import seeded_order
 from tell.data.prepare import length_report, prepare
 from tell.errors import TellError
@@ -197,13 +197,6 @@ def check_eval_sets(spec: SweepSpec, path: str) -> None:
                             "(is-en-news:en-is, agieval:SUBTASK)", file=path, field=group)
 
 
-def _as_number(x):
-    try:
-        return float(x) if isinstance(x, str) else x
-    except ValueError:
-        return x
-
-
 def _lr_grid(spec: SweepSpec, path: str) -> dict[str, list[float]]:
     """The lr candidates of every trained method: {method: [lr, ...]} (one candidate: no choice to make)."""
     default = float(spec.train.get("learning_rate", TrainConfig.learning_rate))
@@ -223,7 +216,7 @@ def _lr_grid(spec: SweepSpec, path: str) -> dict[str, list[float]]:
         if m == "base":
             continue
         lrs = raw.get(m, raw.get("default", [default]))
-        lrs = [_as_number(x) for x in (lrs if isinstance(lrs, list) else [lrs])]  # YAML reads 1e-4 as text
+        lrs = [as_float(x) for x in (lrs if isinstance(lrs, list) else [lrs])]  # YAML reads 1e-4 as text
         if not lrs or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
                               for x in lrs):
             raise TellError(f"expected a list of positive learning rates for {m}, got {lrs!r}", file=path,
