@@ -1,0 +1,213 @@
+"""The demo study's hypotheses and their verdicts (pre-registered in docs/study.md before the study ran).
+
+Each paired hypothesis compares two methods at the study's task budget and its largest general ratio, on
+the same seeds and test items (`tell.experiments.report.compare`: a bootstrap over seeds and items, crossed),
+and is judged by one rule with a smallest effect of interest `DELTA` on the metric's scale:
+
+* supported     the 95% interval of (a - b) lies above 0;
+* contradicted  the 95% interval lies below +DELTA (any effect is smaller than what the claim needs);
+* inconclusive  otherwise, or fewer than 3 common seeds, or a method missing from the sweep.
+
+H5 (S-curve) is judged from the report's scaling fit of tell's primary metric over its ratios: supported
+when the rising logistic has the lowest leave-one-out error and its midpoint lies inside the measured range
+("S-curve"), contradicted when a constant or a line in log tokens fits better, inconclusive otherwise
+(midpoint outside the range, fewer than 6 ratios or 3 seeds). H7 compares each paired effect between the two
+base models: the difference of the effects (large - small), paired on seeds and items; supported (size
+changes the answers) when some hypothesis gets different verdicts at the two sizes and its difference of
+effects has an interval excluding 0; contradicted when every hypothesis gets the same verdict at both sizes
+and every difference's interval lies within +-DELTA; inconclusive otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tell.experiments.report import (BOOT_SEED, MIN_SEEDS, RESAMPLES, Point, SweepData, compare, find, load_sweep,
+                                     scaling_fit)
+from tell.experiments.stats import paired
+from tell.io import atomic_open
+
+DELTA = 0.05           # smallest effect of interest (absolute, on the 0..1 scale of accuracy)
+PRIMARY = "accuracy"   # the task metric the verdicts use (format_adherence is reported beside it)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    id: str
+    claim: str
+    a: str          # method expected to be better
+    b: str
+    role: str       # "task" or "general" (the eval set it is judged on)
+
+
+PAIRED = (
+    Hypothesis("H1", "tell beats sft at equal task examples", "tell", "sft", "task"),
+    Hypothesis("H2", "tell beats sft-matched (task data only, the same optimizer steps)", "tell", "sft-matched",
+               "task"),
+    Hypothesis("H3", "tell beats tell with the placebo general set (transfer, not more steps)", "tell",
+               "tell-placebo", "task"),
+    Hypothesis("H4a", "the anchor beats no anchor", "tell", "tell-no-anchor", "task"),
+    Hypothesis("H4b", "the real anchor beats a random anchor of the same token length", "tell",
+               "tell-random-anchor", "task"),
+    Hypothesis("H6", "tell keeps general skills better than sft-matched", "tell", "sft-matched", "general"),
+)
+H5 = "task accuracy rises along an S-curve in general tokens (tell, 7 ratios or more)"
+H7 = "the answers to H1-H6 change with the size of the base model"
+
+
+def judge(res: dict | None) -> tuple[str, str]:
+    """(verdict, reason) of one paired comparison by the rule above."""
+    if res is None:
+        return "inconclusive", "not run in this study"
+    lo, hi = res.get("ci95") or (None, None)
+    if res.get("seeds", 0) < MIN_SEEDS or lo is None:
+        return "inconclusive", res.get("verdict") or f"fewer than {MIN_SEEDS} seeds"
+    if lo > 0:
+        return "supported", f"95% interval [{lo:.3f}, {hi:.3f}] above 0"
+    if hi < DELTA:
+        return "contradicted", f"95% interval [{lo:.3f}, {hi:.3f}] below +{DELTA}"
+    return "inconclusive", f"95% interval [{lo:.3f}, {hi:.3f}] spans 0 and +{DELTA}"
+
+
+def _set(data: SweepData, role: str) -> str | None:
+    return next((s for s in data.sets if (data.roles[s] == "general") == (role == "general")), None)
+
+
+def _metric(data: SweepData, set_name: str) -> str:
+    return PRIMARY if PRIMARY in data.metrics[set_name] else data.metrics[set_name][0]
+
+
+def _pair(data: SweepData, h: Hypothesis) -> tuple[Point | None, Point | None, str | None]:
+    set_name = _set(data, h.role)
+    if set_name is None:
+        return None, None, None
+    pts = data.points(set_name, _metric(data, set_name))
+    tells = [p for p in pts.values() if p.method == h.a]
+    if not tells:
+        return None, None, set_name
+    budget, ratio = max(p.budget for p in tells), max(p.ratio or 0 for p in tells)
+    a = find(pts, h.a, budget, ratio)
+    b = find(pts, h.b, budget, any_ratio=True) if h.b == "sft" else find(pts, h.b, budget, ratio)
+    return a, b, set_name
+
+
+def size_findings(data: SweepData) -> dict:
+    """Every hypothesis but H7 on one sweep (one base model)."""
+    out = {}
+    for h in PAIRED:
+        a, b, set_name = _pair(data, h)
+        res = compare(a, b, _metric(data, set_name)) if a and b else None
+        verdict, reason = judge(res)
+        out[h.id] = {"claim": h.claim, "a": h.a, "b": h.b, "set": set_name, "verdict": verdict, "reason": reason,
+                     "task_tokens": a.budget if a else None, "ratio": a.ratio if a else None,
+                     **({k: res[k] for k in ("diff", "ci95", "seeds", "items", "a_value", "b_value")} if res else {})}
+    out["H5"] = _h5(data)
+    return out
+
+
+def _h5(data: SweepData) -> dict:
+    set_name = _set(data, "task")
+    tells = [p for p in data.points(set_name, _metric(data, set_name)).values() if p.method == "tell"]
+    if not tells:
+        return {"claim": H5, "verdict": "inconclusive", "reason": "no tell cell"}
+    fit = scaling_fit(data, set_name, _metric(data, set_name), max(p.budget for p in tells))
+    f = fit["fit"]
+    shape = f.get("shape") if f.get("fitted") else None
+    if not fit["verdict_ok"] or not f.get("fitted"):
+        verdict, reason = "inconclusive", f.get("reason") or f"fewer than {MIN_SEEDS} common seeds"
+    elif shape == "S-curve":
+        verdict, reason = "supported", f["shape_reason"]
+    elif shape in ("constant", "line in log tokens"):
+        verdict, reason = "contradicted", f"{shape}: {f['shape_reason']}"
+    else:
+        verdict, reason = "inconclusive", f["shape_reason"]
+    lg = (f.get("models") or {}).get("logistic") or {}
+    return {"claim": H5, "verdict": verdict, "reason": reason, "shape": shape, "ratios": len(fit["points"]),
+            "midpoint_tokens": lg.get("midpoint_tokens"), "points": fit["points"]}
+
+
+def _effect_scores(data: SweepData, h: Hypothesis) -> dict | None:
+    a, b, _ = _pair(data, h)
+    if not (a and b and a.scores and b.scores):
+        return None
+    return {s: a.scores[s] - b.scores[s] for s in set(a.scores) & set(b.scores)}
+
+
+def size_change(small: SweepData, large: SweepData, per_size: dict[str, dict]) -> dict:
+    """H7: each paired effect at the large base minus at the small one, and the rule above."""
+    rows, differs, within = {}, False, True
+    for h in PAIRED:
+        es, el = _effect_scores(small, h), _effect_scores(large, h)
+        vs, vl = per_size["small"][h.id]["verdict"], per_size["large"][h.id]["verdict"]
+        res = None
+        if es and el and set(es) & set(el):
+            res = paired(el, es, RESAMPLES, BOOT_SEED, MIN_SEEDS)
+        lo, hi = (res or {}).get("ci95") or (None, None)
+        excludes0 = lo is not None and (lo > 0 or hi < 0)
+        differs |= vs != vl and excludes0
+        within &= vs == vl and lo is not None and -DELTA < lo and hi < DELTA
+        rows[h.id] = {"small": vs, "large": vl, "diff_of_effects": (res or {}).get("diff"),
+                      "ci95": [lo, hi], "seeds": (res or {}).get("seeds")}
+    h5 = (per_size["small"]["H5"]["verdict"], per_size["large"]["H5"]["verdict"])
+    rows["H5"] = {"small": h5[0], "large": h5[1]}
+    within &= h5[0] == h5[1]
+    verdict = "supported" if differs else "contradicted" if within else "inconclusive"
+    return {"claim": H7, "verdict": verdict, "by_hypothesis": rows}
+
+
+def study_findings(sweeps: dict[str, Path]) -> dict:
+    """{size: findings} for each sweep folder, and H7 when both a small and a large one exist."""
+    datas = {size: load_sweep(folder, PRIMARY) for size, folder in sweeps.items()}
+    per_size = {size: size_findings(d) for size, d in datas.items()}
+    doc = {"rule": {"delta": DELTA, "primary_metric": PRIMARY, "min_seeds": MIN_SEEDS,
+                    "interval": "95% paired bootstrap over seeds and items, crossed"}, "sizes": per_size}
+    if {"small", "large"} <= set(datas):
+        doc["H7"] = size_change(datas["small"], datas["large"], per_size)
+    else:
+        doc["H7"] = {"claim": H7, "verdict": "inconclusive", "reason": "one base model only (the study runs two)"}
+    return doc
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:+.3f}" if isinstance(x, float) else str(x)
+
+
+def findings_markdown(doc: dict) -> list[str]:
+    """The findings table: one row per hypothesis and base model, then H7."""
+    md = ["| hypothesis | base | comparison | a | b | a - b [95% interval] | seeds | verdict |",
+          "|---|---|---|---|---|---|---|---|"]
+    for size, fs in doc["sizes"].items():
+        for h in PAIRED:
+            f = fs[h.id]
+            ci = f.get("ci95") or [None, None]
+            md.append(f"| {h.id}: {h.claim} | {size} | {h.a} vs {h.b} ({f.get('set') and Path(f['set']).stem}, "
+                      f"ratio {f.get('ratio')}) | {_fmt(f.get('a_value'))} | {_fmt(f.get('b_value'))} | "
+                      f"{_fmt(f.get('diff'))} [{_fmt(ci[0])}, {_fmt(ci[1])}] | {f.get('seeds', '-')} | "
+                      f"**{f['verdict']}** ({f['reason']}) |")
+        h5 = fs["H5"]
+        md.append(f"| H5: {H5} | {size} | tell over {h5.get('ratios', 0)} ratios | | | shape: {h5.get('shape')} | | "
+                  f"**{h5['verdict']}** ({h5['reason']}) |")
+    h7 = doc["H7"]
+    md += ["", f"**H7** ({H7}): **{h7['verdict']}**" + (f" ({h7['reason']})" if h7.get("reason") else "") + "."]
+    if "by_hypothesis" in h7:
+        md += ["", "| hypothesis | verdict (small) | verdict (large) | effect large - small [95% interval] |",
+               "|---|---|---|---|"]
+        for hid, r in h7["by_hypothesis"].items():
+            ci = r.get("ci95") or [None, None]
+            md.append(f"| {hid} | {r['small']} | {r['large']} | {_fmt(r.get('diff_of_effects'))} "
+                      f"[{_fmt(ci[0])}, {_fmt(ci[1])}] |")
+    return md
+
+
+def write_study(out: Path, sweeps: dict[str, Path], header: list[str]) -> Path:
+    """study.json and study.md in `out` (atomic)."""
+    doc = study_findings(sweeps)
+    with atomic_open(out / "study.json") as f:
+        json.dump(doc, f, indent=1, default=str)
+    md = header + ["", "## Findings", "", f"Decision rule: {__doc__.split('*', 1)[0].strip().splitlines()[-1]}",
+                   ""] + findings_markdown(doc)
+    with atomic_open(out / "study.md") as f:
+        f.write("\n".join(md) + "\n")
+    return out / "study.md"
