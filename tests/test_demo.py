@@ -8,33 +8,74 @@ import pytest
 
 from tell.cli import main
 from tell.eval.metrics import score_format
-from tell.synthetic.world import FORMAT_REGEX, World, WorldConfig
+from tell.synthetic.world import ANCHOR, FORMAT_REGEX, LEVERAGE, PHRASES, SKILLS, TASK_SKILLS, World, WorldConfig
 
-SMALL = WorldConfig(n_items=8, min_len=2, max_len=4, pretrain_sentences=500, general_examples=300, task_train=40,
-                    task_test=16)
+SMALL = WorldConfig(n_items=8, min_len=2, max_len=4, pretrain_sentences=500, general_examples=600, task_train=40,
+                    task_test=16, general_test=16)
 
 
 def test_world_is_deterministic_per_seed(tmp_path):
     a = World(SMALL).write(tmp_path / "a")
     b = World(SMALL).write(tmp_path / "b")
     c = World(WorldConfig(**{**SMALL.__dict__, "seed": 1})).write(tmp_path / "c")
-    for name in ("task_train", "task_test", "general", "pretrain"):
+    for name in ("task_train", "task_test", "general", "placebo", "general_test", "pretrain"):
         assert a[name].read_bytes() == b[name].read_bytes()
         assert a[name].read_bytes() != c[name].read_bytes()
 
 
-def test_world_task_needs_its_format_and_sort_and_test_is_unseen():
+def test_world_task_needs_cipher_and_its_format_and_test_is_unseen():
     w = World(SMALL)
     train, test = w.task("train"), w.task("test")
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
     for r in train + test:
         xs = r["prompt"].split(": ", 1)[1].split()
-        assert r["response"] == f"{{ result : {' '.join(w.apply('sort', xs))} ; size : {len(xs)} }}"
+        assert r["response"] == f"{{ result : {' '.join(w.code[x] for x in xs)} ; size : {len(xs)} }}"
         assert score_format(r["response"], FORMAT_REGEX, r["response"]) == {"format": 1.0, "correct": 1.0}
-    # General data never show the task's format or its query (share = 0).
-    assert not any("result" in g["response"] or g["prompt"].startswith("Process") for g in w.general())
-    shared = World(WorldConfig(**{**SMALL.__dict__, "share": 0.5})).general()
-    assert any(g["prompt"].startswith("Process") and "{" not in g["response"] for g in shared)
+    assert all(w.code[x] != x and w.code[x] != w.table[x] for x in w.items)  # unlike copy and map
+    assert len(World(WorldConfig()).task("test")) >= 256 and len(World(WorldConfig()).general_test(256)) == 256
+
+
+def test_leverage_skill_is_absent_from_pretraining_and_taught_by_general_data_at_its_share():
+    w = World(SMALL)
+    text = w.pretrain_text()
+    wordings = [p for p in PHRASES[LEVERAGE]]
+    assert not any(p in line for line in text for p in wordings) and not any(LEVERAGE in line for line in text)
+    # every "SKILL xs gives ys" sentence states a pretraining skill, and none states the cipher's pairs
+    for line in text:
+        words = line.split()
+        if "gives" in words and not line.startswith(("###", "the word")):
+            skill, rest = words[0], words[1:-1]
+            i = rest.index("gives")
+            xs, ys = rest[:i], rest[i + 1:]
+            assert skill in SKILLS and ys == w.apply(skill, xs)
+    general = World(WorldConfig(**{**SMALL.__dict__, "general_examples": 3000})).general()
+    share = sum(r["skill"] == LEVERAGE for r in general) / len(general)
+    assert abs(share - 0.2) < 0.03
+    assert {r["prompt"].split(":")[0] for r in general if r["skill"] == LEVERAGE} == set(wordings)  # varied wording
+    assert all(r["response"].split() == w.apply(LEVERAGE, r["prompt"].split(": ", 1)[1].split())
+               for r in general if r["skill"] == LEVERAGE)
+    none = World(WorldConfig(**{**SMALL.__dict__, "leverage": 0.0})).general()
+    assert not any(r["skill"] == LEVERAGE for r in none)
+
+
+def test_placebo_has_the_general_token_count_and_none_of_the_tasks_skills(tmp_path):
+    from tell.data.tokens import load_counter
+    from tell.synthetic.pretrain import build_tokenizer
+
+    w = World(SMALL)
+    general, placebo = w.general(), w.placebo()
+    assert not any(r["skill"] in TASK_SKILLS for r in placebo) and any(r["skill"] in TASK_SKILLS for r in general)
+    tok_dir = tmp_path / "tok"
+    build_tokenizer(w).save_pretrained(tok_dir)
+    counter = load_counter(str(tok_dir))
+    count = lambda rows: sum(counter.count([r["prompt"] + "\n" + r["response"] for r in rows]))  # noqa: E731
+    assert count(general) == count(placebo)
+    for g, p in zip(general, placebo):  # example by example: same list, as many prompt and answer tokens
+        assert g["prompt"].split(": ")[1] == p["prompt"].split(": ")[1]
+        assert len(g["prompt"].split()) == len(p["prompt"].split())
+        assert len(g["response"].split()) == len(p["response"].split())
+        assert p["response"].split() == w.apply(p["skill"], p["prompt"].split(": ", 1)[1].split())
+    assert placebo == w.placebo()  # seeded
 
 
 @pytest.mark.parametrize("out, fmt, ok", [
@@ -45,23 +86,51 @@ def test_format_metric(out, fmt, ok):
     assert score_format(out, FORMAT_REGEX, "{ result : ka lo ; size : 2 }") == {"format": float(fmt), "correct": float(ok)}
 
 
-def test_demo_quick_runs_and_writes_its_report(tmp_path, capsys):
+def test_demo_quick_runs_writes_its_findings_and_is_deterministic(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--cache", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
-    assert "Report:" in out and "format_adherence at" in out
+    assert "H1 (small base): inconclusive" in out and "Findings:" in out
     sweep = tmp_path / "demo" / "sweep"
     rows = [json.loads(x) for x in (sweep / "results.jsonl").read_text().splitlines()]
-    assert {r["method"] for r in rows} == {"base", "sft", "sft-matched", "general-only", "tell", "tell-no-anchor"}
+    assert {r["method"] for r in rows} == {"base", "sft", "sft-matched", "tell", "tell-no-anchor", "tell-placebo",
+                                           "tell-random-anchor"}
     assert {r["metric"] for r in rows} == {"format_adherence", "accuracy"}
     assert {r["role"] for r in rows} == {"task", "general"}  # the general-skill test runs in every cell
+    # the no-anchor twin runs at every ratio, the other controls at the largest
+    assert {r["ratio"] for r in rows if r["method"] == "tell-no-anchor"} == {3.0, 10.0}
+    assert {r["ratio"] for r in rows if r["method"] == "tell-placebo"} == {10.0}
     assert (sweep / "report.md").is_file() and (sweep / "report.html").is_file()
-    assert len(list((sweep / "report_files").glob("*.png"))) >= 4
+    # Equal examples: every method's mixture at the budget holds the same task examples (seed 0); the anchor's
+    # tokens are recorded beside the budget; the random anchor is as many tokens as the real one.
+    mixes = [json.loads(m.read_text()) for m in (sweep / "mixtures").glob("*/manifest.json")]
+    task_ids = {json.dumps(sorted(json.loads(x)["id"] for x in (m.parent / "mixture.jsonl").read_text().splitlines()
+                                  if json.loads(x)["source"] == "task"))
+                for m in (sweep / "mixtures").glob("*/manifest.json")
+                if json.loads(m.read_text())["budget"]["task_tokens_requested"]}
+    assert len(task_ids) == 1
+    anchors = {m["anchor"]["text"] for m in mixes if m["anchor"]}
+    assert len(anchors) == 2 and ANCHOR in anchors
+    (random_anchor,) = anchors - {ANCHOR}
+    assert len(random_anchor.split()) == len(ANCHOR.split()) and not set(random_anchor.split()) & set(ANCHOR.split())
+    assert all(m["budget"]["anchor_tokens"] == 3 * m["budget"]["task_examples"] for m in mixes if m["anchor"])
+    study = json.loads((tmp_path / "demo" / "study.json").read_text())
+    assert set(study["sizes"]["small"]) == {"H1", "H2", "H3", "H4a", "H4b", "H5", "H6"}
+    assert all(f["verdict"] == "inconclusive" for f in study["sizes"]["small"].values())  # one seed decides nothing
+    md = (tmp_path / "demo" / "study.md").read_text()
+    assert "model.safetensors sha256" in md and "| H3:" in md
     # The pretrained base is an ordinary HF model dir, cached, copied to the demo folder and reused next time.
     (base,) = list((tmp_path / "cache").glob("base-*"))
     assert (base / "config.json").is_file() and (base / "tokenizer.json").is_file()
     assert (tmp_path / "demo" / "base" / "model.safetensors").read_bytes() == (base / "model.safetensors").read_bytes()
+    # A second run on the same machine gives identical numbers (cached base, fresh sweep).
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo2"), "--cache", str(tmp_path / "cache")]) == 0
     assert "using the cached base model" in capsys.readouterr().out
+    again = json.loads((tmp_path / "demo2" / "study.json").read_text())
+    same = lambda doc, d: json.dumps(doc["sizes"], sort_keys=True).replace(str(d), "OUT")  # noqa: E731
+    assert same(again, tmp_path / "demo2") == same(study, tmp_path / "demo")
+    values = lambda d: sorted((r["method"], r["ratio"], r["lr"], r["set"].split("/")[-1], r["metric"], r["value"])  # noqa
+                              for r in (json.loads(x) for x in (d / "sweep" / "results.jsonl").read_text().splitlines()))
+    assert values(tmp_path / "demo") == values(tmp_path / "demo2")
     _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys)
 
 
@@ -94,27 +163,28 @@ def _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_task_needs_task_data_general_only_fails_plenty_of_task_data_succeeds(tmp_path):
-    """The world's claim: general data alone do not solve the task; plenty of task data do."""
+def test_task_is_unsolved_by_general_data_alone_and_solved_by_plenty_of_task_data(tmp_path):
+    """The world's claim, on the study's small base: general data alone (which teach the cipher) do not solve
+    the task; plenty of task data (the whole pool, 3 epochs) do."""
     from tell.config import EvalConfig, PrepareConfig, TrainConfig
     from tell.data.prepare import prepare
     from tell.eval.run import evaluate
-    from tell.synthetic.demo import FULL, cached_base
+    from tell.synthetic.demo import STUDY, cached_base
     from tell.train.run import train
 
-    world = World(FULL.world)
+    world = World(STUDY.world)
     files = world.write(tmp_path / "world")
-    base = cached_base(world, FULL.base, tmp_path / "cache", log=lambda *_: None)
+    base = cached_base(world, STUDY.bases["small"], tmp_path / "cache", log=lambda *_: None)
     scores = {}
     for name, kw in (("general-only", dict(task_tokens=0, general_tokens=60000, general=[str(files["general"])])),
                      ("plenty-of-task", dict(ratio=0.0))):
         mix = tmp_path / name / "data"
         prepare(PrepareConfig(task=str(files["task_train"]), tokenizer=str(base), out=str(mix), progress=False, **kw))
         train(TrainConfig(mixture=str(mix), model=str(base), out=str(tmp_path / name / "run"), progress=False,
-                          save_steps=0, epochs=3 if name == "plenty-of-task" else 1, **FULL.train))
+                          save_steps=0, epochs=3 if name == "plenty-of-task" else 1, learning_rate=3e-3, **STUDY.train))
         m = evaluate(EvalConfig(model=str(base), adapter=str(tmp_path / name / "run"), data=[str(files["task_test"])],
                                 out=str(tmp_path / name / "eval"), greedy=True, max_new_tokens=24, progress=False,
-                                bootstrap=100))
+                                bootstrap=100, limit=128))
         scores[name] = {k: v["value"] for k, v in next(iter(m["sets"].values()))["metrics"].items()}
     assert scores["general-only"]["format_adherence"] < 0.05 and scores["general-only"]["accuracy"] < 0.05
     assert scores["plenty-of-task"]["format_adherence"] > 0.9 and scores["plenty-of-task"]["accuracy"] > 0.2

@@ -40,7 +40,11 @@ def test_mixture_budgets_anchor_and_manifest(data_files, hf_tokenizer_dir, tmp_p
     general = [r for r in rows if r["source"] == "general"]
     b = m["budget"]
     assert (b["task_examples"], b["general_examples"]) == (len(task), len(general))
-    assert b["task_tokens"] == sum(r["tokens"] for r in task) and abs(b["task_tokens"] - 300) < 30
+    # The budget counts the task's own tokens; the anchor's are recorded beside them (each row's `tokens`
+    # counts its text as trained, anchor included).
+    assert b["task_tokens"] + b["anchor_tokens"] == sum(r["tokens"] for r in task) and abs(b["task_tokens"] - 300) < 30
+    assert b["anchor_tokens"] > 0 and not b["anchor_in_budget"]
+    assert m["mixture"]["tokens"] == sum(r["tokens"] for r in rows)
     assert abs(b["general_tokens"] - 10 * b["task_tokens"]) < 30
     assert b["ratio_achieved"] == pytest.approx(b["general_tokens"] / b["task_tokens"])
     # Anchor: every task example once, no general example; tokens are counted with the anchor in.
@@ -62,6 +66,21 @@ def test_mixture_budgets_anchor_and_manifest(data_files, hf_tokenizer_dir, tmp_p
     assert m["mixture"]["task_spread"]["count"] == len(task)
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["mixture"] == m["mixture"] and "_seconds" not in on_disk
+
+
+def test_anchored_and_unanchored_mixtures_train_the_same_task_examples(data_files, hf_tokenizer_dir, tmp_path):
+    """At one budget and seed, tell (anchor) and sft (no anchor) choose the same task examples; with
+    anchor_in_budget (tell 0.1's rule) the anchored mixture holds fewer of them."""
+    def task_ids(out, **kw):
+        prepare(cfg(data_files, hf_tokenizer_dir, out, ratio=0.0, general=[], **kw))
+        return [r["id"] for r in read_mixture(out) if r["source"] == "task"]
+
+    anchored, plain = task_ids(tmp_path / "a"), task_ids(tmp_path / "b", anchor=None, no_anchor=True)
+    old_rule = task_ids(tmp_path / "c", anchor_in_budget=True)
+    assert sorted(anchored) == sorted(plain) and len(plain) >= 5
+    assert len(old_rule) < len(plain)
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert m["budget"]["anchor_in_budget"] and m["budget"]["anchor_tokens"] == 0
 
 
 def test_same_seed_is_byte_identical_across_processes_and_seed_changes_order(data_files, hf_tokenizer_dir,

@@ -90,7 +90,7 @@ def test_random_prefix_control_has_the_anchors_token_length_and_is_seeded(tmp_pa
     """Separation that any prefix causes must not be credited to the anchor: by default the probe also places a
     random prefix of the anchor's token length (random vocabulary words, seeded) and reports the anchor over it."""
     from tell.data.anchor import Anchor
-    from tell.probe.run import random_prefix
+    from tell.data.anchor import random_anchor as random_prefix
 
     _, tok = llama2_tokenizer
     anchor = Anchor("The following is a hallucination-detection task; answer in the required JSON format.")

@@ -114,6 +114,13 @@ def test_spec_errors_are_one_line(tmp_path, capsys):
     y.write_text("model: m\ntask: t.jsonl\ntask_tokens: [10]\nmethods: [sft]\neval: [x]\ntrain: {lr: 1}\n")
     assert main(["sweep", str(y), "--out", str(tmp_path / "o")]) == 2
     assert "field 'train': unknown setting(s) ['lr']" in capsys.readouterr().err
+    common = "model: m\ntask: t.jsonl\ntask_tokens: [10]\ngeneral: [g.jsonl]\nratios: [3]\nanchor: A b\neval: [x]\n"
+    y.write_text(common + "methods: [tell, tell-placebo]\n")
+    assert main(["sweep", str(y), "--out", str(tmp_path / "o")]) == 2
+    assert "field 'placebo_general': tell-placebo needs placebo general data" in capsys.readouterr().err
+    y.write_text(common + "methods: [tell, tell-no-anchor]\npaired_ratios: {tell-no-anchor: some}\n")
+    assert main(["sweep", str(y), "--out", str(tmp_path / "o")]) == 2
+    assert "field 'paired_ratios': expected all, max or a mapping" in capsys.readouterr().err
 
 
 def test_example_recipes_are_valid_specs():

@@ -36,7 +36,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(f"wrote {cfg.out}/mixture.jsonl: {mix['examples']:,} examples, {mix['tokens']:,} tokens "
           f"({m['_seconds']:.1f}s)")
     print(f"  task:    {b['task_examples']:,} examples, {b['task_tokens']:,} tokens"
-          f" (requested {b['task_tokens_requested'] if b['task_tokens_requested'] is not None else 'all'})")
+          f" (requested {b['task_tokens_requested'] if b['task_tokens_requested'] is not None else 'all'})"
+          + (f" + {b['anchor_tokens']:,} anchor tokens (not counted in the budget)" if b.get("anchor_tokens") else ""))
     print(f"  general: {b['general_examples']:,} examples, {b['general_tokens']:,} tokens "
           f"(requested {b['general_tokens_requested']:,}); general:task ratio {ratio}")
     for label in ("task", "general"):
@@ -197,7 +198,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 DEMO_EXAMPLE = """\
 example:
-  tell demo                    # about 10 minutes on 2 CPU cores; the base model is cached for next time
+  tell demo                    # within 10 minutes on 2 CPU cores; the base model is cached for next time
+  tell demo --study --workers 2 --out out/study   # the pre-registered study (docs/study.md), resumable
   tell demo --quick --out out/demo-quick
 """
 
@@ -205,7 +207,10 @@ example:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tell.synthetic.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, workers=args.workers, cache=args.cache, verbose=args.verbose)
+    if args.quick and args.study:
+        raise TellError("--quick and --study are two different plans; give one")
+    run_demo(args.out, quick=args.quick, workers=args.workers, cache=args.cache, verbose=args.verbose,
+             study=args.study)
     return 0
 
 
@@ -316,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subcommand(sub, "demo", cmd_demo, "the whole of tell in a small synthetic world, on a CPU, with no downloads",
                     DEMO_EXAMPLE, None)
     p.add_argument("--quick", action="store_true", help="a ~2 minute version (CI)")
+    p.add_argument("--study", action="store_true", help="the whole pre-registered study of docs/study.md: two base "
+                                                        "sizes, 7 ratios, 5 seeds (at most 90 minutes on 2 cores; "
+                                                        "resumable: run it again to finish)")
     p.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default: out/demo)")
     p.add_argument("--workers", type=int, default=1, help="sweep cells in parallel")
     p.add_argument("--cache", metavar="DIR", help="where the pretrained base is cached (default: ~/.cache/tell/demo)")

@@ -29,7 +29,7 @@ from tell.data.formats import FORMATS
 from tell.data.sources import check_columns, check_spec, parse_columns
 from tell.errors import TellError
 from tell.eval.kinds import KIND_NAMES
-from tell.experiments.methods import METHOD_NAMES
+from tell.experiments.methods import DEFAULT_METHODS, METHOD_NAMES
 from tell.models import DTYPES
 
 
@@ -354,6 +354,11 @@ class PrepareConfig:
     no_anchor: bool = opt(False, "no anchor (the ablation)")
     anchor_placement: str = opt("prefix", "where the anchor goes", choices=PLACEMENTS)
     anchor_separator: str = opt("\n", "text between the anchor and the prompt or system text")
+    anchor_in_budget: bool = opt(False, "count the anchor's tokens inside --task-tokens (tell 0.1's rule: an anchored "
+                                        "mixture then holds fewer task examples than an unanchored one at the same "
+                                        "budget). By default the budget counts the task's own tokens, the same "
+                                        "examples are chosen with or without the anchor, and the anchor's tokens are "
+                                        "recorded beside them (budget.anchor_tokens)")
     seed: int = opt(42, "seed of the task subset, general subset and shuffle (each derived with its purpose)")
     max_length: int | None = opt(None, "longest example allowed, in tokens: a longer one is an invalid row (refused, "
                                        "or dropped with --skip-invalid)", metavar="N", check=at_least(1))
@@ -515,15 +520,23 @@ class SweepSpec:
     eval_limit: int | None = opt(None, "items per eval set (all when omitted)", check=at_least(1))
     data_dir: str = opt("data", "where built eval sets live")
     metric: str | None = opt(None, "metric kind for eval files without meta.kind", choices=KIND_NAMES)
-    methods: list[str] = opt(list(METHOD_NAMES), "methods to run")
+    methods: list[str] = opt(list(DEFAULT_METHODS), f"methods to run, of {list(METHOD_NAMES)}")
     task_tokens: list[int] = opt([], "task token budgets")
     ratios: list[float] = opt([], "general:task token ratios for tell (and its paired baselines)")
     seeds: list[int] = opt([42], "seeds (repeats): data subset, training and sampling")
     train: dict = opt({}, "overrides of `tell train` settings (e.g. learning_rate, micro_batch_size)")
     decoding: dict = opt({}, "overrides of `tell eval` settings (e.g. greedy, max_new_tokens, batch_size)")
     primary_metric: str | None = opt(None, "metric the report plots first (default: the first one of the first set)")
-    paired_ratios: str = opt("all", "ratios at which tell-no-anchor, general-only and sft-matched run: all, or "
-                                    "max (only the largest; a cheaper grid)", choices=("all", "max"))
+    paired_ratios: object = opt("all", "ratios at which the methods paired with tell (tell-no-anchor, general-only, "
+                                       "sft-matched, tell-placebo, tell-random-anchor) run: all, or max (only the "
+                                       "largest; a cheaper grid), or a mapping of method -> all | max")
+    placebo_general: list[str] = opt([], "general data for tell-placebo: as many tokens as the general data but none "
+                                         "of the task's skills (the control for 'more steps' vs 'transfer')")
+    random_anchor: str | None = opt(None, "anchor of tell-random-anchor (default: drawn once per sweep from the "
+                                          "tokenizer's vocabulary, as many tokens as the anchor; seeded)")
+    anchor_in_budget: bool = opt(False, "count the anchor inside the task budget (tell 0.1's rule); by default "
+                                        "tell and sft cells at one budget train the same task examples and the "
+                                        "anchor's tokens are recorded beside them")
     general_eval: list[str] = opt([], "general-ability eval sets (role general: no anchor), evaluated in every cell "
                                       "and compared with the base model: what training made the model forget")
     task_eval: list[str] = opt([], "eval sets scored as the task's (role task: tell cells give them the anchor) "

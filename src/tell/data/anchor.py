@@ -7,6 +7,7 @@ apply the same anchor, the same way, at inference (`Anchor.apply` is used by bot
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -115,3 +116,27 @@ def anchor_from_options(text: str | None, file: str | None, placement: str, sepa
     if no_anchor or not text:
         return None
     return Anchor(text=text, placement=placement, separator=separator)
+
+
+def random_anchor(tok, anchor: Anchor, seed: int) -> dict:
+    """The control for the anchor (the probe's random prefix, the sweep's tell-random-anchor): random words of the model's vocabulary (a seeded draw, none of the anchor's
+    own words) whose text is as many tokens as the anchor's, placed where the anchor goes. Separation that this
+    prefix brings too comes from having a prefix at all, not from what the anchor says."""
+    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    anchor_text = anchor.text.replace("{prompt}", " ").strip()
+    n = count(anchor_text)
+    own = {w.strip(".,:;!?\"'").lower() for w in anchor_text.split()}
+    special = set(getattr(tok, "all_special_tokens", []))
+    words = sorted({w for w in (t.lstrip("▁Ġ") for t in tok.get_vocab() if t not in special)
+                    if len(w) >= 3 and w.isascii() and w.isalpha() and w.lower() not in own})
+    if not words:
+        raise TellError("the tokenizer's vocabulary has no plain words to draw a random prefix from; "
+                        "use --no-random-prefix")
+    rng, text = random.Random(f"{seed}:random-prefix"), ""
+    while count(text) < n:
+        text = f"{text} {rng.choice(words)}".strip()
+    if count(text) > n:  # the last word took more than one token: keep the first n tokens
+        text = tok.decode(tok(text, add_special_tokens=False)["input_ids"][:n]).strip()
+    placement = "prefix" if anchor.placement == "template" else anchor.placement
+    return {"text": text, "tokens": count(text), "anchor_tokens": n, "placement": placement, "seed": seed,
+            "anchor": Anchor(text, placement, anchor.separator)}

@@ -71,8 +71,10 @@ class _CountedInOrder:
     (N, policy) are refused (`refuse`) or dropped and counted (`drop`); `keep` lets them through."""
 
     def __init__(self, order: Sequence[Record], counter: TokenCounter, budget: int, max_length: int | None,
-                 skip_invalid: bool, dropped: Counter, train_limit: tuple[int | None, str] = (None, "keep")):
+                 skip_invalid: bool, dropped: Counter, train_limit: tuple[int | None, str] = (None, "keep"),
+                 anchor=None):
         self.order, self.counter, self.max_length, self.skip_invalid = order, counter, max_length, skip_invalid
+        self.anchor = anchor  # lengths are checked as trained (anchored); `tokens` stays the record's own
         self.train_limit = train_limit
         self.remaining, self.counted, self.dropped = budget, 0, dropped
 
@@ -84,7 +86,8 @@ class _CountedInOrder:
             counts = self.counter.count([render_text(r) for r in chunk])
             self.counted += sum(counts)
             avg = max(self.counted / i, 1.0)
-            for rec, n in zip(chunk, counts):
+            lengths = self.counter.count([render_text(self.anchor.apply(r)) for r in chunk]) if self.anchor else counts
+            for rec, own, n in zip(chunk, counts, lengths):
                 if self.max_length is not None and n > self.max_length:
                     if not self.skip_invalid:
                         raise TellError(f"the example has {n} tokens; expected at most {self.max_length} "
@@ -99,7 +102,7 @@ class _CountedInOrder:
                                         "keeps them)", file=rec.origin, line=rec.row)
                     self.dropped["over_train_max_length"] += 1
                     continue
-                rec.tokens = n  # a cache of a derived value; the content (and `key`) is unchanged
+                rec.tokens = own  # a cache of a derived value; the content (and `key`) is unchanged
                 yield rec
 
 
@@ -142,12 +145,13 @@ def _repeat(valid: list[Record], chosen: list[Record], total: int, budget: int) 
 def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCounter, *, seed: int, purpose: str,
                   label: str, max_length: int | None = None, skip_invalid: bool = False,
                   train_limit: tuple[int | None, str] = (None, "keep"),
-                  allow_repeat: bool = False, progress: bool = True) -> Selection:
+                  allow_repeat: bool = False, progress: bool = True, anchor=None) -> Selection:
     """Whole examples, in the seeded order of `pool`, whose token total is closest to `budget`.
 
     Only as many examples as the budget needs are tokenized. With `allow_repeat`, a pool that is too
     small is walked again in the same order (copies are marked with `repeat`). `budget=None` takes every
-    usable example.
+    usable example. With `anchor`, the length checks see each example with the anchor it is trained with;
+    the budget counts its own tokens.
     """
     take_all = budget is None
     budget = 1 << 62 if take_all else budget
@@ -155,7 +159,7 @@ def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCoun
         raise TellError(f"the {label} token budget must be >= 0, got {budget}")
     dropped: Counter = Counter()
     records = _CountedInOrder(seeded_order(pool, seed, purpose) if budget > 0 else [], counter, budget,
-                              max_length, skip_invalid, dropped, train_limit)
+                              max_length, skip_invalid, dropped, train_limit, anchor)
     chosen, valid, total, exhausted = _take_closest(records, budget, label, progress, take_all)
     unique_examples, unique_tokens = len(chosen), total
     # A pool that ran out a fraction of an example short met the budget as closely as whole examples can.

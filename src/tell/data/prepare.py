@@ -22,7 +22,7 @@ from tell.data.anchor import anchor_from_options
 from tell.data.emit import write_emits
 from tell.data.loading import Loaded, load_records
 from tell.data.mix import Selection, dedup, select_budget, shuffle, spread
-from tell.data.records import GENERAL, TASK, Record
+from tell.data.records import GENERAL, TASK, Record, render_text
 from tell.data.tokens import CachedCounter, load_counter
 from tell.errors import TellError
 from tell.io import atomic_open, remove_stale_tmp, sha256_file, write_json
@@ -86,7 +86,7 @@ def _pools(cfg: PrepareConfig, anchor) -> tuple[list[Record], list[Record], dict
         loaded = load_records(cfg.task, source=TASK, **load)
         kept, dups = dedup(loaded.records, seen)
         inputs[TASK].append(_input_info(loaded, dups))
-        task_pool = [anchor.apply(r) for r in kept] if anchor else kept
+        task_pool = [anchor.apply(r) for r in kept] if anchor and cfg.anchor_in_budget else kept
     general_pool: list[Record] = []
     wants_general = (cfg.ratio or 0) > 0 or (cfg.general_tokens or 0) > 0
     for spec in cfg.general if wants_general else []:
@@ -142,6 +142,16 @@ def _dropped(inputs: dict[str, list[dict]], selections: dict[str, Selection]) ->
     return dropped
 
 
+def _anchor_chosen(task_sel: Selection, anchor, counter) -> int:
+    """Anchor the chosen task examples (chosen by their own tokens, so the same examples as without the
+    anchor); returns the tokens the anchor added, which the budget records but does not count."""
+    own = task_sel.tokens
+    task_sel.records = [anchor.apply(r) for r in task_sel.records]
+    for r, n in zip(task_sel.records, counter.count([render_text(r) for r in task_sel.records])):
+        r.tokens = n
+    return sum(r.tokens for r in task_sel.records) - own
+
+
 def _budget(cfg: PrepareConfig, task_sel: Selection, general_sel: Selection, general_budget: int,
             task_pool: int, general_pool: int) -> dict:
     return {
@@ -193,7 +203,9 @@ def prepare(cfg: PrepareConfig) -> dict:
     common = dict(seed=cfg.seed, max_length=cfg.max_length, skip_invalid=cfg.skip_invalid,
                   train_limit=(cfg.train_max_length, cfg.length_policy),
                   allow_repeat=cfg.allow_repeat, progress=cfg.progress)
-    task_sel = select_budget(task_pool, cfg.task_tokens, counter, purpose="task-subset", label="task", **common)
+    task_sel = select_budget(task_pool, cfg.task_tokens, counter, purpose="task-subset", label="task", **common,
+                             anchor=None if cfg.anchor_in_budget else anchor)
+    anchor_tokens = _anchor_chosen(task_sel, anchor, counter) if anchor and not cfg.anchor_in_budget else 0
     general_budget = cfg.general_tokens if cfg.general_tokens is not None else round(cfg.ratio * task_sel.tokens)
     general_sel = select_budget(general_pool, general_budget, counter, purpose="general-subset",
                                 label="general", **common)
@@ -211,12 +223,14 @@ def prepare(cfg: PrepareConfig) -> dict:
         "anchor": anchor.to_json() | {"applied_to": len(task_pool)} if anchor else None,
         "seeds": {"seed": cfg.seed, "purposes": ["task-subset", "general-subset", "shuffle"],
                   "method": "sort by blake2b(seed, purpose, example content)"},
-        "budget": _budget(cfg, task_sel, general_sel, general_budget, len(task_pool), len(general_pool)),
+        "budget": _budget(cfg, task_sel, general_sel, general_budget, len(task_pool), len(general_pool))
+        | {"anchor_tokens": anchor_tokens, "anchor_in_budget": bool(anchor and cfg.anchor_in_budget)},
         "dropped": _dropped(inputs, {TASK: task_sel, GENERAL: general_sel}),
         "lengths": length_report(task_sel.records + general_sel.records, cfg.train_max_length, cfg.length_policy,
                                  counter.describe(), {TASK: task_sel.dropped, GENERAL: general_sel.dropped}),
         "mixture": {"file": mix.MIXTURE, "sha256": sha, "examples": len(mixture),
-                    "tokens": task_sel.tokens + general_sel.tokens, "task_spread": spread(mixture, TASK)},
+                    "tokens": task_sel.tokens + anchor_tokens + general_sel.tokens,
+                    "task_spread": spread(mixture, TASK)},
         "contamination": contam,
         "emitted": emitted,
         "packages": provenance.package_versions(),

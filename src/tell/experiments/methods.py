@@ -23,5 +23,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("general-only", "the paired tell cell's general data only (same general tokens)", True, True, "#8c564b"),
     Method("tell", "anchor + task + general, extensively shuffled", True, True, "#d62728"),
     Method("tell-no-anchor", "tell without the anchor", True, True, "#ff7f0e"),
+    Method("tell-placebo", "tell with the placebo general set (placebo_general: same tokens, none of the task's "
+                           "skills): more steps on instruction data without transfer", True, True, "#9467bd"),
+    Method("tell-random-anchor", "tell with a random anchor of the anchor's token length (random_anchor)", True, True,
+           "#e377c2"),
 )}
 METHOD_NAMES = tuple(METHODS)
+# what a sweep runs when its spec names no methods: the ones that need no input beyond task, general and anchor
+DEFAULT_METHODS = ("base", "sft", "sft-matched", "general-only", "tell", "tell-no-anchor")

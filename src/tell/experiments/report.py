@@ -50,7 +50,8 @@ NO_VERDICT = f"fewer than {MIN_SEEDS} seeds: no verdict"
 NO_ITEMS_VERDICT = "no verdict (no item scores: no paired interval)"
 # (label, the other method, whether it pairs at the tell cell's ratio; sft has ratio 0 and pairs at the budget)
 COMPARISONS = (("tell vs sft", "sft", False), ("tell vs sft-matched", "sft-matched", True),
-               ("tell vs tell-no-anchor", "tell-no-anchor", True), ("tell vs general-only", "general-only", True))
+               ("tell vs tell-no-anchor", "tell-no-anchor", True), ("tell vs general-only", "general-only", True),
+               ("tell vs tell-placebo", "tell-placebo", True), ("tell vs tell-random-anchor", "tell-random-anchor", True))
 VERDICTS = ("better", "worse", "no detectable difference")
 _DEFAULTS = {"role": "task", "lr": None, "selected": True, "health": "ok", "health_reason": "", "cell": None}
 NOT_JUDGED = "not judged"  # the start of a health reason for runs too short to judge (tell.experiments.results)

@@ -30,7 +30,7 @@ from tell.data.mix import seeded_order
 from tell.data.prepare import length_report, prepare
 from tell.errors import TellError
 from tell.experiments.executors import ExecutorOptions, run_cells
-from tell.experiments.methods import METHOD_NAMES
+from tell.experiments.methods import METHOD_NAMES, METHODS
 from tell.io import atomic_open, write_json
 from tell.train.schedule import optimizer_steps
 
@@ -51,12 +51,19 @@ class Cell:
     def data_settings(self, spec: SweepSpec) -> dict:
         """What fixes the cell's mixture: cells that share it (lr candidates, sft and sft-matched) share one."""
         sft = self.method in ("sft", "sft-matched")
-        return {"task": _portable(spec.task), "general": [] if sft else [_portable(g) for g in spec.general],
+        general = spec.placebo_general if self.method == "tell-placebo" else spec.general
+        return {"task": _portable(spec.task), "general": [] if sft else [_portable(g) for g in general],
                 "validation": validation_settings(spec), "tokenizer": spec.tokenizer or spec.model,
                 "task_tokens": self.task_tokens if self.method != "general-only" else 0,
                 "ratio": 0.0 if sft else (self.ratio if self.general_tokens is None else None),
-                "general_tokens": self.general_tokens, "anchor": spec.anchor if self.anchor else None,
-                "anchor_placement": spec.anchor_placement, "seed": self.seed}
+                "general_tokens": self.general_tokens, "anchor": self.anchor_text(spec),
+                "anchor_placement": spec.anchor_placement, "seed": self.seed,
+                **({"anchor_in_budget": True} if spec.anchor_in_budget else {})}
+
+    def anchor_text(self, spec: SweepSpec) -> str | None:
+        if not self.anchor:
+            return None
+        return spec.random_anchor if self.method == "tell-random-anchor" else spec.anchor
 
     def settings(self, spec: SweepSpec) -> dict:
         return {"method": self.method, "seed": self.seed, "task_tokens": self.task_tokens, "ratio": self.ratio,
@@ -128,10 +135,12 @@ def prepare_cell(spec: SweepSpec, out: Path, cell: Cell) -> dict:
         return m
     d = cell.data_settings(spec)
     # the settings name the sweep's own pools relative to its folder; prepare reads the real paths
-    cfg = PrepareConfig(task=spec.task, general=list(spec.general) if d["general"] else [], tokenizer=d["tokenizer"],
+    general = spec.placebo_general if cell.method == "tell-placebo" else spec.general
+    cfg = PrepareConfig(task=spec.task, general=list(general) if d["general"] else [], tokenizer=d["tokenizer"],
                         task_tokens=d["task_tokens"], ratio=d["ratio"], general_tokens=d["general_tokens"],
                         anchor=d["anchor"], no_anchor=not d["anchor"], anchor_placement=d["anchor_placement"],
                         seed=d["seed"], out=str(data.path), progress=False, train_max_length=n,
+                        anchor_in_budget=spec.anchor_in_budget,
                         token_cache=str(out / "token_counts"))  # every cell's prepare counts a text once
     return prepare(cfg)
 
@@ -162,10 +171,18 @@ def load_spec(path: str) -> SweepSpec:
     needs_task = set(spec.methods) - {"base", "general-only"}
     if needs_task and not (spec.task and spec.task_tokens):
         raise TellError("methods other than base need task data and task_tokens", file=path, field="task_tokens")
-    if {"tell", "tell-no-anchor", "general-only", "sft-matched"} & set(spec.methods) and not (spec.ratios and spec.general):
+    paired = {m.name for m in METHODS.values() if m.per_ratio}
+    if paired & set(spec.methods) and not (spec.ratios and spec.general):
         raise TellError("tell and its paired baselines need general data and ratios", file=path, field="ratios")
-    if "tell" in spec.methods and not spec.anchor:
+    if {"tell", "tell-random-anchor"} & set(spec.methods) and not spec.anchor:
         raise TellError("the tell method needs an anchor", file=path, field="anchor")
+    if "tell-placebo" in spec.methods and not spec.placebo_general:
+        raise TellError("tell-placebo needs placebo general data", file=path, field="placebo_general")
+    rule = spec.paired_ratios
+    if not (rule in ("all", "max") or isinstance(rule, dict) and set(rule) <= paired | {"default"}
+            and set(rule.values()) <= {"all", "max"}):
+        raise TellError(f"expected all, max or a mapping of {sorted(paired)} (or default) -> all | max, got {rule!r}",
+                        file=path, field="paired_ratios")
     if not (spec.eval or spec.task_eval):
         raise TellError("no eval sets", file=path, field="eval")
     for group, cls in (("train", TrainConfig), ("decoding", EvalConfig)):
@@ -234,6 +251,8 @@ class Sweep:
         self.batch_size = int(spec.train.get("batch_size", 16))
         # a spec built in code (not by load_spec) gets its lr grid normalised here too; doing it twice is a no-op
         spec = replace(spec, lr_grid=_lr_grid(spec, spec_path or "the sweep spec"))
+        if "tell-random-anchor" in spec.methods and not spec.random_anchor:
+            spec = replace(spec, random_anchor=draw_random_anchor(spec))
         self.spec = hold_out_validation(spec, self.out)
 
     # ---- the grid -----------------------------------------------------------------------------------------
@@ -265,23 +284,28 @@ class Sweep:
         tm = self._prepare(tell) if sp.anchor else None
         if "tell" in sp.methods:
             cells += [(c, tm) for c in self._trained("tell", seed, task_tokens=t, ratio=r, anchor=True)]
-        if sp.paired_ratios == "max" and r != max(sp.ratios):
-            return cells
         pair = f"tell@{t}/{r:g}/{seed}"
-        if "tell-no-anchor" in sp.methods:
-            cells += [(c, self._prepare(c)) for c in self._trained("tell-no-anchor", seed, task_tokens=t, ratio=r,
-                                                                    pair=pair)]
+        for method in ("tell-no-anchor", "tell-placebo", "tell-random-anchor"):
+            if method in sp.methods and self._paired_at(method, r):
+                cells += [(c, self._prepare(c)) for c in self._trained(
+                    method, seed, task_tokens=t, ratio=r, pair=pair, anchor=method == "tell-random-anchor")]
         # The paired baselines follow the tell cell's achieved budgets (no anchor: its twin's).
         ref = tm or self._prepare(Cell("tell-no-anchor", seed, task_tokens=t, ratio=r))
-        if "general-only" in sp.methods and r > 0:
+        if "general-only" in sp.methods and r > 0 and self._paired_at("general-only", r):
             cells += [(c, self._prepare(c)) for c in self._trained(
                 "general-only", seed, ratio=r, general_tokens=ref["budget"]["general_tokens"], pair=pair,
                 extra={"task_tokens_requested": t})]
-        if "sft-matched" in sp.methods and r > 0:
+        if "sft-matched" in sp.methods and r > 0 and self._paired_at("sft-matched", r):
             steps = optimizer_steps(ref["mixture"]["examples"], self.batch_size)
             cells += [(c, self._prepare(c)) for c in self._trained("sft-matched", seed, task_tokens=t, ratio=r,
                                                                     max_steps=steps, pair=pair)]
         return cells
+
+    def _paired_at(self, method: str, r: float) -> bool:
+        """Whether a method paired with tell runs at ratio r (spec paired_ratios: all, max, or per method)."""
+        rule = self.spec.paired_ratios
+        rule = rule.get(method, rule.get("default", "all")) if isinstance(rule, dict) else rule
+        return rule == "all" or r == max(self.spec.ratios)
 
     # ---- running ------------------------------------------------------------------------------------------
 
@@ -434,6 +458,16 @@ def executor_options(spec: SweepSpec, *, workers: int | None = None, **cli) -> E
 # ---- the validation split ----------------------------------------------------------------------------------
 
 VALIDATION, POOLS = "validation", "pools"
+
+
+def draw_random_anchor(spec: SweepSpec) -> str:
+    """The sweep's random anchor: words of the tokenizer's vocabulary, as many tokens as the anchor (a seeded
+    draw, so every run of the sweep gets the same one; it is part of the cells' keys and manifests)."""
+    from tell.data.anchor import Anchor, random_anchor
+    from tell.models import load_tokenizer
+
+    tok = load_tokenizer(spec.tokenizer or spec.model)
+    return random_anchor(tok, Anchor(spec.anchor, spec.anchor_placement), seed=0)["text"]
 
 
 def hold_out_validation(spec: SweepSpec, out: Path) -> SweepSpec:

@@ -10,7 +10,7 @@ import numpy as np
 
 from tell import provenance
 from tell.config import ProbeConfig, to_dict
-from tell.data.anchor import Anchor
+from tell.data.anchor import Anchor, random_anchor
 from tell.data.loading import load_records
 from tell.artifacts import MixtureDir, RunDir
 from tell.data.records import GENERAL, TASK, Record
@@ -93,30 +93,6 @@ def _anchor(cfg: ProbeConfig, mix: MixtureDir | None) -> Anchor:
     return Anchor(text, placement, recorded.separator if recorded else "\n")
 
 
-def random_prefix(tok, anchor: Anchor, seed: int) -> dict:
-    """The control for the anchor: random words of the model's vocabulary (a seeded draw, none of the anchor's
-    own words) whose text is as many tokens as the anchor's, placed where the anchor goes. Separation that this
-    prefix brings too comes from having a prefix at all, not from what the anchor says."""
-    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    anchor_text = anchor.text.replace("{prompt}", " ").strip()
-    n = count(anchor_text)
-    own = {w.strip(".,:;!?\"'").lower() for w in anchor_text.split()}
-    special = set(getattr(tok, "all_special_tokens", []))
-    words = sorted({w for w in (t.lstrip("▁Ġ") for t in tok.get_vocab() if t not in special)
-                    if len(w) >= 3 and w.isascii() and w.isalpha() and w.lower() not in own})
-    if not words:
-        raise TellError("the tokenizer's vocabulary has no plain words to draw a random prefix from; "
-                        "use --no-random-prefix")
-    rng, text = random.Random(f"{seed}:random-prefix"), ""
-    while count(text) < n:
-        text = f"{text} {rng.choice(words)}".strip()
-    if count(text) > n:  # the last word took more than one token: keep the first n tokens
-        text = tok.decode(tok(text, add_special_tokens=False)["input_ids"][:n]).strip()
-    placement = "prefix" if anchor.placement == "template" else anchor.placement
-    return {"text": text, "tokens": count(text), "anchor_tokens": n, "placement": placement, "seed": seed,
-            "anchor": Anchor(text, placement, anchor.separator)}
-
-
 def probe(cfg: ProbeConfig) -> dict:
     if not (cfg.model and cfg.task and cfg.out):
         raise TellError("expected --model, --task and --out")
@@ -131,7 +107,7 @@ def probe(cfg: ProbeConfig) -> dict:
     if cfg.anchor2:
         groups["task+anchor2"] = [Anchor(cfg.anchor2, anchor.placement, anchor.separator).apply(r) for r in task]
     model, tok = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-    control = random_prefix(tok, anchor, cfg.seed) if cfg.random_prefix else None
+    control = random_anchor(tok, anchor, cfg.seed) if cfg.random_prefix else None
     if control:
         prefix = control.pop("anchor")
         groups["task+random"] = [prefix.apply(r) for r in task]

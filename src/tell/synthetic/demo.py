@@ -20,34 +20,44 @@ from pathlib import Path
 import yaml
 
 from tell.experiments.executors import ExecutorOptions
-from tell.experiments.methods import METHOD_NAMES
+from tell.io import atomic_open
 from tell.synthetic.pretrain import BaseModelConfig, pretrain
 from tell.synthetic.world import ANCHOR, World, WorldConfig
 
 
 @dataclass(frozen=True)
 class DemoPlan:
+    name: str
     world: WorldConfig
-    base: BaseModelConfig
+    bases: dict                        # size -> BaseModelConfig ("small" first; "large" has >= 4x its parameters)
     task_tokens: tuple[int, ...]
     ratios: tuple[float, ...]
     seeds: tuple[int, ...]
     eval_items: int
-    train: dict = field(default_factory=dict)
+    lr_grid: tuple[float, ...]
+    methods: tuple[str, ...] = ("base", "sft", "sft-matched", "tell", "tell-no-anchor", "tell-placebo",
+                                "tell-random-anchor")
+    paired_ratios: dict = field(default_factory=lambda: {"tell-no-anchor": "all", "default": "max"})
+    train: dict = field(default_factory=lambda: {"micro_batch_size": 16, "max_length": 128})
 
 
-FULL = DemoPlan(
-    world=WorldConfig(n_items=8, min_len=2, max_len=4, pretrain_sentences=20000, general_examples=12000,
-                      task_train=400, task_test=64),
-    base=BaseModelConfig(hidden=128, layers=2, heads=4, intermediate=384, seq_len=64, batch=32, steps=1000, lr=2e-3),
-    task_tokens=(300, 1000, 3000), ratios=(1.0, 3.0, 10.0, 30.0), seeds=(0, 1), eval_items=64,
-    train={"learning_rate": 1e-2, "micro_batch_size": 16, "max_length": 128})
-QUICK = DemoPlan(
-    world=WorldConfig(n_items=8, min_len=2, max_len=4, pretrain_sentences=8000, general_examples=3000,
-                      task_train=200, task_test=32),
-    base=BaseModelConfig(hidden=128, layers=2, heads=4, intermediate=384, seq_len=64, batch=32, steps=300, lr=2e-3),
-    task_tokens=(300, 1000), ratios=(3.0, 10.0), seeds=(0,), eval_items=32,
-    train={"learning_rate": 1e-2, "micro_batch_size": 16, "max_length": 128})
+SMALL = BaseModelConfig(hidden=128, layers=2, heads=4, intermediate=384, seq_len=64, batch=32, steps=1000, lr=2e-3)
+LARGE = BaseModelConfig(hidden=256, layers=2, heads=4, intermediate=768, seq_len=64, batch=32, steps=1000, lr=2e-3)
+RATIOS = (1.0, 2.5, 7.0, 18.0, 50.0, 125.0, 330.0)
+# The pre-registered study (docs/study.md): every hypothesis at two base sizes, 5 seeds, lr chosen by the rule.
+STUDY = DemoPlan("tell demo --study", WorldConfig(), {"small": SMALL, "large": LARGE}, (150,), RATIOS,
+                 (0, 1, 2, 3, 4), 256, (3e-3, 1e-2))
+# `tell demo`: the study's small-base arm at the largest ratio with 3 seeds (H1-H4, H6 decidable; H5 needs the
+# ratios, H7 the large base).
+DEMO = DemoPlan("tell demo", WorldConfig(), {"small": SMALL}, (150,), (330.0,), (0, 1, 2), 256, (3e-3, 1e-2))
+# CI: a small world and a briefly pretrained base; one seed, so every verdict is "inconclusive".
+QUICK = DemoPlan("tell demo --quick",
+                 WorldConfig(pretrain_sentences=8000, general_examples=3000, task_train=200, task_test=32,
+                             general_test=32),
+                 {"small": BaseModelConfig(hidden=128, layers=2, heads=4, intermediate=384, seq_len=64, batch=32,
+                                           steps=300, lr=2e-3)},
+                 (150,), (3.0, 10.0), (0,), 32, (1e-2,))
+PLANS = {"study": STUDY, "demo": DEMO, "quick": QUICK}
 
 
 def cached_base(world: World, cfg: BaseModelConfig, cache: Path, log=print) -> Path:
@@ -79,65 +89,102 @@ def link_base(cached: Path, dest: Path) -> Path:
     return dest
 
 
-def spec_for(plan: DemoPlan, files: dict[str, Path], base: Path, name: str) -> dict:
-    return {"name": name, "model": str(base), "task": str(files["task_train"]), "general": [str(files["general"])],
+def spec_for(plan: DemoPlan, files: dict[str, Path], base: Path) -> dict:
+    return {"name": plan.name, "model": str(base), "task": str(files["task_train"]),
+            "general": [str(files["general"])], "placebo_general": [str(files["placebo"])],
             "anchor": ANCHOR, "eval": [str(files["task_test"])], "general_eval": [str(files["general_test"])],
-            "eval_limit": plan.eval_items,
-            "methods": list(METHOD_NAMES),
+            "eval_limit": plan.eval_items, "methods": list(plan.methods),
             "task_tokens": list(plan.task_tokens), "ratios": list(plan.ratios), "seeds": list(plan.seeds),
-            "train": plan.train, "decoding": {"greedy": True, "max_new_tokens": 24, "batch_size": 64, "bootstrap": 1000},
-            "primary_metric": "format_adherence", "paired_ratios": "max"}
+            "lr_grid": list(plan.lr_grid), "train": plan.train,
+            "decoding": {"greedy": True, "max_new_tokens": 24, "batch_size": 64, "bootstrap": 200},
+            "primary_metric": "accuracy", "paired_ratios": plan.paired_ratios}
+
+
+def _folders(out: Path, size: str) -> tuple[Path, Path]:
+    """(base model copy, sweep folder) of one base size; the small one keeps the plain names."""
+    return (out / "base", out / "sweep") if size == "small" else (out / f"base-{size}", out / f"sweep-{size}")
 
 
 def run_demo(out: str | Path, quick: bool = False, workers: int = 1, cache: str | Path | None = None,
-             log=print, verbose: bool = False) -> Path:
+             log=print, verbose: bool = False, study: bool = False) -> Path:
     from tell.experiments.report import make_report
     from tell.experiments.sweep import Sweep, load_spec
+    from tell.synthetic.study import write_study
 
     t0 = time.perf_counter()
-    plan = QUICK if quick else FULL
+    plan = PLANS["study" if study else "quick" if quick else "demo"]
     out = Path(out)
     world = World(plan.world)
-    log(f"[tell demo] writing the leverage world ({'quick' if quick else 'full'}) into {out / 'world'}")
+    log(f"[tell demo] writing the leverage world into {out / 'world'}")
     files = world.write(out / "world")
-    cached = cached_base(world, plan.base, Path(cache or Path.home() / ".cache" / "tell" / "demo"), log=log)
-    base = link_base(cached, out / "base")
-    spec_path = out / "spec.yaml"
-    spec_path.write_text("# tell sweep " + str(spec_path) + " --out " + str(out / "sweep") + "\n"
-                         "# written by `tell demo`: the demo's sweep over the leverage world\n"
-                         + yaml.safe_dump(spec_for(plan, files, base, "tell demo" + (" --quick" if quick else "")),
-                                          sort_keys=False))
-    spec = load_spec(str(spec_path))
-    log(f"[tell demo] sweep: {len(spec.methods)} methods x task budgets {list(plan.task_tokens)} x ratios "
-        f"{list(plan.ratios)} x seeds {list(plan.seeds)}")
-    Sweep(spec, out / "sweep", spec_path=str(spec_path)).run(
-        log=lambda m: log(f"  {m}"), executor=ExecutorOptions(workers=workers, verbose=verbose))
-    report = make_report(out / "sweep", primary="format_adherence", title=spec.name)
-    log(headline(out / "sweep"))
-    log(f"[tell demo] done in {time.perf_counter() - t0:.0f}s. Report: {report} (and report.html beside it)")
+    sweeps, bases = {}, {}
+    for size, base_cfg in plan.bases.items():
+        cached = cached_base(world, base_cfg, Path(cache or Path.home() / ".cache" / "tell" / "demo"), log=log)
+        base_dir, sweep_dir = _folders(out, size)
+        bases[size] = link_base(cached, base_dir)
+        spec_path = out / ("spec.yaml" if size == "small" else f"spec-{size}.yaml")
+        with atomic_open(spec_path) as f:
+            f.write(f"# tell sweep {spec_path} --out {sweep_dir}\n# written by `{plan.name}` ({size} base model)\n"
+                    + yaml.safe_dump(spec_for(plan, files, bases[size]), sort_keys=False))
+        spec = load_spec(str(spec_path))
+        log(f"[tell demo] {size} base: {len(spec.methods)} methods x task budgets {list(plan.task_tokens)} x ratios "
+            f"{list(plan.ratios)} x seeds {list(plan.seeds)} x learning rates {list(plan.lr_grid)}")
+        Sweep(spec, sweep_dir, spec_path=str(spec_path)).run(
+            log=lambda m: log(f"  {m}"), executor=ExecutorOptions(workers=workers, verbose=verbose))
+        make_report(sweep_dir, primary="accuracy", title=f"{plan.name}: {size} base")
+        sweeps[size] = sweep_dir
+    report = write_study(out, sweeps, study_header(plan, bases, time.perf_counter() - t0))
+    log(headline(out))
+    log(f"[tell demo] done in {time.perf_counter() - t0:.0f}s. Findings: {report}; per-size reports: "
+        + ", ".join(str(p / "report.md") for p in sweeps.values()))
     return report
 
 
-def headline(sweep_dir: Path) -> str:
-    """A few lines: the primary metric per method at the largest ratio, and the report's verdict counts."""
-    from collections import Counter
+def base_checksum(base: Path) -> str:
+    from tell.io import sha256_file
 
-    from tell.experiments.report import aggregate, load_results
+    return sha256_file(base / "model.safetensors")
 
-    rows = load_results(sweep_dir)
-    task_set = next(r["set"] for r in rows if r.get("set") and r.get("role", "task") == "task")
-    lines = [f"[tell demo] {task_set}: mean over seeds (healthy runs, learning rates as selected):"]
-    for metric in ("format_adherence", "accuracy"):
-        agg = aggregate(rows, task_set, metric)
-        ratios = sorted({k[2] for k in agg if k[0] == "tell" and k[2] is not None})
-        for t in sorted({k[1] for k in agg if k[0] == "tell"}):
-            parts = [f"{m} {agg[key]['value']:.2f}" for m, r in (("base", None), ("sft", 0.0), *(
-                (m, ratios[-1]) for m in ("sft-matched", "general-only", "tell", "tell-no-anchor")))
-                if (key := (m, 0, None) if m == "base" else (m, t, r)) in agg]
-            lines.append(f"  {metric} at {t} task tokens (ratio {ratios[-1]:g} where it applies): " + ", ".join(parts))
-    findings = sweep_dir / "findings.json"
-    verdicts = Counter((f["comparison"], f["verdict"]) for f in json.loads(findings.read_text())) \
-        if findings.is_file() else Counter()
-    for (comparison, verdict), n in sorted(verdicts.items()):
-        lines.append(f"  {comparison}: {verdict} in {n} cell(s) (report: Findings / Forgetting)")
+
+def study_header(plan: DemoPlan, bases: dict[str, Path], seconds: float) -> list[str]:
+    from dataclasses import asdict
+
+    lines = [f"# {plan.name}: the leverage world's pre-registered study", "",
+             "Hypotheses and decision rules: docs/study.md (written before the study ran). The per-size reports "
+             "(report.md in each sweep folder) hold every cell, run health, the learning-rate choice and the plots.",
+             "", f"- world: `{json.dumps(asdict(plan.world))}`",
+             f"- task budget {list(plan.task_tokens)} tokens; ratios {list(plan.ratios)}; seeds {list(plan.seeds)}; "
+             f"lr candidates {list(plan.lr_grid)}; {plan.eval_items} test items per set",
+             f"- methods {list(plan.methods)}; paired ratios {plan.paired_ratios}"]
+    for size, base in bases.items():
+        cfg = asdict(plan.bases[size])
+        lines.append(f"- {size} base: `{json.dumps(cfg)}`, {_parameters(base):,} parameters, "
+                     f"model.safetensors sha256 {base_checksum(base)}")
+    lines.append(f"- this run (resumed parts not counted): {seconds:.0f} s")
+    return lines
+
+
+def _parameters(base: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(base / "model.safetensors"), "pt") as f:
+        return sum(f.get_slice(k).get_shape().numel() if hasattr(f.get_slice(k).get_shape(), "numel")
+                   else _prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def headline(out: Path) -> str:
+    """One line per hypothesis and base size: the verdict (study.json)."""
+    doc = json.loads((out / "study.json").read_text())
+    lines = ["[tell demo] findings (rule and intervals: study.md):"]
+    for size, fs in doc["sizes"].items():
+        for hid, f in fs.items():
+            lines.append(f"  {hid} ({size} base): {f['verdict']} - {f['claim']}; {f['reason']}")
+    lines.append(f"  H7: {doc['H7']['verdict']} - {doc['H7']['claim']}")
     return "\n".join(lines)

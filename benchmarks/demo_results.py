@@ -1,0 +1,75 @@
+"""Write the demo section of benchmarks/RESULTS.md (and the README's demo findings) from a `tell demo --study`
+folder: never typed by hand. The section carries the commit, the date, the command and the base models'
+checksums (from the study's own study.md header).
+
+    tell demo --study --workers 2 --out out/study
+    python benchmarks/demo_results.py out/study
+
+Replaces the text between the markers `<!-- demo-study:begin -->` and `<!-- demo-study:end -->` in both files
+(atomic writes); refuses a folder whose study has not finished (no study.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tell.io import atomic_open
+
+REPO = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- demo-study:begin -->", "<!-- demo-study:end -->"
+
+
+def commit() -> str:
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                           text=True).stdout.strip()
+    return sha + (" (with uncommitted changes)" if dirty else "")
+
+
+def section(study: Path) -> list[str]:
+    from tell.synthetic.study import findings_markdown
+
+    doc = json.loads((study / "study.json").read_text())
+    header = (study / "study.md").read_text().split("## Findings", 1)[0].strip().splitlines()[1:]
+    return [BEGIN, "## `tell demo --study`: the leverage world's pre-registered study", "",
+            f"Command: `tell demo --study --workers 2 --out {study}`, then `python benchmarks/demo_results.py {study}`. "
+            f"Commit {commit()}; written {datetime.date.today().isoformat()}; 2-core CPU machine. Hypotheses and "
+            "rules: docs/study.md (committed before the study ran).", ""] + [h for h in header if h.strip()] + \
+        ["", *findings_markdown(doc), END]
+
+
+def replace_block(path: Path, block: list[str]) -> None:
+    text = path.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+    else:
+        head, tail = text.rstrip("\n") + "\n\n", "\n"
+    with atomic_open(path) as f:
+        f.write(head + "\n".join(block) + tail)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study", type=Path, help="a `tell demo --study` output folder")
+    ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    ap.add_argument("--readme", type=Path, default=REPO / "README.md")
+    args = ap.parse_args(argv)
+    if not (args.study / "study.json").is_file():
+        print(f"error: {args.study}/study.json not found: the study has not finished (run `tell demo --study` "
+              "again with the same --out to resume it)", file=sys.stderr)
+        return 2
+    block = section(args.study)
+    replace_block(args.results, block)
+    replace_block(args.readme, block)
+    print(f"wrote the demo study section into {args.results} and {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
