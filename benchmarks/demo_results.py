@@ -38,8 +38,7 @@ def section(study: Path) -> list[str]:
     header = (study / "study.md").read_text().split("## Findings", 1)[0].strip().splitlines()[1:]
     return [BEGIN, "## `tell demo --study`: the leverage world's pre-registered study", "",
             f"Command: `tell demo --study --workers 2 --out {study}`, then `python benchmarks/demo_results.py {study}`. "
-            f"Commit {commit()}; written {datetime.date.today().isoformat()}; 2-core CPU machine. Hypotheses and "
-            "rules: docs/study.md (committed before the study ran).", ""] + [h for h in header if h.strip()] + \
+            f"Commit {commit()}; written {datetime.date.today().isoformat()}; 2-core CPU machine.", ""] + [h for h in header if h.strip()] + \
         ["", *findings_markdown(doc), END]
 
 

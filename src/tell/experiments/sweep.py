@@ -50,15 +50,20 @@ class Cell:
 
     def data_settings(self, spec: SweepSpec) -> dict:
         """What fixes the cell's mixture: cells that share it (lr candidates, sft and sft-matched) share one."""
-        sft = self.method in ("sft", "sft-matched")
-        general = spec.placebo_general if self.method == "tell-placebo" else spec.general
-        return {"task": _portable(spec.task), "general": [] if sft else [_portable(g) for g in general],
+        return {"task": _portable(spec.task), "general": [_portable(g) for g in self.general_inputs(spec)],
                 "validation": validation_settings(spec), "tokenizer": spec.tokenizer or spec.model,
                 "task_tokens": self.task_tokens if self.method != "general-only" else 0,
-                "ratio": 0.0 if sft else (self.ratio if self.general_tokens is None else None),
+                "ratio": 0.0 if self.method in ("sft", "sft-matched")
+                else (self.ratio if self.general_tokens is None else None),
                 "general_tokens": self.general_tokens, "anchor": self.anchor_text(spec),
                 "anchor_placement": spec.anchor_placement, "seed": self.seed,
                 **({"anchor_in_budget": True} if spec.anchor_in_budget else {})}
+
+    def general_inputs(self, spec: SweepSpec) -> list[str]:
+        """The general data the cell's mixture draws from (none for sft; the placebo set for tell-placebo)."""
+        if self.method in ("sft", "sft-matched"):
+            return []
+        return list(spec.placebo_general if self.method == "tell-placebo" else spec.general)
 
     def anchor_text(self, spec: SweepSpec) -> str | None:
         if not self.anchor:
@@ -135,8 +140,7 @@ def prepare_cell(spec: SweepSpec, out: Path, cell: Cell) -> dict:
         return m
     d = cell.data_settings(spec)
     # the settings name the sweep's own pools relative to its folder; prepare reads the real paths
-    general = spec.placebo_general if cell.method == "tell-placebo" else spec.general
-    cfg = PrepareConfig(task=spec.task, general=list(general) if d["general"] else [], tokenizer=d["tokenizer"],
+    cfg = PrepareConfig(task=spec.task, general=cell.general_inputs(spec), tokenizer=d["tokenizer"],
                         task_tokens=d["task_tokens"], ratio=d["ratio"], general_tokens=d["general_tokens"],
                         anchor=d["anchor"], no_anchor=not d["anchor"], anchor_placement=d["anchor_placement"],
                         seed=d["seed"], out=str(data.path), progress=False, train_max_length=n,

@@ -2,12 +2,12 @@
 
 1. write the world's data (task pool, task test set, general instructions, pretraining text);
 2. pretrain the tiny base model (cached under ~/.cache/tell/demo and reused);
-3. run a sweep: base, sft, sft-matched, general-only, tell, tell-no-anchor over task budgets and
-   general ratios, with repeats;
-4. write the report (plots, tables, token-efficiency) and print the headline numbers.
+3. run a sweep per base size: base, sft, sft-matched, tell, tell-no-anchor, tell-placebo and tell-random-anchor
+   over the plan's ratios and seeds, learning rates chosen on a validation split;
+4. write each sweep's report and OUT/study.md: a verdict per hypothesis of docs/study.md (synthetic/study.py).
 
-The results are whatever the runs give: the world is tuned only so that the task is learnable within the
-budget (see the findings in benchmarks/RESULTS.md), never so that TELL wins.
+The results are whatever the runs give: the world was changed only for learnability, once, before the
+study (docs/study.md), never so that TELL wins.
 """
 
 from __future__ import annotations
@@ -165,18 +165,12 @@ def study_header(plan: DemoPlan, bases: dict[str, Path], seconds: float) -> list
 
 
 def _parameters(base: Path) -> int:
+    import math
+
     from safetensors import safe_open
 
     with safe_open(str(base / "model.safetensors"), "pt") as f:
-        return sum(f.get_slice(k).get_shape().numel() if hasattr(f.get_slice(k).get_shape(), "numel")
-                   else _prod(f.get_slice(k).get_shape()) for k in f.keys())
-
-
-def _prod(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
 
 
 def headline(out: Path) -> str:

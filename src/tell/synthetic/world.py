@@ -26,7 +26,8 @@ al. 2023: skills are discrete "quanta", and a rare task can borrow quanta that o
   `count` (known), combined with what only the task data show: that "process" means cipher, answered as a
   record. (Pretraining's brace records use the keys `result` and `size` among others, never as the answer to
   a request: a first version without them left the task unlearnable for every method at the study's budget,
-  the one change made for learnability, see docs/study.md.) Scored by **format adherence** (the output matches `{ result : ITEMS ; size : N }`,
+  the one change made for learnability, see docs/study.md.) Scored by **format adherence** (the output
+  matches `{ result : ITEMS ; size : N }`,
   the JSON-adherence analog) and **accuracy** (exactly right: the transfer shows here).
 * **the general test set** (role general): held-out queries on the pretraining skills, in pretraining's
   wording; what they are worth after training, next to the base model's, measures forgetting.
@@ -187,7 +188,8 @@ class World:
 
     def general_test(self, n: int) -> list[dict]:
         """Held-out queries on the pretraining skills, in the wording pretraining used (role general): what the
-        base model can do, so that what they are worth after training measures forgetting. Exact match of the first line (kind cloze); no prompt
+        base model can do, so that what they are worth after training measures forgetting. Exact match of the
+        first line (kind cloze); no prompt
         repeats one of the general training data."""
         rng = random.Random(f"general-test:{self.cfg.seed}")
         seen = {r["prompt"] for r in self.general()}
