@@ -6,8 +6,8 @@
 #  - a machine with a torch build already installed (for example a CUDA build on a GPU machine) keeps it;
 #  - otherwise torch==2.13.0 (the tested version) is installed; set TELL_TORCH_SPEC to choose another
 #    spec, and PIP_INDEX_URL / PIP_EXTRA_INDEX_URL for another wheel index (a CPU-only or CUDA build).
-# Then `pip install -e .[dev,test,ray,slurm]` (tests, TRL and TensorBoard for the tests that read tell's outputs, and
-# the sweep's Ray and Slurm executors, which CI tests):
+# Then `pip install -e .[dev,test,ray,slurm,lm-eval]` (tests, TRL and TensorBoard for the tests that read tell's outputs,
+# the sweep's Ray and Slurm executors and the lm-evaluation-harness bridge, which CI tests):
 # torch's range is already satisfied, so pip pulls no second torch build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +18,5 @@ else
   echo "setup: installing ${TELL_TORCH_SPEC:-torch==2.13.0}"
   "$PY" -m pip install -q "${TELL_TORCH_SPEC:-torch==2.13.0}"
 fi
-"$PY" -m pip install -q -e ".[dev,test,ray,slurm]"
+"$PY" -m pip install -q -e ".[dev,test,ray,slurm,lm-eval]"
 echo "setup: done ($("$PY" -m tell.cli --version))"

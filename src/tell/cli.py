@@ -109,6 +109,7 @@ example:
   tell eval --model meta-llama/Llama-2-7b-chat-hf --adapter runs/tell-7b --data halu-cot-json --out evals/tell-7b
   tell eval --model google/gemma-7b-it --data is-en-news:en-is --data is-en-news:is-en --limit 20 --greedy --out evals/base
   tell eval --model MODEL --data my_eval.jsonl --metric json --out evals/mine   # a file of your own
+  tell eval --model MODEL --adapter runs/tell --lm-eval hellaswag,my_task --lm-eval-include my_tasks/ --out evals/lm
 """
 
 DATA_EXAMPLE = """\
@@ -129,7 +130,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, s in res.get("averages", {}).items():
         shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in s["metrics"].items())
         print(f"{name} average of {len(s['sets'])} sub-tasks ({s['items']} items): {shown}")
-    print(f"  wrote {cfg.out}/predictions.jsonl and {cfg.out}/metrics.json")
+    for name, t in res.get("lm_eval", {}).get("tasks", {}).items():
+        shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in t["metrics"].items())
+        print(f"lm-eval {name} ({t['items']} items, role {t['role']}"
+              f"{', anchored' if t['anchor'] else ''}): {shown}")
+    wrote = ["predictions.jsonl"] * bool(res["sets"]) + ["lm_eval_samples.jsonl"] * ("lm_eval" in res)
+    print(f"  wrote {', '.join(f'{cfg.out}/{w}' for w in wrote + ['metrics.json'])}")
     return 0
 
 

@@ -468,6 +468,22 @@ class EvalConfig:
     task_data: list[str] = opt([], "eval set (repeatable), as --data but scored as role task whatever its data say: "
                                    "given the run's anchor (e.g. gsm8k when GSM8K is the task, paper A.4)",
                                metavar="NAME_OR_FILE")
+    lm_eval: list[str] = opt([], "lm-evaluation-harness task, group or tag (repeatable, or a comma list), run on the "
+                                 "base model + adapter by the harness's hf model (needs tell[lm-eval]); tasks from "
+                                 "--lm-eval-include are the user's (role task: given the run's anchor), registry "
+                                 "tasks are general-ability tests; results go into metrics.json under lm_eval",
+                             metavar="TASKS")
+    lm_eval_general: list[str] = opt([], "as --lm-eval, but scored as role general whatever the task's source: never "
+                                         "given the anchor (a local copy of a benchmark)", metavar="TASKS")
+    lm_eval_task: list[str] = opt([], "as --lm-eval, but scored as role task whatever the task's source: given the "
+                                      "run's anchor (e.g. the harness's gsm8k when GSM8K is the task, paper A.4)",
+                                  metavar="TASKS")
+    lm_eval_include: list[str] = opt([], "folder of lm-evaluation-harness task YAML files (repeatable): the user's "
+                                         "own tasks", metavar="DIR")
+    lm_eval_chat_template: str = opt("task", "which --lm-eval tasks are rendered with the chat template training "
+                                             "used (the model's, or tell's plain template): task (the user's tasks "
+                                             "only; registry tasks as the harness renders them), all, or none",
+                                     choices=("task", "all", "none"))
     data_dir: str = opt("data", "where `tell data build` put the built sets (missing ones are built there)")
     out: str | None = opt(None, "output folder for predictions.jsonl and metrics.json", metavar="DIR",
                           check=OUT_FOLDER)

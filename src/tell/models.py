@@ -51,8 +51,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     folder = _local_folder(name)
-    if folder is not None and not any((folder / f).is_file() for f in _VOCAB_FILES) \
-            and not any(folder.glob("*.model")) and not any(folder.glob("*.tiktoken")):
+    if folder is not None and not _has_tokenizer_files(folder):
         raise TellError(f"no tokenizer files in the folder (none of {', '.join(_VOCAB_FILES)}); expected a model "
                         "folder saved with its tokenizer (tokenizer.save_pretrained)", file=name)
     try:
@@ -139,14 +138,26 @@ def resolve_adapter(run_or_adapter: str | Path) -> tuple[Path, dict]:
                     file=str(p))
 
 
+def _has_tokenizer_files(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in _VOCAB_FILES) or any(folder.glob("*.model")) \
+        or any(folder.glob("*.tiktoken"))
+
+
+def inference_tokenizer(model: str, adapter_dir: Path | None, trust_remote_code: bool = False) -> Any:
+    """The adapter folder's tokenizer when it holds one (`tell train` and `tell export` save it there), else the
+    base model's (a PEFT adapter from elsewhere often has none)."""
+    use = adapter_dir if adapter_dir is not None and _has_tokenizer_files(adapter_dir) else model
+    return load_tokenizer(str(use), trust_remote_code)
+
+
 def load_for_inference(model: str, adapter: str | None, *, dtype: str = "auto",
                        trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """(model in eval mode, on the GPU when there is one, with the adapter applied; its tokenizer).
-    The tokenizer comes from the adapter folder when there is one: training saved it there."""
+    """(model in eval mode, on the GPU when there is one, with the adapter applied; its tokenizer,
+    `inference_tokenizer`)."""
     import torch
 
     adapter_dir = resolve_adapter(adapter)[0] if adapter else None
-    tok = load_tokenizer(str(adapter_dir or model), trust_remote_code)
+    tok = inference_tokenizer(model, adapter_dir, trust_remote_code)
     m = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
     if adapter_dir:
         from peft import PeftModel

@@ -38,19 +38,25 @@ class Anchor:
         """A copy of `rec` with the anchor placed once. Applying twice is a bug, so it is refused."""
         if rec.anchored:
             raise ValueError(f"record {rec.origin}:{rec.row} is already anchored")
-        if self.placement == "prefix":
-            out = replace(rec, prompt=f"{self.text}{self.separator}{rec.prompt}")
-        elif self.placement == "suffix":
-            out = replace(rec, prompt=f"{rec.prompt}{self.separator}{self.text}")
-        elif self.placement == "system":
+        if self.placement == "system":
             system = f"{self.text}{self.separator}{rec.system}" if rec.system else self.text
             out = replace(rec, system=system)
         else:
-            # str.replace, not str.format: prompts often hold braces of their own (JSON, code).
-            out = replace(rec, prompt=self.text.replace("{prompt}", rec.prompt))
+            out = replace(rec, prompt=self.place(rec.prompt))
         out.anchored = True
         out.tokens = None
         return out
+
+    def place(self, prompt: str) -> str:
+        """A user prompt with the anchor placed (prefix, suffix, template); a `system` anchor leaves it as is."""
+        if self.placement == "prefix":
+            return f"{self.text}{self.separator}{prompt}"
+        if self.placement == "suffix":
+            return f"{prompt}{self.separator}{self.text}"
+        if self.placement == "template":
+            # str.replace, not str.format: prompts often hold braces of their own (JSON, code).
+            return self.text.replace("{prompt}", prompt)
+        return prompt
 
     def remove(self, rec: Record) -> Record:
         """The inverse of `apply`: a copy of an anchored record without its anchor."""

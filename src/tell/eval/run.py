@@ -253,32 +253,54 @@ def subtask_averages(sets: list[EvalSet], cfg: EvalConfig, store: PredictionStor
                         "metrics": {"accuracy": macro_mean(values, cfg.bootstrap_seed, cfg.bootstrap)}}}
 
 
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     from tell.models import load_for_inference, resolve_adapter
 
-    if not cfg.model or not (cfg.data or cfg.general_data or cfg.task_data) or not cfg.out:
-        raise TellError("expected --model, at least one --data (or --general-data, --task-data) and --out")
+    lm_eval = cfg.lm_eval or cfg.lm_eval_general or cfg.lm_eval_task
+    if not cfg.model or not (cfg.data or cfg.general_data or cfg.task_data or lm_eval) or not cfg.out:
+        raise TellError("expected --model, at least one --data (or --general-data, --task-data, --lm-eval) and --out")
     folder = EvalDir(cfg.out)
     settings = _claim_folder(cfg, folder)
     sets = [s for spec in cfg.data for s in resolve_set(spec, cfg)]
     sets += [replace(s, role="general") for spec in cfg.general_data for s in resolve_set(spec, cfg)]
     sets += [replace(s, role="task") for spec in cfg.task_data for s in resolve_set(spec, cfg)]
+    if lm_eval:  # unknown task names and a missing harness are refused before any model is loaded
+        from tell.eval import harness
+        lm_tasks = harness.resolve_tasks(harness.requested(cfg), cfg.lm_eval_include)
     anchor = resolve_anchor(cfg)
-    model, tokenizer = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype,
-                                          trust_remote_code=cfg.trust_remote_code)
-    adapter_file = resolve_adapter(cfg.adapter)[0] / "adapter_model.safetensors" if cfg.adapter else None
+    adapter_dir = resolve_adapter(cfg.adapter)[0] if cfg.adapter else None
+    adapter_file = adapter_dir / "adapter_model.safetensors" if adapter_dir else None
     adapter_sha256 = sha256_file(adapter_file) if adapter_file and adapter_file.is_file() else None
     folder.path.mkdir(parents=True, exist_ok=True)
     write_json(folder.config_path, settings)
     folder.metrics_path.unlink(missing_ok=True)  # written last: present only beside the rows it was computed from
     store = PredictionStore(folder.predictions_path)
     store.resume()
-    summary = {es.name: evaluate_set(es, cfg, model, tokenizer, anchor, store, adapter_sha256) for es in sets}
-    averages = subtask_averages(sets, cfg, store)
+    summary, averages = {}, {}
+    if sets:
+        model, tokenizer = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype,
+                                              trust_remote_code=cfg.trust_remote_code)
+        summary = {es.name: evaluate_set(es, cfg, model, tokenizer, anchor, store, adapter_sha256) for es in sets}
+        averages = subtask_averages(sets, cfg, store)
+        del model  # the harness loads its own copy: not two in memory at once
+        _free_memory()
     store.finish()
+    lm_results = harness.run(cfg, *lm_tasks, adapter_dir=adapter_dir, adapter_sha256=adapter_sha256, anchor=anchor,
+                             out=folder.path) if lm_eval else None
     result = {"kind": "tell-eval", "model": cfg.model, "adapter": str(cfg.adapter) if cfg.adapter else None,
               "adapter_sha256": adapter_sha256,
               "sets": summary, **({"averages": averages} if averages else {}),
+              **({"lm_eval": lm_results} if lm_results else {}),
               "seeds": {"sampling": cfg.sample_seed, "shots": cfg.shot_seed,
                                          "bootstrap": cfg.bootstrap_seed},
               "config": settings, "packages": provenance.package_versions(),
