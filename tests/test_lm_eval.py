@@ -194,3 +194,16 @@ def test_lm_eval_scores_the_token_ids_training_used_with_the_llama2_tokenizer(tm
             # The harness moves the context's trailing newline into the scored part, the same token for every
             # choice: a constant added to each choice's log-likelihood, so which choice wins does not change.
             assert cont_ids[:-len(a) + 1] == p[len(ctx_ids):] == hf("\n", add_special_tokens=False)["input_ids"][-1:]
+    # A system anchor reaches the harness as its system instruction: the same text tell gives the model.
+    from tell.prompting import prompt_text
+
+    out = tmp_path / "ev-system"
+    assert main(["eval", "--model", str(model), "--anchor", "Answer in JSON.", "--anchor-placement", "system",
+                 "--lm-eval", "tell_json", "--lm-eval-include", str(tmp_path / "tasks"), "--out", str(out),
+                 "--no-progress", "--bootstrap", "0"]) == 0
+    system = Anchor("Answer in JSON.", "system")
+    for line in (out / "lm_eval_samples.jsonl").read_text().splitlines():
+        s = json.loads(line)
+        # (tell's plain template adds BOS as an id; written as a chat template, it is BOS's text)
+        want = hf.bos_token + prompt_text(hf, system.apply(Record(prompt=docs[s["doc_id"]]["q"], response="")))
+        assert {a[0] for a in s["arguments"]} == {want} and want.startswith("<s>Answer in JSON.\n\n### Instruction")
