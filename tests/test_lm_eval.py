@@ -131,31 +131,84 @@ def test_lm_eval_runs_the_users_task_anchored_in_trainings_template_with_the_ada
 
 
 def test_lm_eval_role_rule_and_refusals(setup, tiny_model, capsys):
+    import lm_eval
+
     from tell.config import EvalConfig
-    from tell.eval.harness import requested, resolve_tasks
+    from tell.eval.harness import plan, requested, source_role
 
     root, adapter = setup
     include = [str(root / "tasks")]
-    # Source decides unless a flag says otherwise: include -> the user's task, registry -> general.
-    _, roles = resolve_tasks({"tell_mine": None, "tell_other": "general", "hellaswag": None, "gsm8k": "task"},
-                             include)
-    assert roles == {"tell_mine": "task", "tell_other": "general", "hellaswag": "general", "gsm8k": "task"}
+    # Source decides unless a flag says otherwise: every file in an include folder -> the user's task, else general.
+    registry = Path(lm_eval.__file__).parent / "tasks" / "hellaswag" / "hellaswag.yaml"
+    folders = [(root / "tasks").resolve()]
+    assert source_role([root / "tasks" / "tell_mine.yaml"], folders) == "task"
+    assert source_role([registry], folders) == "general"
+    assert source_role([root / "tasks" / "tell_mine.yaml", registry], folders) == "general"  # a mixed group
+    todo = plan({"tell_mine": None, "tell_other": "general"}, include, None)
+    assert todo.roles == {"tell_mine": "task", "tell_other": "general"}
     assert requested(EvalConfig(lm_eval=["tell_mine, hellaswag", "tell_mine"], lm_eval_task=["gsm8k"])) == \
         {"tell_mine": None, "hellaswag": None, "gsm8k": "task"}
 
+    bad = root / "bad_tasks"
+    _task_yaml(bad, "tell_lost", root / "data" / "missing.jsonl", " ")
+    multi = write_jsonl(root / "data" / "multi.jsonl", [{"q": "river", "choices": ["a castle", "the river"], "gold": 1}])
+    (bad / "tell_multi.yaml").write_text(
+        f"task: tell_multi\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {multi}\ntest_split: test\n"
+        "output_type: multiple_choice\ndoc_to_text: gold\ndoc_to_choice: \"{{choices}}\"\ndoc_to_target: \"{{q}}\"\n"
+        "metric_list:\n  - metric: acc\n", encoding="utf-8")
     base = ["eval", "--model", str(tiny_model), "--adapter", str(adapter), "--lm-eval-include", include[0]]
     cases = [
-        (["--lm-eval", "no_such_task", "--out", str(root / "r1")], "unknown lm-evaluation-harness task(s) ['no_such_task']"),
-        (["--lm-eval", "tell_mine", "--lm-eval-general", "tell_mine", "--out", str(root / "r2")], "given twice"),
-        (["--lm-eval", "tell_mine", "--lm-eval-include", str(root / "nowhere"), "--out", str(root / "r3")],
-         "no such folder"),
+        (["--lm-eval", "no_such_task"], "unknown lm-evaluation-harness task(s) ['no_such_task']"),
+        (["--lm-eval", "tell_mine", "--lm-eval-general", "tell_mine"], "given twice"),
+        (["--lm-eval", "tell_mine", "--lm-eval-include", str(root / "nowhere")], "no such folder"),
+        (["--lm-eval-include", str(bad), "--lm-eval", "tell_lost"], "could not load the task(s)"),
+        (["--lm-eval-include", str(bad), "--lm-eval", "tell_multi"], "multiple inputs"),
     ]
-    for extra, message in cases:
+    for i, (extra, message) in enumerate(cases):
         capsys.readouterr()
-        assert main(base + extra) == 2
+        out = root / f"refused{i}"
+        assert main(base + extra + ["--out", str(out)]) == 2, extra
         err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err
-        assert not (root / extra[-1]).exists()  # refused before anything was written
+        last = err.strip().splitlines()[-1]  # (the lines before are the data set library's progress bars)
+        assert last.startswith("tell: error:") and message in last and "Traceback" not in err, err
+        assert not out.exists()  # refused before anything was written
+
+
+def test_lm_eval_group_shots_and_generation_with_filters(setup, tiny_model, capsys):
+    """A group of the user's tasks with one shot: every member anchored, on the shot's turn as on the item's; a
+    generation task with two filters counts its items once and scores each filter."""
+    root, adapter = setup
+    tasks = root / "tasks2"
+    _task_yaml(tasks, "tell_g1", root / "data" / "mine.jsonl", "")
+    _task_yaml(tasks, "tell_g2", root / "data" / "other.jsonl", "")
+    (tasks / "tell_group.yaml").write_text("group: tell_group\ntask:\n  - tell_g1\n  - tell_g2\n"
+                                           "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\n")
+    gen = write_jsonl(root / "data" / "gen.jsonl", [{"q": f"add {w}", "a": "number"} for w in WORDS[40:46]])
+    (tasks / "tell_gen.yaml").write_text(
+        f"task: tell_gen\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {gen}\ntest_split: test\n"
+        "output_type: generate_until\ndoc_to_text: \"{{q}}\"\ndoc_to_target: \"{{a}}\"\n"
+        "generation_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 4\n  do_sample: false\n"
+        "filter_list:\n  - name: all\n    filter:\n      - function: take_first\n"
+        "  - name: word\n    filter:\n      - function: regex\n        regex_pattern: \"(\\\\w+)\"\n"
+        "      - function: take_first\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n",
+        encoding="utf-8")
+    out = root / "ev-group"
+    assert main(["eval", "--model", str(tiny_model), "--adapter", str(adapter), "--lm-eval", "tell_group,tell_gen",
+                 "--lm-eval-include", str(tasks), "--shots", "1", "--out", str(out), "--bootstrap", "50",
+                 "--no-progress"]) == 0
+    shown = capsys.readouterr().out
+    assert "lm-eval tell_group (group) (20 items, role task, anchored)" in shown
+    res = json.loads((out / "metrics.json").read_text())["lm_eval"]["tasks"]
+    assert res["tell_g1"]["items"] == 12 and res["tell_g2"]["items"] == 8 and res["tell_gen"]["items"] == 6
+    assert res["tell_g1"]["shots"] == 1 and all(res[n]["role"] == "task" for n in ("tell_g1", "tell_g2", "tell_gen"))
+    assert set(res["tell_gen"]["metrics"]) == {"exact_match,all", "exact_match,word"}
+    assert res["tell_group"]["group"] and res["tell_group"]["metrics"]["acc"]["ci"].startswith("value +/- 1.96")
+    samples = [json.loads(x) for x in (out / "lm_eval_samples.jsonl").read_text().splitlines()]
+    for s in samples:
+        context = s["arguments"][0][0]
+        if s["task"] in ("tell_g1", "tell_g2"):  # the shot's turn and the item's, each anchored
+            assert context.count("### Instruction:\njudge\n") == 2, context
 
 
 def test_lm_eval_scores_the_token_ids_training_used_with_the_llama2_tokenizer(tmp_path, llama2_tokenizer):

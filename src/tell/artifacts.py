@@ -144,12 +144,15 @@ class EvalDir:
     """A `tell eval` output folder."""
 
     CONFIG, PREDICTIONS, METRICS = "eval_config.json", "predictions.jsonl", "metrics.json"
+    LM_EVAL_SAMPLES, LM_EVAL_CACHE = "lm_eval_samples.jsonl", "lm_eval_cache"  # `--lm-eval` (tell.eval.harness)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.config_path = self.path / self.CONFIG
         self.predictions_path = self.path / self.PREDICTIONS
         self.metrics_path = self.path / self.METRICS
+        self.lm_eval_samples_path = self.path / self.LM_EVAL_SAMPLES
+        self.lm_eval_cache = self.path / self.LM_EVAL_CACHE
 
     def finished(self) -> bool:
         return self.metrics_path.is_file()

@@ -132,9 +132,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{name} average of {len(s['sets'])} sub-tasks ({s['items']} items): {shown}")
     for name, t in res.get("lm_eval", {}).get("tasks", {}).items():
         shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in t["metrics"].items())
-        print(f"lm-eval {name} ({t['items']} items, role {t['role']}"
+        print(f"lm-eval {name}{' (group)' * t['group']} ({t['items']} items, role {t['role']}"
               f"{', anchored' if t['anchor'] else ''}): {shown}")
-    wrote = ["predictions.jsonl"] * bool(res["sets"]) + ["lm_eval_samples.jsonl"] * ("lm_eval" in res)
+    wrote = ["predictions.jsonl"] * bool(res["sets"]) + [res["lm_eval"]["samples"]] * ("lm_eval" in res)
     print(f"  wrote {', '.join(f'{cfg.out}/{w}' for w in wrote + ['metrics.json'])}")
     return 0
 

@@ -274,16 +274,17 @@ def evaluate(cfg: EvalConfig) -> dict:
     sets = [s for spec in cfg.data for s in resolve_set(spec, cfg)]
     sets += [replace(s, role="general") for spec in cfg.general_data for s in resolve_set(spec, cfg)]
     sets += [replace(s, role="task") for spec in cfg.task_data for s in resolve_set(spec, cfg)]
-    if lm_eval:  # unknown task names and a missing harness are refused before any model is loaded
-        from tell.eval import harness
-        lm_tasks = harness.resolve_tasks(harness.requested(cfg), cfg.lm_eval_include)
     anchor = resolve_anchor(cfg)
+    if lm_eval:  # what is wrong with the harness tasks is refused before any model is loaded or file written
+        from tell.eval import harness
+        lm_plan = harness.plan(harness.requested(cfg), cfg.lm_eval_include, anchor)
     adapter_dir = resolve_adapter(cfg.adapter)[0] if cfg.adapter else None
     adapter_file = adapter_dir / "adapter_model.safetensors" if adapter_dir else None
     adapter_sha256 = sha256_file(adapter_file) if adapter_file and adapter_file.is_file() else None
     folder.path.mkdir(parents=True, exist_ok=True)
     write_json(folder.config_path, settings)
     folder.metrics_path.unlink(missing_ok=True)  # written last: present only beside the rows it was computed from
+    folder.lm_eval_samples_path.unlink(missing_ok=True)  # an earlier eval's, until this one writes its own
     store = PredictionStore(folder.predictions_path)
     store.resume()
     summary, averages = {}, {}
@@ -295,8 +296,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         del model  # the harness loads its own copy: not two in memory at once
         _free_memory()
     store.finish()
-    lm_results = harness.run(cfg, *lm_tasks, adapter_dir=adapter_dir, adapter_sha256=adapter_sha256, anchor=anchor,
-                             out=folder.path) if lm_eval else None
+    lm_results = harness.run(cfg, lm_plan, adapter_dir=adapter_dir, anchor=anchor, folder=folder) if lm_eval else None
     result = {"kind": "tell-eval", "model": cfg.model, "adapter": str(cfg.adapter) if cfg.adapter else None,
               "adapter_sha256": adapter_sha256,
               "sets": summary, **({"averages": averages} if averages else {}),
