@@ -104,6 +104,7 @@ def test_random_prefix_control_has_the_anchors_token_length_and_is_seeded(tmp_pa
     assert main(["probe", "--model", str(tiny_model), "--task", str(toy_mixture), "--examples", "12",
                  "--bootstrap", "0", "--out", str(out)]) == 0
     doc = json.loads((out / "probe.json").read_text())
+    assert "copies in a resample are not its neighbours" in doc["intervals"]
     k = str(doc["main_layer"])
     assert doc["random_prefix"]["tokens"] == doc["random_prefix"]["anchor_tokens"] == 1  # the anchor is "task"
     assert doc["anchor_over_random"]["silhouette"] == pytest.approx(
@@ -182,3 +183,30 @@ def test_anchor_pilot_reranks_through_the_sweep(tmp_path, tiny_model, toy_mixtur
     pilots = [r["pilot"]["value"] for r in out[:2]]
     assert pilots == sorted(pilots, reverse=True)
     assert len(list((tmp_path / "a" / "pilot").glob("*/cells/tell-*"))) == 2
+
+
+def test_resampled_copies_neither_neighbour_nor_leak_so_intervals_hold_the_estimate():
+    """0.1's bootstrap scored a resample's copies as distinct points: a copy sat at distance 0 from its twin (the
+    silhouette rose) and on both sides of a probe split, so with few examples the interval excluded its own
+    estimate (`silhouette 0.419 [0.425, 0.642]` with 5 examples). Copies now count as one example seen twice."""
+    from sklearn.metrics import silhouette_score
+
+    from tell.probe.separation import _cosine_distances, weighted_silhouette
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, (6, 8)) + 2, rng.normal(0, 1, (6, 8)) + 2 + np.eye(8)[0]
+    x, y = np.concatenate([a, b]), np.array([1] * 6 + [0] * 6)
+    dist = _cosine_distances(x)
+    plain = silhouette_score(x, y, metric="cosine")
+    assert weighted_silhouette(dist, y, np.ones(12)) == pytest.approx(plain)
+    # Every example twice is the same data: the same silhouette (scored as points, the copies would raise it).
+    assert weighted_silhouette(dist, y, 2 * np.ones(12)) == pytest.approx(plain)
+    assert silhouette_score(np.concatenate([x, x]), np.concatenate([y, y]), metric="cosine") > plain + 0.05
+    outside = {"silhouette": 0, "probe_accuracy": 0}
+    for seed in range(8):
+        a, b = rng.normal(0, 1, (5, 16)) + 1.5 * np.eye(16)[0] + 2, rng.normal(0, 1, (5, 16)) + 2
+        sep = separation(a, b, bootstrap=40, seed=seed)
+        for m in outside:
+            lo, hi = sep[m]["ci95"]
+            outside[m] += not lo <= sep[m]["value"] <= hi
+    assert outside == {"silhouette": 0, "probe_accuracy": 0}

@@ -132,6 +132,9 @@ def probe(cfg: ProbeConfig) -> dict:
            "gain": {c: {m: result["layers"][main_layer][c][m]["value"] - result["layers"][main_layer]["task"][m]["value"]
                         for m in ("silhouette", "centroid_cosine_distance", "probe_accuracy")} for c in conds[1:]},
            "random_prefix": control,
+           "intervals": "95% percentile bootstrap at the main layer, examples resampled within each group; an example's "
+                        "copies in a resample are not its neighbours (silhouette) and stay in one probe fold "
+                        "(tell.probe.separation)",
            **result, "packages": provenance.package_versions()}
     if control:  # what the anchor adds over any prefix of its length
         doc["anchor_over_random"] = {m: result["layers"][main_layer]["task+anchor"][m]["value"]
