@@ -42,11 +42,13 @@ def section(study: Path) -> list[str]:
         ["", *findings_markdown(doc), END]
 
 
-def replace_block(path: Path, block: list[str]) -> None:
+def replace_block(path: Path, block: list[str], begin: str = BEGIN, end: str = END) -> None:
+    """Put `block` (which starts with `begin` and ends with `end`) in place of the text between the markers, or at
+    the end of the file; an atomic write."""
     text = path.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
     else:
         head, tail = text.rstrip("\n") + "\n\n", "\n"
     with atomic_open(path) as f:

@@ -40,11 +40,16 @@ def test_shared_boilerplate_is_not_contamination_but_planted_copies_are():
         10: lambda r: Record(prompt="q", response=r.prompt + " " + r.response),
         1: lambda r: Record(prompt=r.prompt, response=r.response),  # an item with boilerplate in it, copied
         5: lambda r: Record(prompt=r.prompt.translate(strip), response=r.response.translate(strip)),
+        # a partial copy: the item's opening words only (fewer than the run and share rules need), another answer
+        11: lambda r: Record(prompt=" ".join(r.prompt.split()[:14]), response="an answer from elsewhere"),
     }
     by_row = {r.row: r for r in evals}
     leaked = train + [f(by_row[row]) for row, f in planted.items()]
     report = contamination.check({"e": evals}, leaked, None)[0]
     assert sorted(report["ngram13_rows"]) == sorted(planted), report
+    # The same 14 words taken from inside an item (not its opening) are a shared phrase, not a copy.
+    inside = Record(prompt="q", response=" ".join(by_row[12].prompt.split()[1:15]) + " and more")
+    assert contamination.check({"e": evals}, train + [inside], None)[0]["ngram13_overlap"] == 0
 
 
 def test_punctuation_is_deleted_before_words_are_compared():

@@ -15,7 +15,11 @@ disjoint train and test had 94 of 1,506 items flagged on such phrases, none shar
 * 13-grams found in more than `boilerplate_limit(n)` distinct mixture examples are the mixture's own
   boilerplate and are ignored (a leaked item is in the mixture once, or a few times with its repeats);
 * an item overlaps only when the words its shared 13-grams cover form a run of at least `MIN_RUN` words, or
-  cover at least `MIN_SHARE` of its (non-template) words. A copied item shares all of its words.
+  cover at least `MIN_SHARE` of its (non-template) words, or cover its opening (its first word after the
+  template): a training text that starts as the item starts, for 13 words or more, is a partial copy (the first
+  part of a prompt), while shared phrases sit inside items. A copied item shares all of its words.
+  `benchmarks/contamination.py` measures false positives and planted partial copies on Halu-CoT-JSON
+  (figures in benchmarks/RESULTS.md).
 Words are compared lower-cased with punctuation deleted ("don't" = "dont"), so an item with its punctuation
 stripped is still caught.
 """
@@ -66,7 +70,9 @@ def _overlaps(words: list[str], template: set[int], shared: set[int], n: int = N
         run = run + 1 if c else 0
         longest = max(longest, run)
     content = len(words) - sum(in_template)
-    return longest >= MIN_RUN or (content > 0 and sum(covered) >= MIN_SHARE * content)
+    first = next((i for i, t in enumerate(in_template) if not t), None)  # the item's first own word
+    return longest >= MIN_RUN or (content > 0 and sum(covered) >= MIN_SHARE * content) \
+        or (first is not None and covered[first])
 
 
 def _grams(words: list[str], template: set[int] | None = None, n: int = N) -> set[int]:
