@@ -68,11 +68,9 @@ def main(argv=None) -> int:
     rows = []
     for name, make in variants.items():
         planted = [make(test[i]) for i in picks]
-        report = C.check({"test": test}, train + planted, None)[0]
-        flagged = set(report[f"ngram{C.N}_rows"]) if report[f"ngram{C.N}_overlap"] <= 20 else None
+        flagged = set(C.check({"test": test}, train + planted, None, rows=None)[0][f"ngram{C.N}_rows"])
         wanted = {test[i].row for i in picks}
-        caught = len(wanted & flagged) if flagged is not None else "> 20 flagged"
-        others = len(flagged - wanted) if flagged is not None else "?"
+        caught, others = len(wanted & flagged), len(flagged - wanted)
         catchable = sum(own_words_in(p.prompt, words[i], template) >= C.N for p, i in zip(planted, picks))
         rows.append(f"| {name} | {a.items} | {catchable} | {caught} | {others} |")
     block = [BEGIN, "## Contamination guard on Halu-CoT-JSON", "",

@@ -99,8 +99,10 @@ def _unanchored(text: str, anchor: Anchor | None) -> str:
     return anchor.strip(text) if anchor is not None else text
 
 
-def check(eval_sets: dict[str, Sequence[Record]], mixture: Sequence[Record], anchor: Anchor | None) -> list[dict]:
-    """One report per eval set: examples, exact and 13-gram overlaps, and the first overlapping rows."""
+def check(eval_sets: dict[str, Sequence[Record]], mixture: Sequence[Record], anchor: Anchor | None,
+          rows: int | None = 20) -> list[dict]:
+    """One report per eval set: examples, exact and 13-gram overlaps, and the first `rows` overlapping rows (None:
+    all)."""
     prompts = {_norm(_unanchored(r.prompt, anchor)) for r in mixture}
     reports = []
     for name, items in eval_sets.items():
@@ -123,5 +125,5 @@ def check(eval_sets: dict[str, Sequence[Record]], mixture: Sequence[Record], anc
         reports.append({"eval": name, "examples": len(items), "exact_overlap": len(exact),
                         f"ngram{N}_overlap": len(ngram), "template_ngrams_ignored": len(template),
                         "boilerplate_ngrams_ignored": len(found) - len(hits),
-                        "exact_rows": exact[:20], f"ngram{N}_rows": ngram[:20]})
+                        "exact_rows": exact[:rows], f"ngram{N}_rows": ngram[:rows]})
     return reports
