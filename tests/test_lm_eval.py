@@ -163,6 +163,7 @@ def test_lm_eval_role_rule_and_refusals(setup, tiny_model, capsys):
         (["--lm-eval", "tell_mine", "--lm-eval-include", str(root / "nowhere")], "no such folder"),
         (["--lm-eval-include", str(bad), "--lm-eval", "tell_lost"], "could not load the task(s)"),
         (["--lm-eval-include", str(bad), "--lm-eval", "tell_multi"], "multiple inputs"),
+        (["--lm-eval", "tell_mine", "--model", str(root / "no_model")], "no such model folder"),
     ]
     for i, (extra, message) in enumerate(cases):
         capsys.readouterr()

@@ -134,7 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in t["metrics"].items())
         print(f"lm-eval {name}{' (group)' * t['group']} ({t['items']} items, role {t['role']}"
               f"{', anchored' if t['anchor'] else ''}): {shown}")
-    wrote = ["predictions.jsonl"] * bool(res["sets"]) + [res["lm_eval"]["samples"]] * ("lm_eval" in res)
+    wrote = ["predictions.jsonl"] * bool(res["sets"]) + ([res["lm_eval"]["samples"]] if "lm_eval" in res else [])
     print(f"  wrote {', '.join(f'{cfg.out}/{w}' for w in wrote + ['metrics.json'])}")
     return 0
 

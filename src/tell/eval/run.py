@@ -264,7 +264,7 @@ def _free_memory() -> None:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    from tell.models import load_for_inference, resolve_adapter
+    from tell.models import inference_tokenizer, load_for_inference, resolve_adapter
 
     lm_eval = cfg.lm_eval or cfg.lm_eval_general or cfg.lm_eval_task
     if not cfg.model or not (cfg.data or cfg.general_data or cfg.task_data or lm_eval) or not cfg.out:
@@ -281,6 +281,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     adapter_dir = resolve_adapter(cfg.adapter)[0] if cfg.adapter else None
     adapter_file = adapter_dir / "adapter_model.safetensors" if adapter_dir else None
     adapter_sha256 = sha256_file(adapter_file) if adapter_file and adapter_file.is_file() else None
+    # A model that cannot be loaded is refused before anything is written.
+    model, tokenizer = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype,
+                                          trust_remote_code=cfg.trust_remote_code) if sets else (None, None)
+    if not sets:  # the harness loads the model itself, later: its folder and tokenizer are checked now
+        inference_tokenizer(cfg.model, adapter_dir, cfg.trust_remote_code)
     folder.path.mkdir(parents=True, exist_ok=True)
     write_json(folder.config_path, settings)
     folder.metrics_path.unlink(missing_ok=True)  # written last: present only beside the rows it was computed from
@@ -289,8 +294,6 @@ def evaluate(cfg: EvalConfig) -> dict:
     store.resume()
     summary, averages = {}, {}
     if sets:
-        model, tokenizer = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype,
-                                              trust_remote_code=cfg.trust_remote_code)
         summary = {es.name: evaluate_set(es, cfg, model, tokenizer, anchor, store, adapter_sha256) for es in sets}
         averages = subtask_averages(sets, cfg, store)
         del model  # the harness loads its own copy: not two in memory at once
