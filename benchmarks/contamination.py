@@ -18,7 +18,6 @@ import random
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,13 +28,10 @@ SHARED = REPO.parent / "shared" / "data"
 
 
 def own_words_in(prefix: str, item_words: list[str], template: set[int]) -> int:
+    """How many of the item's own (non-template) words a prefix of its text holds."""
     from tell.data import contamination as C
 
-    grams = [hash(tuple(item_words[i:i + C.N])) for i in range(len(item_words) - C.N + 1)]
-    cut = [False] * len(item_words)
-    for i, g in enumerate(grams):
-        if g in template:
-            cut[i:i + C.N] = [True] * C.N
+    cut = C.template_mask(item_words, template)
     return sum(1 for i in range(min(len(C._words(prefix)), len(item_words))) if not cut[i])
 
 
@@ -58,8 +54,7 @@ def main(argv=None) -> int:
     clean = C.check({"test": test}, train, None)[0]
     seconds = time.perf_counter() - t0
     words = [C._words(r.prompt + "\n" + r.response) for r in test]
-    df = Counter(g for w in words for g in C._grams(w))
-    template = {g for g, c in df.items() if c > max(2, C.TEMPLATE_SHARE * len(test))}
+    template = C.template_grams(words)
     picks = random.Random(a.seed).sample(range(len(test)), a.items)
     variants = {"whole item copied": lambda r: Record(prompt=r.prompt, response=r.response)}
     for name, frac in (("first two-thirds of the prompt", 2 / 3), ("first half of the prompt", 1 / 2)):

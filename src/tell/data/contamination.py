@@ -54,14 +54,31 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(_PUNCT.sub("", text.lower()))
 
 
-def _overlaps(words: list[str], template: set[int], shared: set[int], n: int = N) -> bool:
-    """Whether the words covered by `shared` 13-grams (outside template words) make a run of `MIN_RUN` or
-    `MIN_SHARE` of the item's content words."""
-    grams = [hash(tuple(words[i:i + n])) for i in range(len(words) - n + 1)]
-    in_template, covered = [False] * len(words), [False] * len(words)
-    for i, g in enumerate(grams):
+def _hashes(words: list[str], n: int = N) -> list[int]:
+    return [hash(tuple(words[i:i + n])) for i in range(len(words) - n + 1)]
+
+
+def template_mask(words: list[str], template: set[int], n: int = N) -> list[bool]:
+    """Per word: whether a template n-gram covers it."""
+    covered = [False] * len(words)
+    for i, g in enumerate(_hashes(words, n)):
         if g in template:
-            in_template[i:i + n] = [True] * n
+            covered[i:i + n] = [True] * n
+    return covered
+
+
+def template_grams(item_words: list[list[str]]) -> set[int]:
+    """The eval set's template: n-grams in more than `TEMPLATE_SHARE` of its items (at least 3)."""
+    df = Counter(g for words in item_words for g in _grams(words))
+    limit = max(2, TEMPLATE_SHARE * len(item_words))
+    return {g for g, c in df.items() if c > limit}
+
+
+def _overlaps(words: list[str], template: set[int], shared: set[int], n: int = N) -> bool:
+    """Whether the words covered by `shared` 13-grams (outside template words) make a run of `MIN_RUN`, cover
+    `MIN_SHARE` of the item's content words, or cover its first content word."""
+    grams = _hashes(words, n)
+    in_template, covered = template_mask(words, template, n), [False] * len(words)
     for i, g in enumerate(grams):
         if g in shared and not any(in_template[i:i + n]):
             covered[i:i + n] = [True] * n
@@ -78,13 +95,9 @@ def _overlaps(words: list[str], template: set[int], shared: set[int], n: int = N
 def _grams(words: list[str], template: set[int] | None = None, n: int = N) -> set[int]:
     """Hashes of the n-grams of `words`; with `template`, of the n-grams left once the words covered by a
     template n-gram are cut out (n-grams never span a cut)."""
-    grams = [hash(tuple(words[i:i + n])) for i in range(len(words) - n + 1)]
     if not template:
-        return set(grams)
-    covered = [False] * len(words)
-    for i, g in enumerate(grams):
-        if g in template:
-            covered[i:i + n] = [True] * n
+        return set(_hashes(words, n))
+    covered = template_mask(words, template, n)
     out: set[int] = set()
     start = 0
     for end in range(len(words) + 1):
@@ -107,9 +120,7 @@ def check(eval_sets: dict[str, Sequence[Record]], mixture: Sequence[Record], anc
     reports = []
     for name, items in eval_sets.items():
         item_words = [_words(_unanchored(r.prompt, anchor) + "\n" + r.response) for r in items]
-        df = Counter(g for words in item_words for g in _grams(words))
-        limit = max(2, TEMPLATE_SHARE * len(items))
-        template = {g for g, c in df.items() if c > limit}
+        template = template_grams(item_words)
         item_grams = [_grams(words, template) for words in item_words]
         wanted = set().union(*item_grams)
         # Stream the mixture once, counting in how many distinct texts each n-gram the eval set asks about is.

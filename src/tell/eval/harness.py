@@ -223,19 +223,18 @@ def _metric_entries(result: dict, samples: list[dict] | None, seed: int, resampl
     return out
 
 
-def run(cfg, todo: Plan, *, adapter_dir: Path | None, anchor: Anchor | None, folder: EvalDir) -> dict:
-    """Run the planned tasks; {"version", "samples", "tasks": {name: {...}}} for metrics.json; the per-item records
-    written to lm_eval_samples.jsonl."""
+def run(cfg, todo: Plan, tokenizer, *, adapter_dir: Path | None, anchor: Anchor | None, folder: EvalDir) -> dict:
+    """Run the planned tasks with the eval's tokenizer (`models.inference_tokenizer`); {"version", "samples",
+    "tasks": {name: {...}}} for metrics.json; the per-item records written to lm_eval_samples.jsonl."""
     import torch
 
     lm_eval, _ = _harness()
     from lm_eval.models.huggingface import HFLM
 
     from tell.io import atomic_open
-    from tell.models import inference_tokenizer, resolve_dtype
+    from tell.models import resolve_dtype
     from tell.prompting import has_chat_template, plain_chat_template
 
-    tokenizer = inference_tokenizer(cfg.model, adapter_dir, cfg.trust_remote_code)
     native_template = has_chat_template(tokenizer)
     if not native_template:
         tokenizer.chat_template = plain_chat_template(tokenizer)

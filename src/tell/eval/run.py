@@ -282,10 +282,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     adapter_file = adapter_dir / "adapter_model.safetensors" if adapter_dir else None
     adapter_sha256 = sha256_file(adapter_file) if adapter_file and adapter_file.is_file() else None
     # A model that cannot be loaded is refused before anything is written.
-    model, tokenizer = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype,
-                                          trust_remote_code=cfg.trust_remote_code) if sets else (None, None)
-    if not sets:  # the harness loads the model itself, later: its folder and tokenizer are checked now
-        inference_tokenizer(cfg.model, adapter_dir, cfg.trust_remote_code)
+    if sets:
+        model, tokenizer = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype,
+                                              trust_remote_code=cfg.trust_remote_code)
+    else:  # the harness loads the model itself, later: its folder and tokenizer are checked now
+        model, tokenizer = None, inference_tokenizer(cfg.model, adapter_dir, cfg.trust_remote_code)
     folder.path.mkdir(parents=True, exist_ok=True)
     write_json(folder.config_path, settings)
     folder.metrics_path.unlink(missing_ok=True)  # written last: present only beside the rows it was computed from
@@ -299,7 +300,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         del model  # the harness loads its own copy: not two in memory at once
         _free_memory()
     store.finish()
-    lm_results = harness.run(cfg, lm_plan, adapter_dir=adapter_dir, anchor=anchor, folder=folder) if lm_eval else None
+    lm_results = harness.run(cfg, lm_plan, tokenizer, adapter_dir=adapter_dir, anchor=anchor,
+                             folder=folder) if lm_eval else None
     result = {"kind": "tell-eval", "model": cfg.model, "adapter": str(cfg.adapter) if cfg.adapter else None,
               "adapter_sha256": adapter_sha256,
               "sets": summary, **({"averages": averages} if averages else {}),
