@@ -55,8 +55,8 @@ def build_pool(work: Path, general_tokens: int, factor: float = 1.3) -> tuple[Pa
 
 
 def run_tell(task: str, general: str, out: str, task_tokens: int, general_tokens: int) -> dict:
-    from tell.config import PrepareConfig
-    from tell.data.prepare import prepare
+    from tell.prepare import PrepareConfig
+    from tell.prepare import prepare
 
     t0 = time.perf_counter()
     m = prepare(PrepareConfig(task=task, general=[general], tokenizer=str(SPM), task_tokens=task_tokens,

@@ -30,7 +30,7 @@ from prepare import SPM, build_pool  # noqa: E402  (the prepare benchmark's pool
 
 
 def run(spec_path: Path, out: Path, cache: bool) -> dict:
-    import tell.data.prepare as P
+    import tell.prepare as P
     from tell.data.tokens import SentencePieceCounter
     from tell.experiments.sweep import Sweep, load_spec
 

@@ -28,8 +28,8 @@ def build(work: Path, examples: int, hidden: int, layers: int) -> tuple[Path, Pa
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from tell.config import PrepareConfig
-    from tell.data.prepare import prepare
+    from tell.prepare import PrepareConfig
+    from tell.prepare import prepare
 
     gen = [json.loads(line) for line in open(SHARED / "halueval" / "general_data.jsonl")]
     with open(work / "general.jsonl", "w") as f:
@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--micro-batch-size", type=int, default=16)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from tell.config import TrainConfig
+    from tell.train.config import TrainConfig
     from tell.train.run import train
 
     with tempfile.TemporaryDirectory() as tmp:

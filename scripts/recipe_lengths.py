@@ -76,7 +76,7 @@ def _training(spec, data: Path, counter, anchor, max_len: int) -> int:
 
 def _eval_sets(spec, data: Path, counter, anchor) -> int:
     """Print each eval set's reference and prompt lengths; return the longest reference's tokens."""
-    from tell.config import EvalConfig
+    from tell.eval.config import EvalConfig
     from tell.eval.run import resolve_set, set_inputs
 
     cfg = EvalConfig(data_dir=str(data), limit=spec.eval_limit)

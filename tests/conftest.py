@@ -109,8 +109,8 @@ def toy_mixture(hf_tokenizer_dir, tmp_path_factory) -> Path:
     """A learnable mixture: task answers are a fixed word sequence; general answers echo the prompt."""
     import random
 
-    from tell.config import PrepareConfig
-    from tell.data.prepare import prepare
+    from tell.prepare import PrepareConfig
+    from tell.prepare import prepare
 
     rng = random.Random(0)
     d = tmp_path_factory.mktemp("toy")

@@ -166,8 +166,10 @@ def _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys):
 def test_task_is_unsolved_by_general_data_alone_and_solved_by_plenty_of_task_data(tmp_path):
     """The world's claim, on the study's small base: general data alone (which teach the cipher) do not solve
     the task; plenty of task data (the whole pool, 3 epochs) do."""
-    from tell.config import EvalConfig, PrepareConfig, TrainConfig
-    from tell.data.prepare import prepare
+    from tell.eval.config import EvalConfig
+    from tell.prepare import PrepareConfig
+    from tell.train.config import TrainConfig
+    from tell.prepare import prepare
     from tell.eval.run import evaluate
     from tell.synthetic.demo import STUDY, cached_base
     from tell.train.run import train

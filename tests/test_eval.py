@@ -187,7 +187,7 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model):
 
 
 def test_eval_cli_end_to_end_with_anchor_and_resume(tmp_path, tiny_model, toy_mixture, monkeypatch, capsys):
-    from tell.config import TrainConfig
+    from tell.train.config import TrainConfig
     from tell.eval import generate as G
     from tell.train.run import train
 
@@ -283,7 +283,7 @@ def test_json_official_follows_the_official_rewrite_as_described():
 # ---- the paper's protocol: fixed 2-shot, lengths, OpenBookQA, the AGIEval average, GSM8K as the task -------
 
 def test_two_shot_is_one_fixed_pair_by_default_per_item_on_request(tmp_path):
-    from tell.config import EvalConfig
+    from tell.eval.config import EvalConfig
     from tell.eval.run import resolve_set, set_inputs
 
     src = fake_source(tmp_path / "src")
@@ -353,7 +353,7 @@ def test_openbookqa_builder_local_copy_and_hub_parquet(tmp_path):
 def test_agieval_average_and_gsm8k_scored_as_the_task(tmp_path, tiny_model):
     """Several AGIEval sub-tasks -> an `agieval` average (each sub-task counts once); --task-data makes GSM8K a
     task set that gets the anchor (paper A.4); the generation length used is recorded."""
-    from tell.config import EvalConfig
+    from tell.eval.config import EvalConfig
     from tell.data.builders import AGIEVAL_EN, AGIEVAL_ZH
     from tell.eval.run import evaluate
 

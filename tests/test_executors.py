@@ -120,8 +120,8 @@ def test_a_stale_claim_is_taken_over_and_a_live_one_is_not(tmp_path):
 
 
 def test_token_count_cache_gives_byte_identical_mixtures_and_counts_each_text_once(data_files, spm_model, tmp_path):
-    from tell.config import PrepareConfig
-    from tell.data.prepare import prepare
+    from tell.prepare import PrepareConfig
+    from tell.prepare import prepare
     from tell.data.tokens import CachedCounter, load_counter
 
     base = dict(task=str(data_files["task"]), general=[str(data_files["general1"]), str(data_files["general2"])],

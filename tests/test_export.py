@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_tiny_llama
 from tell.cli import main
-from tell.config import TrainConfig
+from tell.train.config import TrainConfig
 from tell.data.records import Record, chat_messages
 from tell.train.run import train
 
@@ -87,7 +87,7 @@ def test_eval_applies_an_exported_adapters_anchor_and_the_run_names_its_base_fro
         toy_mixture, hf_tokenizer_dir, tmp_path, monkeypatch, capsys):
     import shutil
 
-    from tell.config import EvalConfig
+    from tell.eval.config import EvalConfig
     from tell.eval.run import resolve_anchor
 
     monkeypatch.chdir(tmp_path)

@@ -20,7 +20,9 @@ from safetensors.torch import load_file
 
 from conftest import write_jsonl
 from tell.cli import main
-from tell.config import PrepareConfig, SweepSpec, TrainConfig
+from tell.experiments.config import SweepSpec
+from tell.prepare import PrepareConfig
+from tell.train.config import TrainConfig
 from tell.errors import TellError
 from tell.train.run import train
 
@@ -59,7 +61,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 def test_prepare_replacing_a_mixture_removes_the_old_manifest_first(toy_mixture, tiny_model, hf_tokenizer_dir, tmp_path,
                                                                      monkeypatch, capsys):
-    import tell.data.prepare as P
+    import tell.prepare as P
 
     mix = tmp_path / "mix"
     shutil.copytree(toy_mixture, mix)
@@ -82,7 +84,7 @@ def test_prepare_replacing_a_mixture_removes_the_old_manifest_first(toy_mixture,
 
 
 def test_every_reader_refuses_a_mixture_missing_lines(toy_mixture, tiny_model, tmp_path, capsys):
-    from tell.experiments.sweep import Cell, mixture_dir, prepare_cell
+    from tell.experiments.cell import Cell, prepare_cell
 
     mix = tmp_path / "mix"
     shutil.copytree(toy_mixture, mix)
@@ -99,12 +101,12 @@ def test_every_reader_refuses_a_mixture_missing_lines(toy_mixture, tiny_model, t
     d = toy_mixture.parent
     spec = SweepSpec(model=str(tiny_model), task=str(d / "task.jsonl"), general=[str(d / "general.jsonl")],
                      anchor="task", eval=["x.jsonl"], task_tokens=[120], ratios=[1.0], seeds=[7])
-    cell = Cell("tell", 7, task_tokens=120, ratio=1.0, anchor=True)
-    manifest = prepare_cell(spec, tmp_path / "sw", cell)
-    assert prepare_cell(spec, tmp_path / "sw", cell)["mixture"] == manifest["mixture"]  # read back, verified
-    _cut(mixture_dir(spec, tmp_path / "sw", cell).path, 3)
+    cell = Cell.make(spec, tmp_path / "sw", "tell", 7, task_tokens=120, ratio=1.0)
+    manifest = prepare_cell(cell)
+    assert prepare_cell(cell)["mixture"] == manifest["mixture"]  # read back, verified
+    _cut(cell.mixture.path, 3)
     with pytest.raises(TellError, match="does not match manifest.json"):
-        prepare_cell(spec, tmp_path / "sw", cell)
+        prepare_cell(cell)
 
 
 def test_resume_refuses_another_mixture_accepts_the_same_folder_spelt_otherwise_and_keeps_the_whole_loss(
@@ -261,7 +263,7 @@ def test_eval_resume_redoes_predictions_of_a_replaced_adapter_or_reordered_data(
 # ---- sweep time, temp files ----------------------------------------------------------------------------------
 
 def test_a_resumed_cell_counts_the_time_of_every_part(tmp_path):
-    from tell.experiments.sweep import CellDir, earlier_parts_s
+    from tell.experiments.cell import CellDir, earlier_parts_s
     from tell.io import write_json
 
     cd = CellDir(tmp_path / "cells", "tell-abc")

@@ -133,7 +133,7 @@ def test_lm_eval_runs_the_users_task_anchored_in_trainings_template_with_the_ada
 def test_lm_eval_role_rule_and_refusals(setup, tiny_model, capsys):
     import lm_eval
 
-    from tell.config import EvalConfig
+    from tell.eval.config import EvalConfig
     from tell.eval.harness import plan, requested, source_role
 
     root, adapter = setup

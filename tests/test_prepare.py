@@ -11,8 +11,8 @@ import pytest
 
 from conftest import REPO, SHARED, alpaca_rows, write_jsonl
 from tell.cli import main
-from tell.config import PrepareConfig
-from tell.data.prepare import prepare
+from tell.prepare import PrepareConfig
+from tell.prepare import prepare
 from tell.data.records import record_from_json, render_text
 from tell.data.tokens import load_counter
 from tell.errors import TellError

@@ -166,7 +166,7 @@ def test_anchor_generate_end_to_end(tmp_path, tiny_model, toy_mixture, capsys, m
 
 
 def test_anchor_pilot_reranks_through_the_sweep(tmp_path, tiny_model, toy_mixture, monkeypatch):
-    from tell.config import AnchorConfig
+    from tell.experiments.config import AnchorConfig
     from tell.experiments import anchor_gen
 
     d = toy_mixture.parent

@@ -16,7 +16,9 @@ import pytest
 
 from conftest import write_jsonl
 from tell.cli import main
-from tell.config import SweepSpec, TrainConfig, build
+from tell.config import build
+from tell.experiments.config import SweepSpec
+from tell.train.config import TrainConfig
 from tell.errors import TellError
 
 
@@ -172,7 +174,8 @@ def test_yaml_float_without_a_dot_is_accepted_and_text_still_refused(tmp_path):
     y.write_text("learning_rate: 1e-4\nwarmup_ratio: 3e-2\n")  # YAML 1.1 reads these as text
     cfg = build(TrainConfig, yaml_path=str(y))
     assert cfg.learning_rate == 1e-4 and isinstance(cfg.learning_rate, float) and cfg.warmup_ratio == 0.03
-    y.write_text("ratios: [1e1, 2]\nmodel: m\n")
+    y.write_text("ratios: [1e1, 2]\nmodel: m\ntask: t.jsonl\ngeneral: [g.jsonl]\nanchor: a\ntask_tokens: [100]\n"
+                 "eval: [e.jsonl]\n")
     assert build(SweepSpec, yaml_path=str(y)).ratios == [10.0, 2.0]
     y.write_text("learning_rate: 1e-4x\n")
     with pytest.raises(TellError, match="expected float, got str '1e-4x'"):
@@ -181,7 +184,7 @@ def test_yaml_float_without_a_dot_is_accepted_and_text_still_refused(tmp_path):
 
 def test_a_config_built_in_code_is_checked_too():
     """The sweep builds TrainConfig/EvalConfig itself: the same checks run there (dataclass __post_init__)."""
-    from tell.config import EvalConfig
+    from tell.eval.config import EvalConfig
 
     with pytest.raises(TellError, match="field 'learning_rate'"):
         TrainConfig(learning_rate=float("nan"))

@@ -56,7 +56,7 @@ def test_a_finished_cell_that_lost_its_eval_metrics_is_redone(tmp_path, tiny_mod
 
 
 def test_eval_reads_meta_kind_of_prompt_response_records_and_refuses_mixed_kinds(tmp_path, tiny_model, capsys):
-    from tell.config import EvalConfig
+    from tell.eval.config import EvalConfig
     from tell.eval.run import _file_set
 
     plain = write_jsonl(tmp_path / "plain.jsonl", [_row(i) for i in range(2)])  # no source/origin keys

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from conftest import make_tiny_llama
 from tell.cli import main
-from tell.config import TrainConfig
+from tell.train.config import TrainConfig
 from tell.data.records import Record
 from tell.errors import TellError
 from tell.artifacts import MixtureDir

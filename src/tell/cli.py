@@ -9,9 +9,13 @@ import textwrap
 from typing import Callable
 
 from tell import __version__
-from tell.config import (AnchorConfig, EvalConfig, PrepareConfig, ProbeConfig, TrainConfig, add_arguments,
-                         build)
+from tell.config import add_arguments, build
 from tell.errors import TellError
+from tell.eval.config import EvalConfig
+from tell.experiments.config import AnchorConfig
+from tell.prepare import PrepareConfig
+from tell.probe.config import ProbeConfig
+from tell.train.config import TrainConfig
 
 PREPARE_EXAMPLE = """\
 example:
@@ -27,7 +31,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from tell.data.prepare import prepare
+    from tell.prepare import prepare
 
     cfg = build(PrepareConfig, yaml_path=args.config, overrides=_overrides(args))
     m = prepare(cfg)
@@ -172,11 +176,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                             wait=False if args.no_wait else None, verbose=True if args.verbose else None)
     sweep = Sweep(spec, args.out, spec_path=args.spec)
     rows = sweep.run(dry_run=args.dry_run, executor=opts)
-    outcome = getattr(sweep, "outcome", None)
-    if outcome and outcome["cells"] and len(outcome["failed"]) == outcome["cells"]:
+    outcome = sweep.outcome
+    if outcome and outcome.cells and len(outcome.failed) == outcome.cells:
         # Nothing to report: not a success. Exit 1 (a run that failed), not 2 (a refused input).
-        print(f"tell: error: all {outcome['cells']} cell(s) failed; see {args.out}/cells/*/status.json "
-              f"(first: {outcome['failed'][0]})", file=sys.stderr)
+        print(f"tell: error: all {outcome.cells} cell(s) failed; see {args.out}/cells/*/status.json "
+              f"(first: {outcome.failed[0]})", file=sys.stderr)
         return 1
     if not args.dry_run and rows:
         print(f"wrote {args.out}/results.csv and results.jsonl ({len(rows)} rows); next: tell report {args.out}")

@@ -16,7 +16,7 @@ class TellError(Exception):
                  field: str | None = None, record: int | None = None):
         """`line`: a 1-based line of a text file (JSONL, CSV); `record`: a 1-based record of a JSON array,
         Parquet file or Hub data set, where lines mean nothing."""
-        self.file, self.line, self.field, self.record = file, line, field, record
+        self.message, self.file, self.line, self.field, self.record = message, file, line, field, record
         where = ""
         if file is not None:
             where = f"{file}:{line}: " if line is not None else f"{file}: "
@@ -24,3 +24,11 @@ class TellError(Exception):
                 where += f"record {record}: "
         what = f"field '{field}': " if field is not None else ""
         super().__init__(f"{where}{what}{message}".replace("\n", " "))
+
+    def located(self, path: str) -> "TellError":
+        """The same error in the file `path` (a config checked after it was read): a `file` of None becomes
+        `path`, one written as "(part)" becomes "path (part)"; an error naming another file is kept."""
+        if self.file is not None and not self.file.startswith("("):
+            return self
+        file = path if self.file is None else f"{path} {self.file}"
+        return TellError(self.message, file=file, line=self.line, field=self.field, record=self.record)

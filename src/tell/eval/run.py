@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from tell import provenance
 from tell.artifacts import TELL_JSON, EvalDir, RunDir
-from tell.config import EvalConfig, to_dict
+from tell.config import to_dict
+from tell.eval.config import EvalConfig
 from tell.data.anchor import Anchor
 from tell.data.loading import load_records
 from tell.data.records import Record

@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tell.config import AnchorConfig, to_dict
+from tell.config import to_dict
+from tell.experiments.config import AnchorConfig
 from tell.data.anchor import Anchor
 from tell.data.loading import load_records
 from tell.data.records import Record
@@ -119,7 +120,7 @@ def generate_anchor(cfg: AnchorConfig) -> dict:
 
 def pilot(cfg: AnchorConfig, table: list[dict]) -> list[dict]:
     """Re-rank the top `cfg.pilot` candidates by a short TELL run + eval, through the sweep machinery."""
-    from tell.config import SweepSpec
+    from tell.experiments.config import SweepSpec
     from tell.experiments.sweep import Sweep
 
     if not (cfg.eval and cfg.task_tokens and cfg.ratio is not None):

@@ -20,20 +20,20 @@ from pathlib import Path
 from typing import Callable
 
 from tell.errors import TellError
+from tell.experiments.cell import Cell, run_cell
 from tell.io import atomic_open
 
 EXECUTORS = ("local", "ray", "slurm")
 
 
-def run_claimed(spec, out: Path, cell, verbose: bool = False) -> dict:
+def run_claimed(cell: Cell, verbose: bool = False) -> dict:
     """run_cell under the cell's claim; {"status": "busy"} when a live owner holds it."""
     from tell.experiments.claims import Claim
-    from tell.experiments.sweep import CellDir, run_cell
 
     if not verbose:
         quiet_libraries()
 
-    cd = CellDir(Path(out) / "cells", cell.key(spec))
+    cd = cell.dir
     claim = Claim(cd.path)
     if not claim.acquire():
         return {"cell": cd.key, "status": "busy", "owner": (claim.holder() or {}).get("owner")}
@@ -43,7 +43,7 @@ def run_claimed(spec, out: Path, cell, verbose: bool = False) -> dict:
             return st
         with open(cd.path / "attempts.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"owner": claim.owner, "start": time.time()}) + "\n")
-        return run_cell(spec, Path(out), cell)
+        return run_cell(cell)
     finally:
         claim.release()
 
@@ -76,24 +76,24 @@ class ExecutorOptions:
     verbose: bool = False            # the libraries' own output (weights-loading bars, notices) in cells
 
 
-def run_cells(opts: ExecutorOptions, spec, out: Path, cells: list, on_status: Callable[[dict], None]) -> list[dict]:
-    """Run `cells` on the chosen engine; returns the statuses (busy ones included)."""
+def run_cells(opts: ExecutorOptions, out: Path, cells: list[Cell], on_status: Callable[[dict], None]) -> list[dict]:
+    """Run `cells` (of the sweep folder `out`) on the chosen engine; returns the statuses (busy ones included)."""
     if opts.name not in EXECUTORS:
         raise TellError(f"unknown executor '{opts.name}'; expected one of {list(EXECUTORS)}", field="executor")
     engine = {"local": _local, "ray": _ray, "slurm": _slurm}[opts.name]
-    return engine(opts, spec, Path(out), cells, on_status)
+    return engine(opts, Path(out), cells, on_status)
 
 
 # ---- local ------------------------------------------------------------------------------------------------
 
-def _local(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> list[dict]:
+def _local(opts: ExecutorOptions, out: Path, cells: list[Cell], on_status) -> list[dict]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing as mp
 
     statuses = []
     if opts.workers <= 1:
         for cell in cells:
-            statuses.append(run_claimed(spec, out, cell, opts.verbose))
+            statuses.append(run_claimed(cell, opts.verbose))
             on_status(statuses[-1])
         return statuses
     gpus = _gpu_count()
@@ -109,7 +109,7 @@ def _local(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> li
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(slots, threads)) as ex:
-        futures = [ex.submit(run_claimed, spec, out, cell, opts.verbose) for cell in cells]
+        futures = [ex.submit(run_claimed, cell, opts.verbose) for cell in cells]
         for fut in as_completed(futures):
             statuses.append(fut.result())
             on_status(statuses[-1])
@@ -135,7 +135,7 @@ def _init_worker(slots, threads: int) -> None:
 
 # ---- ray --------------------------------------------------------------------------------------------------
 
-def _ray(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> list[dict]:
+def _ray(opts: ExecutorOptions, out: Path, cells: list[Cell], on_status) -> list[dict]:
     try:
         import ray
     except ImportError:
@@ -147,7 +147,7 @@ def _ray(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> list
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
                  **({} if address else {"num_cpus": max(os.cpu_count() or 1, opts.cpus_per_cell)}))
     task = ray.remote(num_cpus=opts.cpus_per_cell, num_gpus=opts.gpus_per_cell, max_retries=0)(run_claimed)
-    pending = {task.remote(spec, str(out), cell, opts.verbose): cell for cell in cells}
+    pending = {task.remote(cell, opts.verbose): cell for cell in cells}
     statuses = []
     try:
         while pending:
@@ -157,7 +157,7 @@ def _ray(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> list
                 try:
                     st = ray.get(ref)
                 except Exception as e:  # the task itself died (out of memory, node lost): record, go on
-                    st = _died(spec, out, cell, e)
+                    st = _died(cell, e)
                 statuses.append(st)
                 on_status(st)
     finally:
@@ -166,11 +166,10 @@ def _ray(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> list
     return statuses
 
 
-def _died(spec, out: Path, cell, e: BaseException) -> dict:
-    from tell.experiments.sweep import CellDir
+def _died(cell: Cell, e: BaseException) -> dict:
     from tell.io import write_json
 
-    cd = CellDir(out / "cells", cell.key(spec))
+    cd = cell.dir
     st = {"cell": cd.key, "status": "failed", "error": f"{type(e).__name__}: {e}",
           "traceback": "".join(traceback.format_exception(e))[-4000:], "wall_s": 0.0}
     cd.path.mkdir(parents=True, exist_ok=True)
@@ -183,14 +182,14 @@ def _died(spec, out: Path, cell, e: BaseException) -> dict:
 JOBS = "jobs.pkl"  # submitit Job objects of this folder's submitted cells (picklable, as submitit intends)
 
 
-def _slurm(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> list[dict]:
+def _slurm(opts: ExecutorOptions, out: Path, cells: list[Cell], on_status) -> list[dict]:
     try:
         import submitit
     except ImportError:
         raise TellError("the slurm executor needs submitit: pip install -e .[slurm]", field="executor") from None
     folder = out / "slurm"
     jobs = _load_jobs(folder)
-    keys = {c.key(spec): c for c in cells}
+    keys = {c.key: c for c in cells}
     # Cells whose job (from an earlier driver) is still queued or running are waited for, not resubmitted.
     attached = {k: j for k, j in jobs.items() if k in keys and not j.done()}
     todo = [c for k, c in keys.items() if k not in attached]
@@ -198,9 +197,9 @@ def _slurm(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> li
         ex = submitit.AutoExecutor(folder=folder / "%j", cluster=opts.slurm.get("cluster"))
         ex.update_parameters(**_slurm_parameters(opts))
         n = len(todo)
-        new = ex.map_array(run_claimed, [spec] * n, [str(out)] * n, todo, [opts.verbose] * n) \
-            if opts.slurm.get("array", True) else [ex.submit(run_claimed, spec, str(out), c, opts.verbose) for c in todo]
-        jobs.update({c.key(spec): j for c, j in zip(todo, new)})
+        new = ex.map_array(run_claimed, todo, [opts.verbose] * n) \
+            if opts.slurm.get("array", True) else [ex.submit(run_claimed, c, opts.verbose) for c in todo]
+        jobs.update({c.key: j for c, j in zip(todo, new)})
         _save_jobs(folder, jobs)
     if not opts.wait:
         return [{"cell": k, "status": "submitted", "job": str(jobs[k].job_id)} for k in keys]
@@ -209,7 +208,7 @@ def _slurm(opts: ExecutorOptions, spec, out: Path, cells: list, on_status) -> li
         try:
             st = jobs[k].result()
         except Exception as e:
-            st = _died(spec, out, keys[k], e)
+            st = _died(keys[k], e)
         statuses.append(st)
         on_status(st)
     return statuses

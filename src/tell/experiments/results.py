@@ -14,8 +14,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from tell.config import SweepSpec
 from tell.eval.kinds import item_scores
+from tell.experiments.cell import Cell, CellDir
 from tell.io import atomic_open, write_json
 
 RESULT_FIELDS = ("method", "task_tokens", "general_tokens", "ratio", "seed", "lr", "selected", "health",
@@ -33,9 +33,9 @@ def _group(cell) -> tuple:
     return (cell.method, cell.task_tokens or cell.extra.get("task_tokens_requested"), cell.ratio)
 
 
-def _health(cd, cell, st: dict) -> tuple[str | None, str]:
+def _health(cd: CellDir, cell: Cell, st: dict) -> tuple[str | None, str]:
     """(ok | unstable | failed | None for base, reason)."""
-    if cell.method == "base":
+    if not cell.train:
         return None, ""
     if st["status"] == "failed":
         return "failed", st.get("error", "")
@@ -47,12 +47,12 @@ def _health(cd, cell, st: dict) -> tuple[str | None, str]:
     return h["verdict"], reason
 
 
-def select_lrs(cells: list[tuple], statuses: dict) -> tuple[dict, list[dict]]:
+def select_lrs(cells: list[Cell], statuses: dict) -> tuple[dict, list[dict]]:
     """({group: chosen lr}, the lr_selection table) by LR_RULE."""
     groups: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
-    for cell, key, _ in cells:
-        if cell.method != "base":
-            groups[_group(cell)][cell.lr].append(statuses[key])
+    for cell in cells:
+        if cell.train:
+            groups[_group(cell)][cell.lr].append(statuses[cell.key])
     chosen, table = {}, []
     for g, by_lr in groups.items():
         cands = []
@@ -78,7 +78,7 @@ def select_lrs(cells: list[tuple], statuses: dict) -> tuple[dict, list[dict]]:
     return chosen, table
 
 
-def _cell_status(cd, cell) -> dict:
+def _cell_status(cd: CellDir, cell: Cell) -> dict:
     st = cd.status()
     if st["status"] not in ("done", "failed"):
         return {"status": st["status"], "health": None, "reason": "", "validation": None}
@@ -87,11 +87,11 @@ def _cell_status(cd, cell) -> dict:
     return {**st, "health": health, "reason": reason, "validation": val}
 
 
-def _rows(cell, cd, st: dict, manifest: dict | None, selected: bool) -> tuple[list[dict], list[dict]]:
+def _rows(cell: Cell, cd: CellDir, st: dict, manifest: dict | None, selected: bool) -> tuple[list[dict], list[dict]]:
     """(result rows, item-score lines) of one finished or failed cell."""
     b = manifest["budget"] if manifest else {}
     base = {"method": cell.method, "task_tokens": b.get("task_tokens", 0), "general_tokens": b.get("general_tokens", 0),
-            "ratio": cell.ratio if cell.method not in ("base", "sft") else (0.0 if cell.method == "sft" else None),
+            "ratio": cell.ratio,  # base: None; sft: 0.0 (its plan's)
             "seed": cell.seed, "lr": cell.lr, "selected": selected, "health": st["health"],
             "health_reason": st["reason"], "tokens_trained": st.get("tokens_trained", 0),
             "optimizer_steps": st.get("optimizer_steps", 0), "wall_s": round(st.get("wall_s", 0.0), 3),
@@ -120,7 +120,7 @@ def _rows(cell, cd, st: dict, manifest: dict | None, selected: bool) -> tuple[li
     return rows, items
 
 
-def _predictions(cd) -> dict[str, list[dict]]:
+def _predictions(cd: CellDir) -> dict[str, list[dict]]:
     out = defaultdict(list)
     if cd.eval.predictions_path.is_file():
         for line in cd.eval.predictions_path.read_text(encoding="utf-8").splitlines():
@@ -129,20 +129,17 @@ def _predictions(cd) -> dict[str, list[dict]]:
     return out
 
 
-def collect(spec: SweepSpec, out: Path, cells: list[tuple]) -> list[dict]:
-    """Rebuild the three files from the cells' folders; returns the result rows."""
-    from tell.experiments.sweep import CellDir
-
-    dirs = {key: CellDir(out / "cells", key) for _, key, _ in cells}
-    statuses = {key: _cell_status(dirs[key], cell) for cell, key, _ in cells}
-    chosen, table = select_lrs(cells, statuses)
+def collect(out: Path, plan: list[tuple[Cell, dict | None]]) -> list[dict]:
+    """Rebuild the three files of the sweep folder `out` from its cells' folders; returns the result rows."""
+    statuses = {cell.key: _cell_status(cell.dir, cell) for cell, _ in plan}
+    chosen, table = select_lrs([cell for cell, _ in plan], statuses)
     rows, items = [], []
-    for cell, key, manifest in cells:
-        st = statuses[key]
+    for cell, manifest in plan:
+        st = statuses[cell.key]
         if st["status"] not in ("done", "failed"):
             continue
-        selected = cell.method == "base" or chosen.get(_group(cell)) == cell.lr
-        r, i = _rows(cell, dirs[key], st, manifest, selected)
+        selected = not cell.train or chosen.get(_group(cell)) == cell.lr
+        r, i = _rows(cell, cell.dir, st, manifest, selected)
         rows += r
         items += i
     _write(out, rows, items, table)

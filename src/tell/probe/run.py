@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from tell import provenance
-from tell.config import ProbeConfig, to_dict
+from tell.config import to_dict
+from tell.probe.config import ProbeConfig
 from tell.data.anchor import Anchor, random_anchor
 from tell.data.loading import load_records
 from tell.artifacts import MixtureDir, RunDir

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tell import provenance
 from tell.artifacts import MixtureDir, RunDir, read_json
-from tell.config import TrainConfig, to_dict
+from tell.config import to_dict
+from tell.train.config import TrainConfig
 from tell.errors import TellError
 from tell.io import atomic_open, remove_stale_tmp, write_json
 from tell.models import resolve_model_path, load_model, load_tokenizer, resolve_dtype

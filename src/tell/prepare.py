@@ -10,24 +10,107 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from collections import Counter
 
 from tell import provenance
 from tell.artifacts import MixtureDir
-from tell.config import PrepareConfig, to_dict
+from tell.config import NON_NEGATIVE, OUT_FOLDER, at_least, opt, to_dict, validate
 from tell.data import contamination
-from tell.data.anchor import anchor_from_options
-from tell.data.emit import write_emits
+from tell.data.anchor import PLACEMENTS, anchor_from_options
+from tell.data.emit import EMITS, write_emits
+from tell.data.formats import FORMATS
 from tell.data.loading import Loaded, load_records
 from tell.data.mix import Selection, dedup, select_budget, shuffle, spread
+from tell.data.sources import check_columns, check_spec
 from tell.data.records import GENERAL, TASK, Record, render_text
 from tell.data.tokens import CachedCounter, load_counter
 from tell.errors import TellError
 from tell.io import atomic_open, remove_stale_tmp, sha256_file, write_json
 
 FORMAT_VERSION = 1
+
+
+def _inputs(value: Any, where: str | None, name: str) -> list:
+    return [check_spec(v, where, name) for v in (value if isinstance(value, list) else [value])]
+
+
+@dataclass
+class PrepareConfig:
+    """`tell prepare`: build a TELL mixture (anchor + exact budgets + extensive shuffle)."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    task: str | None = opt(None, "task data: a JSONL/JSON/Parquet/CSV file (.gz/.zst too), a folder or glob of "
+                                 "them, a Hub data set id (owner/name[:split]) or a --dataset-info entry; in YAML "
+                                 "also a mapping {path, format, columns, tags} or {dataset}", metavar="FILE_OR_ID",
+                           parse=check_spec, input_flag="input")
+    general: list[str] = opt([], "general data (repeatable; sources are pooled), as --task", metavar="FILE_OR_ID",
+                             parse=lambda v, where, name: _inputs(v, where, name), input_flag="input")
+    format: str = opt("auto", "record format, or auto-detect; after an input flag (--task, --general, --eval-file) "
+                              "of that input only, before any of every input", choices=("auto", *FORMATS),
+                      input_flag="refine")
+    columns: dict = opt({}, "read other keys as a format's fields, FIELD=KEY,... (prompt=user_query,"
+                            "response=chatgpt_response; sharegpt tags too: role_tag=role); after an input flag of "
+                            "that input only, before any of every input", metavar="FIELD=KEY,...",
+                        parse=check_columns, input_flag="refine")
+    dataset_info: str | None = opt(None, "a LLaMA-Factory dataset_info.json: an input named like one of its entries "
+                                         "(--task NAME, --general NAME) is read as the entry says (file_name or "
+                                         "hf_hub_url, formatting, columns, tags)", metavar="FILE")
+    emit: list[str] = opt([], "also write the mixture, in the same order, for other trainers: messages "
+                              "(mixture.messages.jsonl: TRL / LLaMA-Factory chats) or prompt-completion "
+                              "(mixture.prompt-completion.jsonl: TRL's conversational prompt/completion); "
+                              "repeatable", choices=EMITS,
+                          check=(lambda v: all(x in EMITS for x in v), f"a list of {list(EMITS)}"))
+    tokenizer: str | None = opt(None, "tokenizer that counts tokens: a SentencePiece .model file, or a Hugging "
+                                      "Face tokenizer dir or Hub id", metavar="PATH_OR_ID")
+    trust_remote_code: bool = opt(False, "allow a Hub tokenizer to run its own code")
+    task_tokens: int | None = opt(None, "task token budget (whole examples closest to N); omit for all task "
+                                        "data; 0 for general-only", metavar="N",
+                                  check=at_least(0))
+    ratio: float | None = opt(None, "general tokens = RATIO x task tokens (0: task-only SFT data)", metavar="R",
+                              check=NON_NEGATIVE)
+    general_tokens: int | None = opt(None, "general token budget, instead of --ratio", metavar="N",
+                                     check=at_least(0))
+    anchor: str | None = opt(None, "anchor prompt text, added once to every task example", metavar="TEXT")
+    anchor_file: str | None = opt(None, "read the anchor text from a file", metavar="FILE")
+    no_anchor: bool = opt(False, "no anchor (the ablation)")
+    anchor_placement: str = opt("prefix", "where the anchor goes", choices=PLACEMENTS)
+    anchor_separator: str = opt("\n", "text between the anchor and the prompt or system text")
+    anchor_in_budget: bool = opt(False, "count the anchor's tokens inside --task-tokens (tell 0.1's rule: an anchored "
+                                        "mixture then holds fewer task examples than an unanchored one at the same "
+                                        "budget). By default the budget counts the task's own tokens, the same "
+                                        "examples are chosen with or without the anchor, and the anchor's tokens are "
+                                        "recorded beside them (budget.anchor_tokens)")
+    seed: int = opt(42, "seed of the task subset, general subset and shuffle (each derived with its purpose)")
+    max_length: int | None = opt(None, "longest example allowed, in tokens: a longer one is an invalid row (refused, "
+                                       "or dropped with --skip-invalid)", metavar="N", check=at_least(1))
+    train_max_length: int | None = opt(None, "the training length (`tell train --max-length`; the sweep passes its "
+                                             "train.max_length): the manifest and summary count the examples longer "
+                                             "than N tokens, which training would cut, and --length-policy acts on "
+                                             "them. Counted by --tokenizer (named in the manifest) on the example's "
+                                             "text, without the chat template's tokens: a lower bound of what the "
+                                             "model's tokenizer and template make of it; `tell train` counts the "
+                                             "exact cuts", metavar="N", check=at_least(1))
+    length_policy: str = opt("keep", "examples over --train-max-length: keep (count them; training cuts their "
+                                     "tail), drop (leave them out of the budgets, counted), or refuse (stop)",
+                             choices=("keep", "drop", "refuse"))
+    skip_invalid: bool = opt(False, "drop invalid rows (and too long examples) and count them, instead of stopping")
+    allow_repeat: bool = opt(False, "repeat data when a pool is smaller than its budget (reports the repeat factor)")
+    eval_file: list[str] = opt([], "eval set to check for overlap with the mixture (repeatable), as --task",
+                               metavar="FILE", parse=lambda v, where, name: _inputs(v, where, name),
+                               input_flag="input")
+    fail_on_contamination: bool = opt(False, "stop with an error if any eval example overlaps the mixture")
+    out: str | None = opt(None, "output folder for mixture.jsonl and manifest.json", metavar="DIR",
+                          check=OUT_FOLDER)
+    token_cache: str | None = opt(None, "folder of cached token counts, per tokenizer and text, shared between "
+                                        "runs (a sweep passes its own); the mixture is the same with or without it",
+                                  metavar="DIR")
+    progress: bool = opt(True, "show progress bars")
 
 
 def _input_info(loaded: Loaded, duplicates: int) -> dict:

@@ -1,0 +1,200 @@
+"""The settings of `tell sweep` (a sweep spec) and `tell anchor generate` (one field = one flag = one YAML key;
+`tell.config` binds them)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from tell.config import LAYERS, OUT_FOLDER, as_float, at_least, check_value, opt, validate
+from tell.data.anchor import PLACEMENTS
+from tell.errors import TellError
+from tell.eval.config import EvalConfig
+from tell.eval.kinds import KIND_NAMES
+from tell.experiments.methods import DEFAULT_METHODS, METHOD_NAMES, METHODS
+from tell.models import DTYPES
+from tell.train.config import TrainConfig
+
+# what a spec's `train:` and `decoding:` mappings override, and the command that owns those settings
+OVERRIDES = (("train", TrainConfig, "train"), ("decoding", EvalConfig, "eval"))
+
+
+@dataclass
+class SweepSpec:
+    """A sweep: the paper's experiments as a grid of cells (method x task budget x general ratio x seed).
+
+    It checks itself when made (from YAML by `tell.config.build`, or in code): methods known and given what they
+    need, the `train`/`decoding` overrides typed as `tell train`/`tell eval` type them, and the lr grid normalised
+    to {method: [lr, ...]}. Eval files are checked when a sweep starts (`tell report` reads specs whose files
+    need not exist here)."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+        check_spec(self)
+
+    name: str = opt("sweep", "name of the sweep (used in the report)")
+    model: str | None = opt(None, "base model: a local dir or a Hub id")
+    tokenizer: str | None = opt(None, "token counter for budgets (default: the model's tokenizer)")
+    task: str | None = opt(None, "task training data (file or Hub id)")
+    general: list[str] = opt([], "general data (files or Hub ids, pooled)")
+    anchor: str | None = opt(None, "anchor text for the tell method")
+    anchor_placement: str = opt("prefix", "where the anchor goes", choices=PLACEMENTS)
+    eval: list[str] = opt([], "eval sets (built names or files), as for `tell eval --data`")
+    eval_limit: int | None = opt(None, "items per eval set (all when omitted)", check=at_least(1))
+    data_dir: str = opt("data", "where built eval sets live")
+    metric: str | None = opt(None, "metric kind for eval files without meta.kind", choices=KIND_NAMES)
+    methods: list[str] = opt(list(DEFAULT_METHODS), f"methods to run, of {list(METHOD_NAMES)}")
+    task_tokens: list[int] = opt([], "task token budgets")
+    ratios: list[float] = opt([], "general:task token ratios for tell (and its paired baselines)")
+    seeds: list[int] = opt([42], "seeds (repeats): data subset, training and sampling")
+    train: dict = opt({}, "overrides of `tell train` settings (e.g. learning_rate, micro_batch_size)")
+    decoding: dict = opt({}, "overrides of `tell eval` settings (e.g. greedy, max_new_tokens, batch_size)")
+    primary_metric: str | None = opt(None, "metric the report plots first (default: the first one of the first set)")
+    paired_ratios: object = opt("all", "ratios at which the methods paired with tell (tell-no-anchor, general-only, "
+                                       "sft-matched, tell-placebo, tell-random-anchor) run: all, or max (only the "
+                                       "largest; a cheaper grid), or a mapping of method -> all | max")
+    placebo_general: list[str] = opt([], "general data for tell-placebo: as many tokens as the general data but none "
+                                         "of the task's skills (the control for 'more steps' vs 'transfer')")
+    random_anchor: str | None = opt(None, "anchor of tell-random-anchor (default: drawn once per sweep from the "
+                                          "tokenizer's vocabulary, as many tokens as the anchor; seeded)")
+    anchor_in_budget: bool = opt(False, "count the anchor inside the task budget (tell 0.1's rule); by default "
+                                        "tell and sft cells at one budget train the same task examples and the "
+                                        "anchor's tokens are recorded beside them")
+    general_eval: list[str] = opt([], "general-ability eval sets (role general: no anchor), evaluated in every cell "
+                                      "and compared with the base model: what training made the model forget")
+    task_eval: list[str] = opt([], "eval sets scored as the task's (role task: tell cells give them the anchor) "
+                                   "whatever their data say, e.g. gsm8k when GSM8K is the task (paper A.4); as "
+                                   "`tell eval --task-data`")
+    lr_grid: object = opt(None, "learning-rate candidates: a list for every method, or a mapping of method -> list "
+                                "(key 'default' for the rest). Each candidate is trained; the one kept per method, "
+                                "task budget and ratio is chosen on the validation split (never the test sets) by "
+                                "the rule in tell.experiments.results.LR_RULE")
+    validation_task_examples: int = opt(32, "task examples held out of every budget for choosing learning rates "
+                                            "(only with an lr_grid of more than one candidate)")
+    validation_general_examples: int = opt(32, "general examples held out likewise")
+    validation_seed: int = opt(0, "seed of the validation hold-out (one split for the whole sweep)")
+    executor: dict = opt({}, "where cells run: {name: local|ray|slurm, workers, gpus_per_cell, cpus_per_cell, "
+                             "ray_address, slurm: {partition, time_min, account, array, array_parallelism}} "
+                             "(tell sweep's flags override it)")
+    throughput: float | None = opt(None, "declared training throughput, tokens/s per cell, for the dry run's "
+                                         "GPU-hours estimate when no cell has finished yet")
+    efficiency_ratio: object = opt("all", "the general ratio at which the report reads token-efficiency, declared "
+                                          "before running (or 'all' to show every ratio)")
+
+    def train_value(self, name: str) -> Any:
+        """A training setting of every cell: the spec's `train:` override, else `tell train`'s default."""
+        return self.train.get(name, _default(TrainConfig, name))
+
+
+def _default(cls: type, name: str) -> Any:
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def check_spec(spec: SweepSpec) -> None:
+    """What a sweep cannot run without, refused by field (the file is added by `tell.config.build`)."""
+    if not spec.model:
+        raise TellError("no model", field="model")
+    unknown = [m for m in spec.methods if m not in METHOD_NAMES]
+    if unknown:
+        raise TellError(f"unknown method(s) {unknown}; expected some of {list(METHOD_NAMES)}", field="methods")
+    for name in ("seeds", "ratios", "task_tokens", "methods"):
+        values = getattr(spec, name)
+        twice = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if twice:
+            raise TellError(f"{twice} given more than once; expected each value once", field=name)
+    methods = [METHODS[m] for m in spec.methods]
+    if any(m.task for m in methods) and not (spec.task and spec.task_tokens):
+        raise TellError("methods other than base need task data and task_tokens", field="task_tokens")
+    if any(m.per_ratio for m in methods) and not (spec.ratios and spec.general):
+        raise TellError("tell and its paired baselines need general data and ratios", field="ratios")
+    for m in methods:
+        if "anchor" in m.needs and not spec.anchor:
+            raise TellError(f"the {m.name} method needs an anchor", field="anchor")
+        if "placebo_general" in m.needs and not spec.placebo_general:
+            raise TellError(f"{m.name} needs placebo general data", field="placebo_general")
+    paired = {m.name for m in METHODS.values() if m.per_ratio}
+    rule = spec.paired_ratios
+    if not (rule in ("all", "max") or isinstance(rule, dict) and set(rule) <= paired | {"default"}
+            and set(rule.values()) <= {"all", "max"}):
+        raise TellError(f"expected all, max or a mapping of {sorted(paired)} (or default) -> all | max, got {rule!r}",
+                        field="paired_ratios")
+    if not (spec.eval or spec.task_eval):
+        raise TellError("no eval sets", field="eval")
+    for group, cls, command in OVERRIDES:
+        names = set(cls.__dataclass_fields__)
+        bad = [k for k in getattr(spec, group) if k not in names]
+        if bad:
+            raise TellError(f"unknown setting(s) {bad}; expected fields of `tell {command}`", field=group)
+        for k, v in getattr(spec, group).items():  # typed as `tell train --config` would type them
+            getattr(spec, group)[k] = check_value(cls, k, v, f"({group})")
+    spec.lr_grid = lr_grid(spec)
+    if spec.efficiency_ratio != "all" and not isinstance(spec.efficiency_ratio, (int, float)):
+        raise TellError(f"expected a number or 'all', got {spec.efficiency_ratio!r}", field="efficiency_ratio")
+
+
+def lr_grid(spec: SweepSpec) -> dict[str, list[float]]:
+    """The lr candidates of every trained method: {method: [lr, ...]} (one candidate: no choice to make).
+    Normalising an already normalised grid changes nothing."""
+    default = float(spec.train_value("learning_rate"))
+    raw = spec.lr_grid
+    if raw is None:
+        raw = {"default": [default]}
+    elif isinstance(raw, list):
+        raw = {"default": raw}
+    if not isinstance(raw, dict):
+        raise TellError("expected a list of learning rates or a mapping of method -> list", field="lr_grid")
+    unknown = sorted(set(raw) - set(METHOD_NAMES) - {"default"})
+    if unknown:
+        raise TellError(f"unknown method(s) {unknown}; expected some of {list(METHOD_NAMES)} or 'default'",
+                        field="lr_grid")
+    grid = {}
+    for m in spec.methods:
+        if not METHODS[m].trains:
+            continue
+        lrs = raw.get(m, raw.get("default", [default]))
+        lrs = [as_float(x) for x in (lrs if isinstance(lrs, list) else [lrs])]  # YAML reads 1e-4 as text
+        if not lrs or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
+                              for x in lrs):
+            raise TellError(f"expected a list of positive learning rates for {m}, got {lrs!r}", field="lr_grid")
+        grid[m] = sorted({float(x) for x in lrs})
+    if "learning_rate" in spec.train and any(len(v) > 1 for v in grid.values()):
+        raise TellError("give learning rates in lr_grid or train.learning_rate, not both", field="lr_grid")
+    return grid
+
+
+@dataclass
+class AnchorConfig:
+    """`tell anchor generate`: let the model write its own anchor (paper A.6), ranked by the probe."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    model: str | None = opt(None, "the model that writes (and is probed)", metavar="PATH_OR_ID")
+    adapter: str | None = opt(None, "optional adapter", metavar="RUN_DIR")
+    task: str | None = opt(None, "task records (file)", metavar="FILE")
+    general: str | None = opt(None, "general records (file) for the separation ranking", metavar="FILE")
+    shots: int = opt(5, "task examples shown to the model")
+    candidates: int = opt(8, "candidates sampled")
+    temperature: float = opt(0.9, "sampling temperature for the candidates")
+    max_new_tokens: int = opt(40, "tokens per candidate")
+    top_k: int = opt(50, "top-k for the candidates")
+    top_p: float = opt(0.95, "top-p for the candidates")
+    repetition_penalty: float = opt(1.05, "repetition penalty for the candidates")
+    min_words: int = opt(3, "shortest acceptable anchor, in words")
+    max_words: int = opt(40, "longest acceptable anchor, in words")
+    examples: int = opt(50, "examples per group for the ranking probe", check=at_least(2))
+    layers: str = opt("middle", "probe layer(s)", check=LAYERS)
+    rank_metric: str = opt("silhouette", "separation gain used to rank",
+                           choices=("silhouette", "centroid_cosine_distance", "probe_accuracy"))
+    pilot: int = opt(0, "also rank the top N by a short TELL training + eval (needs --general, --eval, "
+                        "--task-tokens, --ratio)")
+    eval: str | None = opt(None, "eval set for --pilot", metavar="NAME_OR_FILE")
+    task_tokens: int | None = opt(None, "task budget for --pilot", metavar="N")
+    ratio: float | None = opt(None, "general ratio for --pilot", metavar="R")
+    seed: int = opt(42, "seed of the shown examples and the sampling")
+    out: str | None = opt(None, "output folder: candidates.json and anchor.txt (the best)", metavar="DIR",
+                          check=OUT_FOLDER)
+    dtype: str = opt("auto", "weights dtype", choices=DTYPES)
+    trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")

@@ -1,0 +1,73 @@
+"""`tell train`'s settings (one field = one flag = one YAML key; `tell.config` binds them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tell.config import NON_NEGATIVE, OUT_FOLDER, POSITIVE, SHARE, at_least, finite, opt, validate
+from tell.models import DTYPES
+
+# Experiment trackers `tell train --report-to` takes (transformers' integrations; tell.train.run checks the package).
+REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
+
+
+@dataclass
+class TrainConfig:
+    """`tell train`: LoRA on a TELL mixture, in the mixture's order, one epoch by default (paper A.1)."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    mixture: str | None = opt(None, "a `tell prepare` output folder (mixture.jsonl + manifest.json)", metavar="DIR")
+    model: str | None = opt(None, "base model: a local Hugging Face model dir or a Hub id", metavar="PATH_OR_ID")
+    out: str | None = opt(None, "run folder (adapter, config, logs, checkpoints)", metavar="RUN_DIR",
+                          check=OUT_FOLDER)
+    resume: bool = opt(False, "continue from the last complete checkpoint in RUN_DIR")
+    trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
+    dtype: str = opt("auto", "weights dtype: auto (bf16 on a GPU that has it, else float32)",
+                     choices=DTYPES)
+    attn_implementation: str | None = opt(None, "attention kernel: sdpa, eager, flash_attention_2 (default: "
+                                                "flash_attention_2 on a GPU when flash-attn is installed, else sdpa)",
+                                          metavar="NAME")
+    lora_r: int = opt(8, "LoRA rank", check=at_least(1))
+    lora_alpha: int = opt(32, "LoRA alpha", check=at_least(1))
+    lora_dropout: float = opt(0.05, "LoRA dropout", check=(lambda v: finite(v) and 0 <= v < 1, "a probability in [0, 1)"))
+    target_modules: str = opt("all-linear", "LoRA target modules: all-linear (every linear layer of attention and "
+                                            "MLP, not the LM head) or a comma-separated list, e.g. q_proj,v_proj")
+    learning_rate: float = opt(1e-4, "peak learning rate (AdamW)", check=POSITIVE)
+    weight_decay: float = opt(0.01, "AdamW weight decay", check=NON_NEGATIVE)
+    lr_scheduler: str = opt("linear", "learning-rate schedule", choices=("linear", "cosine", "constant_with_warmup"))
+    warmup_ratio: float = opt(0.03, "share of the steps spent warming up (0..1); warm-up starts above zero: step i "
+                                    "of W runs at (i+1)/(W+1) of the peak, so no step runs at learning rate 0 "
+                                    "(tell.train.schedule)", check=SHARE)
+    batch_size: int = opt(16, "examples per optimizer step (micro batch x accumulation x processes)",
+                          check=at_least(1))
+    micro_batch_size: int = opt(4, "examples per forward pass on each process", check=at_least(1))
+    epochs: float = opt(1.0, "passes over the mixture (TELL: 1)", check=POSITIVE)
+    max_steps: int | None = opt(None, "train exactly N optimizer steps, going over the mixture again as needed "
+                                      "(overrides epochs; the sweep's sft-matched baseline uses it)", metavar="N",
+                                check=at_least(1))
+    seed: int = opt(42, "seed of LoRA init, dropout and anything random in training")
+    max_length: int = opt(1024, "longest example in tokens (after the chat template)", check=at_least(2))
+    length_policy: str = opt("truncate", "examples over max_length: truncate the answer's tail, or drop them "
+                                         "(an example left with no answer token is always dropped and counted)",
+                             choices=("truncate", "drop"))
+    train_on_prompt: bool = opt(False, "compute the loss on prompt tokens too (default: answer tokens only)")
+    packing: str = opt("auto", "pack several examples per row without attention across their borders "
+                               "(auto: on where the model supports it)", choices=("auto", "on", "off"))
+    gradient_checkpointing: bool = opt(False, "recompute activations to save memory")
+    logging_steps: int = opt(1, "log every N optimizer steps", check=at_least(1))
+    save_steps: int = opt(50, "checkpoint every N optimizer steps (0: only at the end)", check=at_least(0))
+    save_total_limit: int = opt(2, "complete checkpoints to keep", check=at_least(1))
+    max_grad_norm: float = opt(1.0, "gradient clipping norm", check=POSITIVE)
+    divergence_factor: float = opt(10.0, "stop when the loss exceeds this factor x the first logged loss "
+                                         "(a non-finite loss always stops)", check=POSITIVE)
+    training_args: dict = opt({}, "other transformers TrainingArguments settings, passed through as they are "
+                                  "(YAML mapping, or --training-arg KEY=VALUE, repeatable; e.g. tf32=true, "
+                                  "optim=adamw_torch_fused); the settings tell makes itself are refused",
+                              flag="--training-arg", metavar="KEY=VALUE")
+    report_to: str = opt("none", "also send the training metrics (loss, task / general loss, tokens seen, learning "
+                                 "rate) to a tracker: tensorboard (event files under RUN_DIR/checkpoints/runs/), "
+                                 "wandb or mlflow; its package must be installed", choices=REPORT_TO)
+    run_name: str | None = opt(None, "the run's name in the tracker (default: the run folder's name)", metavar="NAME")
+    progress: bool = opt(True, "show progress bars")
