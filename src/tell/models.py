@@ -47,9 +47,27 @@ def _local_folder(name: str) -> Path | None:
     return p
 
 
+def resolve_model(name: str | None) -> str | None:
+    """What `from_pretrained` is given for a --model value: a GGUF (a .gguf file, a folder holding one, or
+    `pypi:PACKAGE`) -> its converted HF folder, converted and cached on first use (`tell.gguf`); anything else as
+    typed. Every loader here goes through it, so every command accepts the same names."""
+    from tell import gguf
+
+    return gguf.resolve(name)
+
+
+def gguf_provenance(name: str | None) -> dict | None:
+    """{sha256, file, quant_type, architecture, source, folder} when the model `name` (as typed, or its converted
+    folder) comes from a GGUF, else None: recorded wherever the base model is."""
+    from tell import gguf
+
+    return gguf.provenance(name)
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
+    name = resolve_model(name)
     folder = _local_folder(name)
     if folder is not None and not _has_tokenizer_files(folder):
         raise TellError(f"no tokenizer files in the folder (none of {', '.join(_VOCAB_FILES)}); expected a model "
@@ -73,6 +91,7 @@ def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = Fals
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    name = resolve_model(name)
     _local_folder(name)
     if attn_implementation is None:
         # flash-attention's varlen kernel when it is installed and a GPU is there, else PyTorch's SDPA
@@ -119,7 +138,9 @@ def check_decoder_only(config: Any, name: str) -> None:
 
 def resolve_model_path(name: str | None) -> str | None:
     """An absolute path for a local model folder (as typed, `tiny`, it works only from the folder it was typed
-    in: PEFT's base_model_name_or_path and a run's config.json record it); a Hub id as it is."""
+    in: PEFT's base_model_name_or_path and a run's config.json record it); a Hub id as it is. A GGUF gives its
+    converted folder (`resolve_model`), so what is recorded loads with plain transformers + PEFT."""
+    name = resolve_model(name)
     folder = Path(name).expanduser() if name else None
     return str(folder.resolve()) if folder is not None and folder.is_dir() else name
 
