@@ -232,16 +232,17 @@ def run(cfg, todo: Plan, tokenizer, *, adapter_dir: Path | None, anchor: Anchor 
     from lm_eval.models.huggingface import HFLM
 
     from tell.io import atomic_open
-    from tell.models import resolve_dtype
+    from tell.models import resolve_dtype, resolve_model_path
     from tell.prompting import has_chat_template, plain_chat_template
 
     native_template = has_chat_template(tokenizer)
     if not native_template:
         tokenizer.chat_template = plain_chat_template(tokenizer)
-    lm = HFLM(pretrained=cfg.model, peft=str(adapter_dir) if adapter_dir else None, tokenizer=tokenizer,
+    base = resolve_model_path(cfg.model)  # a GGUF's converted folder: HFLM loads it as any local model
+    lm = HFLM(pretrained=base, peft=str(adapter_dir) if adapter_dir else None, tokenizer=tokenizer,
               device="cuda" if torch.cuda.is_available() else "cpu", dtype=resolve_dtype(cfg.dtype),
               batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
-    weights = {"model": _identity(cfg.model, lm.model), "adapter": _folder_sha256(adapter_dir) if adapter_dir else None,
+    weights = {"model": _identity(base, lm.model), "adapter": _folder_sha256(adapter_dir) if adapter_dir else None,
                "dtype": cfg.dtype}
     tasks, samples = {}, []
     for role in ("task", "general"):

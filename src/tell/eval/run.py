@@ -265,7 +265,7 @@ def _free_memory() -> None:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    from tell.models import inference_tokenizer, load_for_inference, resolve_adapter
+    from tell.models import gguf_provenance, inference_tokenizer, load_for_inference, resolve_adapter
 
     lm_eval = cfg.lm_eval or cfg.lm_eval_general or cfg.lm_eval_task
     if not cfg.model or not (cfg.data or cfg.general_data or cfg.task_data or lm_eval) or not cfg.out:
@@ -304,7 +304,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     lm_results = harness.run(cfg, lm_plan, tokenizer, adapter_dir=adapter_dir, anchor=anchor,
                              folder=folder) if lm_eval else None
     result = {"kind": "tell-eval", "model": cfg.model, "adapter": str(cfg.adapter) if cfg.adapter else None,
-              "adapter_sha256": adapter_sha256,
+              "adapter_sha256": adapter_sha256, "base_gguf": gguf_provenance(cfg.model),
               "sets": summary, **({"averages": averages} if averages else {}),
               **({"lm_eval": lm_results} if lm_results else {}),
               "seeds": {"sampling": cfg.sample_seed, "shots": cfg.shot_seed,

@@ -17,7 +17,7 @@ from tell.artifacts import MixtureDir, RunDir
 from tell.data.records import GENERAL, TASK, Record
 from tell.errors import TellError
 from tell.io import atomic_open, write_json
-from tell.models import load_for_inference
+from tell.models import gguf_provenance, load_for_inference
 from tell.probe.capture import embed, resolve_layers
 from tell.probe.separation import separation
 
@@ -136,7 +136,7 @@ def probe(cfg: ProbeConfig) -> dict:
            "intervals": "95% percentile bootstrap at the main layer, examples resampled within each group; an example's "
                         "copies in a resample are not its neighbours (silhouette) and stay in one probe fold "
                         "(tell.probe.separation)",
-           **result, "packages": provenance.package_versions()}
+           **result, "base_gguf": gguf_provenance(cfg.model), "packages": provenance.package_versions()}
     if control:  # what the anchor adds over any prefix of its length
         doc["anchor_over_random"] = {m: result["layers"][main_layer]["task+anchor"][m]["value"]
                                      - result["layers"][main_layer]["task+random"][m]["value"]

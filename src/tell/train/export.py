@@ -19,7 +19,7 @@ from tell import provenance
 from tell.artifacts import TELL_JSON, RunDir
 from tell.errors import TellError
 from tell.io import write_json
-from tell.models import resolve_model_path, load_model, load_tokenizer, resolve_adapter
+from tell.models import gguf_provenance, resolve_model_path, load_model, load_tokenizer, resolve_adapter
 
 
 def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
@@ -81,6 +81,7 @@ def describe(run: str, cfg: dict, base_name: str | None, *, merge: bool, templat
     mixture = {k: manifest.get(k) for k in ("mixture", "budget", "inputs", "tokenizer") if k in manifest}
     return {
         "format_version": 1, "kind": "tell-export", "merged": merge, "base_model": base_name,
+        "base_gguf": gguf_provenance(base_name),  # the GGUF file the base folder was converted from, or None
         "anchor": manifest.get("anchor"),
         "template": {"kind": "plain" if plain else "chat", "chat_template": template,
                      "note": "tell's plain template (tell.prompting), written as this tokenizer's chat_template"

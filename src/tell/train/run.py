@@ -25,7 +25,7 @@ from tell.config import to_dict
 from tell.train.config import TrainConfig
 from tell.errors import TellError
 from tell.io import atomic_open, remove_stale_tmp, write_json
-from tell.models import resolve_model_path, load_model, load_tokenizer, resolve_dtype
+from tell.models import gguf_provenance, resolve_model_path, load_model, load_tokenizer, resolve_dtype
 from tell.train.batching import Collator, ListDataset, length_warning, tokenize_mixture
 from tell.train.model import add_lora, packing_is_isolated, supports_packing
 from tell.train.health import MIN_STEPS, assess
@@ -280,6 +280,7 @@ def train(cfg: TrainConfig) -> dict:
 
     _check(cfg)
     cfg.model = resolve_model_path(cfg.model)  # config.json and the adapter name the base from anywhere
+    base_gguf = gguf_provenance(cfg.model)  # a GGUF base: cfg.model is now its converted folder, this says which file
     mix, run, resolved = MixtureDir(cfg.mixture), RunDir(cfg.out), to_dict(cfg)
     manifest = mix.verify()
     world, accum = _accumulation(cfg)
@@ -305,7 +306,7 @@ def train(cfg: TrainConfig) -> dict:
         if not run.started():
             _write_header(run, cfg, resolved, mix, manifest, packing=packed, packing_note=packing_note,
                           gradient_accumulation_steps=accum, processes=world, trainable_parameters=trainable,
-                          total_parameters=total)
+                          total_parameters=total, base_gguf=base_gguf)
         if ckpt is not None:
             tokens_seen = _trim_log(run, int(ckpt.name.split("-")[-1]))
         else:
@@ -327,6 +328,7 @@ def train(cfg: TrainConfig) -> dict:
     metrics = _final_metrics(cfg, run, trainer, data, ckpt, packed, seconds)
     if packing_note:
         metrics["packing_note"] = packing_note
+    metrics["base_gguf"] = base_gguf
     metrics["health"] = _health(run, trainer.state.max_steps, cfg.warmup_ratio)
     write_json(run.metrics_path, metrics)
     remove_stale_tmp(run.path, every_file=True)  # left by earlier, killed parts of the run
