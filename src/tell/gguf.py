@@ -306,6 +306,9 @@ def converted(path: Path, *, root: Path | None = None) -> Path:
         for stale in root.glob(f".{sha}.*.tmp"):  # a killed conversion's (the lock says none is at work)
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{sha}.", suffix=".tmp", dir=root))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide a shared cache from other users
         try:
             print(f"tell: converting {path.name} to a transformers model (once; cached in {final})", file=sys.stderr)
             start = time.monotonic()

