@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tell.experiments.report import aggregate, load_results, make_report
+from tell.experiments.evidence import aggregate, load_results
+from tell.experiments.report import make_report
 
 N = 40  # test items per set
 

@@ -70,6 +70,8 @@ class MetricKind:
     role: str                                      # default role when the data do not say
     shots: int = 0                                 # default k-shot examples (from the set's train split)
     item_metrics: tuple[tuple[str, str], ...] = ()  # (metric, per-item score key) for metrics that are item means
+    higher_is_better: bool = True                  # the direction of every metric of the kind (lm-eval pairs each
+                                                   # metric with one); the report orients verdicts by it
 
 
 KINDS: dict[str, MetricKind] = {k.name: k for k in (
@@ -84,6 +86,8 @@ KINDS: dict[str, MetricKind] = {k.name: k for k in (
                item_metrics=(("format_adherence", "format"), ("accuracy", "correct"))),
 )}
 KIND_NAMES = tuple(KINDS)
+# Metric names read as lower-is-better where no kind says (rows of older sweeps, lm-eval's perplexities)
+LOWER_IS_BETTER_NAMES = ("loss", "perplexity")
 
 
 def kind(name: str, where: str | None = None) -> MetricKind:

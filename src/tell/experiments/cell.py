@@ -111,9 +111,12 @@ class Cell:
     def _data_settings(self, spec: SweepSpec) -> dict:
         """What fixes the cell's mixture: cells that share it (lr candidates, sft and sft-matched) share one."""
         m = self.spec_method
-        return {"task": _portable(spec.task), "general": [_portable(g) for g in self._general_inputs(spec)],
+        # base has no mixture: its settings keep the form they have had since 0.1 (the spec's general data, its
+        # budget None), so that its key, and so its folder, does not change
+        general = self._general_inputs(spec) if m.trains else list(spec.general)
+        return {"task": _portable(spec.task), "general": [_portable(g) for g in general],
                 "validation": validation_settings(spec), "tokenizer": spec.tokenizer or spec.model,
-                "task_tokens": self.task_tokens if m.task else 0,
+                "task_tokens": self.task_tokens if m.task or not m.trains else 0,
                 "ratio": 0.0 if m.ratio_zero else (self.ratio if self.general_tokens is None else None),
                 "general_tokens": self.general_tokens, "anchor": self._anchor_text(spec),
                 "anchor_placement": spec.anchor_placement, "seed": self.seed,

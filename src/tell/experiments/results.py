@@ -14,13 +14,13 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from tell.eval.kinds import item_scores
+from tell.eval.kinds import KINDS, item_scores
 from tell.experiments.cell import Cell, CellDir
 from tell.io import atomic_open, write_json
 
 RESULT_FIELDS = ("method", "task_tokens", "general_tokens", "ratio", "seed", "lr", "selected", "health",
                  "health_reason", "set", "role", "metric", "value", "ci_low", "ci_high", "tokens_trained",
-                 "optimizer_steps", "wall_s", "run_dir", "task_tokens_requested", "cell")
+                 "optimizer_steps", "wall_s", "run_dir", "task_tokens_requested", "cell", "higher_is_better")
 
 LR_RULE = ("for each method, task budget and ratio, every learning-rate candidate is trained on every seed and "
            "scored on the validation split (task and general examples held out of every budget; never a test "
@@ -106,7 +106,8 @@ def _rows(cell: Cell, cd: CellDir, st: dict, manifest: dict | None, selected: bo
         ordered = sorted(preds.get(set_name, []), key=lambda r: r["id"])
         for metric, v in s["metrics"].items():
             rows.append(base | {"set": set_name, "role": s.get("role", "task"), "metric": metric, "value": v["value"],
-                                "ci_low": v["ci95"][0], "ci_high": v["ci95"][1]})
+                                "ci_low": v["ci95"][0], "ci_high": v["ci95"][1],
+                                "higher_is_better": _higher_is_better(s)})
             values = [item_scores(s["kind"], metric, r) for r in ordered]
             if values and all(x is not None for x in values):
                 items.append({k: base[k] for k in ("cell", "method", "task_tokens_requested", "ratio", "seed", "lr",
@@ -116,8 +117,14 @@ def _rows(cell: Cell, cd: CellDir, st: dict, manifest: dict | None, selected: bo
     for name, s in metrics.get("averages", {}).items():  # e.g. the AGIEval average over its sub-tasks
         for metric, v in s["metrics"].items():
             rows.append(base | {"set": f"{name} (average)", "role": s.get("role", "general"), "metric": metric,
-                                "value": v["value"], "ci_low": v["ci95"][0], "ci_high": v["ci95"][1]})
+                                "value": v["value"], "ci_low": v["ci95"][0], "ci_high": v["ci95"][1],
+                                "higher_is_better": _higher_is_better(s)})
     return rows, items
+
+
+def _higher_is_better(s: dict) -> bool:
+    """The direction of a set's metrics, from its metric kind (an average over sub-tasks: theirs)."""
+    return KINDS[s["kind"]].higher_is_better if s.get("kind") in KINDS else True
 
 
 def _predictions(cd: CellDir) -> dict[str, list[dict]]:

@@ -24,8 +24,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tell.experiments.report import (BOOT_SEED, MIN_SEEDS, RESAMPLES, Point, SweepData, compare, find, load_sweep,
-                                     scaling_fit)
+from tell.experiments.evidence import (BOOT_SEED, MIN_SEEDS, RESAMPLES, Point, SweepData, compare, find, load_sweep,
+                                       scaling_fit)
 from tell.experiments.stats import paired
 from tell.io import atomic_open
 
@@ -98,7 +98,8 @@ def size_findings(data: SweepData) -> dict:
     out = {}
     for h in PAIRED:
         a, b, set_name = _pair(data, h)
-        res = compare(a, b, _metric(data, set_name)) if a and b else None
+        metric = _metric(data, set_name)
+        res = compare(a, b, metric, data.lower_is_better(set_name, metric)) if a and b else None
         verdict, reason = judge(res)
         out[h.id] = {"claim": h.claim, "a": h.a, "b": h.b, "set": set_name, "verdict": verdict, "reason": reason,
                      "task_tokens": a.budget if a else None, "ratio": a.ratio if a else None,
