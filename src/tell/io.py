@@ -72,6 +72,51 @@ def remove_stale_tmp(path: str | os.PathLike, *, every_file: bool = False) -> No
                 tmp.unlink()
 
 
+FOLDER_LOCK = ".tell.lock"  # the lock file `folder_lock` keeps in the folder it guards (gone when released)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (creating it) for as long as the block runs, or refuse at once when
+    another process holds it: one process writes into a run folder at a time. A kernel flock, not a claim file
+    with a heartbeat (as sweep cells' `tell.experiments.claims`): it goes with its process, so a killed holder
+    never leaves a lock to wait out. The file is removed on release; a process that locked a file removed under
+    it tries again on the new one (its inode differs)."""
+    import fcntl
+
+    from tell.errors import TellError
+
+    folder = Path(folder)
+    lock = folder / FOLDER_LOCK
+    created = not folder.exists()  # a folder made only to hold the lock goes again if nothing was written into it
+    while True:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise TellError(f"another process is writing into this folder ({what}; {lock.name} is locked); wait "
+                            "for it to finish or choose another folder", file=str(folder)) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+
+
 def dumps_json(obj: Any) -> str:
     """Stable JSON text (sorted keys, UTF-8 kept) so equal objects give equal bytes."""
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, indent=2) + "\n"

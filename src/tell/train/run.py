@@ -11,6 +11,7 @@ Run folder:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -24,7 +25,7 @@ from tell.artifacts import MixtureDir, RunDir, read_json
 from tell.config import to_dict
 from tell.train.config import TrainConfig
 from tell.errors import TellError
-from tell.io import atomic_open, remove_stale_tmp, write_json
+from tell.io import FOLDER_LOCK, atomic_open, folder_lock, remove_stale_tmp, write_json
 from tell.models import gguf_provenance, resolve_model_path, load_model, load_tokenizer, resolve_dtype
 from tell.train.batching import Collator, ListDataset, length_warning, tokenize_mixture
 from tell.train.model import add_lora, packing_is_isolated, supports_packing
@@ -130,7 +131,7 @@ def _start_or_resume(cfg: TrainConfig, run: RunDir, resolved: dict, mixture_sha:
             raise TellError("nothing to resume: no config.json", file=str(run.path))
         if run.path.is_dir():
             remove_stale_tmp(run.path, every_file=True)  # a run killed while writing its first file
-        if run.path.exists() and any(run.path.iterdir()):
+        if run.path.exists() and any(p.name != FOLDER_LOCK for p in run.path.iterdir()):
             raise TellError("the run folder is not empty; choose a new --out", file=str(run.path))
         return None
     if not cfg.resume:
@@ -173,10 +174,13 @@ def _resume_checkpoint(run: RunDir) -> Path | None:
     return ckpt
 
 
-def _claim(args, cfg: TrainConfig, run: RunDir, resolved: dict, mixture_sha: str) -> Path | None:
-    """The main process checks and claims the run folder first; the others then only read it."""
+def _claim(args, cfg: TrainConfig, run: RunDir, resolved: dict, mixture_sha: str,
+           hold: contextlib.ExitStack) -> Path | None:
+    """The main process locks the run folder (held in `hold` until the run ends: a second `tell train` on it is
+    refused before it writes anything), checks and claims it first; the others then only read it."""
     with args.main_process_first(desc="run folder"):
         if args.process_index == 0:
+            hold.enter_context(folder_lock(run.path, "a `tell train` run"))
             return _start_or_resume(cfg, run, resolved, mixture_sha)
         return last_complete_checkpoint(run.checkpoints) if cfg.resume else None
 
@@ -275,7 +279,13 @@ def _final_metrics(cfg: TrainConfig, run: RunDir, trainer, data, ckpt, packed: b
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Set up (config, folder, data, model) -> train -> save the adapter and metrics.json (written last)."""
+    """Set up (config, folder, data, model) -> train -> save the adapter and metrics.json (written last). The run
+    folder is locked from its first check to the end (`_claim`)."""
+    with contextlib.ExitStack() as hold:
+        return _train(cfg, hold)
+
+
+def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
     from transformers import PrinterCallback, set_seed
 
     _check(cfg)
@@ -289,7 +299,7 @@ def train(cfg: TrainConfig) -> dict:
         # Each process would otherwise train alone on the whole mixture, silently.
         raise TellError(f"WORLD_SIZE is {world} but the trainer sees {args.world_size} process(es); launch with "
                         "`accelerate launch` or `torchrun`")
-    ckpt = _claim(args, cfg, run, resolved, manifest["mixture"]["sha256"])
+    ckpt = _claim(args, cfg, run, resolved, manifest["mixture"]["sha256"], hold)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     data = tokenize_mixture(mix, tokenizer, max_length=cfg.max_length, length_policy=cfg.length_policy,

@@ -1,0 +1,64 @@
+"""`tell train` guards (issue 25): one writer per run folder, secrets never written, the adapter's checksums."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tell.cli import main
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_train_on_a_locked_run_folder_is_refused_and_writes_nothing(toy_mixture, tiny_model, tmp_path,
+                                                                                capsys):
+    run, started, go = tmp_path / "run", tmp_path / "started", tmp_path / "go"
+    # The first `tell train` stops after it claimed the folder, before it writes config.json (loading the model):
+    # the moment at which a second run used to find the folder empty and train into it as well.
+    first = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        import tell.train.run as R
+        real = R._lora_model
+        def paused(cfg):
+            Path({str(started)!r}).touch()
+            while not Path({str(go)!r}).exists():
+                time.sleep(0.1)
+            return real(cfg)
+        R._lora_model = paused
+        from tell.cli import main
+        sys.exit(main(["train", "--mixture", {str(toy_mixture)!r}, "--model", {str(tiny_model)!r},
+                       "--out", {str(run)!r}, "--no-progress", "--max-steps", "2", "--save-steps", "0"]))
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", first], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + 180
+        while not started.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline
+            time.sleep(0.2)
+        before = _snapshot(run) if run.exists() else {}
+        code = main(["train", "--mixture", str(toy_mixture), "--model", str(tiny_model), "--out", str(run),
+                     "--no-progress", "--max-steps", "2", "--save-steps", "0"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "another process" in err and err.count("\n") == 1, err
+        assert (_snapshot(run) if run.exists() else {}) == before  # the refused run wrote nothing
+    finally:
+        go.touch()
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]  # one run's log, not two mixed
+    assert not (run / ".tell.lock").exists()  # released at the end
