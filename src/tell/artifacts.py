@@ -20,6 +20,58 @@ from tell.errors import TellError
 
 
 TELL_JSON = "tell.json"  # what a `tell export` folder says about itself (anchor, template, training)
+ADAPTER_SUMS = "tell_adapter.json"  # in an adapter folder `tell train` saved: its weight files' sizes and sha256
+
+
+def _adapter_weights(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).glob("adapter_model*") if p.is_file())
+
+
+def mark_adapter(folder: Path) -> dict:
+    """Record the size and sha256 of the adapter's weight files in `tell_adapter.json`, inside the folder (it
+    travels with it: a copied or exported adapter stays checkable); returns {file: sha256}."""
+    from tell.io import sha256_file, write_json
+
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in _adapter_weights(folder)}
+    write_json(Path(folder) / ADAPTER_SUMS, {"files": files})
+    return {name: f["sha256"] for name, f in files.items()}
+
+
+def verify_adapter(folder: Path) -> None:
+    """Refuse an adapter whose weight files differ from what `tell train` recorded (bytes altered, cut short,
+    missing). An adapter that records nothing (a PEFT adapter from elsewhere, or saved before tell recorded
+    them) is taken as it is."""
+    from tell.io import sha256_file
+
+    sums = Path(folder) / ADAPTER_SUMS
+    if not sums.is_file():
+        return
+    files = read_json(sums, "").get("files")
+    if not isinstance(files, dict) or not files:
+        raise TellError(f"{ADAPTER_SUMS} lists no weight files; the adapter folder is damaged", file=str(folder))
+    for name, want in files.items():
+        p = Path(folder) / name
+        if not p.is_file():
+            raise TellError(f"{name} is missing (listed in {ADAPTER_SUMS}); the adapter folder is damaged",
+                            file=str(folder))
+        got = sha256_file(p)
+        if got != want.get("sha256"):
+            raise TellError(f"{name} changed since `tell train` saved it (sha256 {got[:12]}, recorded "
+                            f"{str(want.get('sha256'))[:12]} in {ADAPTER_SUMS}, {p.stat().st_size} bytes, recorded "
+                            f"{want.get('bytes')}); the adapter is damaged or was edited: train it again or restore "
+                            "it", file=str(folder))
+
+
+def adapter_identity(folder: Path) -> str:
+    """sha256 over every file of an adapter folder (weights, adapter_config.json, tokenizer files): what makes
+    its outputs, so an eval's saved predictions are reused only for the same adapter in every respect."""
+    from tell.io import sha256_file
+
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and p.name != ADAPTER_SUMS:
+            h.update(f"{p.relative_to(folder).as_posix()}\0{sha256_file(p)}\0".encode())
+    return h.hexdigest()
 
 
 def read_json(path: Path, what: str) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tell import provenance
-from tell.artifacts import TELL_JSON, EvalDir, RunDir
+from tell.artifacts import TELL_JSON, EvalDir, RunDir, adapter_identity, verify_adapter
 from tell.config import to_dict
 from tell.eval.config import EvalConfig
 from tell.data.anchor import Anchor
@@ -195,18 +195,20 @@ def _prediction(es: EvalSet, rec: Record, text: str, shown: str) -> dict:
 
 
 def _made_by(cfg: EvalConfig, items: list[Record], adapter_sha256: str | None, data_sha256: str, decoding: dict,
-             anchor: Anchor | None, k: int) -> list[dict]:
+             anchor: Anchor | None, k: int, adapter_id: str | None = None) -> list[dict]:
     """What produces each item's prediction (`PredictionStore`): the adapter and data file checksums, the item's
-    content hash, and a digest of the decoding settings, the anchor, the shots and the eval's settings."""
+    content hash, and a digest of the decoding settings, the anchor, the shots and the eval's settings. The
+    adapter counts by every file of its folder (`adapter_identity`: adapter_config.json's alpha or target modules,
+    weights saved under another name, its tokenizer), not only adapter_model.safetensors."""
     settings = {n: v for n, v in to_dict(cfg).items() if n not in ("progress", "out")}
     setup = hashlib.sha256(json.dumps({"decoding": decoding, "anchor": anchor.to_json() if anchor else None,
                                        "shots": k, "settings": settings}, sort_keys=True, default=str).encode())
-    return [{"adapter_sha256": adapter_sha256, "data_sha256": data_sha256, "item": rec.key,
-             "setup": setup.hexdigest()[:16]} for rec in items]
+    return [{"adapter_sha256": adapter_sha256, "adapter_folder_sha256": adapter_id, "data_sha256": data_sha256,
+             "item": rec.key, "setup": setup.hexdigest()[:16]} for rec in items]
 
 
 def evaluate_set(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor | None,
-                 store: PredictionStore, adapter_sha256: str | None = None) -> dict:
+                 store: PredictionStore, adapter_sha256: str | None = None, adapter_id: str | None = None) -> dict:
     """Generate what is not saved yet (or was saved from another adapter, data file or setting), then score the
     whole set."""
     from tell.eval.generate import generate_all
@@ -219,7 +221,7 @@ def evaluate_set(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor 
                     temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                     repetition_penalty=cfg.repetition_penalty)
     data_sha256 = sha256_file(es.path)
-    made_by = _made_by(cfg, items, adapter_sha256, data_sha256, decoding, use_anchor, k)
+    made_by = _made_by(cfg, items, adapter_sha256, data_sha256, decoding, use_anchor, k, adapter_id)
     done = {j for j, rec in enumerate(items) if store.has(es.name, rec.uid(), made_by[j])}
 
     def save(idx: list[int], outs: list[str]) -> None:
@@ -280,8 +282,11 @@ def evaluate(cfg: EvalConfig) -> dict:
         from tell.eval import harness
         lm_plan = harness.plan(harness.requested(cfg), cfg.lm_eval_include, anchor)
     adapter_dir = resolve_adapter(cfg.adapter)[0] if cfg.adapter else None
+    if adapter_dir:
+        verify_adapter(adapter_dir)  # weight bytes altered since `tell train` saved them: refused, nothing written
     adapter_file = adapter_dir / "adapter_model.safetensors" if adapter_dir else None
     adapter_sha256 = sha256_file(adapter_file) if adapter_file and adapter_file.is_file() else None
+    adapter_id = adapter_identity(adapter_dir) if adapter_dir else None
     # A model that cannot be loaded is refused before anything is written.
     if sets:
         model, tokenizer = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype,
@@ -296,7 +301,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     store.resume()
     summary, averages = {}, {}
     if sets:
-        summary = {es.name: evaluate_set(es, cfg, model, tokenizer, anchor, store, adapter_sha256) for es in sets}
+        summary = {es.name: evaluate_set(es, cfg, model, tokenizer, anchor, store, adapter_sha256, adapter_id)
+                   for es in sets}
         averages = subtask_averages(sets, cfg, store)
         del model  # the harness loads its own copy: not two in memory at once
         _free_memory()

@@ -1,0 +1,86 @@
+"""`tell eval` guards (issue 25): an altered adapter is refused, a changed adapter never reuses old predictions,
+settings that are checked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tell.cli import main
+from tell.train.config import TrainConfig
+from tell.train.run import train
+
+from conftest import write_jsonl
+
+
+@pytest.fixture(scope="module")
+def trained(toy_mixture, tiny_model, tmp_path_factory):
+    run = tmp_path_factory.mktemp("guards") / "run"
+    train(TrainConfig(mixture=str(toy_mixture), model=str(tiny_model), out=str(run), progress=False, save_steps=0,
+                      micro_batch_size=2, batch_size=4, max_steps=2, learning_rate=5e-3))
+    return run
+
+
+def _eval_file(path):
+    rows = [{"prompt": f"judge castle river {w}", "response": json.dumps({"thought": "x", "hallucination": "no"}),
+             "meta": {"kind": "json", "role": "task", "label": "no"}}
+            for w in ["ocean", "cloud", "forest", "island"]]
+    return write_jsonl(path, rows)
+
+
+def _args(model, adapter, data, out):
+    return ["eval", "--model", str(model), "--adapter", str(adapter), "--data", str(data), "--out", str(out),
+            "--batch-size", "2", "--max-new-tokens", "3", "--no-progress", "--bootstrap", "10"]
+
+
+def test_train_records_the_adapter_checksums(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    sums = json.loads((trained / "adapter" / "tell_adapter.json").read_text())["files"]
+    assert set(sums) == {"adapter_model.safetensors"}
+    assert metrics["adapter_sha256"] == {"adapter_model.safetensors": sums["adapter_model.safetensors"]["sha256"]}
+
+
+def test_an_adapter_whose_weight_bytes_were_altered_is_refused(trained, tiny_model, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    weights = run / "adapter" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF  # a byte of the last tensor's values: the file still loads, with other weights
+    weights.write_bytes(bytes(data))
+    out = tmp_path / "ev"
+    assert main(_args(tiny_model, run, _eval_file(tmp_path / "eval.jsonl"), out)) == 2
+    err = capsys.readouterr().err
+    assert "adapter_model.safetensors changed since `tell train` saved it" in err and err.count("\n") == 1, err
+    assert not out.exists()  # refused before anything was written
+
+
+def test_an_eval_rerun_redoes_predictions_when_adapter_config_changed(trained, tiny_model, tmp_path, monkeypatch,
+                                                                     capsys):
+    import shutil
+
+    from tell.eval import generate as G
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    calls = []
+    real = G.generate_batch
+    monkeypatch.setattr(G, "generate_batch", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    args = _args(tiny_model, run, _eval_file(tmp_path / "eval.jsonl"), tmp_path / "ev")
+    assert main(args) == 0, capsys.readouterr().err
+    assert sum(calls) == 4
+    calls.clear()
+    assert main(args) == 0
+    assert sum(calls) == 0  # nothing changed: nothing redone
+    # The same weights, another scale (lora_alpha): other outputs, so the saved predictions are not this adapter's.
+    conf = run / "adapter" / "adapter_config.json"
+    c = json.loads(conf.read_text())
+    c["lora_alpha"] = c["lora_alpha"] * 4
+    conf.write_text(json.dumps(c))
+    calls.clear()
+    assert main(args) == 0, capsys.readouterr().err
+    assert sum(calls) == 4
+    preds = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 4 and len({json.dumps(p["made_by"]["adapter_folder_sha256"]) for p in preds}) == 1
