@@ -62,3 +62,23 @@ def test_a_second_train_on_a_locked_run_folder_is_refused_and_writes_nothing(toy
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]  # one run's log, not two mixed
     assert not (run / ".tell.lock").exists()  # released at the end
+
+
+def test_a_secret_given_as_a_training_arg_is_refused_and_written_nowhere(toy_mixture, tiny_model, tmp_path, capsys):
+    run = tmp_path / "run"
+    for key in ("hub_token", "api_key"):
+        code = main(["train", "--mixture", str(toy_mixture), "--model", str(tiny_model), "--out", str(run),
+                     "--no-progress", "--max-steps", "1", "--save-steps", "1", "--training-arg", f"{key}=hf_SeCrEt123"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert key in err and "secret" in err and "HF_TOKEN" in err and err.count("\n") == 1, err
+        assert "hf_SeCrEt123" not in err  # the value is never echoed
+        assert not run.exists() or not any(b"hf_SeCrEt123" in p.read_bytes() for p in run.rglob("*") if p.is_file())
+
+
+def test_names_of_secrets_are_whole_words():
+    from tell.train.run import is_secret_name
+
+    assert all(map(is_secret_name, ["hub_token", "token", "HF_TOKEN", "api_key", "apikey", "password", "my-secret"]))
+    assert not any(map(is_secret_name, ["average_tokens_across_devices", "include_num_input_tokens_seen",
+                                        "max_new_tokens", "tokenizer", "keep_torch_compile"]))

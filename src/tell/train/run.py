@@ -15,13 +15,14 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from tell import provenance
-from tell.artifacts import MixtureDir, RunDir, read_json
+from tell.artifacts import MixtureDir, RunDir, mark_adapter, read_json
 from tell.config import to_dict
 from tell.train.config import TrainConfig
 from tell.errors import TellError
@@ -60,6 +61,16 @@ TO_TRAINING_ARGS = {
     "learning_rate": "learning_rate", "weight_decay": "weight_decay", "lr_scheduler": "lr_scheduler_type",
     "max_grad_norm": "max_grad_norm", "logging_steps": "logging_steps", "seed": "seed",
 }
+
+
+# A setting's name that says it holds a secret (hub_token, api_key, password, ...): never written anywhere. Whole
+# words only, so task_tokens, max_new_tokens or average_tokens_across_devices are not taken for one.
+_SECRET_NAME = re.compile(r"(^|[_.-])(token|secret|password|passwd|credentials?|api[_-]?key|access[_-]?key|"
+                          r"private[_-]?key|secret[_-]?key)([_.-]|$)", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(str(name)))
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -111,6 +122,12 @@ def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
         "use_cpu": not on_gpu,  # accelerate sets up gloo for several CPU processes only when told it runs on CPU
     }
     mapped = {hf: getattr(cfg, ours) for ours, hf in TO_TRAINING_ARGS.items()}
+    secrets = sorted(k for k in cfg.training_args if is_secret_name(k))
+    if secrets:
+        raise TellError(f"{secrets} look like secrets (a token, password or key): tell writes every setting into "
+                        "config.json, an export's tell.json and the checkpoints' training_args.bin, so it takes none; "
+                        "give a Hub token through the HF_TOKEN environment variable or `hf auth login` instead",
+                        field="training_args")
     clash = sorted(set(cfg.training_args) & (set(own) | set(mapped)))
     if clash:
         raise TellError(f"{clash} are set by tell itself; use its own settings instead", field="training_args")
@@ -198,17 +215,19 @@ def _trim_log(run: RunDir, step: int) -> tuple[int, int]:
     return (kept[-1]["tokens_task"], kept[-1]["tokens_general"]) if kept else (0, 0)
 
 
-def _save_adapter(model, tokenizer, dest: Path) -> None:
-    """Write the adapter into a temp folder beside `dest`, then swap it in."""
+def _save_adapter(model, tokenizer, dest: Path) -> dict:
+    """Write the adapter into a temp folder beside `dest`, then swap it in; returns its weight files' sha256."""
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    sums = mark_adapter(tmp)  # eval refuses the adapter once its weight bytes differ from these
     old = dest.with_name(dest.name + ".old")
     if dest.exists():
         os.replace(dest, old)
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
+    return sums
 
 
 def _lora_model(cfg: TrainConfig) -> tuple[object, bool, str | None]:
@@ -334,8 +353,9 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
     seconds = time.perf_counter() - t0
     if not trainer.is_world_process_zero():
         return {}
-    _save_adapter(model, tokenizer, run.adapter)
+    adapter_sums = _save_adapter(model, tokenizer, run.adapter)
     metrics = _final_metrics(cfg, run, trainer, data, ckpt, packed, seconds)
+    metrics["adapter_sha256"] = adapter_sums
     if packing_note:
         metrics["packing_note"] = packing_note
     metrics["base_gguf"] = base_gguf
