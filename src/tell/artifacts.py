@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -85,15 +86,32 @@ def read_json(path: Path, what: str) -> dict:
                         file=str(path)) from None
 
 
+def _digest(path: Path) -> tuple[str | None, int]:
+    """(sha256, lines) of a file; (None, 0) when there is none."""
+    digest, lines = hashlib.sha256(), 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+                lines += block.count(b"\n")
+    except FileNotFoundError:
+        return None, 0
+    return digest.hexdigest(), lines
+
+
 class MixtureDir:
     """A `tell prepare` output folder."""
 
     MIXTURE, MANIFEST = "mixture.jsonl", "manifest.json"
+    # A new mixture waits here, whole, until its manifest is in place (`tell.prepare`): the manifest's replacing the
+    # old one is the moment the folder changes from the old pair to the new one; `verify` then moves it in.
+    NEXT = "mixture.jsonl.next"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.mixture_path = self.path / self.MIXTURE
         self.manifest_path = self.path / self.MANIFEST
+        self.next_path = self.path / self.NEXT
 
     def exists(self) -> bool:
         return self.manifest_path.is_file()
@@ -106,22 +124,30 @@ class MixtureDir:
 
     def verify(self) -> dict:
         """The manifest, once mixture.jsonl is checked against it (sha256 and line count). A mixture cut short,
-        edited, or replaced without its manifest is refused: every command that reads a mixture calls this first."""
+        edited, or replaced without its manifest is refused: every command that reads a mixture calls this first.
+        A manifest whose mixture still waits as mixture.jsonl.next (a prepare stopped between the two) has it
+        moved in: the folder held the new pair from the moment that manifest was written."""
         manifest = self.manifest()
-        if not self.mixture_path.is_file():
-            raise TellError(f"no {self.MIXTURE}; expected a folder written by `tell prepare`", file=str(self.path))
         want = manifest.get("mixture") or {}
-        digest, lines = hashlib.sha256(), 0
-        with open(self.mixture_path, "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-                lines += block.count(b"\n")
-        if digest.hexdigest() != want.get("sha256") or lines != want.get("examples"):
-            raise TellError(f"{self.MIXTURE} ({lines} lines, sha256 {digest.hexdigest()[:12]}) does not match "
-                            f"{self.MANIFEST} ({want.get('examples')} lines, sha256 {str(want.get('sha256'))[:12]}): "
-                            "it was changed after `tell prepare` wrote it, or a prepare was cut short; prepare it "
-                            "again (a sweep does so once the folder is deleted)", file=str(self.path))
-        return manifest
+        for _ in range(2):  # a second look: a prepare may have moved its mixture in while this one was read
+            sha, lines = _digest(self.mixture_path)
+            if sha == want.get("sha256") and lines == want.get("examples"):
+                return manifest
+            if _digest(self.next_path) == (want.get("sha256"), want.get("examples")):
+                # A prepare stopped after its manifest (the new pair's moment) and before moving its mixture in.
+                try:
+                    os.replace(self.next_path, self.mixture_path)
+                except FileNotFoundError:
+                    continue  # moved in meanwhile: read it again
+                except OSError:
+                    self.mixture_path = self.next_path  # a folder this process may not write: read it where it is
+                return manifest
+        if sha is None:
+            raise TellError(f"no {self.MIXTURE}; expected a folder written by `tell prepare`", file=str(self.path))
+        raise TellError(f"{self.MIXTURE} ({lines} lines, sha256 {sha[:12]}) does not match "
+                        f"{self.MANIFEST} ({want.get('examples')} lines, sha256 {str(want.get('sha256'))[:12]}): "
+                        "it was changed after `tell prepare` wrote it, or a prepare was cut short; prepare it "
+                        "again (a sweep does so once the folder is deleted)", file=str(self.path))
 
     def records(self) -> Iterator[tuple[int, Record]]:
         """(1-based line, record) in training order. The one reader of mixture.jsonl."""

@@ -1,14 +1,16 @@
 """`prepare`: task + general data -> anchored, budgeted, extensively shuffled `mixture.jsonl` + manifest.
 
-Nothing is written until every check has passed; then the mixture and the manifest are each written
-atomically, the manifest last (an older one is removed before the mixture is replaced), so a folder with a
-manifest holds the mixture it describes (`tell.artifacts.MixtureDir` names the files, reads them back and
-checks one against the other).
+Nothing is written until every check has passed; then the new mixture is written whole beside the old one
+(mixture.jsonl.next), the manifest is replaced (atomically: the one moment the folder changes from the old pair to
+the new one), and the new mixture is moved in. At every moment the folder holds the old matching pair or the new
+one: a prepare that fails (a full disk) or is killed leaves the old pair (`tell.artifacts.MixtureDir` names the
+files, reads them back, checks one against the other, and moves in a mixture a stopped prepare left waiting).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -199,18 +201,22 @@ def _contamination(cfg: PrepareConfig, chosen: list[Record], anchor) -> list[dic
 
 
 def _write_mixture(mix: MixtureDir, mixture: list[Record]) -> str:
-    """mixture.jsonl, atomically; returns its sha256. An older manifest in the folder is removed first: the
-    mixture and its manifest change together, and a kill before the new manifest is written leaves a folder
-    without one, which every reader refuses (never a new mixture beside the old manifest)."""
+    """The new mixture, whole, as mixture.jsonl.next (atomically); returns its sha256. The folder's old mixture
+    and manifest stay as they are: a prepare that fails here (a full disk) or is killed leaves the old pair."""
     mix.path.mkdir(parents=True, exist_ok=True)
-    mix.manifest_path.unlink(missing_ok=True)
     digest = hashlib.sha256()
-    with atomic_open(mix.mixture_path, "wb") as f:
+    with atomic_open(mix.next_path, "wb") as f:
         for rec in mixture:
             line = orjson.dumps(rec.to_json(), option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
             digest.update(line)
             f.write(line)
     return digest.hexdigest()
+
+
+def _move_in(mix: MixtureDir) -> None:
+    """mixture.jsonl.next -> mixture.jsonl, once the manifest naming it is written (a reader that comes between
+    the two moves it in itself: `MixtureDir.verify`)."""
+    os.replace(mix.next_path, mix.mixture_path)
 
 
 def _dropped(inputs: dict[str, list[dict]], selections: dict[str, Selection]) -> dict[str, dict]:
@@ -318,7 +324,8 @@ def prepare(cfg: PrepareConfig) -> dict:
         "emitted": emitted,
         "packages": provenance.package_versions(),
     }
-    write_json(mix.manifest_path, manifest)
+    write_json(mix.manifest_path, manifest)  # the moment the folder changes from the old pair to the new one
+    _move_in(mix)
     remove_stale_tmp(mix.path, every_file=True)  # left by a prepare killed while writing into this folder
     manifest["_seconds"] = time.perf_counter() - t0  # for the CLI summary; not written
     return manifest

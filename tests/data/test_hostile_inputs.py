@@ -1,0 +1,71 @@
+"""Hostile inputs and failures of `tell prepare` and the readers (issue 25): every outcome is the old result, a
+new one, or one line with exit 2; never a silent half."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+from pathlib import Path
+
+import pytest
+
+from tell.artifacts import MixtureDir
+from tell.cli import main
+from tell.errors import TellError
+from tell.prepare import PrepareConfig, prepare
+
+from conftest import alpaca_rows, write_jsonl
+
+
+def _prep(d: Path, tok: Path, out: Path, **kw) -> dict:
+    task = d / "task.jsonl"
+    if not task.exists():
+        write_jsonl(task, alpaca_rows(30, "task", seed=1))
+        write_jsonl(d / "general.jsonl", alpaca_rows(120, "general", seed=2))
+    base = dict(task=str(task), general=[str(d / "general.jsonl")], tokenizer=str(tok), ratio=1.0, out=str(out),
+                progress=False)
+    return prepare(PrepareConfig(**(base | kw)))
+
+
+def test_a_prepare_that_fails_on_a_full_disk_keeps_the_old_mixture_and_its_manifest(hf_tokenizer_dir, tmp_path,
+                                                                                       monkeypatch):
+    import tell.prepare as P
+
+    out = tmp_path / "mix"
+    old = _prep(tmp_path, hf_tokenizer_dir, out, seed=1)
+    real = P.atomic_open
+
+    @contextlib.contextmanager
+    def full_disk(path, mode="w"):
+        with real(path, mode) as f:
+            class Full:
+                def write(self, data):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            yield Full()
+            f.write(b"")
+
+    monkeypatch.setattr(P, "atomic_open", full_disk)
+    with pytest.raises(OSError):
+        _prep(tmp_path, hf_tokenizer_dir, out, seed=2)
+    assert MixtureDir(out).verify()["mixture"]["sha256"] == old["mixture"]["sha256"]  # the old pair, whole
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixture.jsonl"]
+
+
+def test_a_prepare_stopped_after_its_manifest_leaves_the_new_pair(hf_tokenizer_dir, tmp_path, monkeypatch):
+    import tell.prepare as P
+
+    out = tmp_path / "mix"
+    old = _prep(tmp_path, hf_tokenizer_dir, out, seed=1)
+
+    def killed(mix):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(P, "_move_in", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _prep(tmp_path, hf_tokenizer_dir, out, seed=3)
+    new = json.loads((out / "manifest.json").read_text())
+    assert new["mixture"]["sha256"] != old["mixture"]["sha256"]
+    # verify() never sees a manifest naming a mixture the folder lacks: the waiting one is moved in
+    assert MixtureDir(out).verify()["mixture"]["sha256"] == new["mixture"]["sha256"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixture.jsonl"]
