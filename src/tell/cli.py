@@ -283,6 +283,32 @@ def _subcommand(sub, name: str, func: Callable, help_text: str, example: str, cf
     return p
 
 
+def _sweep_parsers(sub) -> None:
+    """`tell sweep` and `tell report`."""
+    p = _subcommand(sub, "sweep", cmd_sweep, "run the paper's experiments as a grid of prepare -> train -> eval cells",
+                    SWEEP_EXAMPLE, None)
+    p.add_argument("spec", metavar="SPEC.yaml", help="the sweep spec (see examples/sweeps/)")
+    p.add_argument("--out", required=True, metavar="DIR", help="sweep folder (cells/, results.csv, results.jsonl)")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel on this machine (executor local)")
+    p.add_argument("--executor", choices=("local", "ray", "slurm"),
+                   help="where cells run (default: the spec's executor.name, else local)")
+    p.add_argument("--gpus-per-cell", type=int, help="GPUs per cell (local: pinned per worker; ray; slurm)")
+    p.add_argument("--cpus-per-cell", type=int, help="CPUs per cell (ray, slurm)")
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the libraries' own output in cells (weights-loading bars, notices); default: one "
+                        "line per cell")
+    p.add_argument("--no-wait", action="store_true",
+                   help="slurm: submit the jobs and exit; the same command later collects what finished")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the grid, the tokens each cell trains on and the total cost; trains nothing "
+                        "(the mixtures are prepared, which is cheap and cached)")
+    p = _subcommand(sub, "report", cmd_report, "plots, tables and token-efficiency from a sweep's results",
+                    SWEEP_EXAMPLE, None)
+    p.add_argument("results", metavar="RESULTS_DIR", help="a `tell sweep` output folder")
+    p.add_argument("--metric", help="metric to plot (default: the spec's primary_metric, else the first)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tell", description=textwrap.dedent("""\
@@ -306,28 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="DIR", help="local copies laid out like ../shared/data (default: that folder "
                                                    "when it exists, else download the public files)")
     p.add_argument("--cache", metavar="DIR", help="download cache (default: ~/.cache/tell/sources)")
-    p = _subcommand(sub, "sweep", cmd_sweep, "run the paper's experiments as a grid of prepare -> train -> eval cells",
-                    SWEEP_EXAMPLE, None)
-    p.add_argument("spec", metavar="SPEC.yaml", help="the sweep spec (see examples/sweeps/)")
-    p.add_argument("--out", required=True, metavar="DIR", help="sweep folder (cells/, results.csv, results.jsonl)")
-    p.add_argument("--workers", type=int, default=1, help="cells run in parallel on this machine (executor local)")
-    p.add_argument("--executor", choices=("local", "ray", "slurm"),
-                   help="where cells run (default: the spec's executor.name, else local)")
-    p.add_argument("--gpus-per-cell", type=int, help="GPUs per cell (local: pinned per worker; ray; slurm)")
-    p.add_argument("--cpus-per-cell", type=int, help="CPUs per cell (ray, slurm)")
-    p.add_argument("--ray-address", help="an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--verbose", action="store_true",
-                   help="show the libraries' own output in cells (weights-loading bars, notices); default: one "
-                        "line per cell")
-    p.add_argument("--no-wait", action="store_true",
-                   help="slurm: submit the jobs and exit; the same command later collects what finished")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the grid, the tokens each cell trains on and the total cost; trains nothing "
-                        "(the mixtures are prepared, which is cheap and cached)")
-    p = _subcommand(sub, "report", cmd_report, "plots, tables and token-efficiency from a sweep's results",
-                    SWEEP_EXAMPLE, None)
-    p.add_argument("results", metavar="RESULTS_DIR", help="a `tell sweep` output folder")
-    p.add_argument("--metric", help="metric to plot (default: the spec's primary_metric, else the first)")
+    _sweep_parsers(sub)
     p = _subcommand(sub, "demo", cmd_demo, "the whole of tell in a small synthetic world, on a CPU, with no downloads",
                     DEMO_EXAMPLE, None)
     p.add_argument("--quick", action="store_true", help="a ~2 minute version (CI)")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_jsonl
 from tell.cli import main
+
+from conftest import write_jsonl
 
 
 @pytest.fixture
@@ -29,11 +30,9 @@ def small_spec(tmp_path, tiny_model, toy_mixture):
         "decoding": {"greedy": True, "max_new_tokens": 4, "bootstrap": 50}}))
     return y
 
-
 def _values(out: Path) -> dict:
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     return {(r["method"], r["ratio"], r["seed"], r["metric"]): r["value"] for r in rows}
-
 
 def _attempts(out: Path) -> dict:
     return {p.name: len((p / "attempts.jsonl").read_text().splitlines()) for p in (out / "cells").iterdir()
@@ -120,9 +119,8 @@ def test_a_stale_claim_is_taken_over_and_a_live_one_is_not(tmp_path):
 
 
 def test_token_count_cache_gives_byte_identical_mixtures_and_counts_each_text_once(data_files, spm_model, tmp_path):
-    from tell.prepare import PrepareConfig
-    from tell.prepare import prepare
     from tell.data.tokens import CachedCounter, load_counter
+    from tell.prepare import PrepareConfig, prepare
 
     base = dict(task=str(data_files["task"]), general=[str(data_files["general1"]), str(data_files["general2"])],
                 tokenizer=str(spm_model), task_tokens=200, anchor="judge", progress=False, seed=3)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import WORDS
 from tell.data.mix import dedup, select_budget, shuffle, spread
 from tell.data.records import Record, render_text
 from tell.errors import TellError
+
+from conftest import WORDS
 
 
 class WordCounter:
@@ -22,7 +23,6 @@ class WordCounter:
 
     def describe(self):
         return {"kind": "words"}
-
 
 def pool(n, source="general", words=5):
     import random

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from conftest import write_jsonl
 from tell.data.loading import load_records
 from tell.errors import TellError
+
+from conftest import write_jsonl
 
 
 @pytest.mark.parametrize("row, prompt, response, system", [

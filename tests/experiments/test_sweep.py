@@ -1,15 +1,15 @@
-"""`tell sweep` and `tell report` on a tiny local model (the statistics are tested in test_stats.py)."""
+"""`tell sweep` end to end on tiny models: cells, resume, the validation split, refusals, exit codes."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from pathlib import Path
+from tell.cli import main
 
 from conftest import SHARED, write_jsonl
-from tell.cli import main
 
 
 @pytest.fixture
@@ -23,6 +23,18 @@ def spec(tmp_path, tiny_model, toy_mixture):
         "name": "tiny", "model": str(tiny_model), "task": str(d / "task.jsonl"), "general": [str(d / "general.jsonl")],
         "anchor": "task", "eval": [str(ev)], "task_tokens": [120], "ratios": [1, 3], "seeds": [7],
         "train": {"learning_rate": 0.01, "micro_batch_size": 4}, "decoding": {"greedy": True, "max_new_tokens": 4, "bootstrap": 50}}))
+    return y
+
+OFFLINE_GENERAL_CAP = 500_000  # general tokens the stand-in pool can give a cell (it holds about 660k)
+
+def _row(i: int, kind: str | None = "cloze", **meta) -> dict:
+    meta = {"kind": kind, "answer": "json yes", **meta} if kind else {}
+    return {"prompt": f"judge castle {i}", "response": "json yes", "meta": meta}
+
+def _spec(tmp_path, model, evals, **more):
+    y = tmp_path / "spec.yaml"
+    y.write_text(json.dumps({"name": "t", "model": str(model), "methods": ["base"], "eval": [str(e) for e in evals],
+                             "seeds": [7], "decoding": {"greedy": True, "max_new_tokens": 2, "bootstrap": 20}} | more))
     return y
 
 
@@ -124,8 +136,9 @@ def test_spec_errors_are_one_line(tmp_path, capsys):
 
 
 def test_example_recipes_are_valid_specs():
-    from conftest import REPO
     from tell.experiments.sweep import load_spec
+
+    from conftest import REPO
 
     paths = sorted((REPO / "examples" / "sweeps").glob("*.yaml"))
     assert len(paths) >= 4
@@ -133,10 +146,6 @@ def test_example_recipes_are_valid_specs():
         assert p.read_text().startswith("# tell sweep ")  # each recipe starts with the command that runs it
         spec = load_spec(str(p))
         assert spec.model and (spec.eval or spec.task_eval)
-
-
-# Paths in the recipes are relative to the project root; general data named by Hub id cannot be reached offline.
-OFFLINE_GENERAL_CAP = 500_000  # general tokens the stand-in pool can give a cell (it holds about 660k)
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "halueval").is_dir(), reason="no ../shared/data")
@@ -149,8 +158,9 @@ def test_dry_run_of_every_recipe_with_the_data_built_offline(tmp_path, capsys):
     first: tests/test_demo.py runs it. A dry run prepares mixtures but loads no model and no eval set."""
     import yaml
 
-    from conftest import REPO
     from tell.data.builders import build
+
+    from conftest import REPO
 
     stand_in = write_jsonl(tmp_path / "general.jsonl", [
         {"prompt": r["user_query"], "response": r["chatgpt_response"]}
@@ -284,3 +294,37 @@ def test_lr_grid_is_chosen_on_validation_never_on_test(spec, tmp_path, toy_mixtu
     spec.write_text(json.dumps(doc | {"validation_seed": 1}))
     assert cli(["sweep", str(spec), "--out", str(out)]) == 2
     assert run_mod  # imported only to make sure nothing above monkeypatched it
+
+
+def test_a_sweep_whose_every_cell_failed_exits_1(tmp_path, capsys):
+    ev = write_jsonl(tmp_path / "e.jsonl", [_row(i) for i in range(2)])
+    spec = _spec(tmp_path, tmp_path / "no_such_model", [ev], seeds=[7, 8])
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw")]) == 1
+    err = capsys.readouterr().err
+    assert "tell: error: all 2 cell(s) failed; see" in err and "Traceback" not in err
+
+
+def test_an_unknown_eval_set_is_refused_before_any_cell_runs(tmp_path, tiny_model, capsys):
+    ev = write_jsonl(tmp_path / "e.jsonl", [_row(i) for i in range(2)])
+    spec = _spec(tmp_path, tiny_model, [ev, "halu-cot-jsn"])
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "field 'eval': eval set 'halu-cot-jsn' is neither a file nor a data set name" in err
+    assert not (tmp_path / "sw" / "cells").exists()
+    spec = _spec(tmp_path, tiny_model, [ev], general_eval=[str(tmp_path)])
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err
+    assert "field 'general_eval'" in err and "is a folder" in err
+
+
+def test_a_finished_cell_that_lost_its_eval_metrics_is_redone(tmp_path, tiny_model, capsys):
+    ev = write_jsonl(tmp_path / "e.jsonl", [_row(i) for i in range(3)])
+    spec, out = _spec(tmp_path, tiny_model, [ev]), tmp_path / "sw"
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    [metrics] = list(out.glob("cells/*/eval/metrics.json"))
+    before = json.loads(metrics.read_text())["sets"]
+    metrics.unlink()
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    assert json.loads(metrics.read_text())["sets"] == before
+    assert json.loads(metrics.parent.parent.joinpath("status.json").read_text())["status"] == "done"
+    assert len((out / "results.jsonl").read_text().splitlines()) >= 1

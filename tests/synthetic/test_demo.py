@@ -13,6 +13,33 @@ from tell.synthetic.world import ANCHOR, FORMAT_REGEX, LEVERAGE, PHRASES, SKILLS
 SMALL = WorldConfig(n_items=8, min_len=2, max_len=4, pretrain_sentences=500, general_examples=600, task_train=40,
                     task_test=16, general_test=16)
 
+def _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys):
+    """examples/sweeps/demo_cpu.yaml (an lr grid, 3 seeds, a general eval set) on the quick demo's world: the
+    report shows run health, the lr choice, paired verdicts and forgetting."""
+    from conftest import REPO
+
+    text = (REPO / "examples" / "sweeps" / "demo_cpu.yaml").read_text()
+    assert "lr_grid" in text and "general_eval" in text and "seeds: [0, 1, 2]" in text
+    spec = tmp_path / "demo_cpu.yaml"
+    spec.write_text(text.replace("out/demo-quick", str(tmp_path / "demo")))
+    out = tmp_path / "cpu"
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    assert main(["report", str(out)]) == 0
+    capsys.readouterr()
+    md = (out / "report.md").read_text()
+    for section in ("## Run health", "## Findings", "## Forgetting", "## Learning-rate selection"):
+        assert section in md, section
+    # sft at 300 task tokens is 1-2 optimizer steps: health says it could not judge them, not "healthy"
+    assert "too few optimizer steps for the loss trends to be judged" in md
+    findings = json.loads((out / "findings.json").read_text())
+    verdicts = {f["verdict"] for f in findings}
+    assert verdicts <= {"better", "worse", "no detectable difference"} and verdicts  # 3 seeds: real verdicts
+    assert {f["comparison"] for f in findings if f["section"] == "forgetting"} >= {"tell vs base", "sft vs base"}
+    assert any(f["comparison"].startswith("tell vs sft-matched") for f in findings)
+    sel = json.loads((out / "lr_selection.json").read_text())
+    assert {g["method"] for g in sel["groups"]} == {"sft", "sft-matched", "tell"}
+    assert all(len(g["candidates"]) == 2 for g in sel["groups"])
+
 
 def test_world_is_deterministic_per_seed(tmp_path):
     a = World(SMALL).write(tmp_path / "a")
@@ -134,44 +161,15 @@ def test_demo_quick_runs_writes_its_findings_and_is_deterministic(tmp_path, caps
     _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys)
 
 
-def _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys):
-    """examples/sweeps/demo_cpu.yaml (an lr grid, 3 seeds, a general eval set) on the quick demo's world: the
-    report shows run health, the lr choice, paired verdicts and forgetting."""
-    from conftest import REPO
-
-    text = (REPO / "examples" / "sweeps" / "demo_cpu.yaml").read_text()
-    assert "lr_grid" in text and "general_eval" in text and "seeds: [0, 1, 2]" in text
-    spec = tmp_path / "demo_cpu.yaml"
-    spec.write_text(text.replace("out/demo-quick", str(tmp_path / "demo")))
-    out = tmp_path / "cpu"
-    assert main(["sweep", str(spec), "--out", str(out)]) == 0
-    assert main(["report", str(out)]) == 0
-    capsys.readouterr()
-    md = (out / "report.md").read_text()
-    for section in ("## Run health", "## Findings", "## Forgetting", "## Learning-rate selection"):
-        assert section in md, section
-    # sft at 300 task tokens is 1-2 optimizer steps: health says it could not judge them, not "healthy"
-    assert "too few optimizer steps for the loss trends to be judged" in md
-    findings = json.loads((out / "findings.json").read_text())
-    verdicts = {f["verdict"] for f in findings}
-    assert verdicts <= {"better", "worse", "no detectable difference"} and verdicts  # 3 seeds: real verdicts
-    assert {f["comparison"] for f in findings if f["section"] == "forgetting"} >= {"tell vs base", "sft vs base"}
-    assert any(f["comparison"].startswith("tell vs sft-matched") for f in findings)
-    sel = json.loads((out / "lr_selection.json").read_text())
-    assert {g["method"] for g in sel["groups"]} == {"sft", "sft-matched", "tell"}
-    assert all(len(g["candidates"]) == 2 for g in sel["groups"])
-
-
 @pytest.mark.slow
 def test_task_is_unsolved_by_general_data_alone_and_solved_by_plenty_of_task_data(tmp_path):
     """The world's claim, on the study's small base: general data alone (which teach the cipher) do not solve
     the task; plenty of task data (the whole pool, 3 epochs) do."""
     from tell.eval.config import EvalConfig
-    from tell.prepare import PrepareConfig
-    from tell.train.config import TrainConfig
-    from tell.prepare import prepare
     from tell.eval.run import evaluate
+    from tell.prepare import PrepareConfig, prepare
     from tell.synthetic.demo import STUDY, cached_base
+    from tell.train.config import TrainConfig
     from tell.train.run import train
 
     world = World(STUDY.world)

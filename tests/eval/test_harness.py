@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WORDS, write_jsonl
 from tell.cli import main
+
+from conftest import WORDS, write_jsonl
 
 pytest.importorskip("lm_eval")
 
 ANCHOR = {"text": "judge", "placement": "prefix", "separator": "\n"}
-
 
 def _task_yaml(folder: Path, name: str, data: Path, delimiter: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
@@ -25,7 +25,6 @@ def _task_yaml(folder: Path, name: str, data: Path, delimiter: str) -> None:
         "output_type: multiple_choice\ndoc_to_text: \"{{q}}\"\ndoc_to_choice: \"{{choices}}\"\ndoc_to_target: gold\n"
         f"target_delimiter: \"{delimiter}\"\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n",
         encoding="utf-8")
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_model):
@@ -50,7 +49,6 @@ def setup(tmp_path_factory, tiny_model):
     _task_yaml(root / "tasks", "tell_mine", mine, "")  # the answer follows the template's "### Response:\n"
     _task_yaml(root / "tasks", "tell_other", other, " ")
     return root, adapter
-
 
 def _loglik(model, tok, context: str, continuation: str) -> float:
     import torch
@@ -218,10 +216,11 @@ def test_lm_eval_scores_the_token_ids_training_used_with_the_llama2_tokenizer(tm
     prompt and answer tokenized together (its EOS is tell's training target only)."""
     from lm_eval.models.huggingface import HFLM
 
-    from conftest import make_tiny_llama
     from tell.data.anchor import Anchor
     from tell.data.records import Record
     from tell.prompting import encode
+
+    from conftest import make_tiny_llama
 
     _, hf = llama2_tokenizer
     hf.save_pretrained(tmp_path / "tok")

@@ -15,7 +15,6 @@ from tell.experiments.stats import Resampler, estimate, fit_scaling, paired, tok
 def width(ci) -> float:
     return ci[1] - ci[0]
 
-
 def bernoulli_cell(rng, p_items, seeds, seed_sd=0.0):
     """{seed: 0/1 scores}, item i correct with probability p_i (+ a per-seed offset)."""
     out = {}
@@ -24,12 +23,17 @@ def bernoulli_cell(rng, p_items, seeds, seed_sd=0.0):
         out[s] = (rng.random(p_items.size) < p).astype(float)
     return out
 
-
 def logistic(x, lo, hi, k, x0):
     return lo + (hi - lo) / (1 + np.exp(-k * (np.asarray(x) - x0)))
 
+G8 = np.logspace(3, 8, 8)  # 8 general-token budgets, 5 decades
 
-# ---------------------------------------------------------------------------------------------- Resampler
+X8 = np.log10(G8)
+
+SFT_T = [1e3, 1e4, 1e5, 1e6]
+
+SFT_V = [0.1, 0.3, 0.5, 0.7]  # 0.2 per decade: log10 tokens = 3 + (v - 0.1) / 0.2 along the whole curve
+
 
 def test_resampler_deterministic_order_free_and_seed_dependent():
     rng = np.random.default_rng(1)
@@ -87,8 +91,6 @@ def test_resampler_refuses_wrong_seeds_lengths_and_nan():
         Resampler([], 10)
 
 
-# ---------------------------------------------------------------------------------------------- estimate
-
 def test_seed_noise_widens_the_interval():
     rng = np.random.default_rng(4)
     items = rng.random(400)
@@ -144,8 +146,6 @@ def test_interval_coverage_on_simulated_experiments():
     print(f"coverage {covered / 200:.3f}")
 
 
-# ---------------------------------------------------------------------------------------------- paired
-
 def test_paired_constant_shift_is_exact_and_better_and_swap_is_worse():
     rng = np.random.default_rng(8)
     b = {s: rng.random(100) for s in range(4)}
@@ -196,12 +196,6 @@ def test_pairing_is_much_narrower_than_unpaired_when_items_are_correlated():
     unpaired = math.hypot(width(estimate(a)["ci95"]), width(estimate(b)["ci95"]))
     assert width(r["ci95"]) < 0.2 * unpaired
     assert r["verdict"] == "better" and r["diff"] == pytest.approx(0.02, abs=0.005)
-
-
-# ---------------------------------------------------------------------------------------------- fit_scaling
-
-G8 = np.logspace(3, 8, 8)  # 8 general-token budgets, 5 decades
-X8 = np.log10(G8)
 
 
 def test_fit_scaling_refuses_four_ratios():
@@ -264,12 +258,6 @@ def test_fit_scaling_constant_picks_constant():
     r = fit_scaling(G8, 0.4 + rng.normal(0, 0.01, 8))
     assert r["best"] == "constant" and r["shape"] == "constant"
     assert r["models"]["constant"]["params"]["c"] == pytest.approx(0.4, abs=0.01)
-
-
-# ---------------------------------------------------------------------------------------------- token_efficiency
-
-SFT_T = [1e3, 1e4, 1e5, 1e6]
-SFT_V = [0.1, 0.3, 0.5, 0.7]  # 0.2 per decade: log10 tokens = 3 + (v - 0.1) / 0.2 along the whole curve
 
 
 def test_token_efficiency_refuses_three_budgets():

@@ -1,4 +1,4 @@
-"""Run health verdicts (tell.train.health) and positive-everywhere LR schedules (tell.train.schedule)."""
+"""`tell.train.health`: run-health verdicts on synthetic logs and on real runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 
 from tell.errors import TellError
 from tell.train import health, schedule
+from tell.train.config import TrainConfig
 from tell.train.health import assess, assess_file
+from tell.train.run import train
 from tell.train.schedule import KINDS, lr_lambda, make_scheduler, warmup_steps
 
 
@@ -27,7 +29,6 @@ def healthy_log(seed: int, n: int = 300, *, flat_general: bool = False, task_eve
                      "learning_rate": 1e-4, "grad_norm": 1.0, "tokens_task": s, "tokens_general": 100 * s})
     return rows
 
-
 def diverging_log(seed: int = 0, n: int = 300, top: float = 2.1) -> list[dict]:
     """The real failure's shape: general-token loss ~1.5 rises to ~`top` over steps 10-100 and stays."""
     rng = np.random.default_rng(seed)
@@ -39,9 +40,15 @@ def diverging_log(seed: int = 0, n: int = 300, top: float = 2.1) -> list[dict]:
                      "loss_general": g + rng.normal(0, 0.1), "learning_rate": 5e-3})
     return rows
 
-
 def strict_json(result: dict) -> dict:
     return json.loads(json.dumps(result, allow_nan=False))  # raises on NaN/inf or numpy ints
+
+CASES = [(1, 0), (1, 1), (2, 0), (2, 1), (3, 1), (5, 0), (10, 3), (100, 3), (100, 99), (100, 100)]
+
+def cfg(mixture, model, out, **kw) -> TrainConfig:
+    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0)
+    base.update(kw)
+    return TrainConfig(**base)
 
 
 def test_diverging_general_loss_is_flagged_naming_the_series():
@@ -174,11 +181,6 @@ def test_empty_log_is_not_judged():
     assert any("no rows" in n for n in r["checks"]["notes"])
 
 
-# --- schedules ------------------------------------------------------------------------------------------
-
-CASES = [(1, 0), (1, 1), (2, 0), (2, 1), (3, 1), (5, 0), (10, 3), (100, 3), (100, 99), (100, 100)]
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("total,warmup", CASES)
 def test_every_step_has_a_positive_rate_and_the_peak_is_reached(kind, total, warmup):
@@ -259,3 +261,13 @@ def test_constants_are_module_level_and_reported():
     r = assess(healthy_log(0, n=30), warmup_steps=1)
     assert r["checks"]["constants"]["REL_RISE"] == health.REL_RISE
     assert health.MIN_STEPS == 20 and schedule.KINDS == ("linear", "cosine", "constant_with_warmup")
+
+
+def test_health_verdicts_of_a_normal_run_and_an_absurd_learning_rate(toy_mixture, tiny_model, tmp_path):
+    m = train(cfg(toy_mixture, tiny_model, tmp_path / "ok", batch_size=4, learning_rate=5e-3))
+    assert m["steps"] >= 20 and m["health"]["verdict"] == "ok", m["health"]["reasons"]
+    assert json.loads((tmp_path / "ok" / "metrics.json").read_text())["health"]["verdict"] == "ok"
+    with pytest.raises(TellError, match="training stopped: the loss became nan"):
+        train(cfg(toy_mixture, tiny_model, tmp_path / "absurd", batch_size=4, learning_rate=30.0,
+                  divergence_factor=1e9))
+    assert not (tmp_path / "absurd" / "metrics.json").exists()

@@ -15,7 +15,6 @@ from tell.experiments.report import make_report
 
 N = 40  # test items per set
 
-
 def cell(method, budget, ratio, seed, task, gen=None, *, health="ok", reason="", selected=True, lr=1e-4):
     """One finished cell: its per-item scores on the task set ("tsk") and, optionally, a general set ("gen")."""
     scores = {"tsk": task} if gen is None else {"tsk": task, "gen": gen}
@@ -24,7 +23,6 @@ def cell(method, budget, ratio, seed, task, gen=None, *, health="ok", reason="",
     return {"method": method, "budget": budget, "ratio": 0.0 if method == "sft" else ratio, "seed": seed,
             "scores": {k: np.broadcast_to(np.asarray(v, float), (N,)) for k, v in scores.items()},
             "health": health, "reason": reason, "selected": selected, "lr": lr}
-
 
 def write_sweep(folder, cells, *, items=True, old=False, spec=None, lr=None):
     """results.jsonl (+ item_scores.jsonl, spec.yaml, lr_selection.json) as the sweep writes them."""
@@ -54,11 +52,9 @@ def write_sweep(folder, cells, *, items=True, old=False, spec=None, lr=None):
         (folder / "lr_selection.json").write_text(json.dumps(lr))
     return folder
 
-
 def report(folder, **kw):
     md = make_report(folder, **kw).read_text()
     return md, json.loads((folder / "findings.json").read_text())
-
 
 def section(md, title):
     """The Markdown from heading `title` to the next heading of the same or a higher level."""
@@ -67,7 +63,6 @@ def section(md, title):
     rest = md[start + len(title):]
     stops = [m.start() for m in re.finditer(r"^#{1,%d} " % len(level), rest, flags=re.M)]
     return md[start:start + len(title) + (stops[0] if stops else len(rest))]
-
 
 def md_table(text, first_col):
     """Rows (lists of cells) of the first Markdown table in `text` whose header starts with `first_col`."""
@@ -80,13 +75,22 @@ def md_table(text, first_col):
         out.append([c.strip() for c in line.strip().strip("|").split("|")])
     return out
 
-
 def ones_zeros(seeds, tell=1.0, sft=0.0, base=0.0):
     return ([cell("base", None, None, s, base) for s in seeds] + [cell("sft", 1000, 0, s, sft) for s in seeds]
             + [cell("tell", 1000, 1.0, s, tell) for s in seeds])
 
+def logistic_items(x, lo=0.1, hi=0.9, k=3.0, x0=3.5):
+    p = lo + (hi - lo) / (1 + math.exp(-k * (x - x0)))
+    return (np.arange(N) < round(p * N)).astype(float)
 
-# ------------------------------------------------------------------------------------------------- verdicts
+def scaling_cells(ratios, seeds=range(3)):
+    return [cell("tell", 1000, r, s, logistic_items(math.log10(1000 * r))) for r in ratios for s in seeds]
+
+def efficiency_cells(sft_budgets, ratios=(1.0, 3.0)):
+    vals = {100: 0.2, 300: 0.4, 1000: 0.6, 3000: 0.8}
+    cells = [cell("sft", b, 0, s, (np.arange(N) < vals[b] * N).astype(float)) for b in sft_budgets for s in range(3)]
+    return cells + [cell("tell", 100, r, s, (np.arange(N) < 0.5 * N).astype(float)) for r in ratios for s in range(3)]
+
 
 def test_three_seeds_tell_all_right_sft_all_wrong_is_better_and_findings_json_matches_markdown(tmp_path):
     rng = np.random.default_rng(0)
@@ -161,17 +165,6 @@ def test_old_results_file_loads_and_says_what_it_cannot_do(tmp_path):
     assert (folder / "report.html").is_file() and (folder / "token_efficiency.json").is_file()
 
 
-# --------------------------------------------------------------------------------------------------- fits
-
-def logistic_items(x, lo=0.1, hi=0.9, k=3.0, x0=3.5):
-    p = lo + (hi - lo) / (1 + math.exp(-k * (x - x0)))
-    return (np.arange(N) < round(p * N)).astype(float)
-
-
-def scaling_cells(ratios, seeds=range(3)):
-    return [cell("tell", 1000, r, s, logistic_items(math.log10(1000 * r))) for r in ratios for s in seeds]
-
-
 def test_fit_refused_with_four_ratios_and_done_with_seven_from_a_logistic(tmp_path):
     md4, _ = report(write_sweep(tmp_path / "four", scaling_cells([0.3, 1, 3, 10])))
     fits4 = section(md4, "### tsk: scaling with general tokens")
@@ -197,8 +190,6 @@ def test_fit_uses_only_the_seeds_common_to_every_point_and_says_so(tmp_path):
     assert "restricted from [0, 1, 2, 3] so that every point has the same seeds" in md
 
 
-# ------------------------------------------------------------------------------------------------ forgetting
-
 def test_forgetting_shows_a_negative_change_where_general_items_drop(tmp_path):
     ok = np.r_[np.ones(30), np.zeros(10)]
     cells = [cell("base", None, None, s, 0.0, ok) for s in range(3)]
@@ -220,14 +211,6 @@ def test_forgetting_pairs_on_the_seeds_base_shares_with_the_cell(tmp_path):
     _, fj = report(write_sweep(tmp_path / "sw", cells))
     (f,) = [f for f in fj if f["comparison"] == "sft vs base"]
     assert f["seeds_used"] == [1, 2, 3] and f["diff"] == pytest.approx(-1.0)
-
-
-# ------------------------------------------------------------------------------------------ token-efficiency
-
-def efficiency_cells(sft_budgets, ratios=(1.0, 3.0)):
-    vals = {100: 0.2, 300: 0.4, 1000: 0.6, 3000: 0.8}
-    cells = [cell("sft", b, 0, s, (np.arange(N) < vals[b] * N).astype(float)) for b in sft_budgets for s in range(3)]
-    return cells + [cell("tell", 100, r, s, (np.arange(N) < 0.5 * N).astype(float)) for r in ratios for s in range(3)]
 
 
 def test_token_efficiency_refused_with_three_budgets_and_read_at_the_declared_ratio_with_four(tmp_path):
@@ -256,8 +239,6 @@ def test_token_efficiency_without_a_declared_ratio_shows_every_ratio_and_says_no
     assert "none was chosen" in section(md, "## Token-efficiency")
 
 
-# ------------------------------------------------------------------------------------------------ lr table
-
 def test_lr_table_lists_every_candidate_and_unkept_candidates_move_no_point(tmp_path):
     cells = ones_zeros(range(3))
     cells += [cell("tell", 1000, 1.0, s, 0.0, selected=False, lr=1e-3) for s in range(3)]
@@ -282,8 +263,6 @@ def test_lr_table_lists_every_candidate_and_unkept_candidates_move_no_point(tmp_
     assert float(tell[5]) == 1.0 and tell[4] == "3"
     assert next(f for f in fj if f["comparison"] == "tell vs sft")["a_value"] == 1.0
 
-
-# ---------------------------------------------------------------------------------------------- the files
 
 def test_files_plots_html_and_unknown_methods(tmp_path):
     cells = ones_zeros(range(3)) + [cell("mystery", 1000, 1.0, s, 0.5) for s in range(3)]

@@ -1,7 +1,5 @@
-"""Bad values, files and folders are refused in one line, exit code 2, with nothing written (issue 16).
-
-Every case runs the real CLI in-process and stops before any model is loaded or trained, so the file is fast.
-"""
+"""The `tell` command: bad values, files and folders refused in one line, exit code 2, nothing written; a closed
+pipe."""
 
 from __future__ import annotations
 
@@ -14,12 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_jsonl
 from tell.cli import main
-from tell.config import build
-from tell.experiments.config import SweepSpec
-from tell.train.config import TrainConfig
-from tell.errors import TellError
+
+from conftest import write_jsonl
 
 
 def _reseal(mix: Path) -> None:
@@ -31,10 +26,8 @@ def _reseal(mix: Path) -> None:
     m["mixture"] |= {"sha256": hashlib.sha256(data).hexdigest(), "examples": data.count(b"\n")}
     (mix / "manifest.json").write_text(json.dumps(m))
 
-
 def _tell_row(meta: dict) -> dict:
     return {"prompt": "which is it", "response": "A", "source": "task", "origin": "x", "meta": meta}
-
 
 @pytest.fixture
 def world(tmp_path, toy_mixture, tiny_model, hf_tokenizer_dir, data_files) -> dict:
@@ -72,28 +65,22 @@ def world(tmp_path, toy_mixture, tiny_model, hf_tokenizer_dir, data_files) -> di
                                         "train: {learning_rate: -1.0}\n")
     return w
 
-
 def _train(w, *more):
     return ["train", "--mixture", str(w["mix"]), "--model", str(w["model"]), "--out", str(w["out"]),
             "--no-progress", *more]
-
 
 def _eval(w, *more, data="eval"):
     return ["eval", "--model", str(w["model"]), "--data", str(w[data]) if data in w else data,
             "--out", str(w["out"]), "--greedy", "--no-progress", *more]
 
-
 def _prepare(w, *more, task=None):
     return ["prepare", "--task", str(task or w["task"]), "--general", str(w["general"]), "--tokenizer",
             str(w["tok"]), "--ratio", "1", "--out", str(w["out"]), "--no-progress", *more]
-
 
 def _probe(w, *more):
     return ["probe", "--model", str(w["model"]), "--task", str(w["task"]), "--general", str(w["general"]),
             "--anchor", "task", "--out", str(w["out"]), *more]
 
-
-# (case id, argv from the world, text the one-line message must hold)
 CASES = [
     # values that meant something else
     ("eval-limit-0", lambda w: _eval(w, "--limit", "0"), "field 'limit': expected a whole number >= 1, got 0"),
@@ -169,30 +156,6 @@ def test_refused_in_one_line_exit_2_nothing_written(world, capsys, make_argv, ex
     assert world["file"].read_text() == "keep me\n"
 
 
-def test_yaml_float_without_a_dot_is_accepted_and_text_still_refused(tmp_path):
-    y = tmp_path / "t.yaml"
-    y.write_text("learning_rate: 1e-4\nwarmup_ratio: 3e-2\n")  # YAML 1.1 reads these as text
-    cfg = build(TrainConfig, yaml_path=str(y))
-    assert cfg.learning_rate == 1e-4 and isinstance(cfg.learning_rate, float) and cfg.warmup_ratio == 0.03
-    y.write_text("ratios: [1e1, 2]\nmodel: m\ntask: t.jsonl\ngeneral: [g.jsonl]\nanchor: a\ntask_tokens: [100]\n"
-                 "eval: [e.jsonl]\n")
-    assert build(SweepSpec, yaml_path=str(y)).ratios == [10.0, 2.0]
-    y.write_text("learning_rate: 1e-4x\n")
-    with pytest.raises(TellError, match="expected float, got str '1e-4x'"):
-        build(TrainConfig, yaml_path=str(y))
-
-
-def test_a_config_built_in_code_is_checked_too():
-    """The sweep builds TrainConfig/EvalConfig itself: the same checks run there (dataclass __post_init__)."""
-    from tell.eval.config import EvalConfig
-
-    with pytest.raises(TellError, match="field 'learning_rate'"):
-        TrainConfig(learning_rate=float("nan"))
-    with pytest.raises(TellError, match="field 'limit'"):
-        EvalConfig(limit=0)
-    assert EvalConfig(temperature=0.0, greedy=True).temperature == 0.0  # greedy ignores the temperature
-
-
 def test_broken_pipe_exits_quietly(tmp_path, data_files, hf_tokenizer_dir):
     """`tell prepare ... | head -1`: the reader goes away; no traceback, the exit code a SIGPIPE'd tool gives."""
     r, w = os.pipe()
@@ -205,14 +168,3 @@ def test_broken_pipe_exits_quietly(tmp_path, data_files, hf_tokenizer_dir):
     os.close(w)
     assert p.returncode == 141 and p.stderr == b"", p.stderr.decode()
     assert (tmp_path / "mix" / "manifest.json").is_file()  # the work was done; only the summary had no reader
-
-
-def test_resume_drops_a_torn_last_log_line(tmp_path):
-    from tell.artifacts import RunDir
-    from tell.train.run import _trim_log
-
-    run = RunDir(tmp_path)
-    rows = [{"step": s, "loss": 1.0, "tokens_task": s, "tokens_general": 2 * s} for s in (1, 2, 3)]
-    run.log_path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "lo')
-    assert _trim_log(run, 2) == (2, 4)
-    assert run.log() == rows[:2] and run.log_path.read_text().endswith("}\n")

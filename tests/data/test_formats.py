@@ -11,27 +11,27 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import alpaca_rows, write_jsonl
 from tell.artifacts import MixtureDir
 from tell.cli import main
 from tell.data.loading import load_records
 from tell.data.records import Record
 from tell.errors import TellError
 
-# LLaMA-Factory's glaive_toolcall demo shape: sharegpt turns with function_call / observation, tools as JSON text.
+from conftest import alpaca_rows, write_jsonl
+
 TOOLS = [{"name": "get_weather", "description": "weather of a city",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+
 GLAIVE = {"conversations": [
     {"from": "human", "value": "what is the weather in paris"},
     {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": "paris"}})},
     {"from": "observation", "value": json.dumps({"temp": 21})},
     {"from": "gpt", "value": "it is 21 degrees in paris"}], "tools": json.dumps(TOOLS)}
-GLAIVE_CALL = {"conversations": GLAIVE["conversations"][:2], "tools": json.dumps(TOOLS)}  # the answer is a call
 
+GLAIVE_CALL = {"conversations": GLAIVE["conversations"][:2], "tools": json.dumps(TOOLS)}  # the answer is a call
 
 def _general(tmp_path: Path, n: int = 200) -> Path:
     return write_jsonl(tmp_path / "general.jsonl", alpaca_rows(n, "general", seed=2))
-
 
 def _prepare(tmp_path, tok, *args, out="mix", general=True) -> dict:
     argv = ["prepare", *args, "--tokenizer", str(tok), "--seed", "1", "--out", str(tmp_path / out), "--no-progress"]
@@ -42,12 +42,34 @@ def _prepare(tmp_path, tok, *args, out="mix", general=True) -> dict:
     assert main(argv) == 0
     return json.loads((tmp_path / out / "manifest.json").read_text())
 
-
 def _records(tmp_path, out="mix", source="task"):
     return [r for _, r in MixtureDir(tmp_path / out).records() if r.source == source]
 
+def _dataset_info(tmp_path: Path) -> Path:
+    """A LLaMA-Factory data folder: dataset_info.json and the files it names."""
+    d = tmp_path / "data"
+    write_jsonl(d / "my_task.jsonl", [{"q": f"judge {i}", "ctx": f"context {i}", "a": f"verdict {i}",
+                                       "sys": "be strict", "hist": [[f"earlier {i}", f"reply {i}"]]}
+                                      for i in range(6)])
+    (d / "glaive_toolcall_demo.json").write_text(json.dumps([GLAIVE, GLAIVE_CALL], indent=2))
+    write_jsonl(d / "kto_demo.jsonl", [{"messages": [{"role": "user", "content": f"ask {i}"},
+                                                     {"role": "assistant", "content": f"reply {i}"}],
+                                        "label": i % 2 == 0} for i in range(6)])
+    info = {
+        "my_task": {"file_name": "my_task.jsonl", "columns": {"prompt": "q", "query": "ctx", "response": "a",
+                                                               "system": "sys", "history": "hist"}},
+        "glaive_toolcall_demo": {"file_name": "glaive_toolcall_demo.json", "formatting": "sharegpt",
+                                 "columns": {"messages": "conversations", "tools": "tools"}},
+        "kto_demo": {"file_name": "kto_demo.jsonl", "formatting": "sharegpt",
+                     "columns": {"messages": "messages", "kto_tag": "label"},
+                     "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                              "assistant_tag": "assistant"}},
+        "dpo_demo": {"file_name": "my_task.jsonl", "ranking": True, "columns": {"prompt": "q", "chosen": "a",
+                                                                                "rejected": "a"}},
+    }
+    (d / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    return d / "dataset_info.json"
 
-# ---- 1. per-input format and columns -------------------------------------------------------------------
 
 def test_columns_flag_maps_one_input_and_another_keeps_its_format(tmp_path, hf_tokenizer_dir):
     # HaluEval's keys for the task; a ShareGPT general file beside it (each input read in its own format).
@@ -98,32 +120,6 @@ def test_yaml_inputs_are_mappings_checked_by_key(tmp_path, hf_tokenizer_dir):
         main(["prepare", "--config", str(tmp_path / "bad.yaml"), "--debug"])
 
 
-def _dataset_info(tmp_path: Path) -> Path:
-    """A LLaMA-Factory data folder: dataset_info.json and the files it names."""
-    d = tmp_path / "data"
-    write_jsonl(d / "my_task.jsonl", [{"q": f"judge {i}", "ctx": f"context {i}", "a": f"verdict {i}",
-                                       "sys": "be strict", "hist": [[f"earlier {i}", f"reply {i}"]]}
-                                      for i in range(6)])
-    (d / "glaive_toolcall_demo.json").write_text(json.dumps([GLAIVE, GLAIVE_CALL], indent=2))
-    write_jsonl(d / "kto_demo.jsonl", [{"messages": [{"role": "user", "content": f"ask {i}"},
-                                                     {"role": "assistant", "content": f"reply {i}"}],
-                                        "label": i % 2 == 0} for i in range(6)])
-    info = {
-        "my_task": {"file_name": "my_task.jsonl", "columns": {"prompt": "q", "query": "ctx", "response": "a",
-                                                               "system": "sys", "history": "hist"}},
-        "glaive_toolcall_demo": {"file_name": "glaive_toolcall_demo.json", "formatting": "sharegpt",
-                                 "columns": {"messages": "conversations", "tools": "tools"}},
-        "kto_demo": {"file_name": "kto_demo.jsonl", "formatting": "sharegpt",
-                     "columns": {"messages": "messages", "kto_tag": "label"},
-                     "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                              "assistant_tag": "assistant"}},
-        "dpo_demo": {"file_name": "my_task.jsonl", "ranking": True, "columns": {"prompt": "q", "chosen": "a",
-                                                                                "rejected": "a"}},
-    }
-    (d / "dataset_info.json").write_text(json.dumps(info, indent=2))
-    return d / "dataset_info.json"
-
-
 def test_dataset_info_entries_are_read_as_llama_factory_reads_them(tmp_path, hf_tokenizer_dir):
     info = _dataset_info(tmp_path)
     m = _prepare(tmp_path, hf_tokenizer_dir, "--dataset-info", str(info), "--task", "my_task", "--general",
@@ -143,8 +139,6 @@ def test_dataset_info_entries_are_read_as_llama_factory_reads_them(tmp_path, hf_
     with pytest.raises(TellError, match=r"no entry 'nope'"):
         load_records({"dataset": "nope"}, source="task", dataset_info=str(info), progress=False)
 
-
-# ---- 2. nothing dropped silently ------------------------------------------------------------------------
 
 def test_tool_calling_turns_and_tools_are_kept_and_carried_in_the_mixture(tmp_path, hf_tokenizer_dir):
     f = tmp_path / "glaive.json"
@@ -248,8 +242,6 @@ def test_ignored_keys_and_kto_rows_are_counted_and_warned(tmp_path, hf_tokenizer
     err = capsys.readouterr().err
     assert "keys not read by format 'alpaca': category (4 rows)" in err and "1 rows with label: false" in err
 
-
-# ---- 3. files ----------------------------------------------------------------------------------------------
 
 def test_bom_crlf_pretty_json_and_record_numbers(tmp_path):
     rows = [{"prompt": f"p{i}", "response": f"r{i}"} for i in range(3)]

@@ -1,5 +1,4 @@
-"""`tell export` describes itself (issue 13): tell.json, a filled model card, absolute base paths, and the plain
-template written as the exported tokenizer's chat template."""
+"""`tell export`: adapter and merged exports reload to the same outputs."""
 
 from __future__ import annotations
 
@@ -8,11 +7,18 @@ import os
 
 import torch
 
-from conftest import make_tiny_llama
 from tell.cli import main
-from tell.train.config import TrainConfig
 from tell.data.records import Record, chat_messages
+from tell.train.config import TrainConfig
 from tell.train.run import train
+
+from conftest import make_tiny_llama
+
+
+def cfg(mixture, model, out, **kw) -> TrainConfig:
+    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0)
+    base.update(kw)
+    return TrainConfig(**base)
 
 
 def test_exports_carry_anchor_template_mixture_and_absolute_base(toy_mixture, hf_tokenizer_dir, tmp_path,
@@ -105,3 +111,22 @@ def test_eval_applies_an_exported_adapters_anchor_and_the_run_names_its_base_fro
     (tmp_path / "bare" / "tell.json").unlink()
     assert resolve_anchor(EvalConfig(model="tiny", adapter="bare", data=["x"], out="e")) is None
     assert "records no anchor" in capsys.readouterr().err
+
+
+def test_export_merged_matches_unmerged(toy_mixture, tiny_model, tmp_path, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run = tmp_path / "run"
+    train(cfg(toy_mixture, tiny_model, run, learning_rate=5e-3))
+    assert main(["export", str(run), "--out", str(tmp_path / "merged"), "--merge"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "adapter")]) == 0
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    ids = torch.tensor([[1, 9, 12, 15, 20, 22]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(ids).logits
+        unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model),
+                                             tmp_path / "adapter").eval()(ids).logits
+    assert torch.allclose(merged, unmerged, atol=1e-5)
+    assert main(["export", str(run), "--out", str(tmp_path / "merged")]) == 2  # not into a non-empty folder

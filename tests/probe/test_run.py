@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_jsonl
 from tell.cli import main
 from tell.data.records import Record
 from tell.experiments.anchor_gen import clean, rank
 from tell.probe.capture import decoder_layers, hooked, resolve_layers
 from tell.probe.separation import separation
+
+from conftest import write_jsonl
 
 
 def _all_hooks(model) -> int:
@@ -166,8 +167,8 @@ def test_anchor_generate_end_to_end(tmp_path, tiny_model, toy_mixture, capsys, m
 
 
 def test_anchor_pilot_reranks_through_the_sweep(tmp_path, tiny_model, toy_mixture, monkeypatch):
-    from tell.experiments.config import AnchorConfig
     from tell.experiments import anchor_gen
+    from tell.experiments.config import AnchorConfig
 
     d = toy_mixture.parent
     ev = write_jsonl(tmp_path / "eval.jsonl", [

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from conftest import alpaca_rows, write_jsonl
 from tell.artifacts import MixtureDir
 from tell.cli import main
 from tell.data.records import chat_messages
 
+from conftest import alpaca_rows, write_jsonl
+
 TEMPLATE = ("{% for m in messages %}<{{ m.role }}> {{ m.content }} </s> {% endfor %}"
             "{% if add_generation_prompt %}<assistant> {% endif %}")
-
 
 def _mix(tmp_path, tok, *emit):
     task = write_jsonl(tmp_path / "task.jsonl", alpaca_rows(12, "task", seed=1))
@@ -25,7 +25,6 @@ def _mix(tmp_path, tok, *emit):
         argv += ["--emit", e]
     assert main(argv) == 0
     return tmp_path / "mix"
-
 
 def _jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -92,4 +91,3 @@ def test_trl_sft_trainer_reads_the_emitted_mixture(tmp_path, hf_tokenizer_dir):
             assert 0 < sum(x != -100 for x in row["labels"]) < len(row["input_ids"])
         trainer.train()
         assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
-

@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 import string
 
-from conftest import WORDS
 from tell.data import contamination
 from tell.data.records import Record
 
-BOILERPLATE = "I'm sorry, as an AI language model, I don't have personal opinions or feelings about that."
-QUOTE = "It does not do to dwell on dreams and forget to live, said the old headmaster to the boy."
+from conftest import WORDS
 
+BOILERPLATE = "I'm sorry, as an AI language model, I don't have personal opinions or feelings about that."
+
+QUOTE = "It does not do to dwell on dreams and forget to live, said the old headmaster to the boy."
 
 def _text(rng: random.Random, k: int) -> str:
     return " ".join(rng.choices(WORDS, k=k)) + ". " + " ".join(rng.choices(WORDS, k=k)) + "?"

@@ -1,3 +1,5 @@
+"""`tell.data.anchor`: placements, removal, random anchors."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,6 +9,24 @@ from tell.data.records import Record
 from tell.errors import TellError
 
 REC = Record(prompt="What is 2+2? {json}", response="4", system="Be brief.")
+
+def _content(r: Record):
+    return (r.system, [dict(t) for t in r.history], r.prompt, r.response, r.source, r.origin, r.row, r.meta)
+
+HIST = [{"role": "user", "content": "hi ANCHOR"}, {"role": "assistant", "content": "hello"}]
+
+ROUND_TRIP = [
+    Record(prompt="What is 2+2? {json}", response="4", system="Be brief.", origin="f", row=3, meta={"k": 1}),
+    Record(prompt="What is 2+2?", response="4", history=HIST),                      # no system text
+    Record(prompt="", response="r"),                                                 # empty prompt
+    Record(prompt="ANCHOR\nsays ANCHOR twice\nANCHOR", response="r", system="ANCHOR"),  # holds the anchor text
+    Record(prompt="a {prompt} [task] b [/task]", response="r", system="\nstarts with the separator"),
+]
+
+ANCHORS = [Anchor("ANCHOR", "prefix"), Anchor("ANCHOR", "suffix"), Anchor("ANCHOR", "system"),
+           Anchor("ANCHOR", "prefix", ""), Anchor("ANCHOR", "suffix", " "), Anchor("ANCHOR", "system", " "),
+           Anchor("[task] {prompt} [/task]", "template"), Anchor("{prompt}\nANCHOR", "template"),
+           Anchor("two\nlines", "prefix", "\n\n")]
 
 
 @pytest.mark.parametrize("placement, text, prompt, system", [
@@ -50,26 +70,6 @@ def test_anchor_file(tmp_path):
     with pytest.raises(TellError, match="e.txt: the anchor file is empty"):
         anchor_from_options(None, str(tmp_path / "e.txt"), "prefix", "\n", False)
     assert anchor_from_options(None, None, "prefix", "\n", True) is None
-
-
-# ---- Anchor.remove: the inverse of apply (the probe compares records with and without their anchor) -------
-
-def _content(r: Record):
-    return (r.system, [dict(t) for t in r.history], r.prompt, r.response, r.source, r.origin, r.row, r.meta)
-
-
-HIST = [{"role": "user", "content": "hi ANCHOR"}, {"role": "assistant", "content": "hello"}]
-ROUND_TRIP = [
-    Record(prompt="What is 2+2? {json}", response="4", system="Be brief.", origin="f", row=3, meta={"k": 1}),
-    Record(prompt="What is 2+2?", response="4", history=HIST),                      # no system text
-    Record(prompt="", response="r"),                                                 # empty prompt
-    Record(prompt="ANCHOR\nsays ANCHOR twice\nANCHOR", response="r", system="ANCHOR"),  # holds the anchor text
-    Record(prompt="a {prompt} [task] b [/task]", response="r", system="\nstarts with the separator"),
-]
-ANCHORS = [Anchor("ANCHOR", "prefix"), Anchor("ANCHOR", "suffix"), Anchor("ANCHOR", "system"),
-           Anchor("ANCHOR", "prefix", ""), Anchor("ANCHOR", "suffix", " "), Anchor("ANCHOR", "system", " "),
-           Anchor("[task] {prompt} [/task]", "template"), Anchor("{prompt}\nANCHOR", "template"),
-           Anchor("two\nlines", "prefix", "\n\n")]
 
 
 @pytest.mark.parametrize("anchor", ANCHORS, ids=lambda a: f"{a.placement}-{a.text!r}-{a.separator!r}")

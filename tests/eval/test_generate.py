@@ -1,0 +1,66 @@
+"""`tell.eval.generate`: batched generation equals one-at-a-time, padding, default lengths."""
+
+from __future__ import annotations
+
+
+def test_batched_greedy_equals_one_at_a_time(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tell.eval.generate import generate_batch
+    from tell.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(4, 60, (n,), generator=g).tolist() for n in (3, 9, 5, 12, 7, 4)]
+    kw = dict(max_new_tokens=12, greedy=True, temperature=0.3, top_k=20, top_p=0.7, repetition_penalty=1.0, seed=0)
+    batched = generate_batch(model, tok, prompts, **kw)
+    single = [generate_batch(model, tok, [p], **kw)[0] for p in prompts]
+    assert batched == single and any(batched)
+
+
+def test_batched_generation_with_the_papers_penalty_ignores_padding_when_pad_is_eos(tiny_model):
+    """Llama-2 and Qwen have no pad token: pad = EOS, and left padding puts EOS into padded rows only. A
+    repetition penalty that counted padding would penalise EOS there alone, so an output would depend on its
+    batch. transformers' penalty skips the left padding (from the attention mask); this checks it stays so."""
+    import torch
+    from transformers import AutoModelForCausalLM, LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    from tell.eval.generate import generate_batch
+    from tell.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model))
+    tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(4, 60, (n,), generator=g).tolist() for n in (3, 9, 5, 12, 7, 4)]
+    with torch.no_grad():  # EOS ties with the token the model emits most: a 1.05 penalty on EOS flips it
+        first = [int(model(torch.tensor([p])).logits[0, -1].argmax()) for p in prompts]
+        top = max(set(first), key=first.count)
+        model.lm_head.weight[tok.eos_token_id] = model.lm_head.weight[top]
+    kw = dict(max_new_tokens=12, greedy=True, temperature=0.3, top_k=20, top_p=0.7, repetition_penalty=1.05, seed=0)
+    batched = generate_batch(model, tok, prompts, **kw)
+    single = [generate_batch(model, tok, [p], **kw)[0] for p in prompts]
+    assert batched == single
+
+    # The control: a penalty that counts the padding makes the batched outputs differ (the test can fail).
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = (torch.arange(width)[None] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                         pad_token_id=tok.pad_token_id, top_k=None, top_p=None, temperature=None,
+                         logits_processor=LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.05)]))
+    counted = [tok.decode(r[width:], skip_special_tokens=True) for r in out]
+    assert counted != single
+
+
+def test_default_generation_length_covers_the_longest_reference(tiny_model):
+    from tell.data.records import Record
+    from tell.eval.run import default_max_new_tokens
+    from tell.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model))
+    long = [Record(prompt="p", response=" ".join(["river"] * 1200)), Record(prompt="p", response="castle")]
+    assert default_max_new_tokens("translation", long, tok) == int(1200 * 1.25) + 16  # past the kind's 1,024
+    assert default_max_new_tokens("mcq", [Record(prompt="p", response="B")], tok) == 32  # the kind's default

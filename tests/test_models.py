@@ -1,0 +1,54 @@
+"""`tell.models`: models that are not decoder-only causal LMs are refused by train and eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tell.cli import main
+from tell.errors import TellError
+
+
+def _train_argv(mix, model, out, *more):
+    return ["train", "--mixture", str(mix), "--model", str(model), "--out", str(out), "--no-progress",
+            "--max-steps", "1", "--micro-batch-size", "2", "--batch-size", "2", *more]
+
+@pytest.fixture(scope="module")
+def tiny_bert(hf_tokenizer_dir, tmp_path_factory) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    out = tmp_path_factory.mktemp("tiny_bert")
+    tok = AutoTokenizer.from_pretrained(hf_tokenizer_dir)
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, max_position_embeddings=512)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_an_encoder_model_is_refused_by_train_and_eval(tiny_bert, toy_mixture, tmp_path, capsys):
+    assert main(_train_argv(toy_mixture, tiny_bert, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is an encoder (bert, bidirectional attention)" in err, err
+    assert "expected a decoder-only causal LM" in err and not (tmp_path / "run" / "adapter").exists()
+    data = tmp_path / "e.jsonl"
+    data.write_text(json.dumps({"prompt": "a b", "response": "c", "meta": {"kind": "cloze"}}) + "\n")
+    assert main(["eval", "--model", str(tiny_bert), "--data", str(data), "--out", str(tmp_path / "ev"),
+                 "--greedy", "--no-progress", "--metric", "cloze"]) == 2
+    assert "is an encoder (bert" in capsys.readouterr().err
+
+
+def test_encoder_decoder_and_masked_lm_heads_are_refused_decoder_bert_and_llama_pass(tiny_model):
+    from transformers import AutoConfig, BertConfig
+
+    from tell.models import check_decoder_only
+
+    with pytest.raises(TellError, match="is an encoder-decoder model"):
+        check_decoder_only(BertConfig(is_encoder_decoder=True), "m")
+    with pytest.raises(TellError, match="saved as BertForMaskedLM"):
+        check_decoder_only(BertConfig(is_decoder=True, architectures=["BertForMaskedLM"]), "m")
+    check_decoder_only(BertConfig(is_decoder=True), "m")  # BERT made a decoder: causal attention
+    check_decoder_only(AutoConfig.from_pretrained(tiny_model), str(tiny_model))
