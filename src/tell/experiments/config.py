@@ -47,6 +47,10 @@ class SweepSpec:
     methods: list[str] = opt(list(DEFAULT_METHODS), f"methods to run, of {list(METHOD_NAMES)}")
     task_tokens: list[int] = opt([], "task token budgets")
     ratios: list[float] = opt([], "general:task token ratios for tell (and its paired baselines)")
+    sft_ladder: list[int] = opt([], "more task budgets at which only sft runs (tell runs at task_tokens): the SFT "
+                                    "curve from floor to ceiling that token-efficiency is read from (at least 4 "
+                                    "budgets with task_tokens)", check=(lambda v: all(x >= 1 for x in v),
+                                                                         "a list of whole numbers >= 1"))
     seeds: list[int] = opt([42], "seeds (repeats): data subset, training and sampling")
     train: dict = opt({}, "overrides of `tell train` settings (e.g. learning_rate, micro_batch_size)")
     decoding: dict = opt({}, "overrides of `tell eval` settings (e.g. greedy, max_new_tokens, batch_size)")
@@ -99,7 +103,7 @@ def check_spec(spec: SweepSpec) -> None:
     unknown = [m for m in spec.methods if m not in METHOD_NAMES]
     if unknown:
         raise TellError(f"unknown method(s) {unknown}; expected some of {list(METHOD_NAMES)}", field="methods")
-    for name in ("seeds", "ratios", "task_tokens", "methods"):
+    for name in ("seeds", "ratios", "task_tokens", "methods", "sft_ladder"):
         values = getattr(spec, name)
         twice = sorted({v for v in values if values.count(v) > 1}, key=str)
         if twice:
@@ -120,6 +124,8 @@ def check_spec(spec: SweepSpec) -> None:
             and set(rule.values()) <= {"all", "max"}):
         raise TellError(f"expected all, max or a mapping of {sorted(paired)} (or default) -> all | max, got {rule!r}",
                         field="paired_ratios")
+    if spec.sft_ladder and "sft" not in spec.methods:
+        raise TellError("an sft ladder needs the sft method", field="sft_ladder")
     if not (spec.eval or spec.task_eval):
         raise TellError("no eval sets", field="eval")
     for group, cls, command in OVERRIDES:

@@ -42,6 +42,9 @@ class Planner:
                     cells += self._trained("sft", seed, task_tokens=t, ratio=0.0)
                 for r in sp.ratios:
                     cells += self._plan_ratio(seed, t, r)
+            for t in sp.sft_ladder:  # the SFT curve beyond the budgets tell runs at
+                if t not in sp.task_tokens:
+                    cells += self._trained("sft", seed, task_tokens=t, ratio=0.0)
         return cells
 
     def _plan_ratio(self, seed: int, t: int, r: float) -> Plan:

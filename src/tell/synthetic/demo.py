@@ -35,8 +35,9 @@ class DemoPlan:
     seeds: tuple[int, ...]
     eval_items: int
     lr_grid: tuple[float, ...]
-    methods: tuple[str, ...] = ("base", "sft", "sft-matched", "tell", "tell-no-anchor", "tell-placebo",
-                                "tell-random-anchor")
+    sft_ladder: tuple[int, ...] = ()   # more sft budgets, floor to ceiling (control C3, H8)
+    methods: tuple[str, ...] = ("base", "sft", "sft-matched", "general-only", "tell", "tell-no-anchor",
+                                "tell-placebo", "tell-random-anchor")
     paired_ratios: dict = field(default_factory=lambda: {"tell-no-anchor": "all", "default": "max"})
     train: dict = field(default_factory=lambda: {"micro_batch_size": 16, "max_length": 128})
 
@@ -45,11 +46,13 @@ SMALL = BaseModelConfig(hidden=128, layers=2, heads=4, intermediate=384, seq_len
 LARGE = BaseModelConfig(hidden=256, layers=2, heads=4, intermediate=768, seq_len=64, batch=32, steps=1000, lr=2e-3)
 RATIOS = (1.0, 2.5, 7.0, 18.0, 50.0, 125.0, 330.0)
 # The pre-registered study (docs/study.md): every hypothesis at two base sizes, 5 seeds, lr chosen by the rule.
+LADDER = (300, 600, 1200, 2400)  # sft beyond the study's budget: the SFT curve (control C3, H8)
 STUDY = DemoPlan("tell demo --study", WorldConfig(), {"small": SMALL, "large": LARGE}, (150,), RATIOS,
-                 (0, 1, 2, 3, 4), 256, (3e-3, 1e-2))
+                 (0, 1, 2, 3, 4), 256, (3e-3, 1e-2), LADDER)
 # `tell demo`: the study's small-base arm at the largest ratio with 3 seeds (H1-H4, H6 decidable; H5 needs the
 # ratios, H7 the large base).
-DEMO = DemoPlan("tell demo", WorldConfig(), {"small": SMALL}, (150,), (330.0,), (0, 1, 2), 256, (3e-3, 1e-2))
+DEMO = DemoPlan("tell demo", WorldConfig(), {"small": SMALL}, (150,), (330.0,), (0, 1, 2), 256, (3e-3, 1e-2),
+                LADDER)
 # CI: a small world and a briefly pretrained base; one seed, so every verdict is "inconclusive".
 QUICK = DemoPlan("tell demo --quick",
                  WorldConfig(pretrain_sentences=8000, general_examples=3000, task_train=200, task_test=32,
@@ -92,9 +95,11 @@ def link_base(cached: Path, dest: Path) -> Path:
 def spec_for(plan: DemoPlan, files: dict[str, Path], base: Path) -> dict:
     return {"name": plan.name, "model": str(base), "task": str(files["task_train"]),
             "general": [str(files["general"])], "placebo_general": [str(files["placebo"])],
-            "anchor": ANCHOR, "eval": [str(files["task_test"])], "general_eval": [str(files["general_test"])],
+            "anchor": ANCHOR, "eval": [str(files["task_test"])],
+            "general_eval": [str(files["general_test"]), str(files["cipher_test"])],
             "eval_limit": plan.eval_items, "methods": list(plan.methods),
-            "task_tokens": list(plan.task_tokens), "ratios": list(plan.ratios), "seeds": list(plan.seeds),
+            "task_tokens": list(plan.task_tokens), "sft_ladder": list(plan.sft_ladder), "ratios": list(plan.ratios),
+            "seeds": list(plan.seeds), "efficiency_ratio": max(plan.ratios),
             "lr_grid": list(plan.lr_grid), "train": plan.train,
             "decoding": {"greedy": True, "max_new_tokens": 24, "batch_size": 64, "bootstrap": 200},
             "primary_metric": "accuracy", "paired_ratios": plan.paired_ratios}
@@ -178,7 +183,12 @@ def headline(out: Path) -> str:
     doc = json.loads((out / "study.json").read_text())
     lines = ["[tell demo] findings (rule and intervals: study.md):"]
     for size, fs in doc["sizes"].items():
+        bad = [c for c in fs["controls"] if not c["passed"]]
+        lines.append(f"  controls ({size} base): " + ("all passed" if not bad else "FAILED " + "; ".join(
+            f"{c['id']} ({c['rule']}; measured {c['value'] if c['value'] is None else round(c['value'], 3)})"
+            for c in bad) + " - no hypothesis is judged"))
         for hid, f in fs.items():
-            lines.append(f"  {hid} ({size} base): {f['verdict']} - {f['claim']}; {f['reason']}")
+            if hid != "controls":
+                lines.append(f"  {hid} ({size} base): {f['verdict']} - {f['claim']}; {f['reason']}")
     lines.append(f"  H7: {doc['H7']['verdict']} - {doc['H7']['claim']}")
     return "\n".join(lines)

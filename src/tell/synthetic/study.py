@@ -6,7 +6,15 @@ and is judged by one rule with a smallest effect of interest `DELTA` on the metr
 
 * supported     the 95% interval of (a - b) lies above 0;
 * contradicted  the 95% interval lies below +DELTA (any effect is smaller than what the claim needs);
-* inconclusive  otherwise, or fewer than 3 common seeds, or a method missing from the sweep.
+* inconclusive  otherwise, or fewer than 3 common seeds, or a method missing from the sweep; and
+  "inconclusive (floor)" / "inconclusive (ceiling)" whenever both arms' means lie below `FLOOR` (above
+  `CEILING`): a comparison of two methods that both learnt nothing (or both everything) measures the world,
+  not the methods, so it can neither support nor contradict.
+
+Before any hypothesis is judged, the world's positive controls (`CONTROLS`, docs/study.md) are checked on runs
+that are not TELL-vs-baseline comparisons; if one fails, nothing is judged and every verdict says which
+control failed. H8 (token-efficiency) reads the report's token-efficiency of tell over the SFT ladder: supported
+when its 95% interval lies above 1, contradicted when it lies at or below 1, inconclusive otherwise.
 
 H5 (S-curve) is judged from the report's scaling fit of tell's primary metric over its ratios: supported
 when the rising logistic has the lowest leave-one-out error and its midpoint lies inside the measured range
@@ -26,10 +34,18 @@ from pathlib import Path
 
 from tell.experiments.evidence import (BOOT_SEED, MIN_SEEDS, RESAMPLES, Point, SweepData, compare, find, load_sweep,
                                        scaling_fit)
+from tell.experiments.evidence import efficiency_entries
 from tell.experiments.stats import paired
+from tell.synthetic.controls import CIPHER_TEST, GENERAL_TEST, check_controls, failed
 from tell.io import atomic_open
 
 DELTA = 0.05           # smallest effect of interest (absolute, on the 0..1 scale of accuracy)
+FLOOR, CEILING = 0.05, 0.95  # both arms' means below FLOOR (above CEILING): the comparison decides nothing
+RULE = (f"each paired hypothesis compares a with b on the same seeds and test items (95% bootstrap over seeds and "
+        f"items, crossed): supported when the interval of a - b lies above 0, contradicted when it lies below "
+        f"+{DELTA}, inconclusive otherwise or with fewer than 3 seeds, and inconclusive (floor) / (ceiling) when "
+        f"both means lie below {FLOOR} / above {CEILING}. The positive controls are checked first: if one fails, "
+        "no hypothesis is judged.")
 PRIMARY = "accuracy"   # the task metric the verdicts use (format_adherence is reported beside it)
 
 
@@ -55,12 +71,18 @@ PAIRED = (
 )
 H5 = "task accuracy rises along an S-curve in general tokens (tell, 7 ratios or more)"
 H7 = "the answers to H1-H6 change with the size of the base model"
+H8 = "tell reaches its accuracy with fewer task tokens than sft needs (token-efficiency > 1)"
 
 
 def judge(res: dict | None) -> tuple[str, str]:
     """(verdict, reason) of one paired comparison by the rule above."""
     if res is None:
         return "inconclusive", "not run in this study"
+    a, b = res.get("a_value"), res.get("b_value")
+    if a is not None and b is not None and max(a, b) < FLOOR:
+        return "inconclusive (floor)", f"both arms below the floor {FLOOR} ({a:.3f}, {b:.3f}): nothing to compare"
+    if a is not None and b is not None and min(a, b) > CEILING:
+        return "inconclusive (ceiling)", f"both arms above the ceiling {CEILING} ({a:.3f}, {b:.3f})"
     lo, hi = res.get("ci95") or (None, None)
     if res.get("seeds", 0) < MIN_SEEDS or lo is None:
         return "inconclusive", res.get("verdict") or f"fewer than {MIN_SEEDS} seeds"
@@ -72,7 +94,10 @@ def judge(res: dict | None) -> tuple[str, str]:
 
 
 def _set(data: SweepData, role: str) -> str | None:
-    return next((s for s in data.sets if (data.roles[s] == "general") == (role == "general")), None)
+    """The task test set, or the general test (not the cipher test, a control's set)."""
+    sets = [s for s in data.sets if (data.roles[s] == "general") == (role == "general")]
+    named = [s for s in sets if Path(s).stem == GENERAL_TEST]
+    return (named or [s for s in sets if Path(s).stem != CIPHER_TEST] or [None])[0]
 
 
 def _metric(data: SweepData, set_name: str) -> str:
@@ -94,7 +119,20 @@ def _pair(data: SweepData, h: Hypothesis) -> tuple[Point | None, Point | None, s
 
 
 def size_findings(data: SweepData) -> dict:
-    """Every hypothesis but H7 on one sweep (one base model)."""
+    """The controls, then every hypothesis but H7 on one sweep (one base model): judged only when every
+    control passed."""
+    controls = check_controls(data)
+    out = {"controls": controls, **_judged(data)}
+    bad = failed(controls)
+    if bad:
+        why = f"not judged: control(s) {', '.join(bad)} failed (" + "; ".join(
+            f"{c['id']} {c['rule']}, measured {_fmt(c['value'])}" for c in controls if not c["passed"]) + ")"
+        for hid in [h.id for h in PAIRED] + ["H5", "H8"]:
+            out[hid] |= {"verdict": "not judged", "reason": why}
+    return out
+
+
+def _judged(data: SweepData) -> dict:
     out = {}
     for h in PAIRED:
         a, b, set_name = _pair(data, h)
@@ -105,7 +143,35 @@ def size_findings(data: SweepData) -> dict:
                      "task_tokens": a.budget if a else None, "ratio": a.ratio if a else None,
                      **({k: res[k] for k in ("diff", "ci95", "seeds", "items", "a_value", "b_value")} if res else {})}
     out["H5"] = _h5(data)
+    out["H8"] = _h8(data)
     return out
+
+
+def _h8(data: SweepData) -> dict:
+    """tell's token-efficiency at the study's budget and largest ratio, read off the SFT ladder."""
+    set_name = _set(data, "task")
+    eff = efficiency_entries(data, set_name, _metric(data, set_name)) if set_name else None
+    entries = sorted((eff or {}).get("entries", []), key=lambda e: (e["tell_task_tokens"], e["general_ratio"] or 0))
+    if not entries:
+        return {"claim": H8, "verdict": "inconclusive", "reason": "no SFT ladder or no tell cell"}
+    e = entries[-1]
+    lo, hi = e.get("ci95") or (None, None)
+    doc = {"claim": H8, "efficiency": e.get("efficiency"), "ci95": [lo, hi], "bound": e.get("bound"),
+           "tell_value": e.get("tell_value"), "task_tokens": e["tell_task_tokens"], "ratio": e["general_ratio"],
+           "seeds": len(e.get("seeds_used", []))}
+    if not e.get("computed") or doc["seeds"] < MIN_SEEDS:
+        return doc | {"verdict": "inconclusive", "reason": e.get("reason") or f"fewer than {MIN_SEEDS} seeds"}
+    if (e.get("tell_value") or 0) < FLOOR:
+        return doc | {"verdict": "inconclusive (floor)", "reason": f"tell's accuracy is below the floor {FLOOR}"}
+    if lo is not None and lo > 1:
+        return doc | {"verdict": "supported", "reason": f"95% interval [{lo:.3g}x, {_x(hi)}] above 1"}
+    if hi is not None and hi <= 1:
+        return doc | {"verdict": "contradicted", "reason": f"95% interval [{_x(lo)}, {hi:.3g}x] at or below 1"}
+    return doc | {"verdict": "inconclusive", "reason": f"95% interval [{_x(lo)}, {_x(hi)}] holds 1"}
+
+
+def _x(v) -> str:
+    return "open" if v is None else f"{v:.3g}x"
 
 
 def _h5(data: SweepData) -> dict:
@@ -164,7 +230,11 @@ def study_findings(sweeps: dict[str, Path]) -> dict:
     per_size = {size: size_findings(d) for size, d in datas.items()}
     doc = {"rule": {"delta": DELTA, "primary_metric": PRIMARY, "min_seeds": MIN_SEEDS,
                     "interval": "95% paired bootstrap over seeds and items, crossed"}, "sizes": per_size}
-    if {"small", "large"} <= set(datas):
+    bad = {size: failed(fs["controls"]) for size, fs in per_size.items() if failed(fs["controls"])}
+    if bad:
+        doc["H7"] = {"claim": H7, "verdict": "not judged", "reason": "control(s) failed: " + "; ".join(
+            f"{size} base {', '.join(ids)}" for size, ids in bad.items())}
+    elif {"small", "large"} <= set(datas):
         doc["H7"] = size_change(datas["small"], datas["large"], per_size)
     else:
         doc["H7"] = {"claim": H7, "verdict": "inconclusive", "reason": "one base model only (the study runs two)"}
@@ -177,8 +247,14 @@ def _fmt(x) -> str:
 
 def findings_markdown(doc: dict) -> list[str]:
     """The findings table: one row per hypothesis and base model, then H7."""
-    md = ["| hypothesis | base | comparison | a | b | a - b [95% interval] | seeds | verdict |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = ["Positive controls (judged before any hypothesis; if one fails, nothing is judged):", "",
+          "| control | base | rule | measured | value | passed |", "|---|---|---|---|---|---|"]
+    for size, fs in doc["sizes"].items():
+        for c in fs["controls"]:
+            md.append(f"| {c['id']}: {c['claim']} | {size} | {c['rule']} | {c['measured']} | {_fmt(c['value'])} | "
+                      f"**{'yes' if c['passed'] else 'NO'}** |")
+    md += ["", "| hypothesis | base | comparison | a | b | a - b [95% interval] | seeds | verdict |",
+           "|---|---|---|---|---|---|---|---|"]
     for size, fs in doc["sizes"].items():
         for h in PAIRED:
             f = fs[h.id]
@@ -190,6 +266,10 @@ def findings_markdown(doc: dict) -> list[str]:
         h5 = fs["H5"]
         md.append(f"| H5: {H5} | {size} | tell over {h5.get('ratios', 0)} ratios | | | shape: {h5.get('shape')} | | "
                   f"**{h5['verdict']}** ({h5['reason']}) |")
+        h8, ci = fs["H8"], fs["H8"].get("ci95") or [None, None]
+        md.append(f"| H8: {H8} | {size} | tell vs the SFT ladder | {_fmt(h8.get('tell_value'))} | | "
+                  f"efficiency {_fmt(h8.get('efficiency'))} [{_fmt(ci[0])}, {_fmt(ci[1])}] | {h8.get('seeds', '-')} | "
+                  f"**{h8['verdict']}** ({h8['reason']}) |")
     h7 = doc["H7"]
     md += ["", f"**H7** ({H7}): **{h7['verdict']}**" + (f" ({h7['reason']})" if h7.get("reason") else "") + "."]
     if "by_hypothesis" in h7:
@@ -207,7 +287,7 @@ def write_study(out: Path, sweeps: dict[str, Path], header: list[str]) -> Path:
     doc = study_findings(sweeps)
     with atomic_open(out / "study.json") as f:
         json.dump(doc, f, indent=1, default=str)
-    md = header + ["", "## Findings", "", f"Decision rule: {__doc__.split('*', 1)[0].strip().splitlines()[-1]}",
+    md = header + ["", "## Findings", "", f"Decision rule: {RULE}",
                    ""] + findings_markdown(doc)
     with atomic_open(out / "study.md") as f:
         f.write("\n".join(md) + "\n")

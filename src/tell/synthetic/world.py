@@ -51,7 +51,12 @@ SKILLS = ("copy", "reverse", "sort", "map", "first", "last", "count", "drop")  #
 LEVERAGE = "cipher"                     # taught only by the general data
 TASK_SKILLS = (LEVERAGE, "count")       # the skills the task needs (result, size)
 ANCHOR = "Structured list task."
-TASK_PROMPT = "Process the list: {items}"
+TASK_PROMPTS = {  # the task's wording (a knob of the world, docs/study.md): v2's bare request, or one that says
+    # what it wants, as Halu-CoT-JSON's prompt describes its JSON format; neither names the cipher's wording
+    "bare": "Process the list: {items}",
+    "instructed": "Process the list and answer as a record of its result and its size: {items}",
+}
+TASK_PROMPT = TASK_PROMPTS["bare"]
 FORMAT_REGEX = r"\{ result : [a-z]+( [a-z]+)* ; size : [0-9]+ \}"
 
 # Wordings of each skill in the general data (the first is the one pretraining uses). The placebo twin of a
@@ -83,6 +88,8 @@ class WorldConfig:
     task_train: int = 400       # the pool task budgets draw from
     task_test: int = 256
     general_test: int = 256
+    cipher_test: int = 256      # the leverage skill in the general data's wordings (control C2)
+    task_prompt: str = "bare"   # a key of TASK_PROMPTS
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -206,6 +213,29 @@ class World:
                                                   "skill": skill}})
         return out
 
+    def cipher_test(self, n: int) -> list[dict]:
+        """Held-out requests for the leverage skill in the general data's wordings (role general): what the general
+        data alone teach (control C2). No prompt repeats one of the general training data."""
+        rng = random.Random(f"cipher-test:{self.cfg.seed}")
+        seen = {r["prompt"] for r in self.general()}
+        out = []
+        for _ in range(100 * n):
+            if len(out) == n:
+                break
+            xs = self.random_list(rng)
+            prompt = self.query(LEVERAGE, xs, rng.randrange(len(PHRASES[LEVERAGE])))
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            answer = " ".join(self.apply(LEVERAGE, xs))
+            out.append({"prompt": prompt, "response": answer, "source": "task", "origin": "world-cipher",
+                        "row": len(out), "meta": {"kind": "cloze", "role": "general", "answer": answer}})
+        return out
+
+    @property
+    def task_prompt(self) -> str:
+        return TASK_PROMPTS[self.cfg.task_prompt]
+
     def task_answer(self, xs: list[str]) -> str:
         return f"{{ result : {' '.join(self.apply(LEVERAGE, xs))} ; size : {len(xs)} }}"
 
@@ -214,14 +244,14 @@ class World:
         rng = random.Random(f"task:{split}:{self.cfg.seed}")
         seen = set()
         if split == "test":  # test lists never appear in the train pool
-            seen = {tuple(r["prompt"].split(": ", 1)[1].split()) for r in self.task("train")}
+            seen = {tuple(r["prompt"].rsplit(": ", 1)[1].split()) for r in self.task("train")}
         out = []
         while len(out) < n:
             xs = self.random_list(rng)
             if tuple(xs) in seen:
                 continue
             seen.add(tuple(xs))
-            row = {"prompt": TASK_PROMPT.format(items=" ".join(xs)), "response": self.task_answer(xs)}
+            row = {"prompt": self.task_prompt.format(items=" ".join(xs)), "response": self.task_answer(xs)}
             if split == "test":
                 row.update(source="task", origin="world", row=len(out),
                            meta={"kind": "format", "role": "task", "format_regex": FORMAT_REGEX,
@@ -237,7 +267,8 @@ class World:
         if pretraining:
             words.update(w for t in self.pretrain_text()[:3000] for w in t.split())
         words.update(w for p in PHRASES.values() for q in p for w in f"{q}:".split())
-        words.update(TASK_PROMPT.replace("{items}", "").split() + ANCHOR.split())
+        words.update(w for t in TASK_PROMPTS.values() for w in t.replace("{items}", "").split())
+        words.update(ANCHOR.split())
         words.update(self.items + [str(n) for n in range(10)] + ["{", "}", ";", ":", "gives", ".", "then"])
         return sorted(words)
 
@@ -250,7 +281,8 @@ class World:
         paths = {}
         for name, rows in (("task_train", self.task("train")), ("task_test", self.task("test")),
                            ("general", self.general()), ("placebo", self.placebo()),
-                           ("general_test", self.general_test(self.cfg.general_test))):
+                           ("general_test", self.general_test(self.cfg.general_test)),
+                           ("cipher_test", self.cipher_test(self.cfg.cipher_test))):
             paths[name] = folder / f"{name}.jsonl"
             with atomic_open(paths[name]) as f:
                 for r in rows:  # a general example's skill is for tests and readers, not a field to train on

@@ -1,0 +1,115 @@
+"""Calibrate the leverage world against its positive controls only (docs/study.md, issue 23).
+
+    python scripts/calibrate_world.py --plan demo --out /tmp/cal --world task_prompt=instructed --base steps=2000
+
+Runs the control cells of a demo plan and nothing else: base, sft at the study's budget and its ladder, and
+general-only at the largest general budget (the methods `tell.synthetic.controls` reads), then prints C1-C5.
+No TELL cell is trained, so no knob setting can be chosen by which method wins. Each run appends one JSON
+line (knobs, controls, seconds, commit) to --record, from which docs/study.md's calibration table is written
+(`--table`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONTROL_METHODS = ["base", "sft", "general-only"]
+
+
+def _knobs(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        k, _, v = p.partition("=")
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def calibrate(plan_name: str, out: Path, world_knobs: dict, base_knobs: dict, seeds: list[int], cache: Path,
+              workers: int = 1) -> dict:
+    from tell.experiments.evidence import load_sweep
+    from tell.experiments.executors import ExecutorOptions
+    from tell.experiments.sweep import Sweep, load_spec
+    from tell.synthetic.controls import check_controls
+    from tell.synthetic.demo import PLANS, cached_base, spec_for
+    from tell.synthetic.world import World
+
+    t0 = time.perf_counter()
+    plan = PLANS[plan_name]
+    world = World(replace(plan.world, **world_knobs))
+    base_cfg = replace(plan.bases["small"], **base_knobs)
+    files = world.write(out / "world")
+    base = cached_base(world, base_cfg, cache, log=lambda m: print(m, file=sys.stderr))
+    spec = spec_for(plan, files, base) | {"methods": CONTROL_METHODS, "seeds": seeds, "ratios": [max(plan.ratios)],
+                                           "paired_ratios": "all", "name": f"calibration of {plan.name}"}
+    spec_path = out / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    Sweep(load_spec(str(spec_path)), out / "sweep", spec_path=str(spec_path)).run(
+        log=lambda m: None, executor=ExecutorOptions(workers=workers))
+    controls = check_controls(load_sweep(out / "sweep", "accuracy"))
+    return {"plan": plan_name, "world": asdict(world.cfg), "base": asdict(base_cfg), "seeds": seeds,
+            "task_tokens": list(plan.task_tokens), "sft_ladder": list(plan.sft_ladder), "lr_grid": list(plan.lr_grid),
+            "controls": {c["id"]: {"value": c["value"], "passed": c["passed"]} for c in controls},
+            "seconds": round(time.perf_counter() - t0), "commit": _commit(), "date": time.strftime("%Y-%m-%d")}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def table(record: Path) -> list[str]:
+    """docs/study.md's calibration table: every setting tried and the controls it gave, in order."""
+    rows = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
+    md = ["| # | plan | world knobs | base knobs | seeds | C1 | C2 | C3 | C4 | C5 | all pass | commit |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        c = r["controls"]
+        cell = lambda k: f"{c[k]['value']:.3g}" if c[k]["value"] is not None else "-"  # noqa: E731
+        md.append(f"| {i} | {r['plan']} | `{r.get('world_knobs') or {}}` | `{r.get('base_knobs') or {}}` | "
+                  f"{r['seeds']} | " + " | ".join(cell(k) + ("" if c[k]["passed"] else " (fails)")
+                                                 for k in ("C1", "C2", "C3", "C4", "C5"))
+                  + f" | {'yes' if all(v['passed'] for v in c.values()) else 'no'} | {r['commit']} |")
+    return md
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--plan", default="demo", choices=("quick", "demo", "study"))
+    ap.add_argument("--out", type=Path, required=False)
+    ap.add_argument("--world", nargs="*", default=[], metavar="KEY=VALUE", help="WorldConfig knobs")
+    ap.add_argument("--base", nargs="*", default=[], metavar="KEY=VALUE", help="BaseModelConfig knobs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tell" / "demo")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--record", type=Path, default=REPO / "docs" / "calibration.jsonl")
+    ap.add_argument("--table", action="store_true", help="print the calibration table of --record and exit")
+    args = ap.parse_args(argv)
+    if args.table:
+        print("\n".join(table(args.record)))
+        return 0
+    if args.out is None:
+        ap.error("--out is required")
+    wk, bk = _knobs(args.world), _knobs(args.base)
+    res = calibrate(args.plan, args.out, wk, bk, args.seeds, args.cache, args.workers) | {"world_knobs": wk,
+                                                                                           "base_knobs": bk}
+    with open(args.record, "a", encoding="utf-8") as f:
+        f.write(json.dumps(res) + "\n")
+    for k, c in res["controls"].items():
+        print(f"{k}: {'pass' if c['passed'] else 'FAIL'} ({c['value']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

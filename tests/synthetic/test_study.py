@@ -1,0 +1,109 @@
+"""`tell.synthetic.study` and `controls` on planted sweep folders whose answers are known: controls first, a floor
+or a ceiling decides nothing, H8 from the SFT ladder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tell.experiments.evidence import load_sweep
+from tell.synthetic.controls import check_controls
+from tell.synthetic.study import CEILING, FLOOR, judge, study_findings, write_study
+
+N = 50  # items per test set
+BUDGET, RATIO = 150, 330.0
+
+
+def scores(mean: float) -> list[float]:
+    k = round(mean * N)
+    return [1.0] * k + [0.0] * (N - k)
+
+
+def write(folder, cells):
+    """cells: (method, budget, ratio, {set stem: accuracy}, health); 3 seeds each, the same items per seed."""
+    folder.mkdir(parents=True)
+    rows, lines = [], []
+    for method, budget, ratio, by_set, health in cells:
+        for seed in (0, 1, 2):
+            key = f"{method}-{budget}-{ratio}-{seed}"
+            for stem, acc in by_set.items():
+                role = "task" if stem == "task_test" else "general"
+                meta = {"role": role, "lr": None if method == "base" else 1e-3, "selected": True,
+                        "health": None if method == "base" else health, "health_reason": "", "cell": key}
+                rows.append({"method": method, "task_tokens": budget or 0, "general_tokens": int((budget or 0) * ratio),
+                             "ratio": None if method == "base" else ratio, "seed": seed, "set": f"/w/{stem}.jsonl",
+                             "metric": "accuracy", "value": acc, "ci_low": acc, "ci_high": acc,
+                             "task_tokens_requested": budget, "higher_is_better": True, **meta})
+                lines.append({"cell": key, "method": method, "task_tokens_requested": budget,
+                              "ratio": None if method == "base" else ratio, "seed": seed, "set": f"/w/{stem}.jsonl",
+                              "metric": "accuracy", **meta, "ids": list(range(N)), "values": scores(acc)})
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "item_scores.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return folder
+
+
+def world(task: dict, *, base_general=0.9, cipher=0.9, ladder=(0.0, 0.1, 0.3, 0.6, 0.8), unstable=False):
+    """A sweep in which the controls pass unless told otherwise; `task`: method -> task accuracy at the budget."""
+    g = {"general_test": 0.9}
+    cells = [("base", None, 0.0, {"task_test": 0.0, "general_test": base_general, "cipher_test": 0.0}, None),
+             ("general-only", None, RATIO, {"task_test": 0.0, "general_test": 0.9, "cipher_test": cipher}, "ok")]
+    for b, acc in zip((BUDGET, 300, 600, 1200, 2400), ladder):
+        cells.append(("sft", b, 0.0, {"task_test": task.get("sft", acc) if b == BUDGET else acc, **g}, "ok"))
+    for m, acc in task.items():
+        if m != "sft":
+            cells.append((m, BUDGET, RATIO, {"task_test": acc, **g}, "unstable" if unstable and m == "tell" else "ok"))
+    return cells
+
+
+def test_a_floor_or_a_ceiling_is_inconclusive_never_contradicted():
+    floor = {"ci95": [-0.01, 0.01], "seeds": 5, "a_value": 0.0, "b_value": 0.0}
+    assert judge(floor)[0] == "inconclusive (floor)"
+    assert judge(floor | {"a_value": FLOOR + 0.01})[0] == "contradicted"  # one arm off the floor: judged
+    top = {"ci95": [-0.01, 0.01], "seeds": 5, "a_value": CEILING + 0.02, "b_value": 1.0}
+    assert judge(top)[0] == "inconclusive (ceiling)"
+    assert judge({"ci95": [0.1, 0.3], "seeds": 5, "a_value": 0.5, "b_value": 0.3})[0] == "supported"
+
+
+def test_controls_pass_then_hypotheses_are_judged_and_h8_reads_the_ladder(tmp_path):
+    folder = write(tmp_path / "sw", world({"tell": 0.6, "sft": 0.0, "sft-matched": 0.02, "tell-no-anchor": 0.2,
+                                           "tell-placebo": 0.0, "tell-random-anchor": 0.6}))
+    doc = study_findings({"small": folder})
+    fs = doc["sizes"]["small"]
+    assert all(c["passed"] for c in fs["controls"]), fs["controls"]
+    assert fs["H1"]["verdict"] == "supported" and fs["H4a"]["verdict"] == "supported"
+    assert fs["H4b"]["verdict"] == "contradicted"  # equal arms off the floor: a real null
+    # tell at 150 tokens scores what sft reaches at 1,200 (0.6 on the ladder): efficiency 8x, interval above 1
+    assert fs["H8"]["verdict"] == "supported" and abs(fs["H8"]["efficiency"] - 8.0) < 0.5, fs["H8"]
+    md = write_study(tmp_path, {"small": folder}, ["# planted"]).read_text()
+    assert "Decision rule: each paired hypothesis" in md and "| C3: the task is learnable" in md
+    assert "control(s)" not in md.split("## Findings")[1].split("| hypothesis |")[0]
+
+
+def test_both_arms_at_the_floor_are_inconclusive_in_the_study(tmp_path):
+    folder = write(tmp_path / "sw", world({"tell": 0.0, "sft": 0.0, "sft-matched": 0.0, "tell-no-anchor": 0.0}))
+    fs = study_findings({"small": folder})["sizes"]["small"]
+    assert all(c["passed"] for c in fs["controls"])
+    for hid in ("H1", "H2", "H4a"):
+        assert fs[hid]["verdict"] == "inconclusive (floor)", fs[hid]
+    assert fs["H8"]["verdict"] == "inconclusive (floor)"
+
+
+def test_a_failed_control_judges_nothing_and_says_which(tmp_path):
+    for kw, failing in ((dict(base_general=0.4), "C1"), (dict(cipher=0.3), "C2"),
+                        (dict(ladder=(0.0, 0.0, 0.1, 0.2, 0.3)), "C3"), (dict(unstable=True), "C5")):
+        folder = write(tmp_path / failing, world({"tell": 0.6, "sft": 0.0}, **kw))
+        doc = study_findings({"small": folder})
+        fs = doc["sizes"]["small"]
+        assert [c["id"] for c in fs["controls"] if not c["passed"]] == [failing]
+        for hid in ("H1", "H2", "H3", "H4a", "H4b", "H5", "H6", "H8"):
+            assert fs[hid]["verdict"] == "not judged" and failing in fs[hid]["reason"], (failing, hid, fs[hid])
+        assert doc["H7"]["verdict"] == "not judged"
+
+
+def test_a_task_the_base_already_solves_fails_c4(tmp_path):
+    cells = world({"tell": 0.6, "sft": 0.0})
+    cells[0] = ("base", None, 0.0, {"task_test": 0.3, "general_test": 0.9, "cipher_test": 0.0}, None)
+    controls = {c["id"]: c for c in check_controls(load_sweep(write(tmp_path / "sw", cells), "accuracy"))}
+    assert not controls["C4"]["passed"] and np.isclose(controls["C4"]["value"], 0.3)
+    assert all(controls[c]["passed"] for c in ("C1", "C2", "C3", "C5"))
