@@ -112,7 +112,8 @@ def test_chatml_template_with_the_anchor(smollm2, halu, placement):
     anchored = Anchor(text, placement).apply(rec)
     user = {"prefix": f"{text}\n{rec.prompt}", "suffix": f"{rec.prompt}\n{text}", "system": rec.prompt,
             "template": f"Answer as JSON: {rec.prompt}"}[placement]
-    msgs = ([{"role": "system", "content": text}] if placement == "system" else []) + [{"role": "user", "content": user}]
+    msgs = [{"role": "system", "content": text}] if placement == "system" else []
+    msgs.append({"role": "user", "content": user})
     want_prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     want_full = tok.apply_chat_template(msgs + [{"role": "assistant", "content": rec.response}], tokenize=False)
     if placement != "system":  # SmolLM2's template adds its own system turn when there is none
@@ -328,11 +329,11 @@ def test_probe_on_smollm2(smollm2, halu, tmp_path):
                                                   for h in halueval])
     out = tmp_path / "probe"
     assert main(["probe", "--model", MODEL, "--task", str(task), "--general", str(general),
-                 "--anchor", "Judge whether the response below hallucinates.", "--examples", "6", "--bootstrap", "0",
+                 "--anchor", "Judge whether the response below hallucinates.", "--examples", "4", "--bootstrap", "0",
                  "--out", str(out)]) == 0
     doc = json.loads((out / "probe.json").read_text())
     assert doc["base_gguf"]["sha256"] == smollm2["sha256"] and doc["num_layers"] == 1
-    assert doc["main_layer"] == 15 and doc["groups"] == {"general": 6, "task": 6, "task+anchor": 6, "task+random": 6}
+    assert doc["main_layer"] == 15 and doc["groups"] == {"general": 4, "task": 4, "task+anchor": 4, "task+random": 4}
     layer = doc["layers"][str(doc["main_layer"])]
     for cond in ("task", "task+anchor", "task+random"):
         assert all(math.isfinite(layer[cond][m]["value"]) for m in ("silhouette", "centroid_cosine_distance"))
