@@ -20,11 +20,13 @@ def _cut(mix: Path, keep: int) -> None:
     lines = (mix / "mixture.jsonl").read_bytes().splitlines(keepends=True)
     (mix / "mixture.jsonl").write_bytes(b"".join(lines[:keep]))
 
+
 def _reseal(mix: Path) -> None:
     m = json.loads((mix / "manifest.json").read_text())
     data = (mix / "mixture.jsonl").read_bytes()
     m["mixture"] |= {"sha256": hashlib.sha256(data).hexdigest(), "examples": data.count(b"\n")}
     (mix / "manifest.json").write_text(json.dumps(m))
+
 
 def _train_argv(mix, model, out, *more):
     return ["train", "--mixture", str(mix), "--model", str(model), "--out", str(out), "--no-progress",

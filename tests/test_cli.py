@@ -26,8 +26,10 @@ def _reseal(mix: Path) -> None:
     m["mixture"] |= {"sha256": hashlib.sha256(data).hexdigest(), "examples": data.count(b"\n")}
     (mix / "manifest.json").write_text(json.dumps(m))
 
+
 def _tell_row(meta: dict) -> dict:
     return {"prompt": "which is it", "response": "A", "source": "task", "origin": "x", "meta": meta}
+
 
 @pytest.fixture
 def world(tmp_path, toy_mixture, tiny_model, hf_tokenizer_dir, data_files) -> dict:
@@ -65,21 +67,26 @@ def world(tmp_path, toy_mixture, tiny_model, hf_tokenizer_dir, data_files) -> di
                                         "train: {learning_rate: -1.0}\n")
     return w
 
+
 def _train(w, *more):
     return ["train", "--mixture", str(w["mix"]), "--model", str(w["model"]), "--out", str(w["out"]),
             "--no-progress", *more]
+
 
 def _eval(w, *more, data="eval"):
     return ["eval", "--model", str(w["model"]), "--data", str(w[data]) if data in w else data,
             "--out", str(w["out"]), "--greedy", "--no-progress", *more]
 
+
 def _prepare(w, *more, task=None):
     return ["prepare", "--task", str(task or w["task"]), "--general", str(w["general"]), "--tokenizer",
             str(w["tok"]), "--ratio", "1", "--out", str(w["out"]), "--no-progress", *more]
 
+
 def _probe(w, *more):
     return ["probe", "--model", str(w["model"]), "--task", str(w["task"]), "--general", str(w["general"]),
             "--anchor", "task", "--out", str(w["out"]), *more]
+
 
 CASES = [
     # values that meant something else

@@ -15,6 +15,7 @@ def _train_argv(mix, model, out, *more):
     return ["train", "--mixture", str(mix), "--model", str(model), "--out", str(out), "--no-progress",
             "--max-steps", "1", "--micro-batch-size", "2", "--batch-size", "2", *more]
 
+
 @pytest.fixture(scope="module")
 def tiny_bert(hf_tokenizer_dir, tmp_path_factory) -> Path:
     import torch

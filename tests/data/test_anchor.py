@@ -10,8 +10,10 @@ from tell.errors import TellError
 
 REC = Record(prompt="What is 2+2? {json}", response="4", system="Be brief.")
 
+
 def _content(r: Record):
     return (r.system, [dict(t) for t in r.history], r.prompt, r.response, r.source, r.origin, r.row, r.meta)
+
 
 HIST = [{"role": "user", "content": "hi ANCHOR"}, {"role": "assistant", "content": "hello"}]
 

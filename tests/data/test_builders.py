@@ -14,6 +14,7 @@ from conftest import SHARED, write_jsonl
 
 HALU_HEAD = "Role and Goal: judge.\n\nConsider the following task:\n'relatives' : \n'user_query' : {q}\n'chatgpt_response' : {r}"
 
+
 def fake_source(root: Path) -> Path:
     """A tiny copy of the public files, laid out like ../shared/data."""
     general = [{"ID": str(i), "user_query": f"query {i}", "chatgpt_response": f"answer {i}\nline two",
@@ -31,6 +32,7 @@ def fake_source(root: Path) -> Path:
     write_jsonl(root / "gsm8k" / "train.jsonl", [{"question": "1+1?", "answer": "1+1=2\n#### 2"}])
     write_jsonl(root / "gsm8k" / "test.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
     return root
+
 
 def _obqa_ai2(i: int) -> dict:
     return {"id": f"q{i}", "question": {"stem": f"Which is a planet {i}?", "choices": [

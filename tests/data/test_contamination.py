@@ -14,6 +14,7 @@ BOILERPLATE = "I'm sorry, as an AI language model, I don't have personal opinion
 
 QUOTE = "It does not do to dwell on dreams and forget to live, said the old headmaster to the boy."
 
+
 def _text(rng: random.Random, k: int) -> str:
     return " ".join(rng.choices(WORDS, k=k)) + ". " + " ".join(rng.choices(WORDS, k=k)) + "?"
 

@@ -16,6 +16,7 @@ from conftest import alpaca_rows, write_jsonl
 TEMPLATE = ("{% for m in messages %}<{{ m.role }}> {{ m.content }} </s> {% endfor %}"
             "{% if add_generation_prompt %}<assistant> {% endif %}")
 
+
 def _mix(tmp_path, tok, *emit):
     task = write_jsonl(tmp_path / "task.jsonl", alpaca_rows(12, "task", seed=1))
     general = write_jsonl(tmp_path / "general.jsonl", alpaca_rows(60, "general", seed=2))
@@ -25,6 +26,7 @@ def _mix(tmp_path, tok, *emit):
         argv += ["--emit", e]
     assert main(argv) == 0
     return tmp_path / "mix"
+
 
 def _jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]

@@ -30,8 +30,10 @@ GLAIVE = {"conversations": [
 
 GLAIVE_CALL = {"conversations": GLAIVE["conversations"][:2], "tools": json.dumps(TOOLS)}  # the answer is a call
 
+
 def _general(tmp_path: Path, n: int = 200) -> Path:
     return write_jsonl(tmp_path / "general.jsonl", alpaca_rows(n, "general", seed=2))
+
 
 def _prepare(tmp_path, tok, *args, out="mix", general=True) -> dict:
     argv = ["prepare", *args, "--tokenizer", str(tok), "--seed", "1", "--out", str(tmp_path / out), "--no-progress"]
@@ -42,8 +44,10 @@ def _prepare(tmp_path, tok, *args, out="mix", general=True) -> dict:
     assert main(argv) == 0
     return json.loads((tmp_path / out / "manifest.json").read_text())
 
+
 def _records(tmp_path, out="mix", source="task"):
     return [r for _, r in MixtureDir(tmp_path / out).records() if r.source == source]
+
 
 def _dataset_info(tmp_path: Path) -> Path:
     """A LLaMA-Factory data folder: dataset_info.json and the files it names."""

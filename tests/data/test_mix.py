@@ -24,6 +24,7 @@ class WordCounter:
     def describe(self):
         return {"kind": "words"}
 
+
 def pool(n, source="general", words=5):
     import random
 

@@ -18,6 +18,7 @@ pytest.importorskip("lm_eval")
 
 ANCHOR = {"text": "judge", "placement": "prefix", "separator": "\n"}
 
+
 def _task_yaml(folder: Path, name: str, data: Path, delimiter: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.yaml").write_text(
@@ -25,6 +26,7 @@ def _task_yaml(folder: Path, name: str, data: Path, delimiter: str) -> None:
         "output_type: multiple_choice\ndoc_to_text: \"{{q}}\"\ndoc_to_choice: \"{{choices}}\"\ndoc_to_target: gold\n"
         f"target_delimiter: \"{delimiter}\"\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n",
         encoding="utf-8")
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_model):
@@ -49,6 +51,7 @@ def setup(tmp_path_factory, tiny_model):
     _task_yaml(root / "tasks", "tell_mine", mine, "")  # the answer follows the template's "### Response:\n"
     _task_yaml(root / "tasks", "tell_other", other, " ")
     return root, adapter
+
 
 def _loglik(model, tok, context: str, continuation: str) -> float:
     import torch

@@ -13,6 +13,7 @@ from conftest import write_jsonl
 
 J = json.dumps
 
+
 def _cfg(mixture, model, out, **kw) -> TrainConfig:
     base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0,
                 micro_batch_size=2, batch_size=4)

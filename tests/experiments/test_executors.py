@@ -30,9 +30,11 @@ def small_spec(tmp_path, tiny_model, toy_mixture):
         "decoding": {"greedy": True, "max_new_tokens": 4, "bootstrap": 50}}))
     return y
 
+
 def _values(out: Path) -> dict:
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     return {(r["method"], r["ratio"], r["seed"], r["metric"]): r["value"] for r in rows}
+
 
 def _attempts(out: Path) -> dict:
     return {p.name: len((p / "attempts.jsonl").read_text().splitlines()) for p in (out / "cells").iterdir()

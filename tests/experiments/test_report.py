@@ -15,6 +15,7 @@ from tell.experiments.report import make_report
 
 N = 40  # test items per set
 
+
 def cell(method, budget, ratio, seed, task, gen=None, *, health="ok", reason="", selected=True, lr=1e-4):
     """One finished cell: its per-item scores on the task set ("tsk") and, optionally, a general set ("gen")."""
     scores = {"tsk": task} if gen is None else {"tsk": task, "gen": gen}
@@ -23,6 +24,7 @@ def cell(method, budget, ratio, seed, task, gen=None, *, health="ok", reason="",
     return {"method": method, "budget": budget, "ratio": 0.0 if method == "sft" else ratio, "seed": seed,
             "scores": {k: np.broadcast_to(np.asarray(v, float), (N,)) for k, v in scores.items()},
             "health": health, "reason": reason, "selected": selected, "lr": lr}
+
 
 def write_sweep(folder, cells, *, items=True, old=False, spec=None, lr=None):
     """results.jsonl (+ item_scores.jsonl, spec.yaml, lr_selection.json) as the sweep writes them."""
@@ -52,9 +54,11 @@ def write_sweep(folder, cells, *, items=True, old=False, spec=None, lr=None):
         (folder / "lr_selection.json").write_text(json.dumps(lr))
     return folder
 
+
 def report(folder, **kw):
     md = make_report(folder, **kw).read_text()
     return md, json.loads((folder / "findings.json").read_text())
+
 
 def section(md, title):
     """The Markdown from heading `title` to the next heading of the same or a higher level."""
@@ -63,6 +67,7 @@ def section(md, title):
     rest = md[start + len(title):]
     stops = [m.start() for m in re.finditer(r"^#{1,%d} " % len(level), rest, flags=re.M)]
     return md[start:start + len(title) + (stops[0] if stops else len(rest))]
+
 
 def md_table(text, first_col):
     """Rows (lists of cells) of the first Markdown table in `text` whose header starts with `first_col`."""
@@ -75,16 +80,20 @@ def md_table(text, first_col):
         out.append([c.strip() for c in line.strip().strip("|").split("|")])
     return out
 
+
 def ones_zeros(seeds, tell=1.0, sft=0.0, base=0.0):
     return ([cell("base", None, None, s, base) for s in seeds] + [cell("sft", 1000, 0, s, sft) for s in seeds]
             + [cell("tell", 1000, 1.0, s, tell) for s in seeds])
+
 
 def logistic_items(x, lo=0.1, hi=0.9, k=3.0, x0=3.5):
     p = lo + (hi - lo) / (1 + math.exp(-k * (x - x0)))
     return (np.arange(N) < round(p * N)).astype(float)
 
+
 def scaling_cells(ratios, seeds=range(3)):
     return [cell("tell", 1000, r, s, logistic_items(math.log10(1000 * r))) for r in ratios for s in seeds]
+
 
 def efficiency_cells(sft_budgets, ratios=(1.0, 3.0)):
     vals = {100: 0.2, 300: 0.4, 1000: 0.6, 3000: 0.8}

@@ -15,6 +15,7 @@ from tell.experiments.stats import Resampler, estimate, fit_scaling, paired, tok
 def width(ci) -> float:
     return ci[1] - ci[0]
 
+
 def bernoulli_cell(rng, p_items, seeds, seed_sd=0.0):
     """{seed: 0/1 scores}, item i correct with probability p_i (+ a per-seed offset)."""
     out = {}
@@ -23,8 +24,10 @@ def bernoulli_cell(rng, p_items, seeds, seed_sd=0.0):
         out[s] = (rng.random(p_items.size) < p).astype(float)
     return out
 
+
 def logistic(x, lo, hi, k, x0):
     return lo + (hi - lo) / (1 + np.exp(-k * (np.asarray(x) - x0)))
+
 
 G8 = np.logspace(3, 8, 8)  # 8 general-token budgets, 5 decades
 

@@ -25,11 +25,14 @@ def spec(tmp_path, tiny_model, toy_mixture):
         "train": {"learning_rate": 0.01, "micro_batch_size": 4}, "decoding": {"greedy": True, "max_new_tokens": 4, "bootstrap": 50}}))
     return y
 
+
 OFFLINE_GENERAL_CAP = 500_000  # general tokens the stand-in pool can give a cell (it holds about 660k)
+
 
 def _row(i: int, kind: str | None = "cloze", **meta) -> dict:
     meta = {"kind": kind, "answer": "json yes", **meta} if kind else {}
     return {"prompt": f"judge castle {i}", "response": "json yes", "meta": meta}
+
 
 def _spec(tmp_path, model, evals, **more):
     y = tmp_path / "spec.yaml"

@@ -13,6 +13,7 @@ from tell.synthetic.world import ANCHOR, FORMAT_REGEX, LEVERAGE, PHRASES, SKILLS
 SMALL = WorldConfig(n_items=8, min_len=2, max_len=4, pretrain_sentences=500, general_examples=600, task_train=40,
                     task_test=16, general_test=16)
 
+
 def _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys):
     """examples/sweeps/demo_cpu.yaml (an lr grid, 3 seeds, a general eval set) on the quick demo's world: the
     report shows run health, the lr choice, paired verdicts and forgetting."""

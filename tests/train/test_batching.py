@@ -20,8 +20,10 @@ def _train_argv(mix, model, out, *more):
     return ["train", "--mixture", str(mix), "--model", str(model), "--out", str(out), "--no-progress",
             "--max-steps", "1", "--micro-batch-size", "2", "--batch-size", "2", *more]
 
+
 CHAT = ("{% for m in messages %}{{ '<s> ' + m['role'] + ' ' + m['content'] + ' </s> ' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<s> assistant ' }}{% endif %}")
+
 
 def cfg(mixture, model, out, **kw) -> TrainConfig:
     base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0)

@@ -29,6 +29,7 @@ def healthy_log(seed: int, n: int = 300, *, flat_general: bool = False, task_eve
                      "learning_rate": 1e-4, "grad_norm": 1.0, "tokens_task": s, "tokens_general": 100 * s})
     return rows
 
+
 def diverging_log(seed: int = 0, n: int = 300, top: float = 2.1) -> list[dict]:
     """The real failure's shape: general-token loss ~1.5 rises to ~`top` over steps 10-100 and stays."""
     rng = np.random.default_rng(seed)
@@ -40,10 +41,13 @@ def diverging_log(seed: int = 0, n: int = 300, top: float = 2.1) -> list[dict]:
                      "loss_general": g + rng.normal(0, 0.1), "learning_rate": 5e-3})
     return rows
 
+
 def strict_json(result: dict) -> dict:
     return json.loads(json.dumps(result, allow_nan=False))  # raises on NaN/inf or numpy ints
 
+
 CASES = [(1, 0), (1, 1), (2, 0), (2, 1), (3, 1), (5, 0), (10, 3), (100, 3), (100, 99), (100, 100)]
+
 
 def cfg(mixture, model, out, **kw) -> TrainConfig:
     base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0)

@@ -24,10 +24,12 @@ from conftest import make_tiny_llama
 CHAT = ("{% for m in messages %}{{ '<s> ' + m['role'] + ' ' + m['content'] + ' </s> ' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<s> assistant ' }}{% endif %}")
 
+
 def cfg(mixture, model, out, **kw) -> TrainConfig:
     base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0)
     base.update(kw)
     return TrainConfig(**base)
+
 
 def adapter_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "adapter" / "adapter_model.safetensors"))

@@ -23,14 +23,17 @@ from tell.train.run import train
 
 J = json.dumps
 
+
 def _cfg(mixture, model, out, **kw) -> TrainConfig:
     base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0,
                 micro_batch_size=2, batch_size=4)
     return TrainConfig(**(base | kw))
 
+
 def _cut(mix: Path, keep: int) -> None:
     lines = (mix / "mixture.jsonl").read_bytes().splitlines(keepends=True)
     (mix / "mixture.jsonl").write_bytes(b"".join(lines[:keep]))
+
 
 def _reseal(mix: Path) -> None:
     """A manifest that agrees with a hand-edited mixture (sha256 and lines): another, valid mixture."""
@@ -39,20 +42,25 @@ def _reseal(mix: Path) -> None:
     m["mixture"] |= {"sha256": hashlib.sha256(data).hexdigest(), "examples": data.count(b"\n")}
     (mix / "manifest.json").write_text(J(m))
 
+
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
 
 def _same_weights(a: Path, b: Path) -> bool:
     x, y = _weights(a), _weights(b)
     return x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-6
+
 
 def _cmd(mixture, model, out, *extra):
     return [sys.executable, "-m", "tell.cli", "train", "--mixture", str(mixture), "--model", str(model), "--out",
             str(out), "--save-steps", "1", "--save-total-limit", "1", "--micro-batch-size", "2", "--batch-size", "4",
             "--max-steps", "8", "--no-progress", *extra]
 
+
 def adapter_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
 
 def _resume_cmd(mixture, model, out, *extra):
     return [sys.executable, "-m", "tell.cli", "train", "--mixture", str(mixture), "--model", str(model), "--out",
