@@ -69,3 +69,15 @@ def test_a_prepare_stopped_after_its_manifest_leaves_the_new_pair(hf_tokenizer_d
     # verify() never sees a manifest naming a mixture the folder lacks: the waiting one is moved in
     assert MixtureDir(out).verify()["mixture"]["sha256"] == new["mixture"]["sha256"]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixture.jsonl"]
+
+
+def test_a_repeat_factor_past_the_cap_is_refused_naming_the_pool_and_the_factor(hf_tokenizer_dir, tmp_path):
+    from tell.data.mix import MAX_REPEAT
+
+    out = tmp_path / "mix"
+    with pytest.raises(TellError) as e:  # used to build copies for hours (--ratio 1e9)
+        _prep(tmp_path, hf_tokenizer_dir, out, ratio=1e9, allow_repeat=True)
+    msg = str(e.value)
+    assert "general data (" in msg and "usable examples" in msg and f"at most {MAX_REPEAT}x" in msg, msg
+    assert not out.exists()
+    assert _prep(tmp_path, hf_tokenizer_dir, out, ratio=2 * 1.0, allow_repeat=False)  # a pool that suffices

@@ -84,3 +84,12 @@ def test_an_eval_rerun_redoes_predictions_when_adapter_config_changed(trained, t
     assert sum(calls) == 4
     preds = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 4 and len({json.dumps(p["made_by"]["adapter_folder_sha256"]) for p in preds}) == 1
+
+
+def test_a_negative_bootstrap_is_refused(tiny_model, tmp_path, capsys):
+    out = tmp_path / "ev"
+    code = main(["eval", "--model", str(tiny_model), "--data", str(_eval_file(tmp_path / "eval.jsonl")), "--out",
+                 str(out), "--bootstrap", "-5", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bootstrap" in err and err.count("\n") == 1, err
+    assert not out.exists()

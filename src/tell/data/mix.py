@@ -48,6 +48,11 @@ def dedup(records: Sequence[Record], seen: set[str] | None = None) -> tuple[list
     return kept, len(records) - len(kept)
 
 
+# The most times --allow-repeat walks a pool: past it the "mixture" is a pool repeated for epochs (and a budget
+# such as --ratio 1e9 would take hours and all memory building it), so it is refused instead.
+MAX_REPEAT = 100
+
+
 @dataclass
 class Selection:
     records: list[Record]
@@ -173,6 +178,10 @@ def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCoun
                             f"but the budget asks for {budget:,}; lower the budget or pass --allow-repeat")
         if not valid:
             raise TellError(f"the {label} data hold no usable example")
+        if budget > MAX_REPEAT * total:  # walked as copies, it would hold (or hang on) budget / total copies
+            raise TellError(f"the {label} budget of {budget:,} tokens asks the {label} data ({total:,} tokens in "
+                            f"{len(chosen):,} usable examples) to repeat {budget / total:,.0f}x; --allow-repeat "
+                            f"repeats a pool at most {MAX_REPEAT}x: lower the budget or --ratio, or give more data")
         total = _repeat(valid, chosen, total, budget)
     return Selection(records=chosen, tokens=total, budget=budget, unique_examples=unique_examples,
                      unique_tokens=unique_tokens, tokens_counted=records.counted, pool_exhausted=exhausted,

@@ -77,7 +77,7 @@ class EvalConfig:
                              choices=KIND_NAMES)
     bleurt: str | None = opt(None, "BLEURT-20 checkpoint folder (translation; needs the bleurt package)", metavar="DIR")
     comet: str | None = opt(None, "COMET checkpoint file (translation; needs unbabel-comet)", metavar="FILE")
-    bootstrap: int = opt(1000, "bootstrap resamples for the 95% intervals")
+    bootstrap: int = opt(1000, "bootstrap resamples for the 95% intervals (0: no intervals)", check=at_least(0))
     bootstrap_seed: int = opt(0, "seed of the bootstrap")
     dtype: str = opt("auto", "weights dtype", choices=DTYPES)
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
