@@ -301,6 +301,13 @@ def prepare(cfg: PrepareConfig) -> dict:
     contam = _contamination(cfg, task_sel.records + general_sel.records, anchor)
 
     mixture = shuffle(task_sel.records + general_sel.records, cfg.seed)
+    if not mixture:  # never written: a folder of 0 examples would look like a result
+        dropped = _dropped(inputs, {TASK: task_sel, GENERAL: general_sel})
+        why = {TASK: {"pool": len(task_pool), **dropped[TASK]},
+               GENERAL: {"pool": len(general_pool), **dropped[GENERAL]}}
+        raise TellError(f"the mixture would hold no example (budgets: task {task_sel.budget:,}, general "
+                        f"{general_budget:,} tokens; examples in each pool and dropped per reason: {why}); nothing written",
+                        field="task_tokens")
     mix = MixtureDir(cfg.out)
     sha = _write_mixture(mix, mixture)
     emitted = write_emits(mix.path, cfg.emit, mixture)  # other trainers' formats, same order (before the manifest)

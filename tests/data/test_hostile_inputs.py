@@ -81,3 +81,46 @@ def test_a_repeat_factor_past_the_cap_is_refused_naming_the_pool_and_the_factor(
     assert "general data (" in msg and "usable examples" in msg and f"at most {MAX_REPEAT}x" in msg, msg
     assert not out.exists()
     assert _prep(tmp_path, hf_tokenizer_dir, out, ratio=2 * 1.0, allow_repeat=False)  # a pool that suffices
+
+
+def _cli_prepare(d: Path, tok: Path, out: Path, *extra: str) -> list[str]:
+    return ["prepare", "--task", str(d / "task.jsonl"), "--general", str(d / "general.jsonl"), "--tokenizer", str(tok),
+            "--out", str(out), "--no-progress", *extra]
+
+
+def test_a_task_budget_no_whole_example_meets_is_an_error_naming_the_shortest(hf_tokenizer_dir, tmp_path, capsys):
+    write_jsonl(tmp_path / "task.jsonl", alpaca_rows(20, "task", seed=1, min_words=10, max_words=12))
+    write_jsonl(tmp_path / "general.jsonl", alpaca_rows(50, "general", seed=2))
+    out = tmp_path / "mix"
+    assert main(_cli_prepare(tmp_path, hf_tokenizer_dir, out, "--task-tokens", "3", "--ratio", "2")) == 2
+    err = capsys.readouterr().err
+    assert "no whole task example fits the task budget of 3 tokens" in err and "the shortest of the 20" in err, err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_an_empty_mixture_is_never_written_and_says_why(hf_tokenizer_dir, tmp_path, capsys):
+    write_jsonl(tmp_path / "task.jsonl", alpaca_rows(20, "task", seed=1))
+    write_jsonl(tmp_path / "general.jsonl", alpaca_rows(50, "general", seed=2))
+    out = tmp_path / "mix"
+    assert main(_cli_prepare(tmp_path, hf_tokenizer_dir, out, "--task-tokens", "0", "--general-tokens", "0")) == 2
+    err = capsys.readouterr().err
+    assert "the mixture would hold no example" in err and "'pool'" in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_train_on_an_empty_mixture_says_why_it_is_empty(toy_mixture, tiny_model, tmp_path, capsys):
+    import hashlib
+    import shutil
+
+    mix = tmp_path / "mix"
+    shutil.copytree(toy_mixture, mix)  # as an older tell wrote it: 0 examples, its manifest saying why
+    (mix / "mixture.jsonl").write_bytes(b"")
+    m = json.loads((mix / "manifest.json").read_text())
+    m["mixture"] |= {"sha256": hashlib.sha256(b"").hexdigest(), "examples": 0}
+    m["dropped"] = {"general": {}, "task": {"too_long": 40}}
+    (mix / "manifest.json").write_text(json.dumps(m))
+    assert main(["train", "--mixture", str(mix), "--model", str(tiny_model), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the mixture holds no example" in err and "'too_long': 40" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

@@ -166,6 +166,13 @@ def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCoun
     records = _CountedInOrder(seeded_order(pool, seed, purpose) if budget > 0 else [], counter, budget,
                               max_length, skip_invalid, dropped, train_limit, anchor)
     chosen, valid, total, exhausted = _take_closest(records, budget, label, progress, take_all)
+    if not chosen and valid and budget > 0 and not take_all:
+        shortest = min(counter.count([render_text(r) for r in pool]))
+        first = valid[0].tokens
+        raise TellError(f"no whole {label} example fits the {label} budget of {budget:,} tokens: budgets take whole "
+                        f"examples in seeded order while that comes closer to the budget, and the first has "
+                        f"{first:,} tokens (the shortest of the {len(pool):,} {label} examples has {shortest:,}); "
+                        f"raise the budget to at least {(first + 1) // 2:,} or give shorter examples")
     unique_examples, unique_tokens = len(chosen), total
     # A pool that ran out a fraction of an example short met the budget as closely as whole examples can.
     mean = total / len(chosen) if chosen else 0.0

@@ -80,6 +80,16 @@ def _check(cfg: TrainConfig) -> None:
     # the values themselves (learning rate > 0, epochs > 0, warmup share, ...) are checked by TrainConfig
 
 
+def _check_not_empty(mix: MixtureDir, manifest: dict) -> None:
+    """A mixture of 0 examples (prepared before tell refused to write one) is refused, saying why it is empty."""
+    if not manifest["mixture"].get("examples"):
+        budget = manifest.get("budget") or {}
+        raise TellError(f"the mixture holds no example (budgets: task {budget.get('task_tokens_requested')}, general "
+                        f"{budget.get('general_tokens_requested')} tokens; dropped per reason: "
+                        f"{manifest.get('dropped') or {}}); prepare it again with budgets its examples can meet",
+                        file=str(mix.path))
+
+
 def _accumulation(cfg: TrainConfig) -> tuple[int, int]:
     """(processes, gradient accumulation steps) so that batch_size = micro batch x accumulation x processes."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -312,6 +322,7 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
     base_gguf = gguf_provenance(cfg.model)  # a GGUF base: cfg.model is now its converted folder, this says which file
     mix, run, resolved = MixtureDir(cfg.mixture), RunDir(cfg.out), to_dict(cfg)
     manifest = mix.verify()
+    _check_not_empty(mix, manifest)
     world, accum = _accumulation(cfg)
     args = training_arguments(cfg, run, accum)
     if args.world_size != world:
