@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -160,3 +161,65 @@ def llama2_tokenizer(tmp_path_factory):
     if not path.is_file():
         pytest.skip(f"{path} is not here (shared/ sits beside the project in CI and on developer machines)")
     return llama2_hf_tokenizer(path, tmp_path_factory.mktemp("llama2_hf"))
+
+
+# ---- helpers shared by several test modules ------------------------------------------------------------
+
+CHAT_TEMPLATE = ("{% for m in messages %}{{ '<s> ' + m['role'] + ' ' + m['content'] + ' </s> ' }}{% endfor %}"
+                 "{% if add_generation_prompt %}{{ '<s> assistant ' }}{% endif %}")
+
+
+HALU_HEAD = "Role and Goal: judge.\n\nConsider the following task:\n'relatives' : \n'user_query' : {q}\n'chatgpt_response' : {r}"
+
+
+def cut_mixture(mix: Path, keep: int) -> None:
+    lines = (mix / "mixture.jsonl").read_bytes().splitlines(keepends=True)
+    (mix / "mixture.jsonl").write_bytes(b"".join(lines[:keep]))
+
+
+def fake_source(root: Path) -> Path:
+    """A tiny copy of the public files, laid out like ../shared/data."""
+    general = [{"ID": str(i), "user_query": f"query {i}", "chatgpt_response": f"answer {i}\nline two",
+                "hallucination": "yes" if i % 3 == 0 else "no", "hallucination_spans": [f"answer {i}"] if i % 3 == 0 else []}
+               for i in range(12)]
+    write_jsonl(root / "halueval" / "general_data.jsonl", general)
+    write_jsonl(root / "tell" / "test_Halu_CoT_JSON.jsonl",
+                [{"prompt": HALU_HEAD.replace("Consider", "Consider").format(q=g["user_query"], r=g["chatgpt_response"]),
+                  "response": g["hallucination"]} for g in general[:4]])
+    for d, lang in (("en-is", "Icelandic"), ("is-en", "English")):
+        for stem in ("dev", "test"):
+            write_jsonl(root / "tell" / f"{stem}-{d}.jsonl",
+                        [{"query": f"Translate this into {lang}.\n\n text {i}",
+                          "response": f"Sure, here is the {lang} translation: \n\n out {i}"} for i in range(5)])
+    write_jsonl(root / "gsm8k" / "train.jsonl", [{"question": "1+1?", "answer": "1+1=2\n#### 2"}])
+    write_jsonl(root / "gsm8k" / "test.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
+    return root
+
+
+def reseal_mixture(mix: Path) -> None:
+    """A manifest that agrees with a hand-edited mixture (sha256 and lines): another, valid mixture."""
+    m = json.loads((mix / "manifest.json").read_text())
+    data = (mix / "mixture.jsonl").read_bytes()
+    m["mixture"] |= {"sha256": hashlib.sha256(data).hexdigest(), "examples": data.count(b"\n")}
+    (mix / "manifest.json").write_text(json.dumps(m))
+
+
+def small_train_config(mixture, model, out, **kw):
+    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0,
+                micro_batch_size=2, batch_size=4)
+    from tell.train.config import TrainConfig
+
+    return TrainConfig(**(base | kw))
+
+
+def train_argv(mix, model, out, *more):
+    return ["train", "--mixture", str(mix), "--model", str(model), "--out", str(out), "--no-progress",
+            "--max-steps", "1", "--micro-batch-size", "2", "--batch-size", "2", *more]
+
+
+def train_config(mixture, model, out, **kw):
+    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0)
+    base.update(kw)
+    from tell.train.config import TrainConfig
+
+    return TrainConfig(**base)

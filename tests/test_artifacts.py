@@ -3,10 +3,8 @@ and field."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -15,22 +13,7 @@ from tell.errors import TellError
 from tell.experiments.config import SweepSpec
 from tell.prepare import PrepareConfig
 
-
-def _cut(mix: Path, keep: int) -> None:
-    lines = (mix / "mixture.jsonl").read_bytes().splitlines(keepends=True)
-    (mix / "mixture.jsonl").write_bytes(b"".join(lines[:keep]))
-
-
-def _reseal(mix: Path) -> None:
-    m = json.loads((mix / "manifest.json").read_text())
-    data = (mix / "mixture.jsonl").read_bytes()
-    m["mixture"] |= {"sha256": hashlib.sha256(data).hexdigest(), "examples": data.count(b"\n")}
-    (mix / "manifest.json").write_text(json.dumps(m))
-
-
-def _train_argv(mix, model, out, *more):
-    return ["train", "--mixture", str(mix), "--model", str(model), "--out", str(out), "--no-progress",
-            "--max-steps", "1", "--micro-batch-size", "2", "--batch-size", "2", *more]
+from conftest import cut_mixture, reseal_mixture, train_argv
 
 
 def test_prepare_replacing_a_mixture_removes_the_old_manifest_first(toy_mixture, tiny_model, hf_tokenizer_dir, tmp_path,
@@ -62,7 +45,7 @@ def test_every_reader_refuses_a_mixture_missing_lines(toy_mixture, tiny_model, t
 
     mix = tmp_path / "mix"
     shutil.copytree(toy_mixture, mix)
-    _cut(mix, 20)
+    cut_mixture(mix, 20)
     for args in (["train", "--mixture", str(mix), "--model", str(tiny_model), "--out", str(tmp_path / "run"),
                   "--no-progress"],
                  ["probe", "--model", str(tiny_model), "--task", str(mix), "--examples", "4", "--out",
@@ -78,7 +61,7 @@ def test_every_reader_refuses_a_mixture_missing_lines(toy_mixture, tiny_model, t
     cell = Cell.make(spec, tmp_path / "sw", "tell", 7, task_tokens=120, ratio=1.0)
     manifest = prepare_cell(cell)
     assert prepare_cell(cell)["mixture"] == manifest["mixture"]  # read back, verified
-    _cut(cell.mixture.path, 3)
+    cut_mixture(cell.mixture.path, 3)
     with pytest.raises(TellError, match="does not match manifest.json"):
         prepare_cell(cell)
 
@@ -98,8 +81,8 @@ def test_bad_mixture_records_are_refused_with_file_line_and_field(toy_mixture, t
     lines = (mix / "mixture.jsonl").read_text().splitlines()
     lines[2] = json.dumps(edit(json.loads(lines[2])))
     (mix / "mixture.jsonl").write_text("\n".join(lines) + "\n")
-    _reseal(mix)
-    assert main(_train_argv(mix, tiny_model, tmp_path / "run")) == 2
+    reseal_mixture(mix)
+    assert main(train_argv(mix, tiny_model, tmp_path / "run")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mixture.jsonl:3: " in err and expected in err, err
     assert not (tmp_path / "run").exists()
@@ -110,6 +93,6 @@ def test_a_mixture_whose_answers_are_all_empty_is_refused(toy_mixture, tiny_mode
     shutil.copytree(toy_mixture, mix)
     rows = [json.loads(x) | {"response": ""} for x in (mix / "mixture.jsonl").read_text().splitlines()]
     (mix / "mixture.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    _reseal(mix)
-    assert main(_train_argv(mix, tiny_model, tmp_path / "run")) == 2
+    reseal_mixture(mix)
+    assert main(train_argv(mix, tiny_model, tmp_path / "run")) == 2
     assert "mixture.jsonl:1: " in capsys.readouterr().err

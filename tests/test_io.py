@@ -6,14 +6,9 @@ import os
 import subprocess
 import sys
 
-from tell.train.config import TrainConfig
 from tell.train.run import train
 
-
-def _cfg(mixture, model, out, **kw) -> TrainConfig:
-    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0,
-                micro_batch_size=2, batch_size=4)
-    return TrainConfig(**(base | kw))
+from conftest import small_train_config
 
 
 def test_temp_files_of_killed_writers_are_removed_by_the_next_successful_write(toy_mixture, tiny_model, tmp_path):
@@ -31,10 +26,10 @@ def test_temp_files_of_killed_writers_are_removed_by_the_next_successful_write(t
     assert sorted(p.name for p in folder.iterdir()) == sorted(["a.json"] + [p.name for p in alive])
     # A killed run's leftovers in its folder go once the rerun succeeds.
     run = tmp_path / "run"
-    train(_cfg(toy_mixture, tiny_model, run, save_steps=2, max_steps=3))
+    train(small_train_config(toy_mixture, tiny_model, run, save_steps=2, max_steps=3))
     (run / "metrics.json").unlink()
     (run / f".train_log.jsonl.{dead.pid}@{_HOST}.y.tmp").write_text("half")
     (run / f".metrics.json.{dead.pid}@{_HOST}.z.tmp").write_text("half")
     (run / "adapter.tmp").mkdir()
-    train(_cfg(toy_mixture, tiny_model, run, save_steps=2, max_steps=3, resume=True))
+    train(small_train_config(toy_mixture, tiny_model, run, save_steps=2, max_steps=3, resume=True))
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]

@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from tell.cli import main
 from tell.data.builders import build, halu_key
 
-from conftest import SHARED, write_jsonl
-
-HALU_HEAD = "Role and Goal: judge.\n\nConsider the following task:\n'relatives' : \n'user_query' : {q}\n'chatgpt_response' : {r}"
-
-
-def fake_source(root: Path) -> Path:
-    """A tiny copy of the public files, laid out like ../shared/data."""
-    general = [{"ID": str(i), "user_query": f"query {i}", "chatgpt_response": f"answer {i}\nline two",
-                "hallucination": "yes" if i % 3 == 0 else "no", "hallucination_spans": [f"answer {i}"] if i % 3 == 0 else []}
-               for i in range(12)]
-    write_jsonl(root / "halueval" / "general_data.jsonl", general)
-    write_jsonl(root / "tell" / "test_Halu_CoT_JSON.jsonl",
-                [{"prompt": HALU_HEAD.replace("Consider", "Consider").format(q=g["user_query"], r=g["chatgpt_response"]),
-                  "response": g["hallucination"]} for g in general[:4]])
-    for d, lang in (("en-is", "Icelandic"), ("is-en", "English")):
-        for stem in ("dev", "test"):
-            write_jsonl(root / "tell" / f"{stem}-{d}.jsonl",
-                        [{"query": f"Translate this into {lang}.\n\n text {i}",
-                          "response": f"Sure, here is the {lang} translation: \n\n out {i}"} for i in range(5)])
-    write_jsonl(root / "gsm8k" / "train.jsonl", [{"question": "1+1?", "answer": "1+1=2\n#### 2"}])
-    write_jsonl(root / "gsm8k" / "test.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
-    return root
+from conftest import SHARED, fake_source, write_jsonl
 
 
 def _obqa_ai2(i: int) -> dict:

@@ -6,18 +6,11 @@ import json
 import shutil
 
 from tell.cli import main
-from tell.train.config import TrainConfig
 from tell.train.run import train
 
-from conftest import write_jsonl
+from conftest import small_train_config, write_jsonl
 
 J = json.dumps
-
-
-def _cfg(mixture, model, out, **kw) -> TrainConfig:
-    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0,
-                micro_batch_size=2, batch_size=4)
-    return TrainConfig(**(base | kw))
 
 
 def test_eval_resume_redoes_predictions_of_a_replaced_adapter_or_reordered_data(toy_mixture, tiny_model, tmp_path,
@@ -25,8 +18,8 @@ def test_eval_resume_redoes_predictions_of_a_replaced_adapter_or_reordered_data(
     from tell.eval import generate as G
 
     run, other = tmp_path / "run", tmp_path / "other"
-    train(_cfg(toy_mixture, tiny_model, run, learning_rate=5e-3))
-    train(_cfg(toy_mixture, tiny_model, other, learning_rate=5e-3, seed=7))
+    train(small_train_config(toy_mixture, tiny_model, run, learning_rate=5e-3))
+    train(small_train_config(toy_mixture, tiny_model, other, learning_rate=5e-3, seed=7))
     rows = [{"prompt": f"judge castle river {w}", "response": J({"thought": "x", "hallucination": "no"}),
              "source": "task", "origin": "x", "row": i, "meta": {"kind": "json", "role": "task", "label": "no"}}
             for i, w in enumerate(["ocean", "cloud", "forest", "island", "market", "bridge"])]

@@ -12,23 +12,9 @@ from tell.cli import main
 from tell.data.records import Record
 from tell.errors import TellError
 from tell.train.batching import IGNORE, Collator, tokenize_mixture
-from tell.train.config import TrainConfig
 from tell.train.run import train
 
-
-def _train_argv(mix, model, out, *more):
-    return ["train", "--mixture", str(mix), "--model", str(model), "--out", str(out), "--no-progress",
-            "--max-steps", "1", "--micro-batch-size", "2", "--batch-size", "2", *more]
-
-
-CHAT = ("{% for m in messages %}{{ '<s> ' + m['role'] + ' ' + m['content'] + ' </s> ' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<s> assistant ' }}{% endif %}")
-
-
-def cfg(mixture, model, out, **kw) -> TrainConfig:
-    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0)
-    base.update(kw)
-    return TrainConfig(**base)
+from conftest import CHAT_TEMPLATE, train_argv, train_config
 
 
 def test_prompt_masking_plain_and_chat(toy_mixture, tiny_model, hf_tokenizer_dir, tmp_path):
@@ -36,7 +22,7 @@ def test_prompt_masking_plain_and_chat(toy_mixture, tiny_model, hf_tokenizer_dir
 
     from tell.prompting import answer_ids, prompt_ids
 
-    for template in (None, CHAT):
+    for template in (None, CHAT_TEMPLATE):
         tok = AutoTokenizer.from_pretrained(tiny_model)
         tok.chat_template = template
         data = tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=512, length_policy="truncate",
@@ -91,7 +77,7 @@ def test_answer_and_eos_cuts_are_counted_warned_and_no_task_example_left_is_refu
         assert data.counts[f"answer_cut_{source}"] == sum(s == source and p < cut < n for s, p, n in lens)
     assert data.counts["answer_cut_task"] == data.counts["examples_task"] > 0
     assert not any(e["input_ids"][-1] == tok.eos_token_id for e in data.examples if e["source"] == 1)
-    m = train(cfg(toy_mixture, tiny_model, tmp_path / "cut", max_length=cut, max_steps=1))
+    m = train(train_config(toy_mixture, tiny_model, tmp_path / "cut", max_length=cut, max_steps=1))
     err = capsys.readouterr().err
     assert f"tell: warning: at --max-length {cut}" in err and f"{data.counts['answer_cut_task']:,} task" in err
     assert m["length_policy"]["answer_cut_task"] == data.counts["answer_cut_task"]
@@ -156,11 +142,11 @@ def test_packing_that_leaks_falls_back_to_padding_with_a_note_or_is_refused_when
     import tell.train.run as run_mod
 
     monkeypatch.setattr(run_mod, "packing_is_isolated", lambda m: (False, "max |packed - alone| 3.2"))
-    assert main(_train_argv(toy_mixture, tiny_model, tmp_path / "on", "--packing", "on")) == 2
+    assert main(train_argv(toy_mixture, tiny_model, tmp_path / "on", "--packing", "on")) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # transformers' own "Loading weights" bar may come before it
     assert last.startswith("tell: error: field 'packing': packed examples attend to each other"), err
-    assert main(_train_argv(toy_mixture, tiny_model, tmp_path / "auto")) == 0
+    assert main(train_argv(toy_mixture, tiny_model, tmp_path / "auto")) == 0
     assert "padded instead" in capsys.readouterr().err
     metrics = json.loads((tmp_path / "auto" / "metrics.json").read_text())
     config = json.loads((tmp_path / "auto" / "config.json").read_text())

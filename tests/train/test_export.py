@@ -12,13 +12,7 @@ from tell.data.records import Record, chat_messages
 from tell.train.config import TrainConfig
 from tell.train.run import train
 
-from conftest import make_tiny_llama
-
-
-def cfg(mixture, model, out, **kw) -> TrainConfig:
-    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0)
-    base.update(kw)
-    return TrainConfig(**base)
+from conftest import make_tiny_llama, train_config
 
 
 def test_exports_carry_anchor_template_mixture_and_absolute_base(toy_mixture, hf_tokenizer_dir, tmp_path,
@@ -118,7 +112,7 @@ def test_export_merged_matches_unmerged(toy_mixture, tiny_model, tmp_path, capsy
     from transformers import AutoModelForCausalLM
 
     run = tmp_path / "run"
-    train(cfg(toy_mixture, tiny_model, run, learning_rate=5e-3))
+    train(train_config(toy_mixture, tiny_model, run, learning_rate=5e-3))
     assert main(["export", str(run), "--out", str(tmp_path / "merged"), "--merge"]) == 0
     assert main(["export", str(run), "--out", str(tmp_path / "adapter")]) == 0
     assert (tmp_path / "merged" / "model.safetensors").is_file()

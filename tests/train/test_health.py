@@ -10,10 +10,11 @@ import pytest
 
 from tell.errors import TellError
 from tell.train import health, schedule
-from tell.train.config import TrainConfig
 from tell.train.health import assess, assess_file
 from tell.train.run import train
 from tell.train.schedule import KINDS, lr_lambda, make_scheduler, warmup_steps
+
+from conftest import train_config
 
 
 def healthy_log(seed: int, n: int = 300, *, flat_general: bool = False, task_every: int = 7) -> list[dict]:
@@ -47,12 +48,6 @@ def strict_json(result: dict) -> dict:
 
 
 CASES = [(1, 0), (1, 1), (2, 0), (2, 1), (3, 1), (5, 0), (10, 3), (100, 3), (100, 99), (100, 100)]
-
-
-def cfg(mixture, model, out, **kw) -> TrainConfig:
-    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0)
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def test_diverging_general_loss_is_flagged_naming_the_series():
@@ -268,10 +263,10 @@ def test_constants_are_module_level_and_reported():
 
 
 def test_health_verdicts_of_a_normal_run_and_an_absurd_learning_rate(toy_mixture, tiny_model, tmp_path):
-    m = train(cfg(toy_mixture, tiny_model, tmp_path / "ok", batch_size=4, learning_rate=5e-3))
+    m = train(train_config(toy_mixture, tiny_model, tmp_path / "ok", batch_size=4, learning_rate=5e-3))
     assert m["steps"] >= 20 and m["health"]["verdict"] == "ok", m["health"]["reasons"]
     assert json.loads((tmp_path / "ok" / "metrics.json").read_text())["health"]["verdict"] == "ok"
     with pytest.raises(TellError, match="training stopped: the loss became nan"):
-        train(cfg(toy_mixture, tiny_model, tmp_path / "absurd", batch_size=4, learning_rate=30.0,
+        train(train_config(toy_mixture, tiny_model, tmp_path / "absurd", batch_size=4, learning_rate=30.0,
                   divergence_factor=1e9))
     assert not (tmp_path / "absurd" / "metrics.json").exists()

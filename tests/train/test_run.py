@@ -16,19 +16,9 @@ from tell.artifacts import MixtureDir
 from tell.cli import main
 from tell.errors import TellError
 from tell.train.batching import Collator, tokenize_mixture
-from tell.train.config import TrainConfig
 from tell.train.run import train
 
-from conftest import make_tiny_llama
-
-CHAT = ("{% for m in messages %}{{ '<s> ' + m['role'] + ' ' + m['content'] + ' </s> ' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<s> assistant ' }}{% endif %}")
-
-
-def cfg(mixture, model, out, **kw) -> TrainConfig:
-    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0)
-    base.update(kw)
-    return TrainConfig(**base)
+from conftest import CHAT_TEMPLATE, make_tiny_llama, train_config
 
 
 def adapter_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -40,7 +30,7 @@ def test_loss_goes_down_lora_changes_base_does_not_and_adapter_reloads(toy_mixtu
     from transformers import AutoModelForCausalLM
 
     run = tmp_path / "run"
-    m = train(cfg(toy_mixture, tiny_model, run, epochs=4, learning_rate=5e-3, lora_r=16))
+    m = train(train_config(toy_mixture, tiny_model, run, epochs=4, learning_rate=5e-3, lora_r=16))
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     first, last = log[0]["loss"], log[-1]["loss"]
     assert last < 0.7 * first, (first, last)
@@ -81,7 +71,7 @@ def test_trainer_consumes_the_mixture_in_order(toy_mixture, tiny_model, tmp_path
         return original(self, batch)
 
     monkeypatch.setattr(Collator, "__call__", spy)
-    train(cfg(toy_mixture, tiny_model, tmp_path / "run"))
+    train(train_config(toy_mixture, tiny_model, tmp_path / "run"))
     tok = AutoTokenizer.from_pretrained(tiny_model)
     expected = [e["input_ids"] for e in tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=1024,
                                                          length_policy="truncate", train_on_prompt=False,
@@ -91,13 +81,13 @@ def test_trainer_consumes_the_mixture_in_order(toy_mixture, tiny_model, tmp_path
 
 def test_existing_run_is_not_overwritten_and_resume_checks_settings(toy_mixture, tiny_model, tmp_path):
     run = tmp_path / "run"
-    train(cfg(toy_mixture, tiny_model, run))
+    train(train_config(toy_mixture, tiny_model, run))
     with pytest.raises(TellError, match="already holds a run"):
-        train(cfg(toy_mixture, tiny_model, run))
+        train(train_config(toy_mixture, tiny_model, run))
     with pytest.raises(TellError, match="already finished"):
-        train(cfg(toy_mixture, tiny_model, run, resume=True))
+        train(train_config(toy_mixture, tiny_model, run, resume=True))
     with pytest.raises(TellError, match="nothing to resume"):
-        train(cfg(toy_mixture, tiny_model, tmp_path / "new", resume=True))
+        train(train_config(toy_mixture, tiny_model, tmp_path / "new", resume=True))
 
 
 def test_divergence_stops_with_clear_message(toy_mixture, tiny_model, tmp_path, capsys):
@@ -111,7 +101,7 @@ def test_divergence_stops_with_clear_message(toy_mixture, tiny_model, tmp_path, 
 
 
 def test_chat_model_trains_through_cli(toy_mixture, hf_tokenizer_dir, tmp_path, capsys):
-    model = make_tiny_llama(hf_tokenizer_dir, tmp_path / "chat_model", chat_template=CHAT)
+    model = make_tiny_llama(hf_tokenizer_dir, tmp_path / "chat_model", chat_template=CHAT_TEMPLATE)
     code = main(["train", "--mixture", str(toy_mixture), "--model", str(model), "--out", str(tmp_path / "run"),
                  "--no-progress", "--packing", "off", "--target-modules", "q_proj,v_proj"])
     out = capsys.readouterr().out
@@ -139,7 +129,7 @@ def test_a_single_optimizer_step_changes_the_adapter_and_is_recorded_as_few_step
     """HF's linear warm-up runs its first step at learning rate 0, so a one-step run (15 task examples at
     batch 16) trained nothing; tell's schedule starts above zero."""
     run = tmp_path / "run"
-    m = train(cfg(toy_mixture, tiny_model, run, max_steps=1, learning_rate=1e-2, warmup_ratio=0.03))
+    m = train(train_config(toy_mixture, tiny_model, run, max_steps=1, learning_rate=1e-2, warmup_ratio=0.03))
     assert m["steps"] == 1
     lora_b = {k: v for k, v in adapter_weights(run).items() if "lora_B" in k}
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values())  # lora_B starts at zero
@@ -151,12 +141,12 @@ def test_training_args_pass_through_and_refusals(toy_mixture, tiny_model, tmp_pa
     from tell.artifacts import RunDir
     from tell.train.run import training_arguments
 
-    args = training_arguments(cfg(toy_mixture, tiny_model, tmp_path / "a", training_args={"adam_beta2": 0.95}),
+    args = training_arguments(train_config(toy_mixture, tiny_model, tmp_path / "a", training_args={"adam_beta2": 0.95}),
                               RunDir(tmp_path / "a"), 1)
     assert args.adam_beta2 == 0.95 and args.learning_rate == 1e-4 and args.train_sampling_strategy == "sequential"
     for bad, msg in (({"learning_rate": 1.0}, "set by tell itself"), ({"no_such_setting": 1}, "unknown")):
         with pytest.raises(TellError, match=msg):
-            training_arguments(cfg(toy_mixture, tiny_model, tmp_path / "b", training_args=bad), RunDir(tmp_path / "b"), 1)
+            training_arguments(train_config(toy_mixture, tiny_model, tmp_path / "b", training_args=bad), RunDir(tmp_path / "b"), 1)
     # The flag form: KEY=VALUE, the value read as YAML, repeatable.
     rc = main(["train", "--mixture", str(toy_mixture), "--model", str(tiny_model), "--out", str(tmp_path / "c"),
                "--training-arg", "adam_beta2=0.95", "--training-arg", "warmup_steps=3", "--no-progress"])

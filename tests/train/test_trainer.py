@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -18,29 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 from tell.errors import TellError
-from tell.train.config import TrainConfig
 from tell.train.run import train
 
+from conftest import cut_mixture, reseal_mixture, small_train_config
+
 J = json.dumps
-
-
-def _cfg(mixture, model, out, **kw) -> TrainConfig:
-    base = dict(mixture=str(mixture), model=str(model), out=str(out), progress=False, save_steps=0,
-                micro_batch_size=2, batch_size=4)
-    return TrainConfig(**(base | kw))
-
-
-def _cut(mix: Path, keep: int) -> None:
-    lines = (mix / "mixture.jsonl").read_bytes().splitlines(keepends=True)
-    (mix / "mixture.jsonl").write_bytes(b"".join(lines[:keep]))
-
-
-def _reseal(mix: Path) -> None:
-    """A manifest that agrees with a hand-edited mixture (sha256 and lines): another, valid mixture."""
-    m = json.loads((mix / "manifest.json").read_text())
-    data = (mix / "mixture.jsonl").read_bytes()
-    m["mixture"] |= {"sha256": hashlib.sha256(data).hexdigest(), "examples": data.count(b"\n")}
-    (mix / "manifest.json").write_text(J(m))
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -110,25 +91,25 @@ def test_resume_refuses_another_mixture_accepts_the_same_folder_spelt_otherwise_
         toy_mixture, tiny_model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copytree(toy_mixture, "mix")
-    full = train(_cfg("mix", tiny_model, "run", save_steps=3, max_steps=7))
+    full = train(small_train_config("mix", tiny_model, "run", save_steps=3, max_steps=7))
     assert full["train_loss"] > 0
     shutil.copytree("run", "first")
     Path("run/metrics.json").unlink()  # as if killed after the last checkpoint
     saved = Path("mix/mixture.jsonl").read_bytes(), Path("mix/manifest.json").read_bytes()
-    _cut(Path("mix"), 30)
-    _reseal(Path("mix"))  # re-prepared with other data: a valid mixture, but not the run's
+    cut_mixture(Path("mix"), 30)
+    reseal_mixture(Path("mix"))  # re-prepared with other data: a valid mixture, but not the run's
     with pytest.raises(TellError, match="another mixture"):
-        train(_cfg("./mix/", tiny_model, "run", save_steps=3, max_steps=7, resume=True))
+        train(small_train_config("./mix/", tiny_model, "run", save_steps=3, max_steps=7, resume=True))
     Path("mix/mixture.jsonl").write_bytes(saved[0])
     Path("mix/manifest.json").write_bytes(saved[1])
-    again = train(_cfg("./mix/", tiny_model, "./run/", save_steps=3, max_steps=7, resume=True))
+    again = train(small_train_config("./mix/", tiny_model, "./run/", save_steps=3, max_steps=7, resume=True))
     # nothing is left to train (HF alone would train an 8th step past max_steps): the same adapter
     assert again["resumed_from"] == "checkpoint-7" and again["steps"] == 7 and _same_weights(Path("first"), Path("run"))
     # train_loss is the mean per step of the whole train_log.jsonl, not of the last (here empty) part
     assert again["train_loss"] == pytest.approx(full["train_loss"], rel=1e-9)
     Path("run/metrics.json").unlink()
     with pytest.raises(TellError, match=r"differ from the run's: \['lora_r'\]"):
-        train(_cfg("mix", tiny_model, "run", save_steps=3, max_steps=7, resume=True, lora_r=4))
+        train(small_train_config("mix", tiny_model, "run", save_steps=3, max_steps=7, resume=True, lora_r=4))
 
 
 def test_a_new_checkpoint_is_complete_before_any_older_one_is_deleted(toy_mixture, tiny_model, tmp_path,
@@ -147,7 +128,7 @@ def test_a_new_checkpoint_is_complete_before_any_older_one_is_deleted(toy_mixtur
         return real(path, *a, **k)
 
     monkeypatch.setattr(T.shutil, "rmtree", spy)
-    train(_cfg(toy_mixture, tiny_model, tmp_path / "run", save_steps=1, save_total_limit=1, max_steps=4))
+    train(small_train_config(toy_mixture, tiny_model, tmp_path / "run", save_steps=1, save_total_limit=1, max_steps=4))
     assert [d[0] for d in deleted] == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
     # each deletion came after a newer checkpoint was marked complete, and began with the old one's marker
     assert all(newest != name and newest_done and not marker_left for name, newest, newest_done, marker_left in deleted)
@@ -157,7 +138,7 @@ def test_a_new_checkpoint_is_complete_before_any_older_one_is_deleted(toy_mixtur
 def test_sigkill_with_save_total_limit_1_never_loses_the_resume_point(toy_mixture, tiny_model, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
     full = tmp_path / "full"  # the same settings as _cmd, in this process
-    train(_cfg(toy_mixture, tiny_model, full, save_steps=1, save_total_limit=1, max_steps=8))
+    train(small_train_config(toy_mixture, tiny_model, full, save_steps=1, save_total_limit=1, max_steps=8))
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(toy_mixture, tiny_model, killed), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -178,7 +159,7 @@ def test_sigkill_with_save_total_limit_1_never_loses_the_resume_point(toy_mixtur
 
 def test_resume_never_silently_starts_over(toy_mixture, tiny_model, tmp_path, capsys):
     run = tmp_path / "run"
-    train(_cfg(toy_mixture, tiny_model, run, save_steps=3, save_total_limit=3, max_steps=9))
+    train(small_train_config(toy_mixture, tiny_model, run, save_steps=3, save_total_limit=3, max_steps=9))
     full = tmp_path / "full_adapter"
     shutil.copytree(run, full)
     (run / "metrics.json").unlink()
@@ -187,7 +168,7 @@ def test_resume_never_silently_starts_over(toy_mixture, tiny_model, tmp_path, ca
     # A truncated optimizer file in the newest complete checkpoint: the previous one is used, and said so.
     opt = ckpts / "checkpoint-9" / "optimizer.pt"
     opt.write_bytes(opt.read_bytes()[:100])
-    m = train(_cfg(toy_mixture, tiny_model, run, save_steps=3, save_total_limit=3, max_steps=9, resume=True))
+    m = train(small_train_config(toy_mixture, tiny_model, run, save_steps=3, save_total_limit=3, max_steps=9, resume=True))
     err = capsys.readouterr().err
     assert "checkpoint-9 is damaged (optimizer.pt has 100 bytes" in err and "resuming from checkpoint-6" in err
     assert m["resumed_from"] == "checkpoint-6" and _same_weights(full, run)
@@ -198,11 +179,11 @@ def test_resume_never_silently_starts_over(toy_mixture, tiny_model, tmp_path, ca
             shutil.rmtree(p)
     opt.write_bytes(opt.read_bytes()[:100])
     with pytest.raises(TellError, match=re.escape(f"delete {ckpts / 'checkpoint-9'} and resume")):
-        train(_cfg(toy_mixture, tiny_model, run, save_steps=3, save_total_limit=3, max_steps=9, resume=True))
+        train(small_train_config(toy_mixture, tiny_model, run, save_steps=3, save_total_limit=3, max_steps=9, resume=True))
     # Checkpoints present but none marked complete (the kill the old rotation order allowed): refused too.
     (ckpts / "checkpoint-9" / "tell_complete.json").unlink()
     with pytest.raises(TellError, match="none was marked complete .* delete " + re.escape(f"{ckpts} and resume")):
-        train(_cfg(toy_mixture, tiny_model, run, save_steps=3, save_total_limit=3, max_steps=9, resume=True))
+        train(small_train_config(toy_mixture, tiny_model, run, save_steps=3, save_total_limit=3, max_steps=9, resume=True))
     assert not (run / "metrics.json").exists()
 
 
