@@ -150,10 +150,10 @@ def _counting(monkeypatch, delay: float = 0.0) -> list[Path]:
     calls = []
     real = tg.convert
 
-    def convert(path, dest):
+    def convert(path, dest, check=None):
         calls.append(path)
         time.sleep(delay)
-        real(path, dest)
+        real(path, dest, check)
 
     monkeypatch.setattr(tg, "convert", convert)
     return calls
@@ -249,7 +249,7 @@ def test_two_processes_convert_once(tiny, home, monkeypatch):
 def test_a_killed_conversion_leaves_nothing_that_looks_complete(tiny, home, monkeypatch):
     sha = sha256_file(tiny["f32"])
 
-    def killed(path, dest):
+    def killed(path, dest, check=None):
         (dest / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
@@ -354,3 +354,16 @@ def test_train_on_a_gguf_records_the_converted_base(tiny, home, tmp_path, toy_mi
         assert doc["sha256"] == sha256_file(tiny["q8"]) and doc["quant_type"] == "Q8_0" and doc["folder"] == folder
     peft_model = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "run" / "adapter")
     assert peft_model.get_base_model().config.vocab_size == len(tiny["tok"])
+
+
+def test_the_models_check_sees_the_config_before_any_weight_is_converted(tiny, home):
+    """`models.resolve_model` hands in `check_decoder_only`: a GGUF whose config it refuses leaves nothing behind."""
+    seen = []
+
+    def refuse(config, name):
+        seen.append((config.model_type, name))
+        raise TellError("is an encoder; expected a decoder-only causal LM", file=name)
+
+    with pytest.raises(TellError, match="expected a decoder-only"):
+        tg.resolve(str(tiny["f32"]), refuse)
+    assert seen == [("llama", str(tiny["f32"]))] and _entries(home) == []

@@ -14,7 +14,8 @@ folder in seconds, and it is what a run records as its base, so adapters trained
 plain transformers + PEFT. The folder is built beside its final place and renamed into it, under a lock file,
 so a killed conversion never leaves a folder that looks complete and a second process waits, then reuses.
 
-Nothing heavy is imported at module level: `tell.models` calls `resolve` for every model name, GGUF or not.
+Nothing heavy is imported at module level: `tell.models` calls `resolve` for every model name, GGUF or not
+(and hands in its decoder-only check: this room sits below `models` and does not import it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from tell.errors import TellError
 
@@ -147,9 +148,9 @@ def _supported() -> tuple[set[str], set[str], set[str]]:
     return archs, legacy, torch_types
 
 
-def inspect(path: Path) -> dict:
-    """What the file is (architecture, quantization type, tensor types), refusing in one line a file that is not a
-    GGUF, is damaged (cut short), or holds an architecture or tensor type transformers cannot convert."""
+def _read(path: Path) -> dict:
+    """The facts `inspect` checks, read with the gguf package's reader; a file it cannot read (or whose tensors
+    run past its end: a download cut short) is refused as damaged."""
     from collections import Counter
 
     with open(path, "rb") as f:
@@ -169,61 +170,66 @@ def inspect(path: Path) -> dict:
         short = [t.name for t in reader.tensors if int(t.data_offset) + int(t.n_bytes) > size]
         if short:
             raise ValueError(f"tensor {short[0]} ends past the end of the file")
-        arch_field = reader.fields.get("general.architecture")
-        if arch_field is None:
+        field = lambda key: reader.fields[key].contents() if key in reader.fields else None  # noqa: E731
+        if field("general.architecture") is None:
             raise ValueError("no general.architecture")
-        arch = str(arch_field.contents())
-        tensor_types = Counter(t.tensor_type.name for t in reader.tensors)
-        ftype = reader.fields.get("general.file_type")
-        ftype = int(ftype.contents()) if ftype is not None else None
-        model_name = reader.fields.get("general.name")
-        model_name = str(model_name.contents()) if model_name is not None else None
-    except TellError:
-        raise
+        ftype, name = field("general.file_type"), field("general.name")
+        quant = None
+        if ftype is not None:
+            with contextlib.suppress(ValueError):
+                quant = gguf.LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        return {"architecture": str(field("general.architecture")), "quant_type": quant,
+                "tensor_types": Counter(t.tensor_type.name for t in reader.tensors),
+                "matrix_types": Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2),
+                "name": None if name is None else str(name)}
     except Exception as e:  # noqa: BLE001 - the reader's errors (struct, reshape, memmap) all mean "damaged"
         raise TellError(f"damaged GGUF file ({type(e).__name__}: {e}); expected a complete GGUF model file "
                         "(a download cut short?)", file=str(path)) from e
-    if not reader.tensors:
+
+
+def inspect(path: Path) -> dict:
+    """What the file is (architecture, quantization type, tensor types), refusing in one line a file that is not a
+    GGUF, is damaged (cut short), or holds an architecture or tensor type transformers cannot convert."""
+    facts = _read(path)
+    arch, tensor_types = facts["architecture"], facts["tensor_types"]
+    if not tensor_types:
         raise TellError("the GGUF file holds no tensors; expected a GGUF model file (weights)", file=str(path))
     archs, legacy_types, torch_types = _supported()
-    hf_arch = _ARCH_ALIASES.get(arch, arch)
-    if arch not in archs and hf_arch not in archs:
+    if arch not in archs and _ARCH_ALIASES.get(arch, arch) not in archs:
         raise TellError(f"GGUF architecture '{arch}' is not supported by transformers' GGUF loader; expected one of "
                         f"{', '.join(sorted(archs))}", file=str(path))
     with contextlib.suppress(ImportError):
         from transformers.integrations.gguf.utils import GGUF_ARCHS
-        if arch in GGUF_ARCHS:
+        if arch in GGUF_ARCHS:  # read by transformers' newer torch dequantizer, not the gguf package's
             legacy_types = torch_types
     bad = sorted(t for t in tensor_types if t not in legacy_types)
     if bad:
         raise TellError(f"GGUF tensor type {', '.join(bad)} cannot be dequantized by this gguf/transformers; "
                         f"expected one of {', '.join(sorted(legacy_types))}", file=str(path))
-    quant = None
-    if ftype is not None:
-        with contextlib.suppress(ValueError):
-            quant = gguf.LlamaFileType(ftype).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-    if quant is None:  # no (known) file type: the commonest type among the weight matrices
-        mats = Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2)
-        quant = mats.most_common(1)[0][0] if mats else tensor_types.most_common(1)[0][0]
-    return {"architecture": arch, "quant_type": quant, "tensor_types": dict(sorted(tensor_types.items())),
-            "name": model_name}
+    # no (known) file type: the commonest type among the weight matrices
+    common = (facts["matrix_types"] or tensor_types).most_common(1)[0][0]
+    return {"architecture": arch, "quant_type": facts["quant_type"] or common,
+            "tensor_types": dict(sorted(tensor_types.items())), "name": facts["name"]}
 
 
 # ---- conversion and the cache ------------------------------------------------------------------------------------
 
-def convert(path: Path, dest: Path) -> None:
-    """Dequantize the GGUF `path` into an HF model folder `dest` (weights, tokenizer, chat template)."""
+Check = Callable[[Any, str], None]  # (transformers config, file name) -> None, or raises TellError
+
+
+def convert(path: Path, dest: Path, check: Check | None = None) -> None:
+    """Dequantize the GGUF `path` into an HF model folder `dest` (weights, tokenizer, chat template); `check`
+    sees the model's config before any weight is read (`models.check_decoder_only`)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from tell.models import check_decoder_only
 
     folder, file = str(path.parent), path.name
     try:
         config = AutoConfig.from_pretrained(folder, gguf_file=file)
     except Exception as e:
         raise TellError(f"cannot read the model config from the GGUF ({type(e).__name__}: {e})", file=str(path)) from e
-    check_decoder_only(config, str(path))  # before the weights are read
+    if check is not None:
+        check(config, str(path))  # before the weights are read
     kwargs = {}
     with contextlib.suppress(ImportError):  # transformers >= 5.2x: unpack every weight, whatever kernels are here
         from transformers import GgufConfig
@@ -288,7 +294,7 @@ def _locked(lock: Path, what: str) -> Iterator[None]:
         os.close(fd)
 
 
-def converted(path: Path, *, root: Path | None = None) -> Path:
+def converted(path: Path, *, root: Path | None = None, check: Check | None = None) -> Path:
     """The cached HF folder of the GGUF `path`, converting it first when no complete one is there."""
     from tell import provenance
     from tell.io import write_json
@@ -312,7 +318,7 @@ def converted(path: Path, *, root: Path | None = None) -> Path:
         try:
             print(f"tell: converting {path.name} to a transformers model (once; cached in {final})", file=sys.stderr)
             start = time.monotonic()
-            convert(path, tmp)
+            convert(path, tmp, check)
             write_json(tmp / MARKER, {
                 "kind": "tell-gguf", "format_version": 1, "sha256": sha, "file": path.name, "source": str(path),
                 **info, "seconds": round(time.monotonic() - start, 1),
@@ -336,23 +342,23 @@ def _gguf_version() -> dict:
         return {}
 
 
-def resolve(name: str | None) -> str | None:
+def resolve(name: str | None, check: Check | None = None) -> str | None:
     """What to hand `from_pretrained` for a --model value: a GGUF's cached HF folder (converted on first use),
     anything else as it is."""
     path = find(name)
-    return str(converted(path)) if path is not None else name
+    return str(converted(path, check=check)) if path is not None else name
 
 
 # keys of tell_gguf.json that say which GGUF a base came from
 _PROVENANCE = ("sha256", "file", "quant_type", "architecture", "source")
 
 
-def provenance(name: str | None) -> dict | None:
+def provenance(name: str | None, check: Check | None = None) -> dict | None:
     """{sha256, file, quant_type, architecture, source, folder} of the GGUF a --model value (or its converted
     folder) came from; None for a model that is no GGUF."""
     if not name:
         return None
-    folder = Path(resolve(name)).expanduser()
+    folder = Path(resolve(name, check)).expanduser()
     marker = folder / MARKER
     if not marker.is_file():
         return None

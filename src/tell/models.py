@@ -53,7 +53,7 @@ def resolve_model(name: str | None) -> str | None:
     typed. Every loader here goes through it, so every command accepts the same names."""
     from tell import gguf
 
-    return gguf.resolve(name)
+    return gguf.resolve(name, check_decoder_only)
 
 
 def gguf_provenance(name: str | None) -> dict | None:
@@ -61,7 +61,7 @@ def gguf_provenance(name: str | None) -> dict | None:
     folder) comes from a GGUF, else None: recorded wherever the base model is."""
     from tell import gguf
 
-    return gguf.provenance(name)
+    return gguf.provenance(name, check_decoder_only)
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
