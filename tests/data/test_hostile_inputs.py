@@ -78,7 +78,7 @@ def test_a_repeat_factor_past_the_cap_is_refused_naming_the_pool_and_the_factor(
     with pytest.raises(TellError) as e:  # used to build copies for hours (--ratio 1e9)
         _prep(tmp_path, hf_tokenizer_dir, out, ratio=1e9, allow_repeat=True)
     msg = str(e.value)
-    assert "general data (" in msg and "usable examples" in msg and f"at most {MAX_REPEAT}x" in msg, msg
+    assert "general data (" in msg and "usable examples" in msg and f"at most {MAX_REPEAT:,}x" in msg, msg
     assert not out.exists()
     assert _prep(tmp_path, hf_tokenizer_dir, out, ratio=2 * 1.0, allow_repeat=False)  # a pool that suffices
 
@@ -124,3 +124,111 @@ def test_train_on_an_empty_mixture_says_why_it_is_empty(toy_mixture, tiny_model,
     err = capsys.readouterr().err
     assert "the mixture holds no example" in err and "'too_long': 40" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+# --- ambiguous input: refused with file, line and key, or counted and named --------------------------------
+
+def _load(path, **kw):
+    from tell.data.loading import load_records
+
+    return load_records(str(path), source="task", progress=False, **kw)
+
+
+def test_a_json_object_with_a_duplicate_key_is_refused_with_file_line_and_key(tmp_path):
+    path = tmp_path / "task.jsonl"
+    path.write_text('{"prompt": "a b", "response": "c"}\n{"prompt": "first", "prompt": "second", "response": "c"}\n')
+    with pytest.raises(TellError) as e:
+        _load(path)
+    assert f"{path}:2:" in str(e.value) and "key 'prompt' appears twice" in str(e.value), str(e.value)
+    loaded = _load(path, skip_invalid=True)  # under --skip-invalid: one more invalid row, counted
+    assert len(loaded.records) == 1 and loaded.dropped["duplicate_key"] == 1
+    nested = tmp_path / "chat.jsonl"  # inside a chat turn too
+    nested.write_text(json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant",
+                                                                               "content": "b"}]})[:-3]
+                      + ', "role": "user"}]}\n')
+    with pytest.raises(TellError, match="key 'role' appears twice"):
+        _load(nested)
+
+
+def test_a_json_array_file_with_a_duplicate_key_names_the_record_and_its_line(tmp_path):
+    path = tmp_path / "task.json"
+    path.write_text('[\n  {"prompt": "a", "response": "b"},\n  {"prompt": "a", "response": "b",\n   "response": "c"}\n]\n')
+    with pytest.raises(TellError) as e:
+        _load(path)
+    assert f"{path}:3: record 2:" in str(e.value) and "key 'response' appears twice" in str(e.value), str(e.value)
+
+
+def test_a_csv_with_two_columns_of_one_name_is_refused(tmp_path):
+    path = tmp_path / "task.csv"
+    path.write_text("prompt,response,prompt\na,b,c\n")
+    with pytest.raises(TellError) as e:
+        _load(path)
+    assert f"{path}:1:" in str(e.value) and "columns [1, 3] are both named 'prompt'" in str(e.value), str(e.value)
+
+
+def test_a_folder_s_files_of_other_types_are_named_in_a_warning_and_the_manifest(hf_tokenizer_dir, tmp_path, capsys):
+    folder = tmp_path / "task"
+    write_jsonl(folder / "part-0.jsonl", alpaca_rows(20, "task", seed=1))
+    (folder / "README.md").write_text("# about\n")
+    (folder / "notes.txt").write_text("prompt: x\n")
+    write_jsonl(tmp_path / "general.jsonl", alpaca_rows(50, "general", seed=2))
+    manifest = prepare(PrepareConfig(task=str(folder), general=[str(tmp_path / "general.jsonl")],
+                                     tokenizer=str(hf_tokenizer_dir), ratio=1.0, out=str(tmp_path / "mix"),
+                                     progress=False))
+    assert manifest["inputs"]["task"][0]["skipped_files"] == ["README.md", "notes.txt"]
+    err = capsys.readouterr().err
+    assert "2 file(s) not read" in err and "README.md, notes.txt" in err, err
+
+
+@pytest.mark.parametrize("prompt", ["\u200b\u200b", " \u200d\ufeff ", "\u2060"])
+def test_a_prompt_of_only_invisible_characters_is_empty(tmp_path, prompt):
+    path = write_jsonl(tmp_path / "task.jsonl", [{"prompt": "a b", "response": "c"},
+                                                 {"prompt": prompt, "response": "c"}])
+    with pytest.raises(TellError) as e:
+        _load(path)
+    assert f"{path}:2:" in str(e.value) and "only invisible characters" in str(e.value), str(e.value)
+    assert _load(path, skip_invalid=True).dropped["empty_field"] == 1
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".gz"])
+def test_a_truncated_compressed_file_is_an_error_that_says_truncated_even_with_skip_invalid(tmp_path, suffix):
+    import gzip
+
+    import zstandard
+
+    rows = "".join(json.dumps({"prompt": f"p {i} " + "word " * 20, "response": "r"}) + "\n" for i in range(20000))
+    whole = zstandard.ZstdCompressor().compress(rows.encode()) if suffix == ".zst" else gzip.compress(rows.encode())
+    path = tmp_path / f"task.jsonl{suffix}"
+    path.write_bytes(whole)
+    assert len(_load(path).records) == 20000
+    path.write_bytes(whole[:len(whole) * 2 // 3])
+    with pytest.raises(TellError) as e:
+        _load(path, skip_invalid=True)
+    assert "truncated" in str(e.value) and str(path) in str(e.value), str(e.value)
+
+
+# --- LLaMA-Factory v1 data: content parts with "value", per-message loss_weight ---------------------------------
+
+def _v1(answer_weight=1.0, first_weight=0.0):
+    part = lambda t: [{"type": "text", "value": t}]  # noqa: E731
+    return {"messages": [{"role": "user", "content": part("q one"), "loss_weight": 0.0},
+                         {"role": "assistant", "content": part("a one"), "loss_weight": first_weight},
+                         {"role": "user", "content": part("q two"), "loss_weight": 0.0},
+                         {"role": "assistant", "content": part("a two"), "loss_weight": answer_weight}]}
+
+
+def test_llamafactory_v1_messages_are_read(tmp_path, capsys):
+    loaded = _load(write_jsonl(tmp_path / "v1.jsonl", [_v1(), _v1(first_weight=1.0)]))
+    rec = loaded.records[0]
+    assert (rec.prompt, rec.response) == ("q two", "a two")
+    assert rec.history == [{"role": "user", "content": "q one"}, {"role": "assistant", "content": "a one"}]
+    assert not loaded.ignored and "loss_weight" not in capsys.readouterr().err  # read, not "ignored"
+
+
+def test_an_answer_with_loss_weight_0_is_refused_by_name(tmp_path):
+    path = write_jsonl(tmp_path / "v1.jsonl", [_v1(), _v1(answer_weight=0.0)])
+    with pytest.raises(TellError) as e:
+        _load(path)
+    msg = str(e.value)
+    assert f"{path}:2:" in msg and "messages[3].loss_weight" in msg and "0 (no loss there)" in msg, msg
+    assert _load(path, skip_invalid=True).dropped["loss_weight"] == 1

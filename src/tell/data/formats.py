@@ -16,7 +16,10 @@ exchanges as [[prompt, response], ...] (LLaMA-Factory, ms-swift). Chats must end
 that turn is the answer, the user turn before it the prompt, and earlier turns travel as `history`. Chat
 turns may be tool calls (`function_call`, `tool_call`, or an assistant message with OpenAI `tool_calls`) on
 the assistant's side and tool results (`observation`, `tool`, `tool_response`) on the user's; a `content`
-that is a list of text parts is joined with newlines.
+that is a list of text parts (`{"type": "text", "text": ...}`, or LLaMA-Factory v1's `"value"`) is joined with
+newlines. A message's `loss_weight` (LLaMA-Factory v1) may be anything on earlier turns (history, never trained
+on) but must be 1 on the answer: a 0 there is refused by name. A text made only of invisible characters
+(zero-width spaces, joiners) is empty.
 
 Nothing is dropped silently: a row holding images, video or audio is refused (tell trains text-only
 models), a KTO row with `label: false` is left out and counted (`RowExcluded`), and every key a format does
@@ -26,6 +29,7 @@ not read is returned by `parse_row`, for the manifest's per-input count.
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any, Callable
 
 from tell.data.records import ASSISTANT_SIDE, ROLES, USER_SIDE, Record
@@ -88,9 +92,24 @@ def _text(row: dict, key: str, *, required: bool = True, allow_empty: bool = Fal
         if required and not allow_empty:
             raise RowInvalid("empty_field", where, "is null; expected a non-empty string")
         return ""
-    if required and not allow_empty and not value.strip():
-        raise RowInvalid("empty_field", where, "is empty; expected a non-empty string")
+    if required and not allow_empty and not visible(value):
+        what = "is empty" if not value.strip() else \
+            f"holds only invisible characters ({', '.join(sorted({f'U+{ord(c):04X}' for c in value.strip()}))})"
+        raise RowInvalid("empty_field", where, f"{what}; expected a non-empty string")
     return value
+
+
+# Characters that show nothing but are not whitespace to str.strip: zero-width space/joiners, word joiner, BOM,
+# soft hyphen, Hangul fillers, the Braille blank (plus every format character, category Cf).
+_INVISIBLE = set("\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u3164\u115f\u1160\uffa0\u2800\u034f")
+
+
+def visible(text: str) -> bool:
+    """Whether `text` shows anything: a prompt made only of zero-width characters is as empty as ''."""
+    if text.isascii():
+        return bool(text.strip())
+    return any(not c.isspace() and c not in _INVISIBLE and unicodedata.category(c) not in ("Cf", "Cc")
+               for c in text)
 
 
 def _content(value: Any, where: str) -> str | None:
@@ -105,9 +124,12 @@ def _content(value: Any, where: str) -> str | None:
         if kind in MEDIA_PARTS:
             raise RowInvalid("multimodal", f"{where}[{j}]", f"is a '{kind}' part; tell trains text-only models "
                                                              "(remove it)")
-        if kind != "text" or not isinstance(part.get("text"), str):
-            raise RowInvalid("wrong_type", f"{where}[{j}]", 'expected a text part {"type": "text", "text": "..."}')
-        texts.append(part["text"])
+        # OpenAI's {"type": "text", "text": ...}; LLaMA-Factory v1's {"type": "text", "value": ...}
+        text = part.get("text", part.get("value")) if kind == "text" else None
+        if not isinstance(text, str):
+            raise RowInvalid("wrong_type", f"{where}[{j}]", 'expected a text part {"type": "text", "text": "..."} '
+                                                           '(or "value": "...")')
+        texts.append(text)
     return "\n".join(texts)
 
 
@@ -205,7 +227,8 @@ def _turn(r: _Row, turn: Any, where: str, role_key: str, content_key: str, roles
         raise RowInvalid("wrong_type", f"{where}.{role_key}",
                          f"expected one of {sorted(roles)}, got {turn.get(role_key)!r}")
     list_key = where.split("[")[0]
-    r.nested_ignored.update(f"{list_key}[].{k}" for k in turn if k not in (role_key, content_key, "tool_calls"))
+    r.nested_ignored.update(f"{list_key}[].{k}" for k in turn
+                            if k not in (role_key, content_key, "tool_calls", LOSS_WEIGHT))
     calls = turn.get("tool_calls")
     if role == "assistant" and calls:  # OpenAI: the assistant calls tools; its content is then usually null
         if not isinstance(calls, list):
@@ -219,6 +242,27 @@ def _turn(r: _Row, turn: Any, where: str, role_key: str, content_key: str, roles
     return role, _text(turn, content_key, allow_empty=(role == "system"), where=f"{where}.{content_key}", parts=True)
 
 
+LOSS_WEIGHT = "loss_weight"  # LLaMA-Factory v1: a message's weight in the loss (0: no loss on it)
+
+
+def _check_loss_weights(turns: list, list_key: str) -> None:
+    """Per-message `loss_weight`s. Only the last turn, the answer, is trained on (earlier ones travel as history,
+    never trained on), so any weight there is fine; the answer's must be 1: a 0 says "no loss here", and a row
+    whose answer is not trained on is refused by name, never trained on silently."""
+    for i, turn in enumerate(turns):
+        w = turn.get(LOSS_WEIGHT) if isinstance(turn, dict) else None
+        if w is None:
+            continue
+        where = f"{list_key}[{i}].{LOSS_WEIGHT}"
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+            raise RowInvalid("wrong_type", where, f"expected a number >= 0, got {w!r}")
+        if i == len(turns) - 1 and w != 1:
+            why = "0 (no loss there)" if w == 0 else f"{w} (tell weighs every answer token 1)"
+            raise RowInvalid("loss_weight", where, f"is {why} on the answer, the one turn tell trains on; expected "
+                                                   "1 or none (earlier turns may have any weight: they are history, "
+                                                   "never trained on)")
+
+
 def _chat(list_key: str, role_key: str, content_key: str) -> Callable[[_Row], Record]:
     def parse(r: _Row) -> Record:
         rk, ck = r.tags.get("role_tag", role_key), r.tags.get("content_tag", content_key)
@@ -229,6 +273,7 @@ def _chat(list_key: str, role_key: str, content_key: str) -> Callable[[_Row], Re
         turns = r.row[list_key]
         if not isinstance(turns, list) or not turns:
             raise RowInvalid("wrong_type", list_key, "expected a non-empty list of turns")
+        _check_loss_weights(turns, list_key)
         norm: list[tuple[str, str]] = []
         for i, turn in enumerate(turns):
             role, content = _turn(r, turn, f"{list_key}[{i}]", rk, ck, roles)

@@ -63,6 +63,7 @@ class Loaded:
     sha256: str | None = None
     fingerprint: str | None = None  # a Hub data set's `datasets` fingerprint
     source: Source | None = None
+    skipped_files: list[str] = field(default_factory=list)  # a folder's files that are no data file (not read)
 
 
 def is_local(spec: str) -> bool:
@@ -83,9 +84,10 @@ def _expected() -> str:
     return f"{sorted(FILE_SUFFIXES)}, optionally compressed ({', '.join(COMPRESSIONS)})"
 
 
-def input_files(spec: str) -> list[Path]:
+def input_files(spec: str, skipped: list[str] | None = None) -> list[Path]:
     """The files of a local input, in the order they are read: one file, a folder's data files, or a glob's
-    matches (sorted by name). A `datasets.save_to_disk` folder is returned as itself."""
+    matches (sorted by name). A `datasets.save_to_disk` folder is returned as itself. The other files of a folder
+    (README.md, notes.txt; not hidden ones or `NOT_DATA`) are not read: their names go to `skipped`."""
     if any(c in spec for c in GLOB_CHARS) and not os.path.exists(spec):
         files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
         if not files:
@@ -94,8 +96,11 @@ def input_files(spec: str) -> list[Path]:
         path = Path(spec)
         if (path / "state.json").is_file():
             return [path]
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                       and p.name not in NOT_DATA and _kind(p) is not None)
+        candidates = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                            and p.name not in NOT_DATA)
+        files = [p for p in candidates if _kind(p) is not None]
+        if skipped is not None:
+            skipped += [p.name for p in candidates if _kind(p) is None]
         if not files:
             raise TellError(f"is a folder; expected a data file, or a folder holding data files ({_expected()}); it "
                             "holds none", file=spec)
@@ -130,8 +135,43 @@ def _binary(path: Path, comp: str | None):
         except ImportError:
             raise TellError("reading .zst files needs the zstandard package (pip install zstandard)",
                             file=str(path)) from None
-        return io.BufferedReader(zstandard.open(path, "rb"))  # (the bare reader has no readline)
+        return io.BufferedReader(_ZstdReader(path, zstandard))  # (a raw reader has no readline)
     return open(path, "rb")
+
+
+class _ZstdReader(io.RawIOBase):
+    """A .zst file's bytes, frame after frame, that raises EOFError when the file ends inside a frame:
+    zstandard's own reader returns what it decoded of a cut file as if that were all of it."""
+
+    def __init__(self, path: Path, zstandard):
+        self._file, self._zstd = open(path, "rb"), zstandard.ZstdDecompressor()
+        self._obj, self._fed, self._buf = self._zstd.decompressobj(), False, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._buf:
+            chunk = self._file.read(1 << 16)
+            if not chunk:
+                if self._fed and not self._obj.eof:
+                    raise EOFError("the file ends inside a zstd frame")
+                return 0
+            out = []
+            while chunk:
+                if self._obj.eof:  # the next frame of a multi-frame file
+                    self._obj, self._fed = self._zstd.decompressobj(), False
+                out.append(self._obj.decompress(chunk))
+                self._fed = True
+                chunk = self._obj.unused_data if self._obj.eof else b""
+            self._buf = b"".join(out)
+        n = min(len(b), len(self._buf))
+        b[:n], self._buf = self._buf[:n], self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def _iter_jsonl(f) -> Iterator[tuple[int, Any]]:
@@ -141,9 +181,41 @@ def _iter_jsonl(f) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            yield lineno, orjson.loads(line)
+            value = orjson.loads(line)
         except orjson.JSONDecodeError as e:
             yield lineno, _BadRow("invalid_json", f"invalid JSON ({e.msg} at column {e.colno})")
+            continue
+        dup = _duplicate_key(line) if isinstance(value, dict) else None
+        yield lineno, (value if dup is None else _BadRow(
+            "duplicate_key", f"key '{dup}' appears twice in one JSON object (which one is meant is unknown: "
+                             "readers differ); expected each key once"))
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return d
+
+
+_CHECKING_DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs)
+
+
+def _duplicate_key(text: bytes | str) -> str | None:
+    """The first key that appears twice in one object of the JSON `text` (orjson, like json, keeps the last one
+    silently), or None. A second parse, with a hook that sees every object's pairs."""
+    try:
+        _CHECKING_DECODER.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except _DuplicateKey as e:
+        return str(e.args[0])
+    except (ValueError, UnicodeDecodeError):  # what orjson read, json may not (or the reverse): not our question
+        return None
+    return None
 
 
 def _json_rows(path: Path, comp: str | None) -> tuple[str, Iterator[tuple[int, Any]]]:
@@ -162,8 +234,33 @@ def _json_rows(path: Path, comp: str | None) -> tuple[str, Iterator[tuple[int, A
                 raise TellError(f"invalid JSON ({e.msg} at line {e.lineno} column {e.colno}); expected an array "
                                 "of objects, one object, or one object per line", file=str(path), line=e.lineno) from None
         else:
+            _refuse_duplicate_keys(text, path)
             return "record", (enumerate(value, 1) if isinstance(value, list) else iter([(1, value)]))
     return "line", _iter_jsonl(io.BytesIO(data.removeprefix(BOM)))
+
+
+def _refuse_duplicate_keys(text: str, path: Path) -> None:
+    """A JSON file whose objects hold a key twice is refused with the line of the record that does (an array's
+    records are decoded one by one to find it; only when there is one)."""
+    key = _duplicate_key(text)
+    if key is None:
+        return
+    start = len(text) - len(text.lstrip())
+    line, record = text.count("\n", 0, start) + 1, None
+    if text[start] == "[":
+        pos, record = start + 1, 0
+        while True:
+            while text[pos].isspace() or text[pos] == ",":
+                pos += 1
+            record += 1
+            try:
+                _, end = _CHECKING_DECODER.raw_decode(text, pos)
+            except _DuplicateKey:
+                line = text.count("\n", 0, pos) + 1
+                break
+            pos = end
+    raise TellError(f"key '{key}' appears twice in one JSON object (which one is meant is unknown: readers "
+                    "differ); expected each key once", file=str(path), line=line, record=record)
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
@@ -180,9 +277,15 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
             yield i, row
 
 
-def _iter_csv(f, delimiter: str) -> Iterator[tuple[int, Any]]:
+def _iter_csv(f, delimiter: str, path: Path | None = None) -> Iterator[tuple[int, Any]]:
     text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
     reader = csv.DictReader(text, delimiter=delimiter)
+    names = reader.fieldnames or []
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # DictReader would keep the last column of the name, silently
+        at = [i + 1 for i, n in enumerate(names) if n == twice[0]]
+        raise TellError(f"columns {at} are both named '{twice[0]}' (which one is meant is unknown); expected each "
+                        "column name once", file=str(path) if path else None, line=1, field=twice[0])
     for row in reader:
         if None in row:  # more cells than header columns
             yield reader.line_num, _BadRow("wrong_type", "more cells than header columns")
@@ -238,7 +341,7 @@ def _file_rows(path: Path) -> tuple[str, Iterator[tuple[int, Any]]]:
 
 def _iter_text_file(path: Path, kind: str, comp: str | None) -> Iterator[tuple[int, Any]]:
     with _binary(path, comp) as f:
-        yield from (_iter_jsonl(f) if kind == "jsonl" else _iter_csv(f, "," if kind == "csv" else "\t"))
+        yield from (_iter_jsonl(f) if kind == "jsonl" else _iter_csv(f, "," if kind == "csv" else "\t", path))
 
 
 def iter_rows(src: Source, info: dict | None = None) -> Iterator[tuple[str, str, int, Any]]:
@@ -249,8 +352,9 @@ def iter_rows(src: Source, info: dict | None = None) -> Iterator[tuple[str, str,
     if not is_local(src.path):
         yield from ((src.path, "record", n, raw) for n, raw in _iter_hub(src.path, src.subset, info))
         return
-    files = input_files(src.path)
-    info.update(files=len(files), sha256=input_sha256(files))
+    skipped: list[str] = []
+    files = input_files(src.path, skipped)
+    info.update(files=len(files), sha256=input_sha256(files), skipped_files=skipped)
     for path in files:
         origin = src.path if len(files) == 1 else str(path)
         try:
@@ -260,7 +364,10 @@ def iter_rows(src: Source, info: dict | None = None) -> Iterator[tuple[str, str,
         except UnicodeDecodeError as e:
             raise TellError(f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save the file as "
                             "UTF-8", file=str(path)) from None
-        except (OSError, EOFError) as e:  # a damaged .gz / .zst (zstandard.ZstdError is not an OSError)
+        except EOFError as e:  # gzip's and _ZstdReader's cut stream: never read as a shorter input
+            raise TellError(f"the compressed file is truncated ({e}); it was cut short (an interrupted download or "
+                            "copy?): fetch it again", file=str(path)) from None
+        except OSError as e:  # a damaged .gz / .zst (zstandard.ZstdError is not an OSError)
             raise TellError(f"cannot read ({e})", file=str(path)) from None
         except Exception as e:
             if type(e).__name__ != "ZstdError":
@@ -336,14 +443,18 @@ def load_records(spec: str | dict | Source, *, source: str, fmt: str = "auto", s
         raise TellError("no records found; expected at least one", file=src.path)
     if not records:
         raise TellError(f"every row was left out ({dict(dropped)}); no records left", file=src.path)
-    _warn(src.path, chosen or src.format, ignored, dropped)
+    _warn(src.path, chosen or src.format, ignored, dropped, info.get("skipped_files") or [])
     return Loaded(spec=src.path, format=chosen or src.format, records=records, rows=rows, dropped=dropped,
                   ignored=ignored, files=info.get("files", 1), sha256=info.get("sha256"),
-                  fingerprint=info.get("fingerprint"), source=src)
+                  fingerprint=info.get("fingerprint"), source=src, skipped_files=info.get("skipped_files") or [])
 
 
-def _warn(spec: str, fmt: str, ignored: Counter, dropped: Counter) -> None:
-    """Nothing is dropped silently: keys the format did not read, and KTO rows left out, are said once per input."""
+def _warn(spec: str, fmt: str, ignored: Counter, dropped: Counter, skipped: list[str] = ()) -> None:
+    """Nothing is dropped silently: keys the format did not read, KTO rows left out, and a folder's files that
+    are not data files, are said once per input."""
+    if skipped:
+        print(f"tell: warning: {spec}: {len(skipped)} file(s) not read (not a data file: {_expected()}): "
+              f"{', '.join(skipped[:10])}{', ...' if len(skipped) > 10 else ''}", file=sys.stderr)
     if ignored:
         keys = ", ".join(f"{k} ({n} rows)" for k, n in sorted(ignored.items()))
         print(f"tell: warning: {spec}: keys not read by format '{fmt}': {keys}; map them with --columns "

@@ -48,9 +48,10 @@ def dedup(records: Sequence[Record], seen: set[str] | None = None) -> tuple[list
     return kept, len(records) - len(kept)
 
 
-# The most times --allow-repeat walks a pool: past it the "mixture" is a pool repeated for epochs (and a budget
-# such as --ratio 1e9 would take hours and all memory building it), so it is refused instead.
-MAX_REPEAT = 100
+# The most times --allow-repeat walks a pool: past it the "mixture" is a pool repeated for epochs on end (and a
+# budget such as --ratio 1e9 would take hours and all memory building it), so it is refused instead. (Tiny demo
+# pools are repeated some hundreds of times.)
+MAX_REPEAT = 10_000
 
 
 @dataclass
@@ -188,7 +189,7 @@ def select_budget(pool: Sequence[Record], budget: int | None, counter: TokenCoun
         if budget > MAX_REPEAT * total:  # walked as copies, it would hold (or hang on) budget / total copies
             raise TellError(f"the {label} budget of {budget:,} tokens asks the {label} data ({total:,} tokens in "
                             f"{len(chosen):,} usable examples) to repeat {budget / total:,.0f}x; --allow-repeat "
-                            f"repeats a pool at most {MAX_REPEAT}x: lower the budget or --ratio, or give more data")
+                            f"repeats a pool at most {MAX_REPEAT:,}x: lower the budget or --ratio, or give more data")
         total = _repeat(valid, chosen, total, budget)
     return Selection(records=chosen, tokens=total, budget=budget, unique_examples=unique_examples,
                      unique_tokens=unique_tokens, tokens_counted=records.counted, pool_exhausted=exhausted,
