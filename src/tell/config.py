@@ -254,12 +254,72 @@ def _typed_value(cls: type, name: str, value: Any, where: str) -> Any:
     return value
 
 
+class _YamlRefused(Exception):
+    def __init__(self, message: str, line: int | None):
+        super().__init__(message)
+        self.line = line
+
+
+# A config's nodes once its aliases are expanded: a real one has some hundreds; a "billion laughs" file (aliases of
+# aliases) expands to billions, and anything that walks it (checks, to_dict, json) runs out of memory.
+MAX_YAML_NODES = 100_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key twice in one mapping (YAML keeps the last, silently; `<<` merges may still be
+    overridden) and a document whose aliases expand past MAX_YAML_NODES nodes, or refer to themselves."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            self._expanded_size(node, {}, set())
+        return node
+
+    def _expanded_size(self, node, sizes: dict, open_: set) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_:
+            raise _YamlRefused("an alias refers to the node that holds it (a recursive structure); expected plain "
+                               "settings", node.start_mark.line + 1)
+        open_.add(id(node))
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else \
+            node.value if isinstance(node, yaml.SequenceNode) else []
+        size = 1
+        for child in children:
+            size += self._expanded_size(child, sizes, open_)
+            if size > MAX_YAML_NODES:
+                raise _YamlRefused(f"its aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?); "
+                                   "expected plain settings", child.start_mark.line + 1)
+        open_.discard(id(node))
+        sizes[id(node)] = size
+        return size
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the constructor refuses it below
+                    continue
+                if first is not None:
+                    raise _YamlRefused(f"key '{key}' appears twice in one mapping (lines {first} and {line}; which "
+                                       "one is meant is unknown); expected each key once", line)
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise TellError("no such config file", file=path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader)
+    except _YamlRefused as e:
+        raise TellError(str(e), file=path, line=e.line) from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise TellError(f"invalid YAML ({getattr(e, 'problem', e)})", file=path,
