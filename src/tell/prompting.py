@@ -112,12 +112,24 @@ def encode(tokenizer: Any, rec: Record) -> tuple[list[int], list[int]]:
                             "(chat_template.jinja / 'chat_template' in tokenizer_config.json) to use tell's plain "
                             "template")
         ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        return _split_joint(ids(prompt), ids(full), lambda: ids(full[len(prompt):]))
+        p, a = _split_joint(ids(prompt), ids(full), lambda: ids(full[len(prompt):]))
+        return p, _cut_after_closing(tokenizer, a)
     text, answer = _plain_prompt(rec), _plain_answer(rec)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     p, a = _split_joint(_plain_ids(tokenizer, text), _plain_ids(tokenizer, text + answer),
                         lambda: tokenizer(answer, add_special_tokens=False)["input_ids"])
     return p, a + eos
+
+
+def _cut_after_closing(tokenizer: Any, answer: list[int]) -> list[int]:
+    """The answer ids up to the template's closing token (`<|im_end|>`, `</s>`, `<|eot_id|>`): what a template
+    writes after it (ChatML's newline before the next turn) is not the answer, and generation stops at the
+    closing token, so it is no training target."""
+    special = set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    last = max((i for i, t in enumerate(answer) if t in special), default=None)
+    if last is None or last == len(answer) - 1 or tokenizer.decode(answer[last + 1:]).strip():
+        return answer
+    return answer[:last + 1]
 
 
 def _split_joint(prompt: list[int], full: list[int], apart) -> tuple[list[int], list[int]]:

@@ -8,7 +8,7 @@ import platform
 import tell
 
 _PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "tokenizers", "sentencepiece",
-             "accelerate", "numpy", "pyarrow", "sacrebleu", "scikit-learn")
+             "accelerate", "numpy", "pyarrow", "sacrebleu", "scikit-learn", "gguf")
 
 
 def package_versions() -> dict[str, str]:

@@ -126,13 +126,16 @@ def test_chatml_template_with_the_anchor(smollm2, halu, placement):
     assert tok.decode(a[:a.index(2)]) == rec.response  # the whole answer, then <|im_end|>
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 asks for labels on the answer and <|im_end|> only; tell.prompting."
-                                       "encode keeps the template's newline after <|im_end|> in the answer ids")
 def test_labels_stop_at_im_end(smollm2, halu):
-    from tell.prompting import encode
+    """The answer ids (the labels) end at <|im_end|>: the template's newline after it is no training target."""
+    from tell.prompting import encode, stop_ids
 
-    p, a = encode(smollm2["tok"], halu["train"][0])
-    assert a[-1] == 2
+    tok = smollm2["tok"]
+    p, a = encode(tok, halu["train"][0])
+    full = tok.apply_chat_template([{"role": "user", "content": halu["train"][0].prompt},
+                                    {"role": "assistant", "content": halu["train"][0].response}], tokenize=False)
+    assert a[-1] == 2 and tok.decode(p + a) + "\n" == full  # all of the template but its trailing newline
+    assert 2 in stop_ids(tok)
 
 
 @pytest.fixture(scope="module")

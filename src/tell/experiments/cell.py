@@ -21,6 +21,7 @@ from tell.experiments.config import SweepSpec
 from tell.experiments.methods import METHODS, Method
 from tell.experiments.validation import POOLS, VALIDATION, validation_losses, validation_settings
 from tell.io import write_json
+from tell.models import gguf_provenance
 from tell.prepare import PrepareConfig, length_report, prepare
 from tell.train.config import TrainConfig
 from tell.train.schedule import optimizer_steps
@@ -89,7 +90,9 @@ class Cell:
                     "general_tokens": cell.general_tokens, "max_steps": cell.max_steps, "anchor": cell.anchor,
                     "lr": cell.lr, "model": spec.model, "data": data, "train": spec.train,
                     "decoding": spec.decoding, "eval": spec.eval, "general_eval": spec.general_eval,
-                    "eval_limit": spec.eval_limit, **({"task_eval": spec.task_eval} if spec.task_eval else {})}
+                    "eval_limit": spec.eval_limit, **({"task_eval": spec.task_eval} if spec.task_eval else {}),
+                    # a GGUF base is keyed by its file's content: a new release of the package is a new model
+                    **({"model_gguf": g["sha256"]} if (g := gguf_provenance(spec.model)) else {})}
         key, data_key = f"{method}-{_digest(settings)}", f"mix-{_digest(data)}"
         cd, mix = CellDir(out / "cells", key), MixtureDir(out / "mixtures" / data_key)
         trains = cell.spec_method.trains
