@@ -6,6 +6,8 @@ The CLI prints it as one line and exits with code 2; `--debug` shows the traceba
 
 from __future__ import annotations
 
+import contextlib
+
 
 class TellError(Exception):
     """A problem the user can act on. The message is one line: where, what field, what was expected."""
@@ -32,3 +34,17 @@ class TellError(Exception):
             return self
         file = path if self.file is None else f"{path} {self.file}"
         return TellError(self.message, file=file, line=self.line, field=self.field, record=self.record)
+
+
+@contextlib.contextmanager
+def template_errors(model: str):
+    """A chat template that raises (a jinja2 TemplateError: its own `raise_exception`, an undefined name, a syntax
+    error) while a command renders examples -> one TellError naming the model's template."""
+    from jinja2.exceptions import TemplateError
+
+    try:
+        yield
+    except TemplateError as e:
+        raise TellError(f"the chat template of {model} failed: {type(e).__name__}: {e}; fix the template "
+                        "(chat_template.jinja / 'chat_template' in tokenizer_config.json), or remove it to use "
+                        "tell's plain template", field="model") from None

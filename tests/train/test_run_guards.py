@@ -82,3 +82,45 @@ def test_names_of_secrets_are_whole_words():
     assert all(map(is_secret_name, ["hub_token", "token", "HF_TOKEN", "api_key", "apikey", "password", "my-secret"]))
     assert not any(map(is_secret_name, ["average_tokens_across_devices", "include_num_input_tokens_seen",
                                         "max_new_tokens", "tokenizer", "keep_torch_compile"]))
+
+
+def _tokenizer_without_eos(out: Path) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from conftest import WORDS
+
+    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "<pad>"] + sorted(set(WORDS)))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", pad_token="<pad>"
+                            ).save_pretrained(out)
+    return out
+
+
+def test_a_model_whose_tokenizer_has_no_eos_is_refused_by_name(toy_mixture, tmp_path, capsys):
+    from conftest import make_tiny_llama
+
+    model = make_tiny_llama(_tokenizer_without_eos(tmp_path / "tok"), tmp_path / "no_eos")
+    run = tmp_path / "run"
+    capsys.readouterr()
+    code = main(["train", "--mixture", str(toy_mixture), "--model", str(model), "--out", str(run), "--no-progress",
+                 "--max-steps", "1", "--save-steps", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "has no EOS token" in err and str(model) in err and err.count("\n") == 1, err
+    assert not run.exists()
+
+
+def test_a_chat_template_that_raises_is_one_line_naming_the_template(toy_mixture, hf_tokenizer_dir, tmp_path, capsys):
+    from conftest import make_tiny_llama
+
+    template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system turns') }}"
+                "{% endif %}{{ m['role'] + ' ' + m['content'] + ' </s> ' }}{% endfor %}"
+                "{% if add_generation_prompt %}{{ 'assistant ' }}{% endif %}{{ undefined_call() }}")
+    model = make_tiny_llama(hf_tokenizer_dir, tmp_path / "bad_template", chat_template=template)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    code = main(["train", "--mixture", str(toy_mixture), "--model", str(model), "--out", str(run), "--no-progress",
+                 "--max-steps", "1", "--save-steps", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the chat template of" in err and "failed" in err and err.count("\n") == 1, err

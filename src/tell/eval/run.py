@@ -24,7 +24,7 @@ from tell.eval.config import EvalConfig
 from tell.data.anchor import Anchor
 from tell.data.loading import load_records
 from tell.data.records import Record
-from tell.errors import TellError
+from tell.errors import TellError, template_errors
 from tell.eval.kinds import KIND_NAMES, KINDS, check_items, kind
 from tell.eval.store import PredictionStore
 from tell.io import remove_stale_tmp, sha256_file, write_json
@@ -215,7 +215,8 @@ def evaluate_set(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor 
 
     use_anchor = anchor if es.role == "task" else None
     items, inputs, k = set_inputs(es, cfg, use_anchor)
-    ids = [prompt_ids(tokenizer, r) for r in inputs]
+    with template_errors(cfg.model):
+        ids = [prompt_ids(tokenizer, r) for r in inputs]
     decoding = dict(max_new_tokens=cfg.max_new_tokens or default_max_new_tokens(es.kind, items, tokenizer),
                     greedy=cfg.greedy,
                     temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,

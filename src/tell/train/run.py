@@ -25,7 +25,7 @@ from tell import provenance
 from tell.artifacts import MixtureDir, RunDir, mark_adapter, read_json
 from tell.config import to_dict
 from tell.train.config import TrainConfig
-from tell.errors import TellError
+from tell.errors import TellError, template_errors
 from tell.io import FOLDER_LOCK, atomic_open, folder_lock, remove_stale_tmp, write_json
 from tell.models import gguf_provenance, resolve_model_path, load_model, load_tokenizer, resolve_dtype
 from tell.train.batching import Collator, ListDataset, length_warning, tokenize_mixture
@@ -88,6 +88,17 @@ def _check_not_empty(mix: MixtureDir, manifest: dict) -> None:
                         f"{budget.get('general_tokens_requested')} tokens; dropped per reason: "
                         f"{manifest.get('dropped') or {}}); prepare it again with budgets its examples can meet",
                         file=str(mix.path))
+
+
+def _check_answers_end(tokenizer, model: str) -> None:
+    """A tokenizer with no EOS token and no chat template that closes a turn with a special token gives answers
+    that never end: trained on them, the model learns never to stop. Refused by name."""
+    from tell.prompting import stop_ids
+
+    if not stop_ids(tokenizer):
+        raise TellError(f"the tokenizer of {model} has no EOS token (eos_token is unset) and no chat template that "
+                        "closes an answer with a special token: trained answers would never end, and generation "
+                        "would never stop; set eos_token in its tokenizer_config.json", field="model")
 
 
 def _accumulation(cfg: TrainConfig) -> tuple[int, int]:
@@ -332,8 +343,10 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
     ckpt = _claim(args, cfg, run, resolved, manifest["mixture"]["sha256"], hold)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-    data = tokenize_mixture(mix, tokenizer, max_length=cfg.max_length, length_policy=cfg.length_policy,
-                            train_on_prompt=cfg.train_on_prompt, progress=cfg.progress)
+    _check_answers_end(tokenizer, cfg.model)
+    with template_errors(cfg.model):
+        data = tokenize_mixture(mix, tokenizer, max_length=cfg.max_length, length_policy=cfg.length_policy,
+                                train_on_prompt=cfg.train_on_prompt, progress=cfg.progress)
     warning = length_warning(data.counts, cfg.max_length)
     if warning and args.process_index == 0:
         print(warning, file=sys.stderr)
