@@ -33,8 +33,8 @@ def _knobs(pairs: list[str]) -> dict:
     return out
 
 
-def calibrate(plan_name: str, out: Path, world_knobs: dict, base_knobs: dict, seeds: list[int], cache: Path,
-              workers: int = 1) -> dict:
+def calibrate(plan_name: str, out: Path, world_knobs: dict, base_knobs: dict, plan_knobs: dict, seeds: list[int],
+              cache: Path, workers: int = 1) -> dict:
     from tell.experiments.evidence import load_sweep
     from tell.experiments.executors import ExecutorOptions
     from tell.experiments.sweep import Sweep, load_spec
@@ -43,7 +43,7 @@ def calibrate(plan_name: str, out: Path, world_knobs: dict, base_knobs: dict, se
     from tell.synthetic.world import World
 
     t0 = time.perf_counter()
-    plan = PLANS[plan_name]
+    plan = replace(PLANS[plan_name], **plan_knobs)  # sft_ladder, lr_grid, task_tokens, train (micro-batch)
     world = World(replace(plan.world, **world_knobs))
     base_cfg = replace(plan.bases["small"], **base_knobs)
     files = world.write(out / "world")
@@ -72,12 +72,13 @@ def _commit() -> str:
 def table(record: Path) -> list[str]:
     """docs/study.md's calibration table: every setting tried and the controls it gave, in order."""
     rows = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
-    md = ["| # | plan | world knobs | base knobs | seeds | C1 | C2 | C3 | C4 | C5 | all pass | commit |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = ["| # | plan | world knobs | base knobs | plan knobs | seeds | C1 | C2 | C3 | C4 | C5 | all pass | commit |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         c = r["controls"]
         cell = lambda k: f"{c[k]['value']:.3g}" if c[k]["value"] is not None else "-"  # noqa: E731
         md.append(f"| {i} | {r['plan']} | `{r.get('world_knobs') or {}}` | `{r.get('base_knobs') or {}}` | "
+                  f"`{r.get('plan_knobs') or {}}` | "
                   f"{r['seeds']} | " + " | ".join(cell(k) + ("" if c[k]["passed"] else " (fails)")
                                                  for k in ("C1", "C2", "C3", "C4", "C5"))
                   + f" | {'yes' if all(v['passed'] for v in c.values()) else 'no'} | {r['commit']} |")
@@ -90,6 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=False)
     ap.add_argument("--world", nargs="*", default=[], metavar="KEY=VALUE", help="WorldConfig knobs")
     ap.add_argument("--base", nargs="*", default=[], metavar="KEY=VALUE", help="BaseModelConfig knobs")
+    ap.add_argument("--plan-knobs", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="DemoPlan knobs: sft_ladder=[...], lr_grid=[...], task_tokens=[...], train={...}")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tell" / "demo")
     ap.add_argument("--workers", type=int, default=1)
@@ -101,9 +104,11 @@ def main(argv=None) -> int:
         return 0
     if args.out is None:
         ap.error("--out is required")
-    wk, bk = _knobs(args.world), _knobs(args.base)
-    res = calibrate(args.plan, args.out, wk, bk, args.seeds, args.cache, args.workers) | {"world_knobs": wk,
-                                                                                           "base_knobs": bk}
+    wk, bk, pk = _knobs(args.world), _knobs(args.base), _knobs(args.plan_knobs)
+    pk = {k: tuple(v) if isinstance(v, list) else v for k, v in pk.items()}
+    res = calibrate(args.plan, args.out, wk, bk, pk, args.seeds, args.cache, args.workers) | {
+        "world_knobs": wk, "base_knobs": bk, "plan_knobs": {k: list(v) if isinstance(v, tuple) else v
+                                                            for k, v in pk.items()}}
     with open(args.record, "a", encoding="utf-8") as f:
         f.write(json.dumps(res) + "\n")
     for k, c in res["controls"].items():

@@ -188,7 +188,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tell.experiments.report import load_results, make_report
+    from tell.experiments.evidence import load_results
+    from tell.experiments.report import make_report
 
     primary, title = args.metric, None
     if primary is not None:  # the report would quietly fall back to the first metric of each set

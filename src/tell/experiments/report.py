@@ -19,12 +19,9 @@ import numpy as np
 
 from tell.experiments.evidence import (COMPARISONS, CROSSED, ENVELOPE, HOW_CROSSED, HOW_ENVELOPE, MIN_SEEDS, NO_VERDICT,
                                        NOT_JUDGED, VERDICTS, Evidence, Point, SweepData, find, gather, healthy,
-                                       load_results, load_sweep)
+                                       load_sweep)
 from tell.experiments.plots import plot_bars, plot_forgetting, plot_general_scaling, plot_task_scaling
 from tell.io import atomic_open
-
-__all__ = ["load_results", "make_report"]
-
 
 def num(x, digits: int = 4) -> str:
     if x is None:

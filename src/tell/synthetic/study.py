@@ -1,7 +1,7 @@
 """The demo study's hypotheses and their verdicts (pre-registered in docs/study.md before the study ran).
 
 Each paired hypothesis compares two methods at the study's task budget and its largest general ratio, on
-the same seeds and test items (`tell.experiments.report.compare`: a bootstrap over seeds and items, crossed),
+the same seeds and test items (`tell.experiments.evidence.compare`: a bootstrap over seeds and items, crossed),
 and is judged by one rule with a smallest effect of interest `DELTA` on the metric's scale:
 
 * supported     the 95% interval of (a - b) lies above 0;
