@@ -7,6 +7,7 @@ Every result file is written to a temporary file in the same folder and moved in
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -17,13 +18,32 @@ from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 
+# OSErrors that mean the file system refused a write (permission, read-only, full, over quota, too large): the
+# user's to fix, so one line naming the file (TellError), never a traceback.
+REFUSED_WRITES = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def refused_write(e: OSError, path: str | os.PathLike):
+    """The TellError for an OSError in REFUSED_WRITES while writing `path`, else None."""
+    from tell.errors import TellError
+
+    if e.errno not in REFUSED_WRITES:
+        return None
+    return TellError(f"cannot write ({e.strerror}); choose a folder you can write to, or free space (nothing "
+                     "half-written is left)", file=str(e.filename or path))
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[TextIO]:
     """Open a temp file beside `path`; on success fsync and rename it over `path` (and delete the temp files of
-    `path` that killed writers left), on error delete it."""
+    `path` that killed writers left), on error delete it. A write the file system refuses (`REFUSED_WRITES`) is
+    a TellError naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise (refused_write(e, path) or e) from None
     try:
         kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
         with os.fdopen(fd, mode, **kwargs) as f:
@@ -31,9 +51,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[TextIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and refused_write(e, path):
+            raise refused_write(e, path) from None
         raise
     remove_stale_tmp(path)
 
@@ -90,9 +112,12 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
     lock = folder / FOLDER_LOCK
     created = not folder.exists()  # a folder made only to hold the lock goes again if nothing was written into it
     while True:
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise (refused_write(e, lock) or e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -46,7 +46,7 @@ def test_a_prepare_that_fails_on_a_full_disk_keeps_the_old_mixture_and_its_manif
             f.write(b"")
 
     monkeypatch.setattr(P, "atomic_open", full_disk)
-    with pytest.raises(OSError):
+    with pytest.raises(TellError, match="cannot write .No space left on device"):  # one line, not a traceback
         _prep(tmp_path, hf_tokenizer_dir, out, seed=2)
     assert MixtureDir(out).verify()["mixture"]["sha256"] == old["mixture"]["sha256"]  # the old pair, whole
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixture.jsonl"]
@@ -232,3 +232,24 @@ def test_an_answer_with_loss_weight_0_is_refused_by_name(tmp_path):
     msg = str(e.value)
     assert f"{path}:2:" in msg and "messages[3].loss_weight" in msg and "0 (no loss there)" in msg, msg
     assert _load(path, skip_invalid=True).dropped["loss_weight"] == 1
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_exit_2(hf_tokenizer_dir, tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    write_jsonl(tmp_path / "task.jsonl", alpaca_rows(20, "task", seed=1))
+    write_jsonl(tmp_path / "general.jsonl", alpaca_rows(50, "general", seed=2))
+    out = tmp_path / "ro" / "mix"
+    (tmp_path / "ro").mkdir()
+    real = tempfile.mkstemp
+
+    def read_only(*a, dir=None, **k):  # as a read-only folder answers (tests may run as root, whom chmod won't stop)
+        if str(dir).startswith(str(tmp_path / "ro")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    code = main(_cli_prepare(tmp_path, hf_tokenizer_dir, out, "--ratio", "1"))
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write (Permission denied)" in err and str(out) in err and err.count("\n") == 1, err
+    assert not (out / "manifest.json").exists()
