@@ -91,7 +91,10 @@ class PrepareConfig:
                                         "recorded beside them (budget.anchor_tokens)")
     seed: int = opt(42, "seed of the task subset, general subset and shuffle (each derived with its purpose)")
     max_length: int | None = opt(None, "longest example allowed, in tokens: a longer one is an invalid row (refused, "
-                                       "or dropped with --skip-invalid)", metavar="N", check=at_least(1))
+                                       "or dropped with --skip-invalid). Checked on the examples the budgets count "
+                                       "(only as many as a budget needs are tokenized), not on every row of the "
+                                       "inputs; the manifest says so (lengths.max_length)", metavar="N",
+                                 check=at_least(1))
     train_max_length: int | None = opt(None, "the training length (`tell train --max-length`; the sweep passes its "
                                              "train.max_length): the manifest and summary count the examples longer "
                                              "than N tokens, which training would cut, and --length-policy acts on "
@@ -326,7 +329,9 @@ def prepare(cfg: PrepareConfig) -> dict:
         | {"anchor_tokens": anchor_tokens, "anchor_in_budget": bool(anchor and cfg.anchor_in_budget)},
         "dropped": _dropped(inputs, {TASK: task_sel, GENERAL: general_sel}),
         "lengths": length_report(task_sel.records + general_sel.records, cfg.train_max_length, cfg.length_policy,
-                                 counter.describe(), {TASK: task_sel.dropped, GENERAL: general_sel.dropped}),
+                                 counter.describe(), {TASK: task_sel.dropped, GENERAL: general_sel.dropped})
+        | {"max_length": {"tokens": cfg.max_length, "checked": "the examples the budgets counted (those chosen and "
+                          "the rest of their counting chunk), not every row of the inputs"}},
         "mixture": {"file": mix.MIXTURE, "sha256": sha, "examples": len(mixture),
                     "tokens": task_sel.tokens + anchor_tokens + general_sel.tokens,
                     "task_spread": spread(mixture, TASK)},

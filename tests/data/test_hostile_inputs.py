@@ -253,3 +253,14 @@ def test_a_folder_that_cannot_be_written_is_one_line_exit_2(hf_tokenizer_dir, tm
     err = capsys.readouterr().err
     assert code == 2 and "cannot write (Permission denied)" in err and str(out) in err and err.count("\n") == 1, err
     assert not (out / "manifest.json").exists()
+
+
+def test_max_length_says_it_checks_only_the_counted_examples(hf_tokenizer_dir, tmp_path, capsys):
+    from tell.cli import build_parser
+
+    m = _prep(tmp_path, hf_tokenizer_dir, tmp_path / "mix", max_length=64, task_tokens=40)
+    assert m["lengths"]["max_length"]["tokens"] == 64
+    assert "not every row" in m["lengths"]["max_length"]["checked"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["prepare", "--help"])
+    assert "not on every row" in " ".join(capsys.readouterr().out.split())
