@@ -264,3 +264,13 @@ def test_max_length_says_it_checks_only_the_counted_examples(hf_tokenizer_dir, t
     with pytest.raises(SystemExit):
         build_parser().parse_args(["prepare", "--help"])
     assert "not on every row" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_dataset_info_with_an_entry_twice_is_refused(hf_tokenizer_dir, tmp_path):
+    from tell.data.sources import from_dataset_info
+
+    write_jsonl(tmp_path / "a.jsonl", alpaca_rows(5, "a"))
+    info = tmp_path / "dataset_info.json"
+    info.write_text('{"mine": {"file_name": "a.jsonl"},\n "mine": {"file_name": "b.jsonl"}}\n')
+    with pytest.raises(TellError, match="key 'mine' appears twice"):
+        from_dataset_info(str(info), "mine")

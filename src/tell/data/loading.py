@@ -185,7 +185,7 @@ def _iter_jsonl(f) -> Iterator[tuple[int, Any]]:
         except orjson.JSONDecodeError as e:
             yield lineno, _BadRow("invalid_json", f"invalid JSON ({e.msg} at column {e.colno})")
             continue
-        dup = _duplicate_key(line) if isinstance(value, dict) else None
+        dup = duplicate_key(line) if isinstance(value, dict) else None
         yield lineno, (value if dup is None else _BadRow(
             "duplicate_key", f"key '{dup}' appears twice in one JSON object (which one is meant is unknown: "
                              "readers differ); expected each key once"))
@@ -206,7 +206,7 @@ def _unique_pairs(pairs: list) -> dict:
 _CHECKING_DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs)
 
 
-def _duplicate_key(text: bytes | str) -> str | None:
+def duplicate_key(text: bytes | str) -> str | None:
     """The first key that appears twice in one object of the JSON `text` (orjson, like json, keeps the last one
     silently), or None. A second parse, with a hook that sees every object's pairs."""
     try:
@@ -242,7 +242,7 @@ def _json_rows(path: Path, comp: str | None) -> tuple[str, Iterator[tuple[int, A
 def _refuse_duplicate_keys(text: str, path: Path) -> None:
     """A JSON file whose objects hold a key twice is refused with the line of the record that does (an array's
     records are decoded one by one to find it; only when there is one)."""
-    key = _duplicate_key(text)
+    key = duplicate_key(text)
     if key is None:
         return
     start = len(text) - len(text.lstrip())

@@ -162,9 +162,16 @@ def _read_info(path: str) -> dict:
     if not p.is_file():
         raise TellError("no such file; expected a LLaMA-Factory dataset_info.json", file=path, field="dataset_info")
     try:
-        info = json.loads(p.read_text(encoding="utf-8-sig"))
+        text = p.read_text(encoding="utf-8-sig")
+        info = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise TellError(f"not valid JSON ({e})", file=path) from None
+    from tell.data.loading import duplicate_key
+
+    twice = duplicate_key(text)
+    if twice is not None:  # two entries of one name, or a key twice in an entry: json keeps the last, silently
+        raise TellError(f"key '{twice}' appears twice in one JSON object (which one is meant is unknown); expected "
+                        "each key once", file=path, field=twice)
     if not isinstance(info, dict):
         raise TellError("expected an object of NAME: {file_name, formatting, columns, ...}", file=path)
     return info
