@@ -93,3 +93,18 @@ def test_a_negative_bootstrap_is_refused(tiny_model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "bootstrap" in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_a_chat_template_that_raises_in_eval_is_one_line(hf_tokenizer_dir, tmp_path, capsys):
+    from conftest import make_tiny_llama
+
+    template = ("{% for m in messages %}{{ m['role'] + ' ' + m['content'] + ' </s> ' }}{% endfor %}"
+                "{% if add_generation_prompt %}{{ raise_exception('this template takes no generation prompt') }}"
+                "{% endif %}")
+    model = make_tiny_llama(hf_tokenizer_dir, tmp_path / "bad_template", chat_template=template)
+    capsys.readouterr()
+    code = main(["eval", "--model", str(model), "--data", str(_eval_file(tmp_path / "eval.jsonl")), "--out",
+                 str(tmp_path / "ev"), "--max-new-tokens", "3", "--no-progress", "--bootstrap", "10"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the chat template of" in err and "takes no generation prompt" in err, err
+    assert "Traceback" not in err and [x for x in err.splitlines() if "tell: error" in x][0] == err.splitlines()[-1]
