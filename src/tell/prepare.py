@@ -312,7 +312,8 @@ def prepare(cfg: PrepareConfig) -> dict:
         why = {TASK: {"pool": len(task_pool), **dropped[TASK]},
                GENERAL: {"pool": len(general_pool), **dropped[GENERAL]}}
         raise TellError(f"the mixture would hold no example (budgets: task {task_sel.budget:,}, general "
-                        f"{general_budget:,} tokens; examples in each pool and dropped per reason: {why}); nothing written",
+                        f"{general_budget:,} tokens; examples in each pool and dropped per reason: {why}); "
+                        "nothing written",
                         field="task_tokens")
     mix = MixtureDir(cfg.out)
     sha = _write_mixture(mix, mixture)

@@ -152,7 +152,8 @@ def test_a_json_object_with_a_duplicate_key_is_refused_with_file_line_and_key(tm
 
 def test_a_json_array_file_with_a_duplicate_key_names_the_record_and_its_line(tmp_path):
     path = tmp_path / "task.json"
-    path.write_text('[\n  {"prompt": "a", "response": "b"},\n  {"prompt": "a", "response": "b",\n   "response": "c"}\n]\n')
+    path.write_text('[\n  {"prompt": "a", "response": "b"},\n'
+                    '  {"prompt": "a", "response": "b",\n   "response": "c"}\n]\n')
     with pytest.raises(TellError) as e:
         _load(path)
     assert f"{path}:3: record 2:" in str(e.value) and "key 'response' appears twice" in str(e.value), str(e.value)
