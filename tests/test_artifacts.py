@@ -16,28 +16,30 @@ from tell.prepare import PrepareConfig
 from conftest import cut_mixture, reseal_mixture, train_argv
 
 
-def test_prepare_replacing_a_mixture_removes_the_old_manifest_first(toy_mixture, tiny_model, hf_tokenizer_dir, tmp_path,
-                                                                     monkeypatch, capsys):
+def test_a_prepare_killed_before_its_manifest_leaves_the_old_pair_that_train_reads(toy_mixture, tiny_model,
+                                                                                   hf_tokenizer_dir, tmp_path,
+                                                                                   monkeypatch):
+    """Issue 25: the new mixture waits beside the old pair until the manifest switches; a prepare killed before
+    that leaves the old mixture and its manifest, which verify and train still accept."""
     import tell.prepare as P
+    from tell.artifacts import MixtureDir
 
     mix = tmp_path / "mix"
     shutil.copytree(toy_mixture, mix)
-    old = (mix / "mixture.jsonl").read_bytes()
+    old, old_manifest = (mix / "mixture.jsonl").read_bytes(), (mix / "manifest.json").read_bytes()
     d = toy_mixture.parent
 
-    def killed(*a, **k):  # the process dies after mixture.jsonl is replaced, before the new manifest is written
+    def killed(*a, **k):  # the process dies where the new manifest would be written
         raise KeyboardInterrupt
 
     monkeypatch.setattr(P, "write_json", killed)
     with pytest.raises(KeyboardInterrupt):
         P.prepare(PrepareConfig(task=str(d / "task.jsonl"), general=[str(d / "general.jsonl")],
                                 tokenizer=str(hf_tokenizer_dir), ratio=1.0, anchor="task", out=str(mix), progress=False))
-    assert (mix / "mixture.jsonl").read_bytes() != old  # the new mixture is in place ...
-    assert not (mix / "manifest.json").exists()          # ... and the old manifest is gone, not left beside it
+    assert (mix / "mixture.jsonl").read_bytes() == old and (mix / "manifest.json").read_bytes() == old_manifest
+    assert MixtureDir(mix).verify()["mixture"]["sha256"] == json.loads(old_manifest)["mixture"]["sha256"]
     assert main(["train", "--mixture", str(mix), "--model", str(tiny_model), "--out", str(tmp_path / "run"),
-                 "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "no manifest.json" in err and err.count("\n") == 1
+                 "--no-progress", "--max-steps", "1", "--micro-batch-size", "2", "--batch-size", "2"]) == 0
 
 
 def test_every_reader_refuses_a_mixture_missing_lines(toy_mixture, tiny_model, tmp_path, capsys):

@@ -382,6 +382,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise
         print(f"tell: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a write the file system refused outside tell's own writers (save_pretrained, ...)
+        from tell.io import refused_write
+
+        err = None if getattr(args, "debug", False) else refused_write(e, e.filename or "")
+        if err is None:
+            raise
+        print(f"tell: error: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("tell: interrupted", file=sys.stderr)
         return 130

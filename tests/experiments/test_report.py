@@ -300,3 +300,16 @@ def test_a_metric_without_item_scores_is_labelled_and_gets_no_verdict_beside_one
     assert "crossed (tell.experiments.stats.Resampler) where item scores exist; else the seed min/max" in md
     bleu = md_table(section(md, "### tsk: bleu"), "method")
     assert {r[7] for r in bleu} == {"seed min/max (not a CI)"}
+
+
+def test_a_torn_results_file_is_refused_by_file_and_line(tmp_path, capsys):
+    from tell.cli import main
+
+    folder = write_sweep(tmp_path / "sw", [cell("tell", 100, 1.0, s, 0.5) for s in (1, 2, 3)])
+    with open(folder / "results.jsonl", "a") as f:
+        f.write('{"method": "tell", "task_tok')
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err
+    n = len((folder / "results.jsonl").read_text().splitlines())
+    assert err.count("\n") == 1 and f"results.jsonl:{n}: not a JSON row" in err
+    assert not (folder / "report.md").exists()

@@ -65,7 +65,17 @@ def load_results(folder: str | Path) -> list[dict]:
     p = Path(folder) / "results.jsonl"
     if not p.is_file():
         raise TellError("no results.jsonl; expected a folder written by `tell sweep`", file=str(folder))
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:  # the sweep writes it atomically: a torn line is damage, not data
+            raise TellError(f"not a JSON row ({e.msg}); rebuild the file with `tell sweep` on the same --out "
+                            "(finished cells are not rerun)", file=str(p), line=n) from None
+    return rows
+
 
 def _normalize(r: dict) -> dict:
     """A row (or item-score line) with the new columns defaulted and its point key fields typed."""
@@ -162,14 +172,14 @@ def _read_spec(folder: Path, notes: list[str]) -> dict:
     if not p.is_file():
         notes.append("no spec.yaml: no declared primary metric, efficiency ratio or seeds")
         return {}
-    import yaml
+    from tell.config import load_yaml  # the one YAML reader: duplicate keys and alias bombs refused
 
     try:
-        spec = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        notes.append(f"spec.yaml could not be read ({type(e).__name__}); its declarations are not used")
+        return load_yaml(str(p))
+    except TellError as e:
+        notes.append(f"spec.yaml could not be read ({e}); its declarations are not used")
         return {}
-    return spec if isinstance(spec, dict) else {}
+
 
 def _read_lr(folder: Path, notes: list[str]) -> dict | None:
     p = folder / "lr_selection.json"
