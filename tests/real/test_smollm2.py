@@ -103,7 +103,7 @@ def test_prepare_counts_budgets_with_smollm2s_tokenizer(smollm2, halu, tmp_path)
 def test_chatml_template_with_the_anchor(smollm2, halu, placement):
     """Prompt + answer ids equal SmolLM2's own apply_chat_template on the anchored conversation; the prompt ids
     are what generation is given (ending in `<|im_start|>assistant\\n`), the answer ids are cut from the joint
-    tokenization and end with the answer's `"}` and `<|im_end|>`."""
+    tokenization and end with the answer's `"}` and `<|im_end|>` (the template's newline after it is no label)."""
     from tell.data.anchor import Anchor
     from tell.prompting import encode, prompt_ids
 
@@ -120,7 +120,8 @@ def test_chatml_template_with_the_anchor(smollm2, halu, placement):
         assert want_prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     p, a = encode(tok, anchored)
     assert p == prompt_ids(tok, anchored) == tok(want_prompt, add_special_tokens=False)["input_ids"]
-    assert p + a == tok(want_full, add_special_tokens=False)["input_ids"]
+    full = tok(want_full, add_special_tokens=False)["input_ids"]
+    assert p + a == full[:-1] and tok.decode(full[-1:]) == "\n"  # all but the newline after <|im_end|>
     assert tok.decode(p[-4:]) == "<|im_start|>assistant\n" and p[-4] == tok.convert_tokens_to_ids("<|im_start|>")
     assert tok.decode(a).startswith(rec.response) and a.count(2) == 1
     assert tok.decode(a[:a.index(2)]) == rec.response  # the whole answer, then <|im_end|>

@@ -158,10 +158,11 @@ def executor_options(spec: SweepSpec, *, workers: int | None = None, **cli) -> E
 
 
 def draw_random_anchor(spec: SweepSpec) -> str:
-    """The sweep's random anchor: words of the tokenizer's vocabulary, as many tokens as the anchor (a seeded
-    draw, so every run of the sweep gets the same one; it is part of the cells' keys and manifests)."""
+    """The sweep's random anchor: words of the model's vocabulary, as many of the model's tokens as the anchor (a
+    seeded draw, so every run of the sweep gets the same one; it is part of the cells' keys and manifests). The
+    model's tokenizer, not the budget counter (which may be a SentencePiece file): the model is what reads it."""
     from tell.data.anchor import Anchor, random_anchor
     from tell.models import load_tokenizer
 
-    tok = load_tokenizer(spec.tokenizer or spec.model)
+    tok = load_tokenizer(spec.model)
     return random_anchor(tok, Anchor(spec.anchor, spec.anchor_placement), seed=0)["text"]
