@@ -158,3 +158,32 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ---- JSON read strictly: a key twice in one object (orjson and json keep the last one silently) ----
+
+class DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        raise DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return d
+
+
+CHECKING_DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs)
+
+
+def duplicate_key(text: bytes | str) -> str | None:
+    """The first key that appears twice in one object of the JSON `text` (orjson, like json, keeps the last one
+    silently), or None. A second parse, with a hook that sees every object's pairs."""
+    try:
+        CHECKING_DECODER.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except DuplicateKey as e:
+        return str(e.args[0])
+    except (ValueError, UnicodeDecodeError):  # what orjson read, json may not (or the reverse): not our question
+        return None
+    return None

@@ -32,7 +32,7 @@ from tell.data.records import GENERAL, TASK, Record, render_text
 from tell.data.tokens import CachedCounter, load_counter
 from tell.errors import TellError
 from tell.models import gguf_provenance, resolve_model
-from tell.io import atomic_open, remove_stale_tmp, sha256_file, write_json
+from tell.io import atomic_open, remove_stale_tmp, write_json
 
 FORMAT_VERSION = 1
 
@@ -282,6 +282,15 @@ def length_report(records: list[Record], train_max_length: int | None, policy: s
     return out
 
 
+def _refuse_empty(inputs: list, task_sel: Selection, general_sel: Selection, task_pool: int, general_pool: int,
+                  general_budget: int) -> None:
+    dropped = _dropped(inputs, {TASK: task_sel, GENERAL: general_sel})
+    why = {TASK: {"pool": task_pool, **dropped[TASK]}, GENERAL: {"pool": general_pool, **dropped[GENERAL]}}
+    raise TellError(f"the mixture would hold no example (budgets: task {task_sel.budget:,}, general "
+                    f"{general_budget:,} tokens; examples in each pool and dropped per reason: {why}); nothing "
+                    "written", field="task_tokens")
+
+
 def prepare(cfg: PrepareConfig) -> dict:
     """Build the mixture described by `cfg` in `cfg.out`; return the manifest.
     Nothing is written until every check has passed; the manifest is written last."""
@@ -308,13 +317,7 @@ def prepare(cfg: PrepareConfig) -> dict:
 
     mixture = shuffle(task_sel.records + general_sel.records, cfg.seed)
     if not mixture:  # never written: a folder of 0 examples would look like a result
-        dropped = _dropped(inputs, {TASK: task_sel, GENERAL: general_sel})
-        why = {TASK: {"pool": len(task_pool), **dropped[TASK]},
-               GENERAL: {"pool": len(general_pool), **dropped[GENERAL]}}
-        raise TellError(f"the mixture would hold no example (budgets: task {task_sel.budget:,}, general "
-                        f"{general_budget:,} tokens; examples in each pool and dropped per reason: {why}); "
-                        "nothing written",
-                        field="task_tokens")
+        _refuse_empty(inputs, task_sel, general_sel, len(task_pool), len(general_pool), general_budget)
     mix = MixtureDir(cfg.out)
     sha = _write_mixture(mix, mixture)
     emitted = write_emits(mix.path, cfg.emit, mixture)  # other trainers' formats, same order (before the manifest)

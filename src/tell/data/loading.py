@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from tell.data.formats import FORMATS, RowExcluded, RowInvalid, detect_format, parse_row
 from tell.data.records import Record
 from tell.data.sources import Source, as_source
+from tell.io import CHECKING_DECODER, DuplicateKey, duplicate_key
 from tell.errors import TellError
 from tell.io import sha256_file
 
@@ -191,33 +192,6 @@ def _iter_jsonl(f) -> Iterator[tuple[int, Any]]:
                              "readers differ); expected each key once"))
 
 
-class _DuplicateKey(Exception):
-    pass
-
-
-def _unique_pairs(pairs: list) -> dict:
-    d = dict(pairs)
-    if len(d) != len(pairs):
-        seen = set()
-        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
-    return d
-
-
-_CHECKING_DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs)
-
-
-def duplicate_key(text: bytes | str) -> str | None:
-    """The first key that appears twice in one object of the JSON `text` (orjson, like json, keeps the last one
-    silently), or None. A second parse, with a hook that sees every object's pairs."""
-    try:
-        _CHECKING_DECODER.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
-    except _DuplicateKey as e:
-        return str(e.args[0])
-    except (ValueError, UnicodeDecodeError):  # what orjson read, json may not (or the reverse): not our question
-        return None
-    return None
-
-
 def _json_rows(path: Path, comp: str | None) -> tuple[str, Iterator[tuple[int, Any]]]:
     """A `.json` file: an array of objects, one (pretty-printed) object, or JSON lines in disguise (HaluEval's
     general_data.json is one)."""
@@ -254,8 +228,8 @@ def _refuse_duplicate_keys(text: str, path: Path) -> None:
                 pos += 1
             record += 1
             try:
-                _, end = _CHECKING_DECODER.raw_decode(text, pos)
-            except _DuplicateKey:
+                _, end = CHECKING_DECODER.raw_decode(text, pos)
+            except DuplicateKey:
                 line = text.count("\n", 0, pos) + 1
                 break
             pos = end

@@ -166,7 +166,7 @@ def _read_info(path: str) -> dict:
         info = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise TellError(f"not valid JSON ({e})", file=path) from None
-    from tell.data.loading import duplicate_key
+    from tell.io import duplicate_key
 
     twice = duplicate_key(text)
     if twice is not None:  # two entries of one name, or a key twice in an entry: json keeps the last, silently

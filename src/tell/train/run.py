@@ -377,13 +377,17 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
     seconds = time.perf_counter() - t0
     if not trainer.is_world_process_zero():
         return {}
+    return _finish(cfg, run, trainer, model, tokenizer, data, ckpt, packed, seconds,
+                   {"packing_note": packing_note} if packing_note else {}, base_gguf)
+
+
+def _finish(cfg: TrainConfig, run: RunDir, trainer, model, tokenizer, data, ckpt, packed: bool, seconds: float,
+            notes: dict, base_gguf: dict | None) -> dict:
+    """The adapter (with its checksums) and metrics.json, written last: what makes the run finished."""
     adapter_sums = _save_adapter(model, tokenizer, run.adapter)
     metrics = _final_metrics(cfg, run, trainer, data, ckpt, packed, seconds)
-    metrics["adapter_sha256"] = adapter_sums
-    if packing_note:
-        metrics["packing_note"] = packing_note
-    metrics["base_gguf"] = base_gguf
-    metrics["health"] = _health(run, trainer.state.max_steps, cfg.warmup_ratio)
+    metrics |= {"adapter_sha256": adapter_sums, **notes, "base_gguf": base_gguf,
+                "health": _health(run, trainer.state.max_steps, cfg.warmup_ratio)}
     write_json(run.metrics_path, metrics)
     remove_stale_tmp(run.path, every_file=True)  # left by earlier, killed parts of the run
     return metrics
