@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from tell.errors import TellError
 
@@ -263,35 +263,13 @@ def convert(path: Path, dest: Path, check: Check | None = None) -> None:
     tok.save_pretrained(dest)
 
 
-@contextlib.contextmanager
-def _locked(lock: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive flock on `lock`; the holder removes the file when done, so a waiter that got the lock on
-    a removed file tries again on the new one (its inode differs)."""
-    import fcntl
+def _locked(lock: Path, what: str):
+    """Hold the conversion's lock (`tell.io.exclusive_lock`); a second process waits for the first, then reuses
+    its folder."""
+    from tell.io import exclusive_lock
 
-    waited = False
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not waited:
-                print(f"tell: waiting for another process converting {what}", file=sys.stderr)
-                waited = True
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
-        os.close(fd)
+    return exclusive_lock(lock, lambda: print(f"tell: waiting for another process converting {what}",
+                                              file=sys.stderr))
 
 
 def converted(path: Path, *, root: Path | None = None, check: Check | None = None) -> Path:

@@ -15,7 +15,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 
 # OSErrors that mean the file system refused a write (permission, read-only, full, over quota, too large): the
@@ -98,32 +98,23 @@ FOLDER_LOCK = ".tell.lock"  # the lock file `folder_lock` keeps in the folder it
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on `folder` (creating it) for as long as the block runs, or refuse at once when
-    another process holds it: one process writes into a run folder at a time. A kernel flock, not a claim file
-    with a heartbeat (as sweep cells' `tell.experiments.claims`): it goes with its process, so a killed holder
-    never leaves a lock to wait out. The file is removed on release; a process that locked a file removed under
-    it tries again on the new one (its inode differs)."""
+def exclusive_lock(lock: Path, busy: Callable[[], None]) -> Iterator[None]:
+    """Hold an exclusive kernel flock on the file `lock` (created) for as long as the block runs. When another
+    process holds it, `busy()` is called once: raise to refuse, or return to wait for it. The file is removed on
+    release; a process that locked a file removed under it tries again on the new one (its inode differs)."""
     import fcntl
 
-    from tell.errors import TellError
-
-    folder = Path(folder)
-    lock = folder / FOLDER_LOCK
-    created = not folder.exists()  # a folder made only to hold the lock goes again if nothing was written into it
     while True:
-        try:
-            if not folder.is_dir():
-                folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise (refused_write(e, lock) or e) from None
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
-            raise TellError(f"another process is writing into this folder ({what}; {lock.name} is locked); wait "
-                            "for it to finish or choose another folder", file=str(folder)) from None
+            try:
+                busy()
+            except BaseException:
+                os.close(fd)
+                raise
+            fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:
@@ -137,9 +128,37 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock)
         os.close(fd)
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only when empty
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (creating it) for as long as the block runs, or refuse at once when
+    another process holds it: one process writes into a run folder at a time. A kernel flock (`exclusive_lock`),
+    not a claim file with a heartbeat (as sweep cells' `tell.experiments.claims`): it goes with its process, so a
+    killed holder never leaves a lock to wait out."""
+    from tell.errors import TellError
+
+    folder = Path(folder)
+    lock = folder / FOLDER_LOCK
+
+    def refuse() -> None:
+        raise TellError(f"another process is writing into this folder ({what}; {lock.name} is locked); wait "
+                        "for it to finish or choose another folder", file=str(folder))
+
+    with contextlib.ExitStack() as stack:
+        if not folder.exists():  # a folder made only to hold the lock goes again if nothing was written into it
+            stack.callback(_remove_if_empty, folder)  # registered first: runs after the lock is released
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive_lock(lock, refuse))
+        except OSError as e:
+            raise (refused_write(e, lock) or e) from None
+        yield
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def dumps_json(obj: Any) -> str:
