@@ -125,11 +125,22 @@ def _cut_after_closing(tokenizer: Any, answer: list[int]) -> list[int]:
     """The answer ids up to the template's closing token (`<|im_end|>`, `</s>`, `<|eot_id|>`): what a template
     writes after it (ChatML's newline before the next turn) is not the answer, and generation stops at the
     closing token, so it is no training target."""
-    special = set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    special = _special_ids(tokenizer)
     last = max((i for i, t in enumerate(answer) if t in special), default=None)
     if last is None or last == len(answer) - 1 or tokenizer.decode(answer[last + 1:]).strip():
         return answer
     return answer[:last + 1]
+
+
+_SPECIAL: "weakref.WeakKeyDictionary[Any, frozenset]" = weakref.WeakKeyDictionary()
+
+
+def _special_ids(tokenizer: Any) -> frozenset:
+    """The tokenizer's special and added token ids (read once per tokenizer: every example is cut with them)."""
+    if tokenizer not in _SPECIAL:
+        _SPECIAL[tokenizer] = frozenset(getattr(tokenizer, "all_special_ids", [])) | frozenset(
+            getattr(tokenizer, "added_tokens_decoder", {}))
+    return _SPECIAL[tokenizer]
 
 
 def _split_joint(prompt: list[int], full: list[int], apart) -> tuple[list[int], list[int]]:
@@ -200,7 +211,7 @@ def _closing_tokens(tokenizer: Any) -> set[int]:
         p, a = encode(tokenizer, Record(prompt="a", response=marker))
     except Exception:  # a template that cannot render a plain exchange: the list above is all there is
         return set()
-    special = set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    special = _special_ids(tokenizer)
     for i in range(len(a)):
         if marker in tokenizer.decode(a[:i + 1]):  # the answer's text is complete: what follows closes it
             return {a[i + 1]} & special if i + 1 < len(a) else set()
