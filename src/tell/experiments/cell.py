@@ -173,14 +173,20 @@ def _digest(settings: dict) -> str:
 # ---- running one cell ----------------------------------------------------------------------------------------
 
 def prepare_cell(cell: Cell) -> dict:
-    """The cell's mixture (prepared once, shared by the cells with the same data); returns its manifest."""
-    if cell.mixture.exists():
-        m = cell.mixture.verify()
-        n = cell.prepare.train_max_length
-        if (m.get("lengths") or {}).get("train_max_length") != n:  # prepared for another training length
-            m["lengths"] = length_report([r for _, r in cell.mixture.records()], n, "keep", m.get("tokenizer") or {})
-        return m
-    return prepare(cell.prepare)
+    """The cell's mixture (prepared once, shared by the cells with the same data); returns its manifest. Two
+    drivers planning one sweep folder at once prepare it once: the second waits on a lock beside the folder,
+    then reads what the first wrote."""
+    from tell.io import exclusive_lock
+
+    cell.mixture.path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(cell.mixture.path.with_name(cell.mixture.path.name + ".lock"), lambda: None):
+        if not cell.mixture.exists():
+            return prepare(cell.prepare)
+    m = cell.mixture.verify()  # prepared by an earlier cell or driver: read back and verified
+    n = cell.prepare.train_max_length
+    if (m.get("lengths") or {}).get("train_max_length") != n:  # prepared for another training length
+        m["lengths"] = length_report([r for _, r in cell.mixture.records()], n, "keep", m.get("tokenizer") or {})
+    return m
 
 
 def train_cell(cell: Cell) -> tuple[str, int, int]:
