@@ -200,7 +200,9 @@ def _made_by(cfg: EvalConfig, items: list[Record], adapter_sha256: str | None, d
     content hash, and a digest of the decoding settings, the anchor, the shots and the eval's settings. The
     adapter counts by every file of its folder (`adapter_identity`: adapter_config.json's alpha or target modules,
     weights saved under another name, its tokenizer), not only adapter_model.safetensors."""
-    settings = {n: v for n, v in to_dict(cfg).items() if n not in ("progress", "out")}
+    # greedy decoding does not read the sampling seed: the same model and items give the same rows at any seed
+    ignored = ("progress", "out") + (("sample_seed",) if cfg.greedy else ())
+    settings = {n: v for n, v in to_dict(cfg).items() if n not in ignored}
     setup = hashlib.sha256(json.dumps({"decoding": decoding, "anchor": anchor.to_json() if anchor else None,
                                        "shots": k, "settings": settings}, sort_keys=True, default=str).encode())
     return [{"adapter_sha256": adapter_sha256, "adapter_folder_sha256": adapter_id, "data_sha256": data_sha256,

@@ -217,6 +217,7 @@ def run_cell(cell: Cell) -> dict:
     t0 = time.perf_counter()
     try:
         steps, tokens = train_cell(cell)[1:] if cell.train else (0, 0)
+        reuse_greedy_base(cell)
         evaluate(cell.eval)
         status = {"cell": cd.key, "status": "done", "optimizer_steps": steps, "tokens_trained": tokens}
     except Exception as e:  # a failing cell must not stop the sweep
@@ -225,6 +226,34 @@ def run_cell(cell: Cell) -> dict:
     status["wall_s"] = before + time.perf_counter() - t0  # every part of a resumed cell, not only this one
     write_json(cd.status_path, status)
     return status
+
+
+def _seedless(settings: dict) -> dict:
+    s = {k: v for k, v in settings.items() if k not in ("seed", "key", "pair", "data_key")}
+    return s | {"data": {k: v for k, v in (s.get("data") or {}).items() if k != "seed"}}
+
+
+def reuse_greedy_base(cell: Cell) -> None:
+    """Greedy decoding makes the base model answer the same at every seed: a base cell with no predictions yet
+    starts from those of a base cell of another seed (same settings otherwise). The eval store redoes any row
+    whose `made_by` (which leaves the sampling seed out under greedy decoding) differs, so a copy is never
+    trusted blindly; a partial copy (the other cell still running) is resumed."""
+    import shutil
+
+    from tell.io import atomic_open
+
+    mine = cell.dir.eval.predictions_path
+    if cell.train is not None or not cell.eval.greedy or mine.exists():
+        return
+    for other in sorted(cell.dir.path.parent.glob("base-*/cell.json")):
+        theirs = EvalDir(other.parent / "eval").predictions_path
+        if other.parent == cell.dir.path or not theirs.is_file():
+            continue
+        if _seedless(json.loads(other.read_text(encoding="utf-8"))) == _seedless(json.loads(json.dumps(cell.settings, default=str))):
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            with open(theirs, encoding="utf-8") as src, atomic_open(mine) as dst:
+                shutil.copyfileobj(src, dst)
+            return
 
 
 def earlier_parts_s(cd: CellDir) -> float:
