@@ -55,6 +55,39 @@ def test_batched_generation_with_the_papers_penalty_ignores_padding_when_pad_is_
     assert counted != single
 
 
+def test_a_shared_opening_run_once_gives_the_outputs_of_one_at_a_time(tiny_model):
+    """Prompts sharing a long opening (an eval set's instruction) get it computed once into a fixed-size KV
+    cache copied to every row, with the padding between the opening and each row's own part: the outputs
+    equal one-at-a-time generation (no sharing there), also with the paper's repetition penalty and pad = EOS."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tell.eval import generate as G
+    from tell.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model))
+    tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    g = torch.Generator().manual_seed(1)
+    opening = torch.randint(4, 60, (G.MIN_SHARED_PREFIX + 6,), generator=g).tolist()
+    prompts = [opening + torch.randint(4, 60, (n,), generator=g).tolist() for n in (1, 9, 4, 13)]
+    assert G.shared_prefix(prompts) >= len(opening)  # the sharing path is the one under test
+    for penalty in (1.0, 1.05):
+        kw = dict(max_new_tokens=10, greedy=True, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=penalty,
+                  seed=0)
+        batched = G.generate_batch(model, tok, prompts, **kw)
+        single = [G.generate_batch(model, tok, [p], **kw)[0] for p in prompts]
+        assert batched == single and any(batched)
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
+    from tell.eval.generate import shared_prefix
+
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
+    assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter one keeps its last token
+    assert shared_prefix([[7, 2], [1, 2]]) == 0
+
+
 def test_default_generation_length_covers_the_longest_reference(tiny_model):
     from tell.data.records import Record
     from tell.eval.run import default_max_new_tokens

@@ -335,3 +335,25 @@ def test_a_finished_cell_that_lost_its_eval_metrics_is_redone(tmp_path, tiny_mod
     assert json.loads(metrics.read_text())["sets"] == before
     assert json.loads(metrics.parent.parent.joinpath("status.json").read_text())["status"] == "done"
     assert len((out / "results.jsonl").read_text().splitlines()) >= 1
+
+
+def test_a_greedy_base_is_generated_once_and_its_rows_reused_by_the_other_seeds(tmp_path, tiny_model, monkeypatch):
+    """Greedy decoding does not read the sampling seed: base cells of seeds 7, 8, 9 generate once; sampled
+    decoding generates at every seed (the reuse is decided by `made_by`, not assumed)."""
+    import tell.eval.generate as G
+
+    calls = []
+    real = G.generate_batch
+    monkeypatch.setattr(G, "generate_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ev = write_jsonl(tmp_path / "e.jsonl", [_row(i) for i in range(3)])
+    spec = _spec(tmp_path, tiny_model, [ev], seeds=[7, 8, 9])
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "greedy"), "--workers", "1"]) == 0
+    preds = [p.read_text() for p in sorted((tmp_path / "greedy").glob("cells/base-*/eval/predictions.jsonl"))]
+    assert len(preds) == 3 and len(set(preds)) == 1 and len(calls) == 1  # 3 items: one batch, once
+    rows = [json.loads(line) for line in (tmp_path / "greedy" / "results.jsonl").read_text().splitlines()]
+    assert sorted({r["seed"] for r in rows}) == [7, 8, 9]
+    calls.clear()
+    sampled = _spec(tmp_path, tiny_model, [ev], seeds=[7, 8, 9],
+                    decoding={"greedy": False, "max_new_tokens": 2, "bootstrap": 20})
+    assert main(["sweep", str(sampled), "--out", str(tmp_path / "sampled"), "--workers", "1"]) == 0
+    assert len(calls) == 3

@@ -7,11 +7,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from tell.config import LAYERS, OUT_FOLDER, as_float, at_least, check_value, opt, validate
+from tell.config import LAYERS, OUT_FOLDER, as_float, at_least, check_value, finite, opt, validate
 from tell.data.anchor import PLACEMENTS
 from tell.errors import TellError
 from tell.eval.config import EvalConfig
 from tell.eval.kinds import KIND_NAMES
+from tell.experiments.controls import check_declared
 from tell.experiments.methods import DEFAULT_METHODS, METHOD_NAMES, METHODS
 from tell.models import DTYPES
 from tell.train.config import TrainConfig
@@ -86,6 +87,13 @@ class SweepSpec:
     efficiency_ratio: object = opt("all", "the general ratio at which the report reads token-efficiency, declared "
                                           "before running (or 'all' to show every ratio)")
 
+    controls: list = opt([], "positive controls, declared before running: a list of {id, claim, method, set, "
+                             "at_least | at_most, [metric], [over: METHOD]} or {id, claim, healthy: true}; the "
+                             "report judges no comparison unless all pass (tell.experiments.controls)")
+    floor: float | None = opt(None, "a comparison whose two arms both score below this (in the metric's units) is "
+                                    "inconclusive (floor), whatever its interval", check=(finite, "a finite number"))
+    ceiling: float | None = opt(None, "likewise above this: inconclusive (ceiling)", check=(finite, "a finite number"))
+
     def train_value(self, name: str) -> Any:
         """A training setting of every cell: the spec's `train:` override, else `tell train`'s default."""
         return self.train.get(name, _default(TrainConfig, name))
@@ -136,6 +144,9 @@ def check_spec(spec: SweepSpec) -> None:
         for k, v in getattr(spec, group).items():  # typed as `tell train --config` would type them
             getattr(spec, group)[k] = check_value(cls, k, v, f"({group})")
     spec.lr_grid = lr_grid(spec)
+    check_declared(spec.controls, spec.methods)
+    if spec.floor is not None and spec.ceiling is not None and spec.floor >= spec.ceiling:
+        raise TellError(f"floor {spec.floor:g} must lie below ceiling {spec.ceiling:g}", field="floor")
     if spec.efficiency_ratio != "all" and not isinstance(spec.efficiency_ratio, (int, float)):
         raise TellError(f"expected a number or 'all', got {spec.efficiency_ratio!r}", field="efficiency_ratio")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tell.errors import TellError
+from tell.experiments import controls as ctl
 from tell.eval.kinds import LOWER_IS_BETTER_NAMES
 from tell.experiments.stats import Resampler, estimate, fit_scaling, paired, token_efficiency
 
@@ -330,13 +331,20 @@ def findings(data: SweepData, set_name: str, metric: str) -> list[dict]:
     for t in tells:
         for label, other, same_ratio in COMPARISONS:
             b = find(pts, other, t.budget, t.ratio) if same_ratio else find(pts, other, t.budget, any_ratio=True)
-            res = b and compare(t, b, metric, data.lower_is_better(set_name, metric))
+            res = b and _bounded(data, set_name, metric, compare(t, b, metric, data.lower_is_better(set_name, metric)))
             if res:
                 out.append({"section": "findings", "set": set_name, "role": data.roles[set_name], "metric": metric,
                             "task_tokens": t.budget, "ratio": t.ratio, "comparison": label,
                             "a": {"method": "tell", "ratio": t.ratio}, "b": {"method": other, "ratio": b.ratio},
                             **res})
     return out
+
+def _bounded(data: SweepData, set_name: str, metric: str, res: dict | None) -> dict | None:
+    """The spec's declared floor and ceiling applied to a comparison (`tell.experiments.controls.bounded`)."""
+    if res is None:
+        return None
+    return ctl.bounded(res, data.spec.get("floor"), data.spec.get("ceiling"), data.lower_is_better(set_name, metric))
+
 
 def forgetting(data: SweepData, set_name: str, metric: str) -> list[dict]:
     """Every trained cell against the base model on a general set, paired on common seeds and items."""
@@ -347,7 +355,7 @@ def forgetting(data: SweepData, set_name: str, metric: str) -> list[dict]:
     for p in sorted(pts.values(), key=lambda p: (p.method, p.budget, p.ratio or 0)):
         if p.method == "base":
             continue
-        res = compare(p, base, metric, data.lower_is_better(set_name, metric))
+        res = _bounded(data, set_name, metric, compare(p, base, metric, data.lower_is_better(set_name, metric)))
         if res:
             out.append({"section": "forgetting", "set": set_name, "role": data.roles[set_name], "metric": metric,
                         "task_tokens": p.budget, "ratio": p.ratio, "comparison": f"{p.method} vs base",
@@ -423,6 +431,12 @@ class Evidence:
     forgetting: dict[str, list[dict]]             # general set -> every trained cell vs base (every metric)
     fits: dict[tuple[str, str], list[dict]]       # (task set, metric) -> scaling_fit per tell budget
     efficiency: dict[tuple[str, str], dict]       # (task set, metric) -> {why, declared, entries}
+    controls: list[dict] = field(default_factory=list)  # the spec's declared controls, measured
+
+    @property
+    def judged(self) -> bool:
+        """No comparison is judged unless every declared control passed."""
+        return not ctl.failed(self.controls)
 
     def findings_json(self) -> list[dict]:
         """findings.json: the Findings rows, then the Forgetting rows, in the report's order."""
@@ -446,8 +460,17 @@ def gather(data: SweepData) -> Evidence:
             e = efficiency_entries(data, s, m)
             if e is not None:
                 eff[(s, m)] = e
-    return Evidence(data, {s: [f for m in data.metrics[s] for f in findings(data, s, m)] for s in data.task_sets()},
-                    {g: [f for m in data.metrics[g] for f in forgetting(data, g, m)] for g in general}, fits, eff)
+    ev = Evidence(data, {s: [f for m in data.metrics[s] for f in findings(data, s, m)] for s in data.task_sets()},
+                  {g: [f for m in data.metrics[g] for f in forgetting(data, g, m)] for g in general}, fits, eff)
+    declared = data.spec.get("controls") or []
+    if declared:
+        unhealthy = sorted({r["cell"] for r in data.rows if r["selected"] and not healthy(r)})
+        ev.controls = ctl.check(declared, data, unhealthy)
+    if not ev.judged:  # the numbers stay; no verdict is drawn from them
+        why = f"not judged (control {', '.join(ctl.failed(ev.controls))} failed)"
+        for row in ev.findings_json():
+            row["verdict"], row["verdict_reason"] = why, "a declared control failed: nothing is judged"
+    return ev
 
 
 def efficiency_entries(data: SweepData, set_name: str, metric: str) -> dict | None:

@@ -130,6 +130,27 @@ def summary(fs: list[dict], label: str) -> str:
     return (f"{label}: better in {c['better']} of {n} cells, worse in {c['worse']}, no detectable difference in "
             f"{c['no detectable difference']}, no verdict in {nv}.")
 
+def section_controls(ev: Evidence) -> list[str]:
+    """The spec's declared controls and floor/ceiling: whether anything below is judged."""
+    spec = ev.data.spec
+    if not ev.controls and spec.get("floor") is None and spec.get("ceiling") is None:
+        return []
+    md = ["## Controls", ""]
+    if ev.controls:
+        md += ["Declared in the spec before running. No comparison below is judged unless every control passed.", ""]
+        md += table(["control", "claim", "rule", "measured", "value", "passed"],
+                    [[c["id"], c["claim"], c["rule"], c["measured"], num(c["value"]), "yes" if c["passed"] else "NO"]
+                     for c in ev.controls])
+        md += ["", "All controls passed: the comparisons are judged." if ev.judged else
+               f"**Control(s) {', '.join(c['id'] for c in ev.controls if not c['passed'])} failed: no comparison "
+               "is judged** (the numbers are shown; their verdicts read \"not judged\").", ""]
+    bounds = [f"{k} {spec[k]:g}" for k in ("floor", "ceiling") if spec.get(k) is not None]
+    if bounds:
+        md += [f"Declared {' and '.join(bounds)}: a comparison whose two arms both lie beyond it is inconclusive "
+               "(it measured the end of the scale, not the methods).", ""]
+    return md
+
+
 def section_findings(ev: Evidence) -> list[str]:
     data = ev.data
     md = ["## Findings", "", "Every tell cell against each baseline at the same task budget (sft: ratio 0; the "
@@ -364,7 +385,7 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
     figs.mkdir(exist_ok=True)
     for old in figs.glob("*.png"):  # plots of an earlier report that this one may not redraw
         old.unlink()
-    md = section_header(ev.data, title) + section_health(ev.data) + section_findings(ev) + \
+    md = section_header(ev.data, title) + section_health(ev.data) + section_controls(ev) + section_findings(ev) + \
         section_forgetting(ev, figs)
     for s in ev.data.sets:
         md += section_set(ev, figs, s)
@@ -385,7 +406,8 @@ def _json_safe(x):
     return x
 
 def _write(folder: Path, ev: Evidence, figs: Path, text: str) -> None:
-    for name, obj in (("findings.json", ev.findings_json()), ("token_efficiency.json", ev.efficiency_json())):
+    files = [("findings.json", ev.findings_json()), ("token_efficiency.json", ev.efficiency_json())]
+    for name, obj in files + ([("controls.json", ev.controls)] if ev.controls else []):
         with atomic_open(folder / name) as f:
             f.write(json.dumps(_json_safe(obj), indent=2) + "\n")
     with atomic_open(folder / "report.md") as f:
