@@ -53,3 +53,27 @@ def test_encoder_decoder_and_masked_lm_heads_are_refused_decoder_bert_and_llama_
         check_decoder_only(BertConfig(is_decoder=True, architectures=["BertForMaskedLM"]), "m")
     check_decoder_only(BertConfig(is_decoder=True), "m")  # BERT made a decoder: causal attention
     check_decoder_only(AutoConfig.from_pretrained(tiny_model), str(tiny_model))
+
+
+def test_a_model_whose_vocab_is_smaller_than_its_tokenizer_is_refused_in_one_line(hf_tokenizer_dir, toy_mixture,
+                                                                                 tmp_path, capsys):
+    """A config whose vocab_size lies (fewer embedding rows than tokens) crashed mid-run with an index error."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(hf_tokenizer_dir)
+    out = tmp_path / "short_vocab"
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok) // 2, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(out)
+    tok.save_pretrained(out)
+    assert main(_train_argv(toy_mixture, out, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("tell: error:")]
+    assert len(lines) == 1 and "Traceback" not in err and f"the tokenizer has {len(tok):,} tokens but the model's embedding only" in lines[0]
+    assert not (tmp_path / "run" / "adapter").exists()
+    data = tmp_path / "e.jsonl"
+    data.write_text(json.dumps({"prompt": "a b", "response": "c", "meta": {"kind": "cloze"}}) + "\n")
+    assert main(["eval", "--model", str(out), "--data", str(data), "--out", str(tmp_path / "ev"),
+                 "--greedy", "--no-progress", "--metric", "cloze"]) == 2
+    assert "embedding only" in capsys.readouterr().err and not (tmp_path / "ev" / "metrics.json").exists()

@@ -136,6 +136,17 @@ def check_decoder_only(config: Any, name: str) -> None:
                         file=name)
 
 
+def check_vocab(model: Any, tokenizer: Any, name: str) -> None:
+    """Refuse a tokenizer with more tokens than the model has embedding rows (a config whose vocab_size lies, a
+    tokenizer from another model): its higher ids would crash the embedding lookup mid-run ("index out of
+    range"). A model with more rows than tokens (padded vocabularies) is fine."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise TellError(f"the tokenizer has {len(tokenizer):,} tokens but the model's embedding only {rows:,} rows "
+                        f"(config vocab_size {getattr(model.config, 'vocab_size', '?')}); expected the tokenizer "
+                        "the model was trained with", file=name)
+
+
 def resolve_model_path(name: str | None) -> str | None:
     """An absolute path for a local model folder (as typed, `tiny`, it works only from the folder it was typed
     in: PEFT's base_model_name_or_path and a run's config.json record it); a Hub id as it is. A GGUF gives its
@@ -180,6 +191,7 @@ def load_for_inference(model: str, adapter: str | None, *, dtype: str = "auto",
     adapter_dir = resolve_adapter(adapter)[0] if adapter else None
     tok = inference_tokenizer(model, adapter_dir, trust_remote_code)
     m = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    check_vocab(m, tok, model)
     if adapter_dir:
         from peft import PeftModel
         m = PeftModel.from_pretrained(m, adapter_dir)

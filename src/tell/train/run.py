@@ -27,7 +27,7 @@ from tell.config import to_dict
 from tell.train.config import TrainConfig
 from tell.errors import TellError, template_errors
 from tell.io import FOLDER_LOCK, atomic_open, folder_lock, remove_stale_tmp, write_json
-from tell.models import gguf_provenance, resolve_model_path, load_model, load_tokenizer, resolve_dtype
+from tell.models import check_vocab, gguf_provenance, resolve_model_path, load_model, load_tokenizer, resolve_dtype
 from tell.train.batching import Collator, ListDataset, length_warning, tokenize_mixture
 from tell.train.model import add_lora, packing_is_isolated, supports_packing
 from tell.train.health import MIN_STEPS, assess
@@ -351,6 +351,7 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
     if warning and args.process_index == 0:
         print(warning, file=sys.stderr)
     model, packed, packing_note = _lora_model(cfg)
+    check_vocab(model, tokenizer, cfg.model)
     if packing_note and args.process_index == 0:
         print(f"tell: {packing_note}", file=sys.stderr)
     trainable, total = model.get_nb_trainable_parameters()
