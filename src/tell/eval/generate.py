@@ -40,8 +40,8 @@ def _cache_argument(model: Any) -> str:
 
 
 def _static_cache(model: Any, opening: torch.Tensor, rows: int, length: int) -> StaticCache:
-    """A KV cache of fixed size for the batch (decoding with it is ~3.7x faster on CPU than with the growing
-    cache, which copies every layer's keys at each step: benchmarks/RESULTS.md), holding the batch's shared
+    """A KV cache of fixed size for the batch (the growing cache copies every layer's keys at each step, which
+    made decoding several times slower on this CPU in a scratch measurement), holding the batch's shared
     opening, computed once and copied to every row."""
     cache = StaticCache(config=model.config, max_cache_len=length)
     if opening.shape[1]:
