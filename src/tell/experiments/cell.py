@@ -245,11 +245,12 @@ def reuse_greedy_base(cell: Cell) -> None:
     mine = cell.dir.eval.predictions_path
     if cell.train is not None or not cell.eval.greedy or mine.exists():
         return
+    want = _seedless(json.loads(json.dumps(cell.settings, default=str)))  # as cell.json holds it
     for other in sorted(cell.dir.path.parent.glob("base-*/cell.json")):
         theirs = EvalDir(other.parent / "eval").predictions_path
         if other.parent == cell.dir.path or not theirs.is_file():
             continue
-        if _seedless(json.loads(other.read_text(encoding="utf-8"))) == _seedless(json.loads(json.dumps(cell.settings, default=str))):
+        if _seedless(json.loads(other.read_text(encoding="utf-8"))) == want:
             mine.parent.mkdir(parents=True, exist_ok=True)
             with open(theirs, encoding="utf-8") as src, atomic_open(mine) as dst:
                 shutil.copyfileobj(src, dst)
