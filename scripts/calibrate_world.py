@@ -34,7 +34,7 @@ def _knobs(pairs: list[str]) -> dict:
 
 
 def calibrate(plan_name: str, out: Path, world_knobs: dict, base_knobs: dict, plan_knobs: dict, seeds: list[int],
-              cache: Path, workers: int = 1) -> dict:
+              cache: Path, workers: int = 1, methods: list[str] = CONTROL_METHODS) -> dict:
     from tell.experiments.evidence import load_sweep
     from tell.experiments.executors import ExecutorOptions
     from tell.experiments.sweep import Sweep, load_spec
@@ -48,14 +48,16 @@ def calibrate(plan_name: str, out: Path, world_knobs: dict, base_knobs: dict, pl
     base_cfg = replace(plan.bases["small"], **base_knobs)
     files = world.write(out / "world")
     base = cached_base(world, base_cfg, cache, log=lambda m: print(m, file=sys.stderr))
-    spec = spec_for(plan, files, base) | {"methods": CONTROL_METHODS, "seeds": seeds, "ratios": [max(plan.ratios)],
+    spec = spec_for(plan, files, base) | {"methods": methods, "seeds": seeds, "ratios": [max(plan.ratios)],
                                            "paired_ratios": "all", "name": f"calibration of {plan.name}"}
+    if "sft" not in methods:
+        spec["sft_ladder"] = []
     spec_path = out / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     Sweep(load_spec(str(spec_path)), out / "sweep", spec_path=str(spec_path)).run(
         log=lambda m: None, executor=ExecutorOptions(workers=workers))
     controls = check_controls(load_sweep(out / "sweep", "accuracy"))
-    return {"plan": plan_name, "world": asdict(world.cfg), "base": asdict(base_cfg), "seeds": seeds,
+    return {"plan": plan_name, "world": asdict(world.cfg), "base": asdict(base_cfg), "seeds": seeds, "methods": methods,
             "task_tokens": list(plan.task_tokens), "sft_ladder": list(plan.sft_ladder), "lr_grid": list(plan.lr_grid),
             "controls": {c["id"]: {"value": c["value"], "passed": c["passed"]} for c in controls},
             "seconds": round(time.perf_counter() - t0), "commit": _commit(), "date": time.strftime("%Y-%m-%d")}
@@ -72,13 +74,13 @@ def _commit() -> str:
 def table(record: Path) -> list[str]:
     """docs/study.md's calibration table: every setting tried and the controls it gave, in order."""
     rows = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
-    md = ["| # | plan | world knobs | base knobs | plan knobs | seeds | C1 | C2 | C3 | C4 | C5 | all pass | commit |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = ["| # | plan | world knobs | base knobs | plan knobs | methods | seeds | C1 | C2 | C3 | C4 | C5 | all pass | "
+          "commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         c = r["controls"]
         cell = lambda k: f"{c[k]['value']:.3g}" if c[k]["value"] is not None else "-"  # noqa: E731
         md.append(f"| {i} | {r['plan']} | `{r.get('world_knobs') or {}}` | `{r.get('base_knobs') or {}}` | "
-                  f"`{r.get('plan_knobs') or {}}` | "
+                  f"`{r.get('plan_knobs') or {}}` | {', '.join(r.get('methods', CONTROL_METHODS))} | "
                   f"{r['seeds']} | " + " | ".join(cell(k) + ("" if c[k]["passed"] else " (fails)")
                                                  for k in ("C1", "C2", "C3", "C4", "C5"))
                   + f" | {'yes' if all(v['passed'] for v in c.values()) else 'no'} | {r['commit']} |")
@@ -96,6 +98,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tell" / "demo")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--methods", nargs="+", default=CONTROL_METHODS, choices=CONTROL_METHODS,
+                    help="a subset of the control methods (base: C1; general-only: C2; sft: C3); the controls "
+                         "of the methods left out are recorded as not measured (and so not passed)")
     ap.add_argument("--record", type=Path, default=REPO / "docs" / "calibration.jsonl")
     ap.add_argument("--table", action="store_true", help="print the calibration table of --record and exit")
     args = ap.parse_args(argv)
@@ -106,7 +111,7 @@ def main(argv=None) -> int:
         ap.error("--out is required")
     wk, bk, pk = _knobs(args.world), _knobs(args.base), _knobs(args.plan_knobs)
     pk = {k: tuple(v) if isinstance(v, list) else v for k, v in pk.items()}
-    res = calibrate(args.plan, args.out, wk, bk, pk, args.seeds, args.cache, args.workers) | {
+    res = calibrate(args.plan, args.out, wk, bk, pk, args.seeds, args.cache, args.workers, args.methods) | {
         "world_knobs": wk, "base_knobs": bk, "plan_knobs": {k: list(v) if isinstance(v, tuple) else v
                                                             for k, v in pk.items()}}
     with open(args.record, "a", encoding="utf-8") as f:
