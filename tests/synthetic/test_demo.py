@@ -51,6 +51,21 @@ def test_world_is_deterministic_per_seed(tmp_path):
         assert a[name].read_bytes() != c[name].read_bytes()
 
 
+def test_the_base_model_is_a_function_of_the_pretraining_fields_only():
+    """cached_base keys a base by WorldConfig.pretraining(): worlds that differ elsewhere (general data, task pool,
+    leverage share, task prompt) must give the same pretraining text and tokenizer vocabulary, and a pretraining
+    field must change them."""
+    from dataclasses import replace
+
+    a = World(SMALL)
+    b = World(replace(SMALL, leverage=0.6, task_train=80, general_examples=900, task_prompt="instructed"))
+    assert a.pretrain_text() == b.pretrain_text() and a.vocabulary() == b.vocabulary()
+    assert a.cfg.pretraining() == b.cfg.pretraining()
+    for field, value in (("seed", 1), ("max_len", 3), ("pretrain_sentences", 400)):
+        c = World(replace(SMALL, **{field: value}))
+        assert c.pretrain_text() != a.pretrain_text() and c.cfg.pretraining() != a.cfg.pretraining()
+
+
 def test_world_task_needs_cipher_and_its_format_and_test_is_unseen():
     w = World(SMALL)
     train, test = w.task("train"), w.task("test")
@@ -116,7 +131,10 @@ def test_format_metric(out, fmt, ok):
 
 def test_demo_quick_runs_writes_its_findings_and_is_deterministic(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--cache", str(tmp_path / "cache")]) == 0
-    out = capsys.readouterr().out
+    cap = capsys.readouterr()
+    out = cap.out
+    # a quiet console: sft's few steps are said once in the report, not once per cell; no shard-writing bar
+    assert "optimizer step(s)" not in cap.err and "Writing model shards" not in cap.err, cap.err[-2000:]
     assert "controls (small base): " in out and "Findings:" in out
     sweep = tmp_path / "demo" / "sweep"
     rows = [json.loads(x) for x in (sweep / "results.jsonl").read_text().splitlines()]
@@ -156,15 +174,27 @@ def test_demo_quick_runs_writes_its_findings_and_is_deterministic(tmp_path, caps
     (base,) = list((tmp_path / "cache").glob("base-*"))
     assert (base / "config.json").is_file() and (base / "tokenizer.json").is_file()
     assert (tmp_path / "demo" / "base" / "model.safetensors").read_bytes() == (base / "model.safetensors").read_bytes()
-    # A second run on the same machine gives identical numbers (cached base, fresh sweep).
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo2"), "--cache", str(tmp_path / "cache")]) == 0
-    assert "using the cached base model" in capsys.readouterr().out
-    again = json.loads((tmp_path / "demo2" / "study.json").read_text())
-    same = lambda doc, d: json.dumps(doc["sizes"], sort_keys=True).replace(str(d), "OUT")  # noqa: E731
-    assert same(again, tmp_path / "demo2") == same(study, tmp_path / "demo")
-    values = lambda d: sorted((r["method"], r["ratio"], r["lr"], r["set"].split("/")[-1], r["metric"], r["value"])  # noqa
-                              for r in (json.loads(x) for x in (d / "sweep" / "results.jsonl").read_text().splitlines()))
-    assert values(tmp_path / "demo") == values(tmp_path / "demo2")
+    # The cached base is reused, and a fresh sweep of the demo's own spec gives the same numbers: one trained
+    # cell (tell at the largest ratio, both of its learning rates) and the base, rerun into a new folder.
+    from tell.synthetic.demo import PLANS, cached_base
+
+    msgs = []
+    quick = PLANS["quick"]
+    assert cached_base(World(quick.world), quick.bases["small"], tmp_path / "cache", log=msgs.append) == base
+    assert any("using the cached base model" in m for m in msgs)
+    import yaml
+
+    spec = yaml.safe_load((tmp_path / "demo" / "spec.yaml").read_text()) | {
+        "methods": ["base", "tell"], "ratios": [10.0], "sft_ladder": []}
+    (tmp_path / "again.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(tmp_path / "again.yaml"), "--out", str(tmp_path / "again")]) == 0
+    capsys.readouterr()
+    values = lambda d, keep: sorted((r["method"], r["ratio"], r["lr"], r["set"].split("/")[-1], r["metric"],  # noqa
+                                     r["value"]) for r in (json.loads(x) for x in (d / "results.jsonl")
+                                                           .read_text().splitlines()) if keep(r))
+    rerun = values(tmp_path / "again", lambda r: True)
+    assert {m for m, *_ in rerun} == {"base", "tell"} and len({lr for m, _, lr, *_ in rerun if m == "tell"}) == 2
+    assert values(sweep, lambda r: r["method"] == "base" or (r["method"] == "tell" and r["ratio"] == 10.0)) == rerun
     _cpu_example_spec_runs_on_the_demo_world(tmp_path, capsys)
 
 

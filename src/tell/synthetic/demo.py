@@ -67,7 +67,8 @@ def cached_base(world: World, cfg: BaseModelConfig, cache: Path, log=print) -> P
     import hashlib
     from dataclasses import asdict
 
-    key = hashlib.sha256(json.dumps([asdict(world.cfg), asdict(cfg)], sort_keys=True).encode()).hexdigest()[:12]
+    # keyed by what the base is a function of (the pretraining text's world fields and its own settings)
+    key = hashlib.sha256(json.dumps([world.cfg.pretraining(), asdict(cfg)], sort_keys=True).encode()).hexdigest()[:12]
     path = cache / f"base-{key}"
     if (path / "tell_world.json").is_file():
         log(f"[tell demo] using the cached base model {path}")

@@ -99,9 +99,17 @@ def pretrain(world: World, out: Path, cfg: BaseModelConfig = BaseModelConfig(), 
             log(f"  pretraining step {step + 1}/{cfg.steps}: loss {sum(losses[-100:]) / 100:.3f} "
                 f"({time.perf_counter() - t0:.0f}s)")
     tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a one-file "Writing model shards" bar says nothing on the demo's console
+    try:
+        model.save_pretrained(tmp)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tok.save_pretrained(tmp)
-    write_json(tmp / "tell_world.json", {"world": asdict(world.cfg), "pretraining": asdict(cfg),
+    write_json(tmp / "tell_world.json", {"world": world.cfg.pretraining(), "pretraining": asdict(cfg),
                                           "final_loss": sum(losses[-50:]) / 50, "seconds": time.perf_counter() - t0,
                                           "tokens": len(ids)})
     import os

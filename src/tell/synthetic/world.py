@@ -94,6 +94,13 @@ class WorldConfig:
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
+    # What the pretraining text and the tokenizer are a function of (`World.pretrain_text`, `vocabulary`): a base
+    # model is reused across worlds that differ only in their general data, task pool or test sets.
+    PRETRAINING_FIELDS = ("seed", "n_items", "min_len", "max_len", "pretrain_sentences")
+
+    def pretraining(self) -> dict:
+        return {k: getattr(self, k) for k in self.PRETRAINING_FIELDS}
+
 
 def _derangement(items: list[str], rng: random.Random, avoid: dict[str, str]) -> dict[str, str]:
     """A substitution table with no fixed point that also differs from `avoid` on every item."""
