@@ -9,6 +9,7 @@ the records live here and nowhere else, so every command reads an artifact the s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -129,6 +130,10 @@ class MixtureDir:
         moved in: the folder held the new pair from the moment that manifest was written."""
         manifest = self.manifest()
         want = manifest.get("mixture") or {}
+        if isinstance(manifest.get("emitted"), dict) and any(self.path.glob("*.next")):
+            from tell.data.emit import move_in_emits
+            with contextlib.suppress(OSError):  # a folder this process may not write: the old files stay
+                move_in_emits(self.path, manifest["emitted"])
         for _ in range(2):  # a second look: a prepare may have moved its mixture in while this one was read
             sha, lines = _digest(self.mixture_path)
             if sha == want.get("sha256") and lines == want.get("examples"):

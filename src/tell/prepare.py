@@ -23,7 +23,7 @@ from tell.artifacts import MixtureDir
 from tell.config import NON_NEGATIVE, OUT_FOLDER, at_least, opt, to_dict, validate
 from tell.data import contamination
 from tell.data.anchor import PLACEMENTS, anchor_from_options
-from tell.data.emit import EMITS, write_emits
+from tell.data.emit import EMITS, move_in_emits, write_emits
 from tell.data.formats import FORMATS
 from tell.data.loading import Loaded, load_records
 from tell.data.mix import Selection, dedup, select_budget, shuffle, spread
@@ -320,7 +320,7 @@ def prepare(cfg: PrepareConfig) -> dict:
         _refuse_empty(inputs, task_sel, general_sel, len(task_pool), len(general_pool), general_budget)
     mix = MixtureDir(cfg.out)
     sha = _write_mixture(mix, mixture)
-    emitted = write_emits(mix.path, cfg.emit, mixture)  # other trainers' formats, same order (before the manifest)
+    emitted = write_emits(mix.path, cfg.emit, mixture)  # other trainers' formats, same order, as FILE.next
     config = to_dict(cfg)
     config.pop("progress")
     manifest = {
@@ -344,6 +344,7 @@ def prepare(cfg: PrepareConfig) -> dict:
         "packages": provenance.package_versions(),
     }
     write_json(mix.manifest_path, manifest)  # the moment the folder changes from the old pair to the new one
+    move_in_emits(mix.path, emitted)
     _move_in(mix)
     remove_stale_tmp(mix.path, every_file=True)  # left by a prepare killed while writing into this folder
     manifest["_seconds"] = time.perf_counter() - t0  # for the CLI summary; not written

@@ -71,6 +71,45 @@ def test_a_prepare_stopped_after_its_manifest_leaves_the_new_pair(hf_tokenizer_d
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixture.jsonl"]
 
 
+def test_emitted_files_change_with_their_manifest_never_before_it(hf_tokenizer_dir, tmp_path, monkeypatch):
+    """--emit files are other trainers' copies of the mixture: a prepare that fails before its manifest leaves
+    the old copies (matching the old manifest); one stopped after it has them moved in by the next reader; an
+    emit the new manifest does not record is removed."""
+    import hashlib
+
+    import tell.prepare as P
+
+    out = tmp_path / "mix"
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    old = _prep(tmp_path, hf_tokenizer_dir, out, seed=1, emit=["messages"])
+    emitted = out / old["emitted"]["messages"]["file"]
+    assert sha(emitted) == old["emitted"]["messages"]["sha256"]
+
+    def no_manifest(path, doc, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:  # the disk fills when the manifest is written
+        m.setattr(P, "write_json", no_manifest)
+        with pytest.raises(OSError):
+            _prep(tmp_path, hf_tokenizer_dir, out, seed=2, emit=["messages"])
+    assert MixtureDir(out).verify()["mixture"]["sha256"] == old["mixture"]["sha256"]
+    assert sha(emitted) == old["emitted"]["messages"]["sha256"]  # the old pair's copy, unchanged
+
+    def killed(mix):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:  # stopped after the manifest, before anything moved in
+        m.setattr(P, "_move_in", killed)
+        m.setattr(P, "move_in_emits", lambda *a: None)
+        with pytest.raises(KeyboardInterrupt):
+            _prep(tmp_path, hf_tokenizer_dir, out, seed=3, emit=["messages"])
+    new = MixtureDir(out).verify()
+    assert new["emitted"]["messages"]["sha256"] != old["emitted"]["messages"]["sha256"]
+    assert sha(emitted) == new["emitted"]["messages"]["sha256"]
+    _prep(tmp_path, hf_tokenizer_dir, out, seed=4)  # no --emit now: the last prepare's copy belongs to nothing
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixture.jsonl"]
+
+
 def test_a_repeat_factor_past_the_cap_is_refused_naming_the_pool_and_the_factor(hf_tokenizer_dir, tmp_path):
     from tell.data.mix import MAX_REPEAT
 

@@ -37,15 +37,42 @@ def emit_row(kind: str, rec: Record) -> dict[str, Any]:
     return row
 
 
+NEXT = ".next"  # a new emit waits as FILE.next, like the mixture, until the manifest naming it is in place
+
+
 def write_emits(folder: Path, kinds: Iterable[str], mixture: list[Record]) -> dict[str, dict]:
-    """Each asked-for format, atomically; returns {kind: {file, sha256, examples}} for the manifest."""
+    """Each asked-for format, atomically, as FILE.next beside the old files (which stay as the old manifest
+    records them until `move_in_emits`); returns {kind: {file, sha256, examples}} for the manifest."""
     out = {}
     for kind in (k for k in EMITS if k in set(kinds)):
         digest = hashlib.sha256()
-        with atomic_open(Path(folder) / FILES[kind], "wb") as f:
+        with atomic_open(Path(folder) / (FILES[kind] + NEXT), "wb") as f:
             for rec in mixture:
                 line = orjson.dumps(emit_row(kind, rec), option=orjson.OPT_APPEND_NEWLINE)
                 digest.update(line)
                 f.write(line)
         out[kind] = {"file": FILES[kind], "sha256": digest.hexdigest(), "examples": len(mixture)}
     return out
+
+
+def move_in_emits(folder: Path, emitted: dict[str, dict]) -> None:
+    """Once the manifest is written: each FILE.next it records becomes FILE (only when its sha256 is the
+    recorded one), and an emit of an earlier prepare that this manifest does not record is removed (it belongs
+    to no mixture now). Called again by every reader of the folder (`MixtureDir.verify`): a prepare stopped
+    between its manifest and these moves is completed there."""
+    import contextlib
+    import os
+
+    from tell.io import sha256_file
+
+    folder = Path(folder)
+    for kind, entry in emitted.items():
+        nxt = folder / (entry["file"] + NEXT)
+        if nxt.is_file() and sha256_file(nxt) == entry["sha256"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(nxt, folder / entry["file"])
+    for kind, name in FILES.items():
+        if kind not in emitted:
+            for stale in (folder / name, folder / (name + NEXT)):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
