@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import field
@@ -150,6 +151,33 @@ def _key_value(text: str) -> tuple[str, Any]:
         return key.strip(), yaml.safe_load(value)
     except yaml.YAMLError:
         return key.strip(), value
+
+
+# A setting's name that says it holds a secret (hub_token, api_key, password, ...): never written anywhere. Whole
+# words only, so task_tokens, max_new_tokens or average_tokens_across_devices are not taken for one.
+_SECRET_NAME = re.compile(r"(^|[_.-])(token|secret|password|passwd|credentials?|api[_-]?key|access[_-]?key|"
+                          r"private[_-]?key|secret[_-]?key)([_.-]|$)", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(str(name)))
+
+
+def refuse_secrets(settings: dict) -> bool:
+    """Refuse settings whose names say they hold a secret, naming the settings and never their values: tell
+    writes every setting into config.json, an export's tell.json, the checkpoints' training_args.bin and a sweep's
+    spec copies. A `check=` predicate of `training_args` (so `tell train` and a sweep's `train:` refuse them when
+    read), and called again where TrainingArguments are built."""
+    secrets = sorted(k for k in settings if is_secret_name(k)) if isinstance(settings, dict) else []
+    if secrets:
+        raise TellError(f"{secrets} look like secrets (a token, password or key): tell writes every setting into "
+                        "config.json, an export's tell.json and the checkpoints' training_args.bin, so it takes none; "
+                        "give a Hub token through the HF_TOKEN environment variable or `hf auth login` instead",
+                        field="training_args")
+    return True
+
+
+NO_SECRETS = (refuse_secrets, "settings without secrets")
 
 
 # Checks for `opt(check=...)`: (predicate, what is expected). NaN fails every comparison, so "finite" is explicit.

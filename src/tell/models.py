@@ -64,6 +64,30 @@ def gguf_provenance(name: str | None) -> dict | None:
     return gguf.provenance(name, check_decoder_only)
 
 
+def base_identity(name: str | None) -> str | None:
+    """What the base model `name` is, beyond its name: a GGUF's sha256, or for a local folder a digest of its
+    config.json and the name, size and modification time of each weight file (cheap: no weight file is read).
+    Saved predictions (`tell eval`'s `made_by`) are reused only for the same identity, so a base folder whose
+    weights were replaced in place is evaluated again. None for a Hub id (its name is all there is here)."""
+    import hashlib
+
+    prov = gguf_provenance(name)
+    if prov:
+        return f"gguf:{prov['sha256']}"
+    name = resolve_model(name) if name else name
+    folder = Path(name).expanduser() if name else None
+    if folder is None or not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.name == "config.json":
+            h.update(b"config\0" + p.read_bytes())
+        elif p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf"):
+            st = p.stat()
+            h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()[:16]
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
@@ -157,14 +181,18 @@ def resolve_model_path(name: str | None) -> str | None:
 
 
 def resolve_adapter(run_or_adapter: str | Path) -> tuple[Path, dict]:
-    """A `tell train` run folder or a PEFT adapter folder -> (adapter folder, the run's config or {})."""
-    from tell.artifacts import RunDir
+    """A `tell train` run folder or a PEFT adapter folder -> (adapter folder, the run's config or {}). The
+    adapter's weight files are checked against what `tell train` recorded (`verify_adapter`), so every command
+    that loads one (eval, export, probe, anchor) refuses altered bytes."""
+    from tell.artifacts import RunDir, verify_adapter
 
     run = RunDir(run_or_adapter)
     if run.has_adapter():
+        verify_adapter(run.adapter)
         return run.adapter, run.config() if run.config_path.is_file() else {}
     p = Path(run_or_adapter)
     if (p / "adapter_config.json").is_file():
+        verify_adapter(p)
         return p, {}
     raise TellError("no adapter here; expected a `tell train` run folder (with adapter/) or a PEFT adapter folder",
                     file=str(p))

@@ -48,8 +48,11 @@ def _native_tools(tokenizer: Any) -> bool:
 def _apply(tokenizer: Any, rec: Record, fold: bool, *, answer: bool) -> str:
     native = _native_tools(tokenizer)
     kw = {"tools": rec.tools} if rec.tools and native else {}
-    return tokenizer.apply_chat_template(_messages(rec, fold, answer=answer, native=native), tokenize=False,
-                                         add_generation_prompt=not answer, **kw)
+    from tell.errors import template_errors
+
+    with template_errors(getattr(tokenizer, "name_or_path", None) or "the model"):  # every command renders here
+        return tokenizer.apply_chat_template(_messages(rec, fold, answer=answer, native=native), tokenize=False,
+                                             add_generation_prompt=not answer, **kw)
 
 
 def _plain_prompt(rec: Record) -> str:

@@ -55,6 +55,18 @@ def test_an_adapter_whose_weight_bytes_were_altered_is_refused(trained, tiny_mod
     err = capsys.readouterr().err
     assert "adapter_model.safetensors changed since `tell train` saved it" in err and err.count("\n") == 1, err
     assert not out.exists()  # refused before anything was written
+    # every command that loads an adapter refuses it the same way (models.resolve_adapter checks the sums)
+    exported = tmp_path / "exported"
+    assert main(["export", str(run), "--out", str(exported)]) == 2
+    err = capsys.readouterr().err
+    assert "changed since `tell train` saved it" in err and err.count("\n") == 1, err
+    assert not exported.exists() or not any(exported.iterdir())
+    probe = tmp_path / "probe"
+    assert main(["probe", "--model", str(tiny_model), "--adapter", str(run), "--task", str(tmp_path / "eval.jsonl"),
+                 "--general", str(tmp_path / "eval.jsonl"), "--anchor", "judge", "--out", str(probe)]) == 2
+    err = capsys.readouterr().err
+    assert "changed since `tell train` saved it" in err and err.count("\n") == 1, err
+    assert not probe.exists() or not any(probe.iterdir())
 
 
 def test_an_eval_rerun_redoes_predictions_when_adapter_config_changed(trained, tiny_model, tmp_path, monkeypatch,
@@ -86,6 +98,34 @@ def test_an_eval_rerun_redoes_predictions_when_adapter_config_changed(trained, t
     assert len(preds) == 4 and len({json.dumps(p["made_by"]["adapter_folder_sha256"]) for p in preds}) == 1
 
 
+def test_an_eval_rerun_redoes_predictions_when_the_base_weights_were_replaced_in_place(trained, tiny_model, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """The base folder's name is the same, its weights are not: the saved predictions are another model's."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from tell.eval import generate as G
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    calls = []
+    real = G.generate_batch
+    monkeypatch.setattr(G, "generate_batch", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    args = _args(base, trained, _eval_file(tmp_path / "eval.jsonl"), tmp_path / "ev")
+    assert main(args) == 0, capsys.readouterr().err
+    assert sum(calls) == 4
+    calls.clear()
+    assert main(args) == 0
+    assert sum(calls) == 0
+    weights = base / "model.safetensors"
+    tensors = {k: v * 1.5 for k, v in load_file(str(weights)).items()}
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    calls.clear()
+    assert main(args) == 0, capsys.readouterr().err
+    assert sum(calls) == 4
+
+
 def test_a_negative_bootstrap_is_refused(tiny_model, tmp_path, capsys):
     out = tmp_path / "ev"
     code = main(["eval", "--model", str(tiny_model), "--data", str(_eval_file(tmp_path / "eval.jsonl")), "--out",
@@ -108,3 +148,10 @@ def test_a_chat_template_that_raises_in_eval_is_one_line(hf_tokenizer_dir, tmp_p
     err = capsys.readouterr().err
     assert code == 2 and "the chat template of" in err and "takes no generation prompt" in err, err
     assert "Traceback" not in err and [x for x in err.splitlines() if "tell: error" in x][0] == err.splitlines()[-1]
+    # probe renders prompts the same way (tell.prompting): the same one line, nothing written
+    probe = tmp_path / "probe"
+    code = main(["probe", "--model", str(model), "--task", str(tmp_path / "eval.jsonl"), "--general",
+                 str(tmp_path / "eval.jsonl"), "--anchor", "judge", "--out", str(probe)])
+    err = capsys.readouterr().err
+    assert code == 2 and "the chat template of" in err and "takes no generation prompt" in err, err
+    assert "Traceback" not in err and not probe.exists()

@@ -129,6 +129,14 @@ def test_spec_errors_are_one_line(tmp_path, capsys):
     y.write_text("model: m\ntask: t.jsonl\ntask_tokens: [10]\nmethods: [sft]\neval: [x]\ntrain: {lr: 1}\n")
     assert main(["sweep", str(y), "--out", str(tmp_path / "o")]) == 2
     assert "field 'train': unknown setting(s) ['lr']" in capsys.readouterr().err
+    # a secret among the training settings is refused when the spec is read (before any cell is planned or a
+    # spec copy written), by name, never echoing the value
+    y.write_text("model: m\ntask: t.jsonl\ntask_tokens: [10]\nmethods: [sft]\neval: [x]\n"
+                 "train: {training_args: {hub_token: hf_SeCrEt9}}\n")
+    assert main(["sweep", str(y), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "['hub_token'] look like secrets" in err and "hf_SeCrEt9" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
     common = "model: m\ntask: t.jsonl\ntask_tokens: [10]\ngeneral: [g.jsonl]\nratios: [3]\nanchor: A b\neval: [x]\n"
     y.write_text(common + "methods: [tell, tell-placebo]\n")
     assert main(["sweep", str(y), "--out", str(tmp_path / "o")]) == 2

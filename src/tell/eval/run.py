@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tell import provenance
-from tell.artifacts import TELL_JSON, EvalDir, RunDir, adapter_identity, verify_adapter
+from tell.artifacts import TELL_JSON, EvalDir, RunDir, adapter_identity
 from tell.config import to_dict
 from tell.eval.config import EvalConfig
 from tell.data.anchor import Anchor
@@ -195,22 +195,24 @@ def _prediction(es: EvalSet, rec: Record, text: str, shown: str) -> dict:
 
 
 def _made_by(cfg: EvalConfig, items: list[Record], adapter_sha256: str | None, data_sha256: str, decoding: dict,
-             anchor: Anchor | None, k: int, adapter_id: str | None = None) -> list[dict]:
+             anchor: Anchor | None, k: int, adapter_id: str | None = None, base_id: str | None = None) -> list[dict]:
     """What produces each item's prediction (`PredictionStore`): the adapter and data file checksums, the item's
     content hash, and a digest of the decoding settings, the anchor, the shots and the eval's settings. The
     adapter counts by every file of its folder (`adapter_identity`: adapter_config.json's alpha or target modules,
-    weights saved under another name, its tokenizer), not only adapter_model.safetensors."""
+    weights saved under another name, its tokenizer), not only adapter_model.safetensors; the base model by
+    `models.base_identity` (a folder whose weights were replaced in place is another model)."""
     # greedy decoding does not read the sampling seed: the same model and items give the same rows at any seed
     ignored = ("progress", "out") + (("sample_seed",) if cfg.greedy else ())
     settings = {n: v for n, v in to_dict(cfg).items() if n not in ignored}
     setup = hashlib.sha256(json.dumps({"decoding": decoding, "anchor": anchor.to_json() if anchor else None,
-                                       "shots": k, "settings": settings}, sort_keys=True, default=str).encode())
+                                       "shots": k, "settings": settings, "base": base_id}, sort_keys=True, default=str).encode())
     return [{"adapter_sha256": adapter_sha256, "adapter_folder_sha256": adapter_id, "data_sha256": data_sha256,
              "item": rec.key, "setup": setup.hexdigest()[:16]} for rec in items]
 
 
 def evaluate_set(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor | None,
-                 store: PredictionStore, adapter_sha256: str | None = None, adapter_id: str | None = None) -> dict:
+                 store: PredictionStore, adapter_sha256: str | None = None, adapter_id: str | None = None,
+                 base_id: str | None = None) -> dict:
     """Generate what is not saved yet (or was saved from another adapter, data file or setting), then score the
     whole set."""
     from tell.eval.generate import generate_all
@@ -224,7 +226,7 @@ def evaluate_set(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor 
                     temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                     repetition_penalty=cfg.repetition_penalty)
     data_sha256 = sha256_file(es.path)
-    made_by = _made_by(cfg, items, adapter_sha256, data_sha256, decoding, use_anchor, k, adapter_id)
+    made_by = _made_by(cfg, items, adapter_sha256, data_sha256, decoding, use_anchor, k, adapter_id, base_id)
     done = {j for j, rec in enumerate(items) if store.has(es.name, rec.uid(), made_by[j])}
 
     def save(idx: list[int], outs: list[str]) -> None:
@@ -270,7 +272,8 @@ def _free_memory() -> None:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    from tell.models import gguf_provenance, inference_tokenizer, load_for_inference, resolve_adapter
+    from tell.models import (base_identity, gguf_provenance, inference_tokenizer, load_for_inference,
+                             resolve_adapter)
 
     lm_eval = cfg.lm_eval or cfg.lm_eval_general or cfg.lm_eval_task
     if not cfg.model or not (cfg.data or cfg.general_data or cfg.task_data or lm_eval) or not cfg.out:
@@ -284,9 +287,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     if lm_eval:  # what is wrong with the harness tasks is refused before any model is loaded or file written
         from tell.eval import harness
         lm_plan = harness.plan(harness.requested(cfg), cfg.lm_eval_include, anchor)
+    # resolve_adapter refuses weight bytes altered since `tell train` saved them, before anything is written
     adapter_dir = resolve_adapter(cfg.adapter)[0] if cfg.adapter else None
-    if adapter_dir:
-        verify_adapter(adapter_dir)  # weight bytes altered since `tell train` saved them: refused, nothing written
     adapter_file = adapter_dir / "adapter_model.safetensors" if adapter_dir else None
     adapter_sha256 = sha256_file(adapter_file) if adapter_file and adapter_file.is_file() else None
     adapter_id = adapter_identity(adapter_dir) if adapter_dir else None
@@ -304,7 +306,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     store.resume()
     summary, averages = {}, {}
     if sets:
-        summary = {es.name: evaluate_set(es, cfg, model, tokenizer, anchor, store, adapter_sha256, adapter_id)
+        base_id = base_identity(cfg.model)
+        summary = {es.name: evaluate_set(es, cfg, model, tokenizer, anchor, store, adapter_sha256, adapter_id, base_id)
                    for es in sets}
         averages = subtask_averages(sets, cfg, store)
         del model  # the harness loads its own copy: not two in memory at once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tell.config import NON_NEGATIVE, OUT_FOLDER, POSITIVE, SHARE, at_least, finite, opt, validate
+from tell.config import NON_NEGATIVE, NO_SECRETS, OUT_FOLDER, POSITIVE, SHARE, at_least, finite, opt, validate
 from tell.models import DTYPES
 
 # Experiment trackers `tell train --report-to` takes (transformers' integrations; tell.train.run checks the package).
@@ -65,7 +65,7 @@ class TrainConfig:
     training_args: dict = opt({}, "other transformers TrainingArguments settings, passed through as they are "
                                   "(YAML mapping, or --training-arg KEY=VALUE, repeatable; e.g. tf32=true, "
                                   "optim=adamw_torch_fused); the settings tell makes itself are refused",
-                              flag="--training-arg", metavar="KEY=VALUE")
+                              flag="--training-arg", metavar="KEY=VALUE", check=NO_SECRETS)
     report_to: str = opt("none", "also send the training metrics (loss, task / general loss, tokens seen, learning "
                                  "rate) to a tracker: tensorboard (event files under RUN_DIR/checkpoints/runs/), "
                                  "wandb or mlflow; its package must be installed", choices=REPORT_TO)

@@ -15,7 +15,6 @@ import contextlib
 import datetime
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from tell import provenance
 from tell.artifacts import MixtureDir, RunDir, mark_adapter, read_json
-from tell.config import to_dict
+from tell.config import is_secret_name, refuse_secrets, to_dict  # noqa: F401 (is_secret_name: public here)
 from tell.train.config import TrainConfig
 from tell.errors import TellError, template_errors
 from tell.io import FOLDER_LOCK, atomic_open, folder_lock, remove_stale_tmp, write_json
@@ -63,14 +62,6 @@ TO_TRAINING_ARGS = {
 }
 
 
-# A setting's name that says it holds a secret (hub_token, api_key, password, ...): never written anywhere. Whole
-# words only, so task_tokens, max_new_tokens or average_tokens_across_devices are not taken for one.
-_SECRET_NAME = re.compile(r"(^|[_.-])(token|secret|password|passwd|credentials?|api[_-]?key|access[_-]?key|"
-                          r"private[_-]?key|secret[_-]?key)([_.-]|$)", re.IGNORECASE)
-
-
-def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(str(name)))
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -143,12 +134,7 @@ def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
         "use_cpu": not on_gpu,  # accelerate sets up gloo for several CPU processes only when told it runs on CPU
     }
     mapped = {hf: getattr(cfg, ours) for ours, hf in TO_TRAINING_ARGS.items()}
-    secrets = sorted(k for k in cfg.training_args if is_secret_name(k))
-    if secrets:
-        raise TellError(f"{secrets} look like secrets (a token, password or key): tell writes every setting into "
-                        "config.json, an export's tell.json and the checkpoints' training_args.bin, so it takes none; "
-                        "give a Hub token through the HF_TOKEN environment variable or `hf auth login` instead",
-                        field="training_args")
+    refuse_secrets(cfg.training_args)  # checked when the config is made too; code may have changed it since
     clash = sorted(set(cfg.training_args) & (set(own) | set(mapped)))
     if clash:
         raise TellError(f"{clash} are set by tell itself; use its own settings instead", field="training_args")
@@ -394,12 +380,18 @@ def _finish(cfg: TrainConfig, run: RunDir, trainer, model, tokenizer, data, ckpt
     return metrics
 
 
+# Whether a run too short to judge says so on the console. A sweep turns it off in the processes that run its
+# cells (`executors.quiet_libraries`): sft at a small budget is few steps by design, and the report says so once,
+# in Run health, instead of once per cell.
+FEW_STEPS_NOTICE = {"on": True}
+
+
 def _health(run: RunDir, total: int, warmup_ratio: float) -> dict:
     """The run's health verdict (`tell.train.health`), with a warning for runs too short to judge."""
     verdict = assess(run.log(), warmup_steps(max(total, 1), warmup_ratio), total_steps=total)
     if verdict["verdict"] != "ok":
         print(f"tell: warning: the run is unstable: {'; '.join(verdict['reasons'])}", file=sys.stderr)
-    elif verdict.get("few_steps"):
+    elif verdict.get("few_steps") and FEW_STEPS_NOTICE["on"]:
         print(f"tell: warning: only {total} optimizer step(s); fewer than {MIN_STEPS} cannot show whether the "
               "run is stable, and learn little (more data, a smaller batch or --max-steps)", file=sys.stderr)
     return verdict
