@@ -56,7 +56,22 @@ def test_an_unhealthy_selected_cell_fails_the_health_control(tmp_path):
     cells = world(health="unstable", reason="loss rose")
     md, fj = report(write_sweep(tmp_path / "sw", cells, spec=SPEC | {"controls": [HEALTHY]}))
     (row,) = md_table(section(md, "## Controls"), "control")
-    assert row[-1] == "NO" and "3 unstable or failed" in row[3]
+    assert row[-1] == "NO" and "3 failed or unstable" in row[3]
+    assert all(f["verdict"].startswith("not judged") for f in fj)
+
+
+def test_a_failed_cell_fails_the_health_control_even_when_no_selected_cell_is_unhealthy(tmp_path):
+    """A method whose every lr candidate failed has no selected cell: the failure must still count (it did not
+    once, and a calibration whose cells all failed to import read as healthy)."""
+    sw = write_sweep(tmp_path / "sw", world(), spec=SPEC | {"controls": [HEALTHY]})
+    failed = {"method": "sft", "task_tokens": 2000, "general_tokens": 0, "ratio": 0.0, "seed": 0, "lr": 1e-3,
+              "selected": False, "health": "failed", "health_reason": "ImportError: no module", "set": None,
+              "role": None, "metric": None, "value": None, "cell": "sft-2000-failed", "run_dir": "cells/x"}
+    with open(sw / "results.jsonl", "a") as f:
+        f.write(json.dumps(failed) + "\n")
+    md, fj = report(sw)
+    (row,) = md_table(section(md, "## Controls"), "control")
+    assert row[-1] == "NO" and "sft-2000-failed" in row[3]
     assert all(f["verdict"].startswith("not judged") for f in fj)
 
 

@@ -141,3 +141,22 @@ def test_token_count_cache_gives_byte_identical_mixtures_and_counts_each_text_on
     shard = next((tmp_path / "tc").rglob("*.bin"))
     shard.write_bytes(shard.read_bytes() + b"\x01\x02\x03")
     assert CachedCounter(load_counter(str(spm_model)), tmp_path / "tc").count(texts) == again.count(texts)
+
+
+def test_cells_run_quietly_without_library_deprecations_or_per_cell_few_step_notices(monkeypatch):
+    """Issue 23 item 5: a sweep's console holds its own lines; transformers' / peft's FutureWarnings and the
+    per-run "too few optimizer steps" notice (said once by the report's Run health) are off where cells run, and
+    a warning of any other module still shows."""
+    import warnings
+
+    from tell.experiments.executors import quiet_libraries
+    from tell.train import run as train_run
+
+    monkeypatch.setitem(train_run.FEW_STEPS_NOTICE, "on", True)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_libraries()
+        for module in ("transformers.modeling_utils", "peft.tuners.lora", "tell.prepare"):
+            warnings.warn_explicit(f"{module}: this is deprecated", FutureWarning, "x.py", 1, module=module)
+    assert [str(w.message) for w in seen] == ["tell.prepare: this is deprecated"]
+    assert train_run.FEW_STEPS_NOTICE["on"] is False

@@ -91,7 +91,7 @@ def check(declared: list[dict], data: Any, unhealthy: list[str]) -> list[dict]:
     for c in declared:
         if c.get("healthy"):
             value, passed = float(len(unhealthy)), not unhealthy
-            measured = f"{len(unhealthy)} unstable or failed selected cell(s)" + (f": {unhealthy[:3]}" if unhealthy
+            measured = f"{len(unhealthy)} failed or unstable selected cell(s)" + (f": {unhealthy[:3]}" if unhealthy
                                                                                     else "")
         else:
             value, measured = _mean(data, c, c["method"])

@@ -95,6 +95,12 @@ def _normalize(r: dict) -> dict:
 def healthy(r: dict) -> bool:
     return r["health"] in ("ok", None)
 
+def unhealthy_cells(rows: list[dict]) -> list[str]:
+    """The cells a health control counts: every failed cell (selected or not: a method whose every lr candidate
+    failed has no selected cell at all) and every selected unstable one."""
+    return sorted({r["cell"] for r in rows if r["health"] == "failed" or (r["selected"] and not healthy(r))})
+
+
 def is_evidence(r: dict) -> bool:
     """Healthy and kept by the lr rule: the only rows that become points, fits, comparisons or findings."""
     return healthy(r) and r["selected"]
@@ -464,8 +470,7 @@ def gather(data: SweepData) -> Evidence:
                   {g: [f for m in data.metrics[g] for f in forgetting(data, g, m)] for g in general}, fits, eff)
     declared = data.spec.get("controls") or []
     if declared:
-        unhealthy = sorted({r["cell"] for r in data.rows if r["selected"] and not healthy(r)})
-        ev.controls = ctl.check(declared, data, unhealthy)
+        ev.controls = ctl.check(declared, data, unhealthy_cells(data.rows))
     if not ev.judged:  # the numbers stay; no verdict is drawn from them
         why = f"not judged (control {', '.join(ctl.failed(ev.controls))} failed)"
         for row in ev.findings_json():

@@ -29,13 +29,16 @@ EXECUTORS = ("local", "ray", "slurm")
 def run_claimed(cell: Cell, verbose: bool = False) -> dict:
     """run_cell under the cell's claim; {"status": "busy"} when a live owner holds it."""
     from tell.experiments.claims import Claim
+    from tell.train import run as train_run
 
+    notice = dict(train_run.FEW_STEPS_NOTICE)  # restored after the cell: a driver running cells in-process goes on
     if not verbose:
         quiet_libraries()
 
     cd = cell.dir
     claim = Claim(cd.path)
     if not claim.acquire():
+        train_run.FEW_STEPS_NOTICE.update(notice)
         return {"cell": cd.key, "status": "busy", "owner": (claim.holder() or {}).get("owner")}
     try:
         st = cd.status()
@@ -46,12 +49,22 @@ def run_claimed(cell: Cell, verbose: bool = False) -> dict:
         return run_cell(cell)
     finally:
         claim.release()
+        train_run.FEW_STEPS_NOTICE.update(notice)
 
 
 def quiet_libraries() -> None:
     """A sweep prints one line per cell: the libraries' own bars and notices (weights loading, per-step
-    dicts) are turned off in the process that runs cells, unless --verbose."""
+    dicts) are turned off in the process that runs cells, unless --verbose; so are the libraries' FutureWarnings
+    (deprecations inside transformers / peft / accelerate that a user cannot act on) and tell's per-run "too few
+    optimizer steps" notice, which the report's Run health states once for the sweep."""
+    import warnings
+
     import transformers
+
+    from tell.train import run as train_run
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\..*)?$")
+    train_run.FEW_STEPS_NOTICE["on"] = False
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -8,7 +8,7 @@ means over seeds of the healthy, selected cells.
   test (the cipher in the general data's wordings) >= 0.8;
 * C3 the task is learnable from task data: sft at the largest budget of the SFT ladder >= 0.5 task accuracy;
 * C4 the task is not free: base and general-only <= 0.05 task accuracy at the study's budget;
-* C5 the runs are healthy: no selected cell unstable or failed.
+* C5 the runs are healthy: no cell failed, no selected cell unstable.
 
 A control that the sweep cannot measure (a method or a test set missing) does not pass.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tell.experiments.evidence import SweepData, healthy
+from tell.experiments.evidence import SweepData, unhealthy_cells
 
 PRIMARY = "accuracy"
 GENERAL_TEST, CIPHER_TEST = "general_test", "cipher_test"  # the world's file stems (tell.synthetic.world)
@@ -39,7 +39,7 @@ CONTROLS = (
     Control("C3", "the task is learnable from task data", "sft at the ladder's largest budget: task accuracy >= 0.5",
             0.5),
     Control("C4", "the task is not free", "base and general-only task accuracy <= 0.05 at the study's budget", 0.05),
-    Control("C5", "the runs are healthy", "no selected cell unstable or failed", 0.0),
+    Control("C5", "the runs are healthy", "no cell failed and no selected cell unstable", 0.0),
 )
 
 
@@ -82,14 +82,14 @@ def check_controls(data: SweepData) -> list[dict]:
     c2 = _value(data, cipher, "general-only", top_ratio=True)
     c3 = top_sft.value if top_sft else None
     free = [_value(data, task, "base"), _value(data, task, "general-only", top_ratio=True)]
-    bad = sorted({r["cell"] for r in data.rows if r["selected"] and not healthy(r)})
+    bad = unhealthy_cells(data.rows)
     values = {"C1": (c1, c1 is not None and c1 >= 0.85, "base on the general test"),
               "C2": (c2, c2 is not None and c2 >= 0.8, "general-only on the cipher test"),
               "C3": (c3, c3 is not None and c3 >= 0.5,
                      f"sft at {top_sft.budget:,} task tokens" if top_sft else "no sft cell"),
               "C4": (max(free) if None not in free else None, None not in free and max(free) <= 0.05,
                      f"base, general-only at {budget} task tokens: {free}"),
-              "C5": (float(len(bad)), not bad, f"{len(bad)} unstable or failed selected cell(s)"
+              "C5": (float(len(bad)), not bad, f"{len(bad)} failed or unstable selected cell(s)"
                      + (f": {bad[:3]}" if bad else ""))}
     return [{"id": c.id, "claim": c.claim, "rule": c.rule, "value": values[c.id][0], "passed": bool(values[c.id][1]),
              "measured": values[c.id][2]} for c in CONTROLS]
