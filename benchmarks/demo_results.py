@@ -1,12 +1,13 @@
-"""Write the demo section of benchmarks/RESULTS.md (and the README's demo findings) from a `tell demo --study`
-folder: never typed by hand. The section carries the commit, the date, the command and the base models'
-checksums (from the study's own study.md header).
+"""Write the demo sections of benchmarks/RESULTS.md (and the README's demo findings) from a `tell demo` or
+`tell demo --study` folder: never typed by hand. The section carries the commit, the date, the command, the run's
+wall time and the base models' checksums (from the study's own study.md header).
 
-    tell demo --study --workers 2 --out out/study
-    python benchmarks/demo_results.py out/study
+    tell demo --out out/demo                     # or: tell demo --study --out out/study
+    python benchmarks/demo_results.py out/demo   #     python benchmarks/demo_results.py out/study
 
-Replaces the text between the markers `<!-- demo-study:begin -->` and `<!-- demo-study:end -->` in both files
-(atomic writes); refuses a folder whose study has not finished (no study.json).
+Replaces the text between the markers `<!-- demo:begin -->` / `<!-- demo:end -->` (a `tell demo` folder) or
+`<!-- demo-study:begin -->` / `<!-- demo-study:end -->` (a `--study` folder) in both files (atomic writes);
+refuses a folder whose study has not finished (no study.json).
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from tell.io import atomic_open
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- demo-study:begin -->", "<!-- demo-study:end -->"
+MARKERS = {"tell demo --study": (BEGIN, END), "tell demo": ("<!-- demo:begin -->", "<!-- demo:end -->")}
+
+
+def plan_of(study: Path) -> str:
+    """The plan a folder ran ("tell demo", "tell demo --study", "tell demo --quick"): study.md's title."""
+    title = (study / "study.md").read_text().splitlines()[0]
+    return title.removeprefix("# ").split(":", 1)[0]
 
 
 def commit() -> str:
@@ -34,12 +42,17 @@ def commit() -> str:
 def section(study: Path) -> list[str]:
     from tell.synthetic.study import findings_markdown
 
+    plan = plan_of(study)
+    begin, end = MARKERS[plan]
     doc = json.loads((study / "study.json").read_text())
     header = (study / "study.md").read_text().split("## Findings", 1)[0].strip().splitlines()[1:]
-    return [BEGIN, "## `tell demo --study`: the leverage world's pre-registered study", "",
-            f"Command: `tell demo --study --workers 2 --out {study}`, then `python benchmarks/demo_results.py {study}`. "
-            f"Commit {commit()}; written {datetime.date.today().isoformat()}; 2-core CPU machine.", ""] + [h for h in header if h.strip()] + \
-        ["", *findings_markdown(doc), END]
+    what = "the leverage world's pre-registered study" if plan.endswith("--study") else \
+        "the study's small-base arm (3 seeds, the largest ratio)"
+    flags = " --study" if plan.endswith("--study") else ""
+    return [begin, f"## `{plan}`: {what}", "",
+            f"Command: `tell demo{flags} --out {study}`, then `python benchmarks/demo_results.py {study}`. "
+            f"Commit {commit()}; written {datetime.date.today().isoformat()}; 2-core CPU machine.", ""] + \
+        [h for h in header if h.strip()] + ["", *findings_markdown(doc), end]
 
 
 def replace_block(path: Path, block: list[str], begin: str = BEGIN, end: str = END) -> None:
@@ -57,7 +70,7 @@ def replace_block(path: Path, block: list[str], begin: str = BEGIN, end: str = E
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("study", type=Path, help="a `tell demo --study` output folder")
+    ap.add_argument("study", type=Path, help="a `tell demo` or `tell demo --study` output folder")
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     ap.add_argument("--readme", type=Path, default=REPO / "README.md")
     args = ap.parse_args(argv)
@@ -65,10 +78,15 @@ def main(argv=None) -> int:
         print(f"error: {args.study}/study.json not found: the study has not finished (run `tell demo --study` "
               "again with the same --out to resume it)", file=sys.stderr)
         return 2
+    plan = plan_of(args.study)
+    if plan not in MARKERS:
+        print(f"error: {args.study} is a `{plan}` run; only `tell demo` and `tell demo --study` runs are reported",
+              file=sys.stderr)
+        return 2
     block = section(args.study)
-    replace_block(args.results, block)
-    replace_block(args.readme, block)
-    print(f"wrote the demo study section into {args.results} and {args.readme}")
+    replace_block(args.results, block, *MARKERS[plan])
+    replace_block(args.readme, block, *MARKERS[plan])
+    print(f"wrote the {plan} section into {args.results} and {args.readme}")
     return 0
 
 

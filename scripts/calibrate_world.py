@@ -57,10 +57,21 @@ def calibrate(plan_name: str, out: Path, world_knobs: dict, base_knobs: dict, pl
     Sweep(load_spec(str(spec_path)), out / "sweep", spec_path=str(spec_path)).run(
         log=lambda m: None, executor=ExecutorOptions(workers=workers))
     controls = check_controls(load_sweep(out / "sweep", "accuracy"))
+    kept = lr_kept(out / "sweep")
     return {"plan": plan_name, "world": asdict(world.cfg), "base": asdict(base_cfg), "seeds": seeds, "methods": methods,
             "task_tokens": list(plan.task_tokens), "sft_ladder": list(plan.sft_ladder), "lr_grid": list(plan.lr_grid),
             "controls": {c["id"]: {"value": c["value"], "passed": c["passed"]} for c in controls},
-            "seconds": round(time.perf_counter() - t0), "commit": _commit(), "date": time.strftime("%Y-%m-%d")}
+            "lr_kept": kept, "seconds": round(time.perf_counter() - t0), "commit": _commit(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def lr_kept(sweep: Path) -> list[dict]:
+    """The learning rate the sweep's lr rule kept for each control method and budget (lr_selection.json): what
+    a plan with a single learning rate may take from the calibration."""
+    path = sweep / "lr_selection.json"
+    groups = json.loads(path.read_text())["groups"] if path.is_file() else []
+    return [{"method": g["method"], "task_tokens": g.get("task_tokens_requested"), "ratio": g.get("ratio"),
+             "lr": g.get("chosen_lr")} for g in groups]
 
 
 def _commit() -> str:
@@ -71,11 +82,19 @@ def _commit() -> str:
         return "unknown"
 
 
+def _kept(r: dict) -> str:
+    """How often the lr rule kept each learning rate, e.g. "3e-3 x7, 2e-3 x2" ("-" when not recorded)."""
+    from collections import Counter
+
+    counts = Counter(g["lr"] for g in r.get("lr_kept") or [] if g["lr"] is not None)
+    return ", ".join(f"{lr:g} x{n}" for lr, n in counts.most_common()) or "-"
+
+
 def table(record: Path) -> list[str]:
     """docs/study.md's calibration table: every setting tried and the controls it gave, in order."""
     rows = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
     md = ["| # | plan | world knobs | base knobs | plan knobs | methods | seeds | C1 | C2 | C3 | C4 | C5 | all pass | "
-          "commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "lr kept (groups) | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         c = r["controls"]
         cell = lambda k: f"{c[k]['value']:.3g}" if c[k]["value"] is not None else "-"  # noqa: E731
@@ -83,7 +102,7 @@ def table(record: Path) -> list[str]:
                   f"`{r.get('plan_knobs') or {}}` | {', '.join(r.get('methods', CONTROL_METHODS))} | "
                   f"{r['seeds']} | " + " | ".join(cell(k) + ("" if c[k]["passed"] else " (fails)")
                                                  for k in ("C1", "C2", "C3", "C4", "C5"))
-                  + f" | {'yes' if all(v['passed'] for v in c.values()) else 'no'} | {r['commit']} |")
+                  + f" | {'yes' if all(v['passed'] for v in c.values()) else 'no'} | {_kept(r)} | {r['commit']} |")
     return md
 
 
@@ -103,9 +122,24 @@ def main(argv=None) -> int:
                          "of the methods left out are recorded as not measured (and so not passed)")
     ap.add_argument("--record", type=Path, default=REPO / "docs" / "calibration.jsonl")
     ap.add_argument("--table", action="store_true", help="print the calibration table of --record and exit")
+    ap.add_argument("--write-study", action="store_true",
+                    help="write the calibration table of --record into docs/study.md (between its calibration "
+                         "markers) and exit")
     args = ap.parse_args(argv)
     if args.table:
         print("\n".join(table(args.record)))
+        return 0
+    if args.write_study:
+        from tell.io import atomic_open
+
+        study = REPO / "docs" / "study.md"
+        text = study.read_text(encoding="utf-8")
+        begin, end = "<!-- calibration:begin -->", "<!-- calibration:end -->"
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        with atomic_open(study) as f:
+            f.write(head + begin + "\n\n" + "\n".join(table(args.record)) + "\n\n" + end + tail)
+        print(f"wrote the calibration table ({len(table(args.record)) - 2} trials) into {study}")
         return 0
     if args.out is None:
         ap.error("--out is required")
