@@ -34,6 +34,16 @@ def _args(model, adapter, data, out):
             "--batch-size", "2", "--max-new-tokens", "3", "--no-progress", "--bootstrap", "10"]
 
 
+def _count_generations(monkeypatch) -> list[int]:
+    """The batch sizes of every generate_batch call from here on (what an eval run generated, not reused)."""
+    from tell.eval import generate as G
+
+    calls: list[int] = []
+    real = G.generate_batch
+    monkeypatch.setattr(G, "generate_batch", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    return calls
+
+
 def test_train_records_the_adapter_checksums(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     sums = json.loads((trained / "adapter" / "tell_adapter.json").read_text())["files"]
@@ -73,13 +83,9 @@ def test_an_eval_rerun_redoes_predictions_when_adapter_config_changed(trained, t
                                                                      capsys):
     import shutil
 
-    from tell.eval import generate as G
-
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    calls = []
-    real = G.generate_batch
-    monkeypatch.setattr(G, "generate_batch", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    calls = _count_generations(monkeypatch)
     args = _args(tiny_model, run, _eval_file(tmp_path / "eval.jsonl"), tmp_path / "ev")
     assert main(args) == 0, capsys.readouterr().err
     assert sum(calls) == 4
@@ -105,13 +111,9 @@ def test_an_eval_rerun_redoes_predictions_when_the_base_weights_were_replaced_in
 
     from safetensors.torch import load_file, save_file
 
-    from tell.eval import generate as G
-
     base = tmp_path / "base"
     shutil.copytree(tiny_model, base)
-    calls = []
-    real = G.generate_batch
-    monkeypatch.setattr(G, "generate_batch", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    calls = _count_generations(monkeypatch)
     args = _args(base, trained, _eval_file(tmp_path / "eval.jsonl"), tmp_path / "ev")
     assert main(args) == 0, capsys.readouterr().err
     assert sum(calls) == 4
