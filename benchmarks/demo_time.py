@@ -1,0 +1,84 @@
+"""python benchmarks/demo_time.py [--out out/demo-time] [--workers N]
+
+Wall time of the README's first command, `tell demo`, on this machine: once from a fresh install (an empty base
+cache, so the small base is pretrained first) and once more with the base cached, each in its own process, the
+same flags a user types. Goal (issue 23): <= 10 minutes on 2 cores for the fresh run.
+
+Writes OUT/demo_time.json and the text between `<!-- demo-time:begin -->` / `<!-- demo-time:end -->` in
+benchmarks/RESULTS.md (atomic); the figures are never typed by hand. The fresh run's folder (OUT/fresh) is an
+ordinary `tell demo` folder: `python benchmarks/demo_results.py OUT/fresh` writes its findings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from demo_results import commit, replace_block  # noqa: E402
+
+from tell.io import write_json  # noqa: E402
+
+GOAL_S = 600
+BEGIN, END = "<!-- demo-time:begin -->", "<!-- demo-time:end -->"
+
+
+def run_demo(out: Path, cache: Path, workers: int | None) -> dict:
+    cmd = [sys.executable, "-c", "import sys; from tell.cli import main; sys.exit(main())", "demo",
+           "--out", str(out), "--cache", str(cache)] + (["--workers", str(workers)] if workers else [])
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: `tell demo --out {out}` exited {proc.returncode}; see {out.parent / out.name}.log")
+    return {"wall_s": round(wall, 1), "console_lines": len((proc.stdout + proc.stderr).splitlines()),
+            "warning_lines": sum("Warning" in line for line in (proc.stdout + proc.stderr).splitlines())}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("out/demo-time"))
+    ap.add_argument("--workers", type=int, default=None, help="passed to tell demo (default: its own)")
+    ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    args = ap.parse_args(argv)
+    if args.out.exists() and any(args.out.iterdir()):
+        print(f"error: {args.out} is not empty: give a new --out (both runs must start from nothing)", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.out / "base-cache"
+    runs = {}
+    for name in ("fresh", "cached"):
+        runs[name] = run_demo(args.out / name, cache, args.workers)
+        print(f"{name}: {runs[name]['wall_s']:.0f} s", flush=True)
+    same = (json.loads((args.out / "fresh" / "study.json").read_text()) ==
+            json.loads((args.out / "cached" / "study.json").read_text()))
+    doc = {"commit": commit(), "date": datetime.date.today().isoformat(), "cores": os.cpu_count(),
+           "workers": args.workers, "goal_s": GOAL_S, "runs": runs, "same_study_json": same}
+    write_json(args.out / "demo_time.json", doc)
+    fresh, cached = runs["fresh"]["wall_s"], runs["cached"]["wall_s"]
+    block = [BEGIN, "## `tell demo`: wall time from a fresh install and with the base cached (CPU)", "",
+             f"Command: `python benchmarks/demo_time.py --out {args.out}`. Commit {doc['commit']}; {doc['date']}; "
+             f"{doc['cores']}-core CPU machine, nothing else running. Each run is `tell demo` in its own process "
+             "(the README's first command after set-up); the first starts from an empty base cache.", "",
+             "| run | wall | goal |", "|---|---|---|",
+             f"| fresh (small base pretrained first) | {fresh / 60:.1f} min ({fresh:.0f} s) | "
+             f"<= {GOAL_S // 60} min: {'met' if fresh <= GOAL_S else 'NOT met'} |",
+             f"| base cached | {cached / 60:.1f} min ({cached:.0f} s) | |", "",
+             f"Library warning lines on the console: {runs['fresh']['warning_lines']} (fresh), "
+             f"{runs['cached']['warning_lines']} (cached). The two runs' study.json are "
+             f"{'identical' if same else 'different'} (findings, verdicts and intervals).", END]
+    replace_block(args.results, block, BEGIN, END)
+    print(f"wrote {args.out / 'demo_time.json'} and the demo-time section of {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
