@@ -108,8 +108,39 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     return tok
 
 
+# `tell train --quantization`: the base's frozen weights in bitsandbytes' 4-bit NF4 or 8-bit (QLoRA).
+QUANTIZATIONS = ("4bit", "8bit")
+
+
+def quantization_config(kind: str | None, dtype: str = "auto") -> Any:
+    """BitsAndBytesConfig for `kind` (None: no quantization), refused in one line where it cannot run: bitsandbytes'
+    kernels need a CUDA GPU (its CPU backend is partial and would fail mid-run or silently run in float32)."""
+    import importlib.util
+
+    import torch
+
+    if kind is None:
+        return None
+    if kind not in QUANTIZATIONS:
+        raise TellError(f"expected one of {list(QUANTIZATIONS)}, got {kind!r}", field="quantization")
+    if not torch.cuda.is_available():
+        raise TellError(f"--quantization {kind} (QLoRA) needs a CUDA GPU and none is visible; train without "
+                        "--quantization on this machine (LoRA on the full-precision base)", field="quantization")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TellError(f"--quantization {kind} needs the bitsandbytes package (pip install bitsandbytes)",
+                        field="quantization")
+    from transformers import BitsAndBytesConfig
+
+    if kind == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = resolve_dtype(dtype)  # "auto": bf16 where the GPU has it; else fp16 (4-bit kernels compute in half)
+    compute = compute if compute in (torch.bfloat16, torch.float16) else torch.float16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
 def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = False,
-               attn_implementation: str | None = None) -> Any:
+               attn_implementation: str | None = None, quantization: str | None = None) -> Any:
     import importlib.util
 
     import torch
@@ -117,6 +148,7 @@ def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = Fals
 
     name = resolve_model(name)
     _local_folder(name)
+    quant = quantization_config(quantization, dtype)  # refused before anything is read
     if attn_implementation is None:
         # flash-attention's varlen kernel when it is installed and a GPU is there, else PyTorch's SDPA
         use_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
@@ -130,7 +162,8 @@ def load_model(name: str, *, dtype: str = "auto", trust_remote_code: bool = Fals
     try:
         model = AutoModelForCausalLM.from_pretrained(
             name, config=config, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation)
+            attn_implementation=attn_implementation,
+            **({"quantization_config": quant, "device_map": {"": torch.cuda.current_device()}} if quant else {}))
     except Exception as e:
         raise TellError(f"cannot load the model '{name}' ({type(e).__name__}: {e}); expected a local model dir "
                         "or a Hub id of a causal LM") from e

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tell.config import NON_NEGATIVE, NO_SECRETS, OUT_FOLDER, POSITIVE, SHARE, at_least, finite, opt, validate
-from tell.models import DTYPES
+from tell.models import DTYPES, QUANTIZATIONS
 
 # Experiment trackers `tell train --report-to` takes (transformers' integrations; tell.train.run checks the package).
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
@@ -34,6 +34,13 @@ class TrainConfig:
     lora_dropout: float = opt(0.05, "LoRA dropout", check=(lambda v: finite(v) and 0 <= v < 1, "a probability in [0, 1)"))
     target_modules: str = opt("all-linear", "LoRA target modules: all-linear (every linear layer of attention and "
                                             "MLP, not the LM head) or a comma-separated list, e.g. q_proj,v_proj")
+    dora: bool = opt(False, "weight-decomposed LoRA (DoRA, PEFT's use_dora): a learnt magnitude per output column "
+                            "on top of LoRA's direction; slower per step")
+    rslora: bool = opt(False, "rank-stabilised LoRA (PEFT's use_rslora): scale updates by alpha/sqrt(r) instead of "
+                              "alpha/r, so a higher rank is not damped")
+    quantization: str | None = opt(None, "QLoRA: load the frozen base in 4-bit NF4 (double quantization, compute "
+                                         "in bf16/fp16) or 8-bit through bitsandbytes; needs a CUDA GPU and the "
+                                         "bitsandbytes package", choices=QUANTIZATIONS, metavar="4bit|8bit")
     learning_rate: float = opt(1e-4, "peak learning rate (AdamW)", check=POSITIVE)
     weight_decay: float = opt(0.01, "AdamW weight decay", check=NON_NEGATIVE)
     lr_scheduler: str = opt("linear", "learning-rate schedule", choices=("linear", "cosine", "constant_with_warmup"))

@@ -123,8 +123,8 @@ def model_card(doc: dict) -> str:
                 lines.append(f"- {label} input `{i.get('spec')}` ({i.get('format')}), sha256 `{i.get('sha256', 'hub')}`")
     else:
         lines += ["(the mixture's manifest is not in the run folder)"]
-    keys = ("learning_rate", "epochs", "max_steps", "batch_size", "lora_r", "lora_alpha", "lora_dropout",
-            "target_modules", "lr_scheduler", "warmup_ratio", "weight_decay", "max_length", "seed")
+    keys = ("learning_rate", "epochs", "max_steps", "batch_size", "lora_r", "lora_alpha", "lora_dropout", "dora",
+            "rslora", "quantization", "target_modules", "lr_scheduler", "warmup_ratio", "weight_decay", "max_length", "seed")
     lines += ["", "## Training settings", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {cfg[k]} |" for k in keys if k in cfg]
     loader = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n"

@@ -57,15 +57,21 @@ def packing_is_isolated(model: Any) -> tuple[bool, str]:
 
 
 def add_lora(model: Any, *, r: int, alpha: int, dropout: float, target_modules: str,
-             gradient_checkpointing: bool = False) -> Any:
-    from peft import LoraConfig, get_peft_model
+             gradient_checkpointing: bool = False, dora: bool = False, rslora: bool = False) -> Any:
+    """LoRA (or DoRA, rsLoRA) on `model`; a bitsandbytes-quantized base (QLoRA) is first made trainable the way PEFT
+    prescribes (`prepare_model_for_kbit_training`: norms in float32, inputs that carry gradients)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     targets: str | list[str] = target_modules
     if target_modules != "all-linear":
         targets = [t.strip() for t in target_modules.split(",") if t.strip()]
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
-                        task_type="CAUSAL_LM")
-    if gradient_checkpointing:
+                        task_type="CAUSAL_LM", use_dora=dora, use_rslora=rslora)
+    if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False) \
+            or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     try:

@@ -26,7 +26,8 @@ from tell.config import is_secret_name, refuse_secrets, to_dict  # noqa: F401 (i
 from tell.train.config import TrainConfig
 from tell.errors import TellError, template_errors
 from tell.io import FOLDER_LOCK, atomic_open, folder_lock, remove_stale_tmp, write_json
-from tell.models import check_vocab, gguf_provenance, resolve_model_path, load_model, load_tokenizer, resolve_dtype
+from tell.models import (check_vocab, gguf_provenance, load_model, load_tokenizer, quantization_config, resolve_dtype,
+                         resolve_model_path)
 from tell.train.batching import Collator, ListDataset, length_warning, tokenize_mixture
 from tell.train.model import add_lora, packing_is_isolated, supports_packing
 from tell.train.health import MIN_STEPS, assess
@@ -69,6 +70,7 @@ def _check(cfg: TrainConfig) -> None:
         if not getattr(cfg, name):
             raise TellError(f"no --{name} given", field=name)
     # the values themselves (learning rate > 0, epochs > 0, warmup share, ...) are checked by TrainConfig
+    quantization_config(cfg.quantization, cfg.dtype)  # QLoRA where it cannot run: refused before anything is read
 
 
 def _check_not_empty(mix: MixtureDir, manifest: dict) -> None:
@@ -240,9 +242,10 @@ def _save_adapter(model, tokenizer, dest: Path) -> dict:
 def _lora_model(cfg: TrainConfig) -> tuple[object, bool, str | None]:
     """(the base model with LoRA, whether examples are packed, why packing fell back to padding or None)."""
     model = load_model(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
-                       attn_implementation=cfg.attn_implementation)
+                       attn_implementation=cfg.attn_implementation, quantization=cfg.quantization)
     model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                     target_modules=cfg.target_modules, gradient_checkpointing=cfg.gradient_checkpointing)
+                     target_modules=cfg.target_modules, gradient_checkpointing=cfg.gradient_checkpointing,
+                     dora=cfg.dora, rslora=cfg.rslora)
     can_pack = supports_packing(model)
     if cfg.packing == "on" and not can_pack:
         raise TellError(f"packing is not supported by this model's attention code "
