@@ -9,7 +9,7 @@ import textwrap
 from typing import Callable
 
 from tell import __version__
-from tell.config import add_arguments, build
+from tell.config import add_arguments, build, dashed_flags, parse_settings
 from tell.errors import TellError
 from tell.eval.config import EvalConfig
 from tell.experiments.config import AnchorConfig
@@ -27,13 +27,21 @@ example:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in vars(args).items() if k not in ("func", "config", "debug")}
+    return {k: v for k, v in vars(args).items() if k not in ("func", "config", "debug", "settings", "_parser")}
+
+
+def _config(cls: type, args: argparse.Namespace):
+    """The command's settings: defaults <- --config / a CONFIG.yaml word <- KEY=VALUE words <- flags."""
+    path, pairs = parse_settings(getattr(args, "settings", None) or [])
+    if path and args.config:
+        raise TellError(f"two configs given ({args.config} by --config and {path}); give one")
+    return build(cls, yaml_path=args.config or path, overrides=_overrides(args), settings=pairs)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from tell.prepare import prepare
 
-    cfg = build(PrepareConfig, yaml_path=args.config, overrides=_overrides(args))
+    cfg = _config(PrepareConfig, args)
     m = prepare(cfg)
     b, mix = m["budget"], m["mixture"]
     ratio = "n/a" if b["ratio_achieved"] is None else f"{b['ratio_achieved']:.3f}"
@@ -83,7 +91,7 @@ example:
 def cmd_train(args: argparse.Namespace) -> int:
     from tell.train.run import train
 
-    cfg = build(TrainConfig, yaml_path=args.config, overrides=_overrides(args))
+    cfg = _config(TrainConfig, args)
     m = train(cfg)
     if m:
         print(f"trained {m['steps']} optimizer steps on {m['examples']:,} examples in {m['seconds']:.1f}s; "
@@ -126,7 +134,7 @@ example:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tell.eval.run import evaluate
 
-    cfg = build(EvalConfig, yaml_path=args.config, overrides=_overrides(args))
+    cfg = _config(EvalConfig, args)
     res = evaluate(cfg)
     for name, s in res["sets"].items():
         shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in s["metrics"].items())
@@ -242,7 +250,7 @@ example:
 def cmd_probe(args: argparse.Namespace) -> int:
     from tell.probe.run import probe
 
-    cfg = build(ProbeConfig, yaml_path=args.config, overrides=_overrides(args))
+    cfg = _config(ProbeConfig, args)
     doc = probe(cfg)
     k = doc["main_layer"]
     for cond, metrics in doc["layers"][k].items():
@@ -257,7 +265,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_anchor_generate(args: argparse.Namespace) -> int:
     from tell.experiments.anchor_gen import generate_anchor
 
-    cfg = build(AnchorConfig, yaml_path=args.config, overrides=_overrides(args))
+    cfg = _config(AnchorConfig, args)
     doc = generate_anchor(cfg)
     print(f"{len(doc['ranked'])} candidates kept, {len(doc['rejected'])} rejected; ranked by {doc['metric']} gain "
           f"over no anchor (layer {doc['layer']}):")
@@ -277,10 +285,13 @@ def _subcommand(sub, name: str, func: Callable, help_text: str, example: str, cf
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     if cfg_cls is not None:  # commands without a config group take flags only (no --config to be ignored)
         p.add_argument("--config", metavar="YAML", help="read settings from a YAML file (flags override it)")
+        p.add_argument("settings", nargs="*", metavar="[CONFIG.yaml] [KEY=VALUE ...]",
+                       help=f"LLaMA-Factory's form: a YAML config and/or settings by their YAML names "
+                            f"(`{p.prog} run.yaml seed=7`); flags override both")
     p.add_argument("--debug", action="store_true", help="show the traceback on errors")
     if cfg_cls is not None:
         add_arguments(p, cfg_cls)
-    p.set_defaults(func=func)
+    p.set_defaults(func=func, _parser=p)
     return p
 
 
@@ -367,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         try:
-            return _dispatch(build_parser().parse_args(argv))
+            return _dispatch(_parse(build_parser(), sys.argv[1:] if argv is None else argv))
         finally:
             sys.stdout.flush()  # a reader that went away (`tell ... | head -1`) shows up here, not at exit
     except BrokenPipeError:
@@ -375,6 +386,20 @@ def main(argv: list[str] | None = None) -> int:
         # exit does not print a second traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Flags spelt with underscores taken as with dashes; an unknown flag refused with the nearest ones."""
+    import difflib
+
+    args, extra = parser.parse_known_args(dashed_flags(argv))
+    if extra:
+        sub = getattr(args, "_parser", parser)
+        known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+        hints = [f"{x} (did you mean {' or '.join(near)}?)" if (near := difflib.get_close_matches(
+            x.split("=", 1)[0], known, n=2, cutoff=0.6)) else x for x in extra]
+        sub.error(f"unrecognized arguments: {' '.join(hints)}")
+    return args
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -35,14 +35,17 @@ from tell.errors import TellError
 
 def opt(default: Any = None, help: str = "", *, flag: str | None = None, choices: tuple | None = None,
         metavar: str | None = None, secret: bool = False, check: tuple[Callable[[Any], bool], str] | None = None,
-        parse: Callable[[Any, str | None, str], Any] | None = None, input_flag: str | None = None) -> Any:
+        parse: Callable[[Any, str | None, str], Any] | None = None, input_flag: str | None = None,
+        aliases: tuple[str, ...] = ()) -> Any:
     """A config field with its help text (and optional flag name, choices, metavar). `check` is
     (predicate, what is expected): a value the predicate refuses is a one-line error naming the field
     (None always passes: it means "not given"). `parse(value, file, name)` reads a YAML value the type alone
     cannot describe (an input given as text or a mapping). `input_flag`: "input" for a flag naming an input
-    (--task, --general), "refine" for one that refines the input flag just before it (--format, --columns)."""
+    (--task, --general), "refine" for one that refines the input flag just before it (--format, --columns).
+    `aliases`: other names of the same setting (LLaMA-Factory's, e.g. cutoff_len for max_length), taken as YAML
+    keys, KEY=VALUE settings and flags (--cutoff-len)."""
     meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "secret": secret, "check": check,
-            "parse": parse, "input_flag": input_flag}
+            "parse": parse, "input_flag": input_flag, "aliases": tuple(aliases)}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -60,6 +63,45 @@ def _flag(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
+def _flags(f: dataclasses.Field) -> list[str]:
+    """The field's flag and its aliases' (`--cutoff-len` for max_length)."""
+    return [_flag(f)] + ["--" + a.replace("_", "-") for a in f.metadata.get("aliases", ())]
+
+
+def dashed_flags(argv: list[str]) -> list[str]:
+    """`--lora_rank` as `--lora-rank` (the spelling of transformers' and LLaMA-Factory's CLIs): every flag's name
+    with underscores, up to a `--` that ends the flags. Values (the word after a flag, KEY=VALUE) are left alone."""
+    out, flags = [], True
+    for a in argv:
+        if a == "--":
+            flags = False
+        elif flags and a.startswith("--") and "_" in a.split("=", 1)[0]:
+            name, eq, value = a.partition("=")
+            a = name.replace("_", "-") + eq + value
+        out.append(a)
+    return out
+
+
+def setting_name(cls: type, key: Any) -> str | None:
+    """The field a YAML key or KEY=VALUE name means (dashes read as underscores, aliases as their field), or None."""
+    name = str(key).replace("-", "_")
+    fields = dataclasses.fields(cls)
+    if any(f.name == name for f in fields):
+        return name
+    return next((f.name for f in fields if name in f.metadata.get("aliases", ())), None)
+
+
+def unknown_setting(cls: type, key: Any, where: str | None, line: int | None = None) -> TellError:
+    """A one-line refusal of an unknown setting, with the nearest known names ("did you mean")."""
+    import difflib
+
+    names = sorted({f.name for f in dataclasses.fields(cls)} |
+                   {a for f in dataclasses.fields(cls) for a in f.metadata.get("aliases", ())})
+    near = difflib.get_close_matches(str(key).replace("-", "_"), names, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(near)}?" if near else f"expected one of {names}"
+    return TellError(f"unknown setting; {hint}", file=where, line=line, field=str(key))
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag per field of `cls`. Defaults are suppressed so that only flags given are seen."""
     hints = typing.get_type_hints(cls)
@@ -70,6 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = meta.get("help", "")
         if default not in (None, [], "", False, {}):
             help_text += f" (default: {default})"
+        if meta.get("aliases"):
+            help_text += f" (also: {', '.join(meta['aliases'])})"
         # argparse %-formats help strings: a literal "95%" must be written "95%%"
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text.replace("%", "%%")}
         if meta.get("input_flag") == "input":
@@ -78,11 +122,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kw.update(action=_RefineFlag, type=_columns_flag if tp is dict else tp)
         if meta.get("input_flag"):
             kw.update({k: meta[k] for k in ("choices", "metavar") if meta.get(k)})
-            parser.add_argument(_flag(f), **kw)
+            parser.add_argument(*_flags(f), **kw)
             continue
         if tp is bool:
             action = argparse.BooleanOptionalAction if default else "store_true"
-            parser.add_argument(_flag(f), action=action, **kw)
+            parser.add_argument(*_flags(f), action=action, **kw)
             continue
         if typing.get_origin(tp) is list:
             kw.update(action="append", type=typing.get_args(tp)[0])
@@ -94,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kw["choices"] = meta["choices"]
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
-        parser.add_argument(_flag(f), **kw)
+        parser.add_argument(*_flags(f), **kw)
 
 
 class _InputFlag(argparse.Action):
@@ -362,17 +406,47 @@ def load_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def build(cls: type, *, yaml_path: str | None = None, overrides: dict[str, Any] | None = None):
-    """Defaults <- YAML file <- overrides (flags). Unknown YAML keys are errors."""
+def checked_settings(cls: type, items: list[tuple[Any, Any]], where: str | None) -> dict[str, Any]:
+    """{field: checked value} of (key, value) pairs; a setting given under two of its names is refused."""
+    values: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for key, value in items:
+        name = setting_name(cls, key)
+        if name is None:
+            raise unknown_setting(cls, key, where)
+        if name in given:
+            raise TellError(f"'{given[name]}' and '{key}' are one setting ({name}); give it once", file=where,
+                            field=str(key))
+        given[name] = str(key)
+        values[name] = check_value(cls, name, value, where or "command line")
+    return values
+
+
+def parse_settings(words: list[str]) -> tuple[str | None, list[tuple[str, Any]]]:
+    """`tell train CONFIG.yaml key=value ...` (LLaMA-Factory's command line): (the YAML file or None, the
+    KEY=VALUE pairs with YAML-read values). A word that is neither is refused by name."""
+    path, pairs = None, []
+    for w in words:
+        if "=" in w:
+            try:
+                pairs.append(_key_value(w))
+            except argparse.ArgumentTypeError as e:
+                raise TellError(str(e)) from None
+        elif w.lower().endswith((".yaml", ".yml")) and path is None:
+            path = w
+        else:
+            raise TellError(f"{w!r} is neither a CONFIG.yaml (given once) nor a KEY=VALUE setting")
+    return path, pairs
+
+
+def build(cls: type, *, yaml_path: str | None = None, overrides: dict[str, Any] | None = None,
+          settings: list[tuple[str, Any]] | None = None):
+    """Defaults <- YAML file <- KEY=VALUE settings <- overrides (flags). Unknown keys are errors ("did you mean")."""
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     if yaml_path:
-        data = load_yaml(yaml_path)
-        for key, value in data.items():
-            name = str(key).replace("-", "_")
-            if name not in names:
-                raise TellError(f"unknown setting; expected one of {sorted(names)}", file=yaml_path, field=str(key))
-            values[name] = check_value(cls, name, value, yaml_path)
+        values |= checked_settings(cls, list(load_yaml(yaml_path).items()), yaml_path)
+    values |= checked_settings(cls, list(settings or []), None)
     for name, value in (overrides or {}).items():
         if name in names:
             if isinstance(value, list) and value and isinstance(value[0], tuple):  # KEY=VALUE flags

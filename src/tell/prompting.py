@@ -235,3 +235,66 @@ def plain_chat_template(tokenizer: Any) -> str:
             "{%- elif m['role'] == 'assistant' -%}{{ m['content'] }}"
             "{%- if loop.last %}{{ eos_token }}{% else %}{{ '\\n\\n' }}{% endif -%}"
             "{%- endif -%}{%- endfor -%}")
+
+
+# `--template NAME`: a named chat template instead of the model's own (LLaMA-Factory's `template:`), for a base
+# model that has none or one that is not the format wanted. Each closes an answer with the tokenizer's EOS or with
+# its own end-of-turn token (which must then be one token of the vocabulary: `use_template` checks), so that
+# answers end and generation stops. "model": the model's own (tell's plain one where it has none); "plain": tell's
+# plain template (module docstring) even where the model has one.
+_SYSTEM_FIRST = ("{%- if messages and messages[0]['role'] == 'system' -%}{%- set system = messages[0]['content'] -%}"
+                 "{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set system = '' -%}"
+                 "{%- set loop_messages = messages -%}{%- endif -%}")
+TEMPLATES = {
+    "chatml": ("{%- for m in messages -%}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+               "{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"),
+    "llama2": (_SYSTEM_FIRST + "{%- for m in loop_messages -%}{%- if m['role'] == 'assistant' -%}"
+               "{{ ' ' + m['content'] + ' ' + eos_token }}{%- else -%}{{ bos_token + '[INST] ' }}"
+               "{%- if loop.first and system -%}{{ '<<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' }}{%- endif -%}"
+               "{{ m['content'] + ' [/INST]' }}{%- endif -%}{%- endfor -%}"),
+    "llama3": ("{{ bos_token }}{%- for m in messages -%}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n'"
+               " + m['content'] + '<|eot_id|>' }}{%- endfor -%}{%- if add_generation_prompt -%}"
+               "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif -%}"),
+    "mistral": (_SYSTEM_FIRST + "{{ bos_token }}{%- for m in loop_messages -%}{%- if m['role'] == 'assistant' -%}"
+                "{{ m['content'] + eos_token }}{%- else -%}{{ '[INST] ' }}{%- if loop.first and system -%}"
+                "{{ system + '\\n\\n' }}{%- endif -%}{{ m['content'] + ' [/INST]' }}{%- endif -%}{%- endfor -%}"),
+    "alpaca": (_SYSTEM_FIRST + "{{ (system or 'Below is an instruction that describes a task. Write a response that "
+               "appropriately completes the request.') + '\\n\\n' }}{%- for m in loop_messages -%}"
+               "{%- if m['role'] == 'assistant' -%}{{ m['content'] + eos_token + '\\n\\n' }}{%- else -%}"
+               "{{ '### Instruction:\\n' + m['content'] + '\\n\\n### Response:\\n' }}{%- endif -%}{%- endfor -%}"),
+    "vicuna": (_SYSTEM_FIRST + "{{ (system or 'A chat between a curious user and an artificial intelligence "
+               "assistant. The assistant gives helpful, detailed, and polite answers to the user\\'s questions.') + "
+               "' ' }}{%- for m in loop_messages -%}{%- if m['role'] == 'assistant' -%}"
+               "{{ m['content'] + eos_token }}{%- else -%}{{ 'USER: ' + m['content'] + ' ASSISTANT:' }}{%- endif -%}"
+               "{%- endfor -%}"),
+}
+TEMPLATE_NAMES = ("model", "plain", *TEMPLATES)
+# the tokens each named template writes as one special token; a vocabulary without them would spell them in pieces
+_TEMPLATE_TOKENS = {"chatml": ("<|im_start|>", "<|im_end|>"),
+                    "llama3": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")}
+
+
+def use_template(tokenizer: Any, name: str | None) -> Any:
+    """Give `tokenizer` the named template (`TEMPLATES`; None or "model": its own; "plain": tell's plain one). A
+    template whose turn tokens the vocabulary lacks is refused by name (training would learn to spell them)."""
+    if name in (None, "model"):
+        return tokenizer
+    if name == "plain":
+        tokenizer.chat_template = None
+        return tokenizer
+    if name not in TEMPLATES:
+        raise TellError(f"unknown template {name!r}; expected one of {list(TEMPLATE_NAMES)}", field="template")
+    unk = getattr(tokenizer, "unk_token_id", None)
+    missing = [t for t in _TEMPLATE_TOKENS.get(name, ())
+               if tokenizer.convert_tokens_to_ids(t) in (None, unk) or len(tokenizer(t, add_special_tokens=False)
+                                                                         ["input_ids"]) != 1]
+    if missing:
+        raise TellError(f"the {name} template needs {missing} as single tokens and this tokenizer has none of "
+                        "them; choose a template that ends turns with the EOS token (llama2, mistral, alpaca, "
+                        "vicuna) or the model's own", field="template")
+    if name in ("llama2", "mistral", "alpaca", "vicuna") and tokenizer.eos_token is None:
+        raise TellError(f"the {name} template closes answers with the EOS token and this tokenizer has none",
+                        field="template")
+    tokenizer.chat_template = TEMPLATES[name]
+    _STOPS.pop(tokenizer, None)  # its end-of-turn tokens changed
+    return tokenizer

@@ -128,7 +128,7 @@ def test_spec_errors_are_one_line(tmp_path, capsys):
     assert "field 'methods': unknown method(s) ['magic']" in capsys.readouterr().err
     y.write_text("model: m\ntask: t.jsonl\ntask_tokens: [10]\nmethods: [sft]\neval: [x]\ntrain: {lr: 1}\n")
     assert main(["sweep", str(y), "--out", str(tmp_path / "o")]) == 2
-    assert "field 'train': unknown setting(s) ['lr']" in capsys.readouterr().err
+    assert "field 'train.lr': unknown setting; expected one of" in capsys.readouterr().err
     # a secret among the training settings is refused when the spec is read (before any cell is planned or a
     # spec copy written), by name, never echoing the value
     y.write_text("model: m\ntask: t.jsonl\ntask_tokens: [10]\nmethods: [sft]\neval: [x]\n"

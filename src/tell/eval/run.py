@@ -28,7 +28,7 @@ from tell.errors import TellError, template_errors
 from tell.eval.kinds import KIND_NAMES, KINDS, check_items, kind
 from tell.eval.store import PredictionStore
 from tell.io import remove_stale_tmp, sha256_file, write_json
-from tell.prompting import prompt_ids, prompt_text
+from tell.prompting import prompt_ids, prompt_text, use_template
 
 
 @dataclass
@@ -298,6 +298,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                                               trust_remote_code=cfg.trust_remote_code)
     else:  # the harness loads the model itself, later: its folder and tokenizer are checked now
         model, tokenizer = None, inference_tokenizer(cfg.model, adapter_dir, cfg.trust_remote_code)
+    use_template(tokenizer, cfg.template)
     folder.path.mkdir(parents=True, exist_ok=True)
     write_json(folder.config_path, settings)
     folder.metrics_path.unlink(missing_ok=True)  # written last: present only beside the rows it was computed from

@@ -140,7 +140,9 @@ class Cell:
             "learning_rate": self.lr, "max_steps": self.max_steps, "progress": False}))
 
     def _eval_config(self, spec: SweepSpec, cd: CellDir) -> EvalConfig:
-        return EvalConfig(**(spec.decoding | {
+        # a named train template is the base cell's too (trained cells' adapters carry it in their tokenizer)
+        template = {"template": spec.train["template"]} if spec.train.get("template") not in (None, "model") else {}
+        return EvalConfig(**(template | spec.decoding | {
             "model": spec.model, "adapter": str(cd.run.path) if self.spec_method.trains else None,
             "data": list(spec.eval), "general_data": list(spec.general_eval), "task_data": list(spec.task_eval),
             "data_dir": spec.data_dir, "out": str(cd.eval.path), "limit": spec.eval_limit,

@@ -7,7 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from tell.config import LAYERS, OUT_FOLDER, as_float, at_least, check_value, finite, opt, validate
+from tell.config import (LAYERS, OUT_FOLDER, as_float, at_least, checked_settings, finite, opt, setting_name,
+                         unknown_setting, validate)
 from tell.data.anchor import PLACEMENTS
 from tell.errors import TellError
 from tell.eval.config import EvalConfig
@@ -137,12 +138,15 @@ def check_spec(spec: SweepSpec) -> None:
     if not (spec.eval or spec.task_eval):
         raise TellError("no eval sets", field="eval")
     for group, cls, command in OVERRIDES:
-        names = set(cls.__dataclass_fields__)
-        bad = [k for k in getattr(spec, group) if k not in names]
-        if bad:
-            raise TellError(f"unknown setting(s) {bad}; expected fields of `tell {command}`", field=group)
-        for k, v in getattr(spec, group).items():  # typed as `tell train --config` would type them
-            getattr(spec, group)[k] = check_value(cls, k, v, f"({group})")
+        given = getattr(spec, group)
+        for k in list(given):
+            if setting_name(cls, k) is None:
+                e = unknown_setting(cls, k, None)
+                raise TellError(f"{e.message} (a setting of `tell {command}`)", field=f"{group}.{k}")
+        # typed as `tell train --config` would type them; aliases (cutoff_len) under their field's name
+        typed = checked_settings(cls, list(given.items()), f"({group})")
+        given.clear()
+        given.update(typed)
     spec.lr_grid = lr_grid(spec)
     check_declared(spec.controls, spec.methods)
     if spec.floor is not None and spec.ceiling is not None and spec.floor >= spec.ceiling:

@@ -63,6 +63,8 @@ def add_lora(model: Any, *, r: int, alpha: int, dropout: float, target_modules: 
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     targets: str | list[str] = target_modules
+    if target_modules == "all":  # LLaMA-Factory's name for it
+        target_modules = "all-linear"
     if target_modules != "all-linear":
         targets = [t.strip() for t in target_modules.split(",") if t.strip()]
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",

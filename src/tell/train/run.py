@@ -23,7 +23,8 @@ from pathlib import Path
 from tell import provenance
 from tell.artifacts import MixtureDir, RunDir, mark_adapter, read_json
 from tell.config import is_secret_name, refuse_secrets, to_dict  # noqa: F401 (is_secret_name: public here)
-from tell.train.config import TrainConfig
+from tell.prompting import use_template
+from tell.train.config import TrainConfig, trackers
 from tell.errors import TellError, template_errors
 from tell.io import FOLDER_LOCK, atomic_open, folder_lock, remove_stale_tmp, write_json
 from tell.models import (check_vocab, gguf_provenance, load_model, load_tokenizer, quantization_config, resolve_dtype,
@@ -104,14 +105,18 @@ def _accumulation(cfg: TrainConfig) -> tuple[int, int]:
     return world, cfg.batch_size // per_step
 
 
-def _tracker(name: str) -> str:
-    """--report-to, refused in one line when its package is missing (transformers would fail mid-setup)."""
+def _trackers(value: str) -> list[str]:
+    """--report-to's trackers, each refused in one line when its package is missing (transformers would fail
+    mid-setup); [] for none."""
     import importlib.util
 
-    needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}.get(name, ())
-    if needs and not any(importlib.util.find_spec(m) for m in needs):
-        raise TellError(f"--report-to {name} needs the {needs[0]} package (pip install {needs[0]})", field="report_to")
-    return name
+    names = trackers(value)
+    for name in names:
+        needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}[name]
+        if not any(importlib.util.find_spec(m) for m in needs):
+            raise TellError(f"--report-to {name} needs the {needs[0]} package (pip install {needs[0]})",
+                            field="report_to")
+    return names or ["none"]
 
 
 def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
@@ -130,7 +135,7 @@ def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
         "data_seed": cfg.seed,
         "train_sampling_strategy": "sequential",  # the mixture's order is the method: no second shuffle
         "remove_unused_columns": False, "disable_tqdm": not cfg.progress,
-        "report_to": _tracker(cfg.report_to), "run_name": cfg.run_name or run.path.name,
+        "report_to": _trackers(cfg.report_to), "run_name": cfg.run_name or run.path.name,
         "bf16": on_gpu and dtype == torch.bfloat16, "fp16": on_gpu and dtype == torch.float16,
         "ddp_find_unused_parameters": False, "dataloader_num_workers": 0,
         "use_cpu": not on_gpu,  # accelerate sets up gloo for several CPU processes only when told it runs on CPU
@@ -331,7 +336,7 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
                         "`accelerate launch` or `torchrun`")
     ckpt = _claim(args, cfg, run, resolved, manifest["mixture"]["sha256"], hold)
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    tokenizer = use_template(load_tokenizer(cfg.model, cfg.trust_remote_code), cfg.template)
     _check_answers_end(tokenizer, cfg.model)
     with template_errors(cfg.model):
         data = tokenize_mixture(mix, tokenizer, max_length=cfg.max_length, length_policy=cfg.length_policy,
