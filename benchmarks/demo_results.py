@@ -39,7 +39,7 @@ def commit() -> str:
     return sha + (" (with uncommitted changes)" if dirty else "")
 
 
-def section(study: Path) -> list[str]:
+def section(study: Path, made_at: str | None = None) -> list[str]:
     from tell.synthetic.study import findings_markdown
 
     plan = plan_of(study)
@@ -51,7 +51,7 @@ def section(study: Path) -> list[str]:
     flags = " --study" if plan.endswith("--study") else ""
     return [begin, f"## `{plan}`: {what}", "",
             f"Command: `tell demo{flags} --out {study}`, then `python benchmarks/demo_results.py {study}`. "
-            f"Commit {commit()}; written {datetime.date.today().isoformat()}; 2-core CPU machine.", ""] + \
+            f"Commit {made_at or commit()}; written {datetime.date.today().isoformat()}; 2-core CPU machine.", ""] + \
         [h for h in header if h.strip()] + ["", *findings_markdown(doc), end]
 
 
@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("study", type=Path, help="a `tell demo` or `tell demo --study` output folder")
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     ap.add_argument("--readme", type=Path, default=REPO / "README.md")
+    ap.add_argument("--commit", help="the commit the run was made at, when it is not this checkout's HEAD (a run "
+                                     "from a `git archive` snapshot while work went on)")
     args = ap.parse_args(argv)
     if not (args.study / "study.json").is_file():
         print(f"error: {args.study}/study.json not found: the study has not finished (run `tell demo --study` "
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
         print(f"error: {args.study} is a `{plan}` run; only `tell demo` and `tell demo --study` runs are reported",
               file=sys.stderr)
         return 2
-    block = section(args.study)
+    block = section(args.study, args.commit)
     replace_block(args.results, block, *MARKERS[plan])
     replace_block(args.readme, block, *MARKERS[plan])
     print(f"wrote the {plan} section into {args.results} and {args.readme}")

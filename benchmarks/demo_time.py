@@ -39,8 +39,33 @@ def run_demo(out: Path, cache: Path, workers: int | None) -> dict:
     (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"error: `tell demo --out {out}` exited {proc.returncode}; see {out.parent / out.name}.log")
-    return {"wall_s": round(wall, 1), "console_lines": len((proc.stdout + proc.stderr).splitlines()),
+    return {"wall_s": round(wall, 1), "load_average_after": round(os.getloadavg()[0], 2), "console_lines": len((proc.stdout + proc.stderr).splitlines()),
             "warning_lines": sum("Warning" in line for line in (proc.stdout + proc.stderr).splitlines())}
+
+
+def same_findings(out: Path) -> bool:
+    """Whether the two runs' study.json agree once each run's own folder name is taken out of the paths."""
+    text = {name: (out / name / "study.json").read_text().replace(str(out / name), "RUN") for name in ("fresh", "cached")}
+    return json.loads(text["fresh"]) == json.loads(text["cached"])
+
+
+def render(doc: dict, out: Path) -> list[str]:
+    runs = doc["runs"]
+    fresh, cached = runs["fresh"]["wall_s"], runs["cached"]["wall_s"]
+    load = "; ".join(f"{k}: {v['load_average_after']}" for k, v in runs.items() if "load_average_after" in v)
+    return [BEGIN, "## `tell demo`: wall time from a fresh install and with the base cached (CPU)", "",
+            f"Command: `python benchmarks/demo_time.py --out {out}`. Commit {doc['commit']}; {doc['date']}; "
+            f"{doc['cores']}-core CPU machine. Each run is `tell demo` in its own process (the README's first command "
+            "after set-up); the first starts from an empty base cache. "
+            + (f"Machine: {doc['note']}. " if doc.get("note") else "")
+            + (f"1-minute load average when each run ended: {load}." if load else ""), "",
+            "| run | wall | goal |", "|---|---|---|",
+            f"| fresh (small base pretrained first) | {fresh / 60:.1f} min ({fresh:.0f} s) | "
+            f"<= {GOAL_S // 60} min: {'met' if fresh <= GOAL_S else 'NOT met'} |",
+            f"| base cached | {cached / 60:.1f} min ({cached:.0f} s) | |", "",
+            f"Library warning lines on the console: {runs['fresh']['warning_lines']} (fresh), "
+            f"{runs['cached']['warning_lines']} (cached). The two runs' findings (study.json: controls, verdicts, "
+            f"intervals) are {'identical' if doc['same_study_json'] else 'different'}.", END]
 
 
 def main(argv=None) -> int:
@@ -48,7 +73,22 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("out/demo-time"))
     ap.add_argument("--workers", type=int, default=None, help="passed to tell demo (default: its own)")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--note", help="what else ran on the machine (written into the section)")
+    ap.add_argument("--render", action="store_true",
+                    help="only write the section again from OUT/demo_time.json (with --note, --commit)")
+    ap.add_argument("--commit", help="with --render: the commit the runs were made at, when the json lacks it "
+                                     "(runs from a `git archive` snapshot)")
     args = ap.parse_args(argv)
+    if args.render:
+        doc = json.loads((args.out / "demo_time.json").read_text())
+        doc["commit"] = doc["commit"] or args.commit or "unknown"
+        doc["same_study_json"] = same_findings(args.out)
+        if args.note:
+            doc["note"] = args.note
+        write_json(args.out / "demo_time.json", doc)
+        replace_block(args.results, render(doc, args.out), BEGIN, END)
+        print(f"wrote the demo-time section of {args.results} from {args.out / 'demo_time.json'}")
+        return 0
     if args.out.exists() and any(args.out.iterdir()):
         print(f"error: {args.out} is not empty: give a new --out (both runs must start from nothing)", file=sys.stderr)
         return 2
@@ -58,23 +98,11 @@ def main(argv=None) -> int:
     for name in ("fresh", "cached"):
         runs[name] = run_demo(args.out / name, cache, args.workers)
         print(f"{name}: {runs[name]['wall_s']:.0f} s", flush=True)
-    same = (json.loads((args.out / "fresh" / "study.json").read_text()) ==
-            json.loads((args.out / "cached" / "study.json").read_text()))
     doc = {"commit": commit(), "date": datetime.date.today().isoformat(), "cores": os.cpu_count(),
-           "workers": args.workers, "goal_s": GOAL_S, "runs": runs, "same_study_json": same}
+           "workers": args.workers, "goal_s": GOAL_S, "runs": runs, "same_study_json": same_findings(args.out),
+           **({"note": args.note} if args.note else {})}
     write_json(args.out / "demo_time.json", doc)
-    fresh, cached = runs["fresh"]["wall_s"], runs["cached"]["wall_s"]
-    block = [BEGIN, "## `tell demo`: wall time from a fresh install and with the base cached (CPU)", "",
-             f"Command: `python benchmarks/demo_time.py --out {args.out}`. Commit {doc['commit']}; {doc['date']}; "
-             f"{doc['cores']}-core CPU machine, nothing else running. Each run is `tell demo` in its own process "
-             "(the README's first command after set-up); the first starts from an empty base cache.", "",
-             "| run | wall | goal |", "|---|---|---|",
-             f"| fresh (small base pretrained first) | {fresh / 60:.1f} min ({fresh:.0f} s) | "
-             f"<= {GOAL_S // 60} min: {'met' if fresh <= GOAL_S else 'NOT met'} |",
-             f"| base cached | {cached / 60:.1f} min ({cached:.0f} s) | |", "",
-             f"Library warning lines on the console: {runs['fresh']['warning_lines']} (fresh), "
-             f"{runs['cached']['warning_lines']} (cached). The two runs' study.json are "
-             f"{'identical' if same else 'different'} (findings, verdicts and intervals).", END]
+    block = render(doc, args.out)
     replace_block(args.results, block, BEGIN, END)
     print(f"wrote {args.out / 'demo_time.json'} and the demo-time section of {args.results}")
     return 0
