@@ -211,8 +211,16 @@ class RunDir:
         m = self.mixture_manifest()
         return Anchor.from_json(m.get("anchor")) if m else None
 
-    def log(self) -> list[dict]:
-        """train_log.jsonl, up to a torn last line from a killed process."""
+    def log(self, evals: bool = False) -> list[dict]:
+        """train_log.jsonl's loss rows (with `evals`: its evaluation rows too, in order), up to a torn last line from
+        a killed process."""
+        return [r for r in self._log_rows() if evals or "eval" not in r]
+
+    def eval_log(self) -> list[dict]:
+        """The rows evaluations during training wrote (`tell.train.live_eval`): {step, epoch, eval: {set: ...}}."""
+        return [r for r in self._log_rows() if "eval" in r]
+
+    def _log_rows(self) -> list[dict]:
         rows = []
         if self.log_path.is_file():
             for line in self.log_path.read_text(encoding="utf-8").splitlines():

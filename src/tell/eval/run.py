@@ -186,7 +186,7 @@ def default_max_new_tokens(kind_name: str, items: list[Record], tokenizer) -> in
     return max(kind(kind_name).max_new_tokens, int(longest * factor) + extra)
 
 
-def _prediction(es: EvalSet, rec: Record, text: str, shown: str) -> dict:
+def prediction_row(es: EvalSet, rec: Record, text: str, shown: str) -> dict:
     row = {"set": es.name, "id": rec.uid(), "input": shown, "output": text,
            "reference": rec.meta.get("reference", rec.response), "scores": score(es.kind, text, rec)}
     if es.kind == "translation":
@@ -230,7 +230,7 @@ def evaluate_set(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor 
     done = {j for j, rec in enumerate(items) if store.has(es.name, rec.uid(), made_by[j])}
 
     def save(idx: list[int], outs: list[str]) -> None:
-        store.add([_prediction(es, items[j], text, prompt_text(tokenizer, inputs[j])) | {"made_by": made_by[j]}
+        store.add([prediction_row(es, items[j], text, prompt_text(tokenizer, inputs[j])) | {"made_by": made_by[j]}
                    for j, text in zip(idx, outs) if j not in done])
 
     with tqdm(total=len(items), initial=len(done), desc=f"eval {es.name}", unit=" ex",

@@ -100,3 +100,17 @@ class TrainConfig:
                                  "or none", check=TRACKERS, metavar="NAME[,NAME]")
     run_name: str | None = opt(None, "the run's name in the tracker (default: the run folder's name)", metavar="NAME")
     progress: bool = opt(True, "show progress bars")
+    eval_data: list[str] = opt([], "evaluate during training (repeatable): a held-out task eval set, a built name or a "
+                                   "file as for `tell eval --data`, scored as the task's (with the run's anchor) every "
+                                   "--eval-steps; in train_log.jsonl (rows with `eval`) and the trackers",
+                               metavar="SET")
+    eval_general_data: list[str] = opt([], "as --eval-data, but general items without the anchor (forgetting)",
+                                       metavar="SET")
+    eval_steps: int | None = opt(None, "evaluate the --eval-data / --eval-general-data sets every N optimizer steps "
+                                       "and after the last", metavar="N", check=at_least(1))
+    eval_limit: int = opt(64, "items of each set evaluated during training (the first N)", check=at_least(1))
+    eval_batch_size: int = opt(16, "prompts per generation batch during training's evaluations", check=at_least(1))
+    eval_max_new_tokens: int | None = opt(None, "tokens generated per item during training's evaluations (default: "
+                                                "as `tell eval`, from the set's kind and references)", metavar="N",
+                                          check=at_least(1))
+    eval_data_dir: str = opt("data", "where built eval sets live (as `tell eval --data-dir`)")

@@ -248,6 +248,7 @@ def _warmup_from_lr(rows: Sequence[Mapping]) -> int | None:
 def assess_file(path: str | Path, warmup_steps: int | None = None, *, total_steps: int | None = None) -> dict:
     """`assess` on a train_log.jsonl. Without `warmup_steps`, it is read off the logged learning rate."""
     rows, torn = read_log(path)
+    rows = [r for r in rows if "eval" not in r]  # evaluations during training (`tell.train.live_eval`) hold no loss
     inferred = warmup_steps is None
     if inferred:
         warmup_steps = _warmup_from_lr(rows) or 0

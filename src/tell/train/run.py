@@ -23,6 +23,7 @@ from pathlib import Path
 from tell import provenance
 from tell.artifacts import MixtureDir, RunDir, mark_adapter, read_json
 from tell.config import is_secret_name, refuse_secrets, to_dict  # noqa: F401 (is_secret_name: public here)
+from tell.data.anchor import Anchor
 from tell.prompting import use_template
 from tell.train.config import TrainConfig, trackers
 from tell.errors import TellError, template_errors
@@ -32,6 +33,7 @@ from tell.models import (check_vocab, gguf_provenance, load_model, load_tokenize
 from tell.train.batching import Collator, ListDataset, length_warning, tokenize_mixture
 from tell.train.model import add_lora, packing_is_isolated, supports_packing
 from tell.train.health import MIN_STEPS, assess
+from tell.train.live_eval import LiveEval, load_sets
 from tell.train.schedule import optimizer_steps, warmup_steps
 from tell.train.trainer import (JsonlLog, TellTrainer, TrainingDiverged, checkpoints, last_complete_checkpoint,
                                 resume_point)
@@ -72,6 +74,9 @@ def _check(cfg: TrainConfig) -> None:
             raise TellError(f"no --{name} given", field=name)
     # the values themselves (learning rate > 0, epochs > 0, warmup share, ...) are checked by TrainConfig
     quantization_config(cfg.quantization, cfg.dtype)  # QLoRA where it cannot run: refused before anything is read
+    if bool(cfg.eval_data or cfg.eval_general_data) != bool(cfg.eval_steps):
+        raise TellError("evaluation during training needs both --eval-data (or --eval-general-data) and --eval-steps",
+                        field="eval_steps")
 
 
 def _check_not_empty(mix: MixtureDir, manifest: dict) -> None:
@@ -119,6 +124,11 @@ def _trackers(value: str) -> list[str]:
     return names or ["none"]
 
 
+# TrainingArguments settings of HF's own evaluation loop (an eval loss on an eval_dataset tell never passes)
+_HF_EVAL = ("eval_strategy", "evaluation_strategy", "do_eval", "eval_steps", "eval_delay", "eval_on_start",
+            "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "prediction_loss_only")
+
+
 def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
     """TrainingArguments from the config: the mapped fields, tell's own choices, then the pass-through."""
     import torch
@@ -142,6 +152,11 @@ def training_arguments(cfg: TrainConfig, run: RunDir, accum: int):
     }
     mapped = {hf: getattr(cfg, ours) for ours, hf in TO_TRAINING_ARGS.items()}
     refuse_secrets(cfg.training_args)  # checked when the config is made too; code may have changed it since
+    hf_eval = sorted(set(cfg.training_args) & set(_HF_EVAL))
+    if hf_eval:
+        raise TellError(f"{hf_eval}: the Trainer's own evaluation needs an eval dataset tell does not give it; evaluate "
+                        "with tell's metrics instead: --eval-data SET (--eval-general-data SET) --eval-steps N",
+                        field="training_args")
     clash = sorted(set(cfg.training_args) & (set(own) | set(mapped)))
     if clash:
         raise TellError(f"{clash} are set by tell itself; use its own settings instead", field="training_args")
@@ -222,11 +237,12 @@ def _trim_log(run: RunDir, step: int) -> tuple[int, int]:
     for later in checkpoints(run.checkpoints):
         if int(later.name.split("-")[-1]) > step:
             shutil.rmtree(later, ignore_errors=True)
-    kept = [r for r in run.log() if r["step"] <= step]
+    kept = [r for r in run.log(evals=True) if r["step"] <= step]
     with atomic_open(run.log_path) as f:
         for r in kept:
             f.write(json.dumps(r) + "\n")
-    return (kept[-1]["tokens_task"], kept[-1]["tokens_general"]) if kept else (0, 0)
+    losses = [r for r in kept if "eval" not in r]
+    return (losses[-1]["tokens_task"], losses[-1]["tokens_general"]) if losses else (0, 0)
 
 
 def _save_adapter(model, tokenizer, dest: Path) -> dict:
@@ -341,6 +357,9 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
     with template_errors(cfg.model):
         data = tokenize_mixture(mix, tokenizer, max_length=cfg.max_length, length_policy=cfg.length_policy,
                                 train_on_prompt=cfg.train_on_prompt, progress=cfg.progress)
+    # the sets evaluated during training, read and rendered now: a bad one is refused before anything is written
+    live = LiveEval(load_sets(cfg, tokenizer, Anchor.from_json(manifest.get("anchor"))), tokenizer, cfg,
+                    run.log_path) if cfg.eval_steps else None
     warning = length_warning(data.counts, cfg.max_length)
     if warning and args.process_index == 0:
         print(warning, file=sys.stderr)
@@ -362,9 +381,13 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
     trainer = TellTrainer(model=model, args=args, train_dataset=ListDataset(data.examples),
                           data_collator=Collator(pad_id=tokenizer.pad_token_id, packed=packed,
                                                  row_length=cfg.max_length),
-                          callbacks=[JsonlLog(run.log_path)],
+                          callbacks=[JsonlLog(run.log_path)] + ([live] if live else []),
                           divergence_factor=cfg.divergence_factor, tokens_seen=tokens_seen,
                           warmup_ratio=cfg.warmup_ratio)
+    if live:
+        live.trainer = trainer
+        if ckpt is not None:  # evaluations up to the checkpoint are in the kept log; later ones run again
+            live.done = {r["step"] for r in run.eval_log()}
     if not cfg.progress:  # our train_log.jsonl has every logged figure; no dict per step on stdout
         trainer.remove_callback(PrinterCallback)
     t0 = time.perf_counter()
@@ -381,6 +404,9 @@ def _finish(cfg: TrainConfig, run: RunDir, trainer, model, tokenizer, data, ckpt
     """The adapter (with its checksums) and metrics.json, written last: what makes the run finished."""
     adapter_sums = _save_adapter(model, tokenizer, run.adapter)
     metrics = _final_metrics(cfg, run, trainer, data, ckpt, packed, seconds)
+    evals = run.eval_log()
+    if evals:
+        metrics["eval_during_training"] = {"steps": [r["step"] for r in evals], "last": evals[-1]["eval"]}
     metrics |= {"adapter_sha256": adapter_sums, **notes, "base_gguf": base_gguf,
                 "health": _health(run, trainer.state.max_steps, cfg.warmup_ratio)}
     write_json(run.metrics_path, metrics)

@@ -1,0 +1,96 @@
+"""Evaluation during training: `tell train --eval-data SET --eval-steps N` (issue 24 item 1)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tell.artifacts import RunDir
+from tell.cli import main
+from tell.train.run import train
+
+from conftest import WORDS, train_config, write_jsonl
+
+
+def _sets(tmp_path):
+    rng = random.Random(5)
+    task = write_jsonl(tmp_path / "task_eval.jsonl", [
+        {"prompt": "judge " + " ".join(rng.choices(WORDS[10:30], k=4)), "response": "json yes thought no",
+         "meta": {"kind": "cloze"}} for _ in range(12)])
+    gen = []
+    for _ in range(12):
+        words = rng.choices(WORDS[10:30], k=3)
+        gen.append({"prompt": "reverse " + " ".join(words), "response": " ".join(words[::-1]), "meta": {"kind": "cloze"}})
+    return task, write_jsonl(tmp_path / "general_eval.jsonl", gen)
+
+
+def test_evaluations_are_logged_every_n_steps_and_leave_the_training_as_it_was(toy_mixture, tiny_model, tmp_path):
+    task, gen = _sets(tmp_path)
+    kw = dict(max_steps=5, batch_size=4, micro_batch_size=2, lora_dropout=0.2, learning_rate=5e-3)
+    train(train_config(toy_mixture, tiny_model, tmp_path / "plain", **kw))
+    metrics = train(train_config(toy_mixture, tiny_model, tmp_path / "live", **kw, eval_data=[str(task)],
+                                 eval_general_data=[str(gen)], eval_steps=2, eval_limit=8, eval_max_new_tokens=6))
+    run = RunDir(tmp_path / "live")
+    evals = run.eval_log()
+    assert [r["step"] for r in evals] == [2, 4, 5]  # every 2 steps and after the last
+    for r in evals:
+        assert set(r["eval"]) == {str(task), str(gen)}
+        assert r["eval"][str(task)]["role"] == "task" and r["eval"][str(gen)]["role"] == "general"
+        assert all(s["items"] == 8 and 0 <= s["metrics"]["accuracy"]["value"] <= 1 for s in r["eval"].values())
+    assert metrics["eval_during_training"]["steps"] == [2, 4, 5]
+    # the loss rows, the health verdict and the adapter are those of the run without evaluations
+    assert [r["loss"] for r in run.log()] == [r["loss"] for r in RunDir(tmp_path / "plain").log()]
+    assert metrics["health"]["verdict"] == RunDir(tmp_path / "plain").metrics()["health"]["verdict"]
+    a = load_file(tmp_path / "plain" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "live" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_task_sets_get_the_runs_anchor_and_general_sets_none(toy_mixture, tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tell.data.anchor import Anchor
+    from tell.train.live_eval import load_sets
+
+    task, gen = _sets(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    cfg = train_config(toy_mixture, tiny_model, tmp_path / "r", eval_data=[str(task)], eval_general_data=[str(gen)],
+                       eval_steps=1, eval_limit=3)
+    sets = load_sets(cfg, tok, Anchor("task", "prefix", "\n"))
+    by_role = {s.role: s for s in sets}
+    assert len(by_role["task"].items) == 3
+    assert all(tok.decode(ids).count("task") == 1 for ids in by_role["task"].ids)
+    assert not any("task" in tok.decode(ids) for ids in by_role["general"].ids)
+
+
+def test_hf_evaluation_settings_and_half_given_evaluations_are_refused_before_anything_is_written(
+        toy_mixture, tiny_model, tmp_path, capsys):
+    base = ["train", "--mixture", str(toy_mixture), "--model", str(tiny_model), "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--training-arg", "eval_strategy=steps"]) == 2
+    err = capsys.readouterr().err
+    assert "--eval-data SET" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists()
+    assert main(base + ["--out", str(tmp_path / "b"), "--eval-steps", "2"]) == 2
+    assert "needs both --eval-data" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
+    assert main(base + ["--out", str(tmp_path / "c"), "--eval-data", str(empty), "--eval-steps", "2"]) == 2
+    assert not (tmp_path / "c" / "config.json").exists()
+
+
+def test_evaluations_reach_the_trackers(toy_mixture, tiny_model, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    task, _ = _sets(tmp_path)
+    train(train_config(toy_mixture, tiny_model, tmp_path / "run", max_steps=2, eval_data=[str(task)], eval_steps=1,
+                       eval_limit=4, eval_max_new_tokens=4, report_to="tensorboard"))
+    events = list((tmp_path / "run" / "checkpoints" / "runs").rglob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tag = f"train/eval/{task}/accuracy"
+    assert tag in acc.Tags()["scalars"] and [s.step for s in acc.Scalars(tag)] == [1, 2]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["eval_during_training"]["steps"] == [1, 2]
