@@ -142,3 +142,14 @@ def plot_forgetting(figs: Path, gset: str, gmetric: str, tset: str, tmetric: str
     return _finish(fig, ax, figs, _slug("forgetting", gset, gmetric, budget), f"{tset}: {tmetric} (task)",
                    f"{gset}: {gmetric} (general)", f"what each method keeps at {budget:,} task tokens "
                    "(labels: ratio)", logx=False)
+
+def plot_training_evals(figs: Path, set_name: str, role: str, metric: str,
+                        series: dict[str, tuple[str, list[tuple[int, float]]]]) -> list[str]:
+    """A set's metric against optimizer steps, one line per cell (`tell train --eval-steps` during a sweep):
+    the task metric rising, or the general one falling (forgetting), as training goes."""
+    fig, ax = _fig()
+    for label, (method, pts) in sorted(series.items()):
+        ax.plot([s for s, _ in pts], [v for _, v in pts], marker=".", lw=1, color=color(method), label=label)
+    what = "task skill" if role == "task" else "general skill (forgetting)"
+    return _finish(fig, ax, figs, _slug("during", set_name, metric), "optimizer step", metric,
+                   f"{set_name}: {what} during training", logx=False)

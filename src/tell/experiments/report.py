@@ -20,7 +20,8 @@ import numpy as np
 from tell.experiments.evidence import (COMPARISONS, CROSSED, ENVELOPE, HOW_CROSSED, HOW_ENVELOPE, MIN_SEEDS, NO_VERDICT,
                                        NOT_JUDGED, VERDICTS, Evidence, Point, SweepData, find, gather, healthy,
                                        load_sweep)
-from tell.experiments.plots import plot_bars, plot_forgetting, plot_general_scaling, plot_task_scaling
+from tell.experiments.plots import (plot_bars, plot_forgetting, plot_general_scaling, plot_task_scaling,
+                                    plot_training_evals)
 from tell.io import atomic_open
 
 def num(x, digits: int = 4) -> str:
@@ -374,6 +375,34 @@ def section_set(ev: Evidence, figs: Path, set_name: str) -> list[str]:
     return md
 
 
+def section_training_evals(data: SweepData, figs: Path) -> list[str]:
+    """Evaluations during training (`train: {eval_steps: N, eval_data: [...]}` in the spec): each set's metric
+    against steps, for every selected cell that logged them; nothing when none did."""
+    from tell.experiments.cell import CellDir
+
+    series: dict = {}
+    seen = set()
+    for r in data.evidence:
+        if not r.get("run_dir") or r["cell"] in seen:
+            continue
+        seen.add(r["cell"])
+        label = f"{r['method']} r{ratio_text(r.get('ratio'))} s{r['seed']}"
+        for row in CellDir(Path(r["run_dir"]).parent, Path(r["run_dir"]).name).run.eval_log():
+            for set_name, res in row["eval"].items():
+                metric = next(iter(res["metrics"]), None)
+                value = (res["metrics"].get(metric) or {}).get("value") if metric else None
+                if value is not None:
+                    key = (set_name, res["role"], metric)
+                    series.setdefault(key, {}).setdefault(label, (r["method"], []))[1].append((row["step"], value))
+    if not series:
+        return []
+    md = ["## During training", "", "Each selected cell's evaluations during training (greedy, the first "
+          "`eval_limit` items of each set; `RUN/train_log.jsonl` rows with `eval`).", ""]
+    for (set_name, role, metric), lines in sorted(series.items()):
+        md += plot_training_evals(figs, set_name, role, metric, lines)
+    return md
+
+
 def make_report(folder: str | Path, primary: str | None = None, title: str | None = None) -> Path:
     """Write report.md, report.html, report_files/*.png, findings.json and token_efficiency.json."""
     import matplotlib
@@ -389,7 +418,7 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
         section_forgetting(ev, figs)
     for s in ev.data.sets:
         md += section_set(ev, figs, s)
-    md += section_efficiency(ev) + section_lr(ev.data)
+    md += section_efficiency(ev) + section_lr(ev.data) + section_training_evals(ev.data, figs)
     _write(folder, ev, figs, "\n".join(md) + "\n")
     return folder / "report.md"
 
