@@ -150,3 +150,24 @@ def test_train_template_is_kept_by_the_adapter_and_used_by_eval(toy_mixture, tin
     assert tok.chat_template == TEMPLATES["llama2"]
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "exp")]) == 0
     assert json.loads((tmp_path / "exp" / "tell.json").read_text())["template"]["chat_template"] == TEMPLATES["llama2"]
+
+
+def test_example_configs_are_valid_for_their_command():
+    """examples/train_lora, train_qlora and eval (LLaMA-Factory's layout): each file's first line names its command,
+    and the file is read by that command's config group, aliases and all, without an error."""
+    from pathlib import Path
+
+    from tell.config import build
+    from tell.eval.config import EvalConfig
+    from tell.prepare import PrepareConfig
+
+    groups = {"prepare": PrepareConfig, "train": TrainConfig, "eval": EvalConfig}
+    root = Path(__file__).resolve().parents[1] / "examples"
+    files = sorted(p for d in ("train_lora", "train_qlora", "eval") for p in (root / d).glob("*.yaml"))
+    assert len(files) >= 5
+    for path in files:
+        command = path.read_text().splitlines()[0].split()[2]
+        cfg = build(groups[command], yaml_path=str(path))
+        assert cfg.out, path
+    qlora = build(TrainConfig, yaml_path=str(root / "train_qlora" / "llama2_7b_qlora_tell.yaml"))
+    assert qlora.quantization == "4bit" and qlora.max_length == 1024
