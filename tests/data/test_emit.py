@@ -93,3 +93,48 @@ def test_trl_sft_trainer_reads_the_emitted_mixture(tmp_path, hf_tokenizer_dir):
             assert 0 < sum(x != -100 for x in row["labels"]) < len(row["input_ids"])
         trainer.train()
         assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_each_emit_comes_with_trainer_configs_that_keep_the_order(tmp_path, hf_tokenizer_dir):
+    """LLaMA-Factory, axolotl and ms-swift configs beside the messages file, TRL's beside prompt-completion; TRL's
+    is read back by TRL's own parser and its dataset loads in the mixture's order."""
+    import subprocess
+
+    import datasets
+    import yaml
+    from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
+    from trl.scripts.utils import DatasetMixtureConfig
+
+    out = _mix(tmp_path, hf_tokenizer_dir, "messages", "prompt-completion")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["emitted"]["messages"]["configs"]) == {
+        "trainers/dataset_info.json", "trainers/llamafactory_sft.yaml", "trainers/axolotl.yaml", "trainers/swift_sft.sh"}
+    assert set(manifest["emitted"]["prompt-completion"]["configs"]) == {"trainers/trl_sft.yaml"}
+    assert not list(out.rglob("*.next"))
+
+    trl_yaml = (out / "trainers" / "trl_sft.yaml").read_text()
+    assert "# on a CPU, add: use_cpu: true and bf16: false" in trl_yaml
+    cpu = tmp_path / "trl_cpu.yaml"  # as its comment says (TRL's SFTConfig defaults to bf16, a GPU's)
+    cpu.write_text(trl_yaml + "use_cpu: true\nbf16: false\n")
+    _, sft, model, mixture = TrlParser((ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig)) \
+        .parse_yaml_file(str(cpu))
+    assert sft.train_sampling_strategy == "sequential" and sft.num_train_epochs == 1 and sft.completion_only_loss
+    assert model.use_peft and model.lora_r == 8 and model.model_name_or_path == str(hf_tokenizer_dir.resolve())
+    ds = datasets.load_dataset("json", data_files=mixture.datasets[0].data_files, split="train")
+    assert [r["completion"] for r in ds] == [r["completion"] for r in _jsonl(out / "mixture.prompt-completion.jsonl")]
+
+    lf = yaml.safe_load((out / "trainers" / "llamafactory_sft.yaml").read_text())
+    info = json.loads((out / "trainers" / "dataset_info.json").read_text())[lf["dataset"]]
+    assert lf["disable_shuffling"] is True and lf["dataset_dir"] == str((out / "trainers").resolve())
+    assert info["formatting"] == "sharegpt" and info["columns"]["messages"] == "messages"
+    assert info["file_name"] == str((out / "mixture.messages.jsonl").resolve())
+    ax = yaml.safe_load((out / "trainers" / "axolotl.yaml").read_text())
+    assert ax["shuffle_merged_datasets"] is False and ax["curriculum_sampling"] is True
+    assert ax["datasets"][0]["path"] == info["file_name"] and ax["num_epochs"] == 1
+    sh = (out / "trainers" / "swift_sft.sh").read_text()
+    assert "--dataset_shuffle false" in sh and "--train_dataloader_shuffle false" in sh and info["file_name"] in sh
+    assert subprocess.run(["bash", "-n", str(out / "trainers" / "swift_sft.sh")]).returncode == 0
+
+    # a prepare into the same folder without --emit leaves no config of a mixture that is gone
+    _mix(tmp_path, hf_tokenizer_dir)
+    assert not (out / "trainers").exists() and not (out / "mixture.messages.jsonl").exists()
