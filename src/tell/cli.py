@@ -20,9 +20,9 @@ from tell.train.config import TrainConfig
 PREPARE_EXAMPLE = """\
 example:
   tell prepare --task examples/quickstart/task.jsonl --general examples/quickstart/general.jsonl \\
-      --tokenizer examples/quickstart/tokenizer --task-tokens 2000 --ratio 10 \\
+      --tokenizer examples/quickstart/tokenizer --task-tokens 2000 --ratio 2 \\
       --anchor "Answer in the JSON format of the hallucination-judging task." --seed 42 --out out/quickstart
-  tell prepare --config examples/quickstart/prepare.yaml --ratio 20   # flags override the YAML
+  tell prepare --config examples/quickstart/prepare.yaml --ratio 3 --out out/quickstart-r3   # flags override the YAML
 """
 
 
