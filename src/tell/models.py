@@ -180,6 +180,17 @@ def check_decoder_only(config: Any, name: str) -> None:
                         file=name)
 
 
+def context_length(config: Any) -> int | None:
+    """The most positions (prompt + generated tokens) the model was built for, from its config (the text model's,
+    for a multimodal one); None when the config does not say."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        n = getattr(config, attr, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
+
+
 def check_vocab(model: Any, tokenizer: Any, name: str) -> None:
     """Refuse a tokenizer with more tokens than the model has embedding rows (a config whose vocab_size lies, a
     tokenizer from another model): its higher ids would crash the embedding lookup mid-run ("index out of
