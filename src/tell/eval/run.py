@@ -64,13 +64,15 @@ def _file_set(spec: str, cfg: EvalConfig) -> EvalSet:
 
 def resolve_set(spec: str, cfg: EvalConfig) -> list[EvalSet]:
     """A built set's name (built on first use into `data_dir`) or a file."""
-    from tell.data.builders import BUILDERS, DATASET_MANIFEST, build
+    from tell.data.builders import BUILDERS, DATASET_MANIFEST, build, not_built
 
     name, _, sub = spec.partition(":")
     if Path(spec).is_file() or name not in BUILDERS:
         if Path(spec).is_dir():
             raise TellError(f"is a folder; expected an eval file (.jsonl, .json, .parquet, .csv) or one of "
                             f"{sorted(BUILDERS)}", file=spec)
+        if not Path(spec).is_file() and (hint := not_built(spec)):
+            raise TellError(f"no such file; {hint}", file=spec)
         if not Path(spec).is_file():
             raise TellError(f"unknown eval set '{spec}'; expected a file or one of {sorted(BUILDERS)} "
                             "(is-en-news:en-is, agieval:SUBTASK)")
