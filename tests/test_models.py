@@ -100,3 +100,18 @@ def test_a_name_meant_as_a_path_is_refused_as_no_such_folder_and_a_hub_id_is_tri
         with pytest.raises(TellError) as e:
             load("owner/name")
         assert "no such" not in str(e.value) and "owner/name" in str(e.value)
+
+
+def test_commands_ignore_the_named_library_deprecations_only():
+    import warnings
+
+    from tell.models import ignore_library_warnings
+
+    known = "`is_gradient_checkpointing` is deprecated and will be removed in v6."
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ignore_library_warnings()
+        for module, text in (("transformers.modeling_utils", known), ("transformers.trainer", "other is deprecated"),
+                             ("tell.prepare", known)):
+            warnings.warn_explicit(text, FutureWarning, "x.py", 1, module=module)
+    assert [(w.message.args[0]) for w in seen] == ["other is deprecated", known]

@@ -13,6 +13,7 @@ from tell.config import add_arguments, build
 from tell.errors import TellError
 from tell.eval.config import EvalConfig
 from tell.experiments.config import AnchorConfig
+from tell.models import ignore_library_warnings
 from tell.prepare import PrepareConfig
 from tell.probe.config import ProbeConfig
 from tell.train.config import TrainConfig
@@ -365,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ignore_library_warnings()
     try:
         try:
             return _dispatch(build_parser().parse_args(argv))

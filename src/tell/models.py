@@ -16,6 +16,22 @@ from tell.errors import TellError
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+# FutureWarnings the libraries raise at one another, that no tell user can act on: peft (0.21) asks every model
+# it wraps for transformers 5's deprecated `is_gradient_checkpointing` (a `tell train` or `tell eval` printed it).
+LIBRARY_DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated",)
+
+
+def ignore_library_warnings(every: bool = False) -> None:
+    """Ignore the FutureWarnings raised inside transformers / peft / accelerate that `LIBRARY_DEPRECATIONS` names
+    (every command, `tell.cli.main`), or with `every` all of them (a sweep's cells: `executors.quiet_libraries`).
+    A process-wide setting: the command's, not the library's, to make."""
+    import warnings
+
+    for message in ("",) if every else LIBRARY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning,
+                                module=r"(transformers|peft|accelerate)(\..*)?$")
+
+
 def resolve_dtype(name: str) -> Any:
     import torch
 
