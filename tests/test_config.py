@@ -32,3 +32,28 @@ def test_a_config_built_in_code_is_checked_too():
     with pytest.raises(TellError, match="field 'limit'"):
         EvalConfig(limit=0)
     assert EvalConfig(temperature=0.0, greedy=True).temperature == 0.0  # greedy ignores the temperature
+
+
+def test_help_quotes_a_default_that_is_or_holds_whitespace(capsys):
+    """argparse folds a newline into a space: `--anchor-separator`'s default "\\n" read as "(default: )"."""
+    import argparse
+    from dataclasses import dataclass
+
+    from tell.cli import main
+    from tell.config import add_arguments, opt
+
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # the help as wrapped, joined again
+    assert "text between the anchor and the prompt or system text (default: '\\n')" in text
+
+    @dataclass
+    class Demo:
+        sep: str = opt(" ", "a separator")
+        name: str = opt("tell", "a name")
+        steps: int = opt(3, "a number")
+
+    p = argparse.ArgumentParser()
+    add_arguments(p, Demo)
+    text = " ".join(p.format_help().split())
+    assert "a separator (default: ' ')" in text and "a name (default: tell)" in text and "(default: 3)" in text

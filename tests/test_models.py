@@ -77,3 +77,41 @@ def test_a_model_whose_vocab_is_smaller_than_its_tokenizer_is_refused_in_one_lin
     assert main(["eval", "--model", str(out), "--data", str(data), "--out", str(tmp_path / "ev"),
                  "--greedy", "--no-progress", "--metric", "cloze"]) == 2
     assert "embedding only" in capsys.readouterr().err and not (tmp_path / "ev" / "metrics.json").exists()
+
+
+def test_a_name_meant_as_a_path_is_refused_as_no_such_folder_and_a_hub_id_is_tried_as_one(tmp_path, monkeypatch):
+    """`--tokenizer ./no/such/dir` said transformers' "Repo id must be in the form ..."; `owner/name` must still
+    reach the Hub (offline here: its own error, not "no such folder")."""
+    from tell.data.tokens import load_counter
+    from tell.models import load_tokenizer, looks_like_path
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("./no/such/dir", "no/such/dir", "/no/such", "~/no_such_tokenizer_here", "tok.json", "a/b.model",
+                 "C:\\models\\tok"):
+        assert looks_like_path(name), name
+    for name in ("gpt2", "owner/name", "Qwen/Qwen2.5-0.5B-Instruct", "meta-llama/Llama-2-7b-chat-hf"):
+        assert not looks_like_path(name), name
+    for name in ("./no/such/dir", "no/such/dir", "tok.json"):
+        with pytest.raises(TellError, match=f"^{name}: no such folder"):
+            load_counter(name)
+        with pytest.raises(TellError, match=f"^{name}: no such model folder"):
+            load_tokenizer(name)
+    for load in (load_counter, load_tokenizer):
+        with pytest.raises(TellError) as e:
+            load("owner/name")
+        assert "no such" not in str(e.value) and "owner/name" in str(e.value)
+
+
+def test_commands_ignore_the_named_library_deprecations_only():
+    import warnings
+
+    from tell.models import ignore_library_warnings
+
+    known = "`is_gradient_checkpointing` is deprecated and will be removed in v6."
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ignore_library_warnings()
+        for module, text in (("transformers.modeling_utils", known), ("transformers.trainer", "other is deprecated"),
+                             ("tell.prepare", known)):
+            warnings.warn_explicit(text, FutureWarning, "x.py", 1, module=module)
+    assert [(w.message.args[0]) for w in seen] == ["other is deprecated", known]

@@ -317,3 +317,38 @@ def test_quickstart_recipe_runs(tmp_path, capsys):
     assert code == 0
     m = json.loads((tmp_path / "q" / "manifest.json").read_text())
     assert m["budget"]["ratio_achieved"] == pytest.approx(5, rel=0.05)
+
+
+def test_shipped_example_files_hold_no_duplicate_rows():
+    """prepare drops duplicates (and says so): a shipped example that holds some shows a user a smaller pool than
+    the file seems to hold."""
+    files = sorted((REPO / "examples").rglob("*.jsonl"))
+    assert files
+    for f in files:
+        rows = [json.dumps(json.loads(line), sort_keys=True) for line in f.read_text(encoding="utf-8").splitlines()]
+        assert rows and len(set(rows)) == len(rows), f"{f}: {len(rows) - len(set(rows))} duplicate rows"
+
+
+def _help_commands(epilog: str) -> list[list[str]]:
+    """The `tell ...` commands of a subcommand's --help example, continuation lines joined, comments dropped."""
+    import shlex
+
+    text = epilog.replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in text.splitlines() if line.strip().startswith("tell ")]
+
+
+def test_every_prepare_help_example_runs_on_the_shipped_data(tmp_path, capsys, monkeypatch):
+    from tell.cli import PREPARE_EXAMPLE
+
+    monkeypatch.chdir(REPO)  # the examples name the shipped files relative to the project
+    commands = _help_commands(PREPARE_EXAMPLE)
+    assert len(commands) == 2 and all(c[:2] == ["tell", "prepare"] for c in commands)
+    for i, argv in enumerate(commands):
+        argv = argv[1:]
+        if "--out" in argv:  # into a tmp folder, not out/ of the checkout
+            argv[argv.index("--out") + 1] = str(tmp_path / str(i))
+        else:
+            argv += ["--out", str(tmp_path / str(i))]
+        code, out, err = run_cli(capsys, *argv, "--no-progress")
+        assert code == 0, (argv, err)
+        assert (tmp_path / str(i) / "manifest.json").is_file() and "wrote" in out

@@ -13,6 +13,7 @@ from tell.config import add_arguments, build, dashed_flags, parse_settings
 from tell.errors import TellError
 from tell.eval.config import EvalConfig
 from tell.experiments.config import AnchorConfig
+from tell.models import ignore_library_warnings
 from tell.prepare import PrepareConfig
 from tell.probe.config import ProbeConfig
 from tell.train.config import TrainConfig
@@ -20,9 +21,9 @@ from tell.train.config import TrainConfig
 PREPARE_EXAMPLE = """\
 example:
   tell prepare --task examples/quickstart/task.jsonl --general examples/quickstart/general.jsonl \\
-      --tokenizer examples/quickstart/tokenizer --task-tokens 2000 --ratio 10 \\
+      --tokenizer examples/quickstart/tokenizer --task-tokens 2000 --ratio 2 \\
       --anchor "Answer in the JSON format of the hallucination-judging task." --seed 42 --out out/quickstart
-  tell prepare --config examples/quickstart/prepare.yaml --ratio 20   # flags override the YAML
+  tell prepare --config examples/quickstart/prepare.yaml --ratio 3 --out out/quickstart-r3   # flags override the YAML
 """
 
 
@@ -376,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ignore_library_warnings()
     try:
         try:
             return _dispatch(_parse(build_parser(), sys.argv[1:] if argv is None else argv))

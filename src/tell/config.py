@@ -111,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         help_text = meta.get("help", "")
         if default not in (None, [], "", False, {}):
-            help_text += f" (default: {default})"
+            help_text += f" (default: {_shown_default(default)})"
         if meta.get("aliases"):
             help_text += f" (also: {', '.join(meta['aliases'])})"
         # argparse %-formats help strings: a literal "95%" must be written "95%%"
@@ -139,6 +139,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
         parser.add_argument(*_flags(f), **kw)
+
+
+def _shown_default(default: Any) -> str:
+    """A default as --help shows it: text that is or holds whitespace quoted (repr), since the help formatter
+    folds a newline into a space and a bare '\\n' or ' ' default would read as none."""
+    if isinstance(default, str) and any(c.isspace() for c in default):
+        return repr(default)
+    return str(default)
 
 
 class _InputFlag(argparse.Action):

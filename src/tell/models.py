@@ -16,6 +16,22 @@ from tell.errors import TellError
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+# FutureWarnings the libraries raise at one another, that no tell user can act on: peft (0.21) asks every model
+# it wraps for transformers 5's deprecated `is_gradient_checkpointing` (a `tell train` or `tell eval` printed it).
+LIBRARY_DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated",)
+
+
+def ignore_library_warnings(every: bool = False) -> None:
+    """Ignore the FutureWarnings raised inside transformers / peft / accelerate that `LIBRARY_DEPRECATIONS` names
+    (every command, `tell.cli.main`), or with `every` all of them (a sweep's cells: `executors.quiet_libraries`).
+    A process-wide setting: the command's, not the library's, to make."""
+    import warnings
+
+    for message in ("",) if every else LIBRARY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning,
+                                module=r"(transformers|peft|accelerate)(\..*)?$")
+
+
 def resolve_dtype(name: str) -> Any:
     import torch
 
@@ -32,13 +48,33 @@ def resolve_dtype(name: str) -> Any:
 _VOCAB_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
 
 
+# What a local file's name ends in and a Hub repo's name does not (`Qwen/Qwen2.5-0.5B` ends in ".5B").
+_FILE_SUFFIXES = (".json", ".jsonl", ".model", ".gguf", ".safetensors", ".bin", ".pt", ".pth", ".txt", ".yaml",
+                  ".yml", ".tiktoken")
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether `name` is meant as a local path, not a Hub id: it starts with . / or ~, holds a backslash, ends in
+    a file's name, or is no valid Hub id (`owner/name`, or a bare `name`; `a/b/c` is none). A Hub id that happens
+    to exist here as a folder is a local path too (`_local_folder` checks that)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "/", "~")) or "\\" in name or Path(name).suffix.lower() in _FILE_SUFFIXES:
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:  # what from_pretrained would refuse as "Repo id must be in the form ..."
+        return True
+    return False
+
+
 def _local_folder(name: str) -> Path | None:
-    """The folder `name` names when it looks like a local path (not a Hub id `owner/name`): it starts with
-    . / or ~, or it or its first part exists here. A missing or wrong one is refused in plain words, not
-    as a malformed Hub repo id."""
+    """The folder `name` names when it looks like a local path (not a Hub id `owner/name`): `looks_like_path`, or
+    it or its first part exists here. A missing or wrong one is refused in plain words, not as a malformed Hub
+    repo id."""
     p = Path(name).expanduser()
     first = Path(name).parts[0] if Path(name).parts else name
-    if not (name.startswith((".", "/", "~")) or p.exists() or (len(Path(name).parts) > 1 and Path(first).is_dir())):
+    if not (looks_like_path(name) or p.exists() or (len(Path(name).parts) > 1 and Path(first).is_dir())):
         return None
     if not p.exists():
         raise TellError("no such model folder; expected a local model folder or a Hub id (owner/name)", file=name)
@@ -191,6 +227,17 @@ def check_decoder_only(config: Any, name: str) -> None:
     if what:
         raise TellError(f"is {what}; expected a decoder-only causal LM (e.g. Llama, Qwen, Mistral, GPT-2)",
                         file=name)
+
+
+def context_length(config: Any) -> int | None:
+    """The most positions (prompt + generated tokens) the model was built for, from its config (the text model's,
+    for a multimodal one); None when the config does not say."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        n = getattr(config, attr, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
 
 
 def check_vocab(model: Any, tokenizer: Any, name: str) -> None:

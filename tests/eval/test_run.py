@@ -132,3 +132,44 @@ def test_agieval_average_and_gsm8k_scored_as_the_task(tmp_path, tiny_model):
     preds = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
     assert all("task\n2+2?" in p["input"] for p in preds if p["set"] == "gsm8k")
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["averages"] == res["averages"]
+
+
+def test_the_default_generation_length_is_cut_to_the_context_and_an_explicit_one_that_cannot_fit_refused(
+        tmp_path, tiny_model, capsys):
+    """A set's default --max-new-tokens (the kind's, or its longest reference x 1.25 + 16) ran past the model's
+    context (max_position_embeddings) less the prompt."""
+    import shutil
+
+    small = tmp_path / "small_context"
+    shutil.copytree(tiny_model, small)
+    config = json.loads((small / "config.json").read_text())
+    (small / "config.json").write_text(J(config | {"max_position_embeddings": 40}))
+    data = write_jsonl(tmp_path / "e.jsonl", [_row(i) for i in range(3)])
+    args = ["eval", "--model", str(small), "--data", str(data), "--greedy", "--no-progress", "--bootstrap", "20"]
+
+    from tell.eval.config import EvalConfig
+    from tell.eval.run import _file_set, default_max_new_tokens
+    from tell.models import load_tokenizer
+    from tell.prompting import prompt_ids
+
+    tok = load_tokenizer(str(small))
+    es = _file_set(str(data), EvalConfig())
+    longest = max(len(prompt_ids(tok, r)) for r in es.records)
+    room = 40 - longest
+    assert 0 < room < default_max_new_tokens(es.kind, es.records, tok)  # the default would run past the context
+
+    assert main(args + ["--out", str(tmp_path / "ev")]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"generating at most {room} new tokens (the default") == 1, err
+    assert f"the model's context of 40 tokens after the longest prompt of {data} ({longest} tokens)" in err
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["sets"][str(data)]["decoding"]["max_new_tokens"] == room
+
+    assert main(args + ["--out", str(tmp_path / "ev2"), "--max-new-tokens", str(room + 1)]) == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]  # after transformers' "Loading weights" bar
+    assert last.startswith("tell: error: ") and err.count("tell: error:") == 1 and "Traceback" not in err, err
+    assert f"field 'max_new_tokens': {room + 1} new tokens do not fit in the model's" in last
+    assert f"expected at most {room}" in err and not (tmp_path / "ev2").exists()  # refused before anything is written
+    assert main(args + ["--out", str(tmp_path / "ev3"), "--max-new-tokens", str(room)]) == 0
+    assert "generating at most" not in capsys.readouterr().err

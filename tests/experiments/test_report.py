@@ -289,6 +289,20 @@ def test_files_plots_html_and_unknown_methods(tmp_path):
     assert "vs task tokens" in md and "Token-efficiency" in md and "ablation" in md and "anchor" in md
 
 
+def test_the_html_page_is_the_markdown_rendered_with_tables_and_names_escaped(tmp_path):
+    """report.html comes from markdown-it-py (CommonMark + tables), not a line-by-line converter: headings, tables
+    with a header row, code spans; a method named like an HTML tag is shown as text, never run as one."""
+    evil = "<script>alert(1)</script>"
+    folder = write_sweep(tmp_path / "sw", ones_zeros(range(3)) + [cell(evil, 1000, 1.0, s, 0.5) for s in range(3)])
+    md, _ = report(folder)
+    page = (folder / "report.html").read_text()
+    assert "## Run health" in md and "<h2>Run health</h2>" in page and "<h3>tsk: accuracy</h3>" in page
+    assert md.count("\n|---|") == page.count("<table>") > 0 and "<thead>" in page and "<th>method</th>" in page
+    assert "`tell.experiments.stats`" in md and "<code>tell.experiments.stats</code>" in page and "`" not in page
+    assert evil in md and "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("data:image/png;base64,") == md.count("](report_files/") > 0
+
+
 def test_a_metric_without_item_scores_is_labelled_and_gets_no_verdict_beside_one_with_them(tmp_path):
     folder = write_sweep(tmp_path / "sw", ones_zeros(range(3)))
     rows = load_results(folder)

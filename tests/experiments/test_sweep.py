@@ -365,3 +365,31 @@ def test_a_greedy_base_is_generated_once_and_its_rows_reused_by_the_other_seeds(
                     decoding={"greedy": False, "max_new_tokens": 2, "bootstrap": 20})
     assert main(["sweep", str(sampled), "--out", str(tmp_path / "sampled"), "--workers", "1"]) == 0
     assert len(calls) == 3
+
+
+def test_a_sweep_whose_data_set_is_not_built_names_the_command_that_builds_it(tmp_path, tiny_model, data_files,
+                                                                               capsys):
+    """The recipes train on `data/halu-cot-json/train.jsonl`: before `tell data build`, the sweep said only
+    "no such file"."""
+    ev = write_jsonl(tmp_path / "e.jsonl", [_row(i) for i in range(2)])
+    data = tmp_path / "data"
+    task = data / "halu-cot-json" / "train.jsonl"
+    spec = _spec(tmp_path, tiny_model, [ev], methods=["tell"], task=str(task), general=[str(data_files["general1"])],
+                 anchor="task", task_tokens=[100], ratios=[1])
+    for more in ([], ["--dry-run"]):
+        assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), *more]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{task}: no such file; the data set halu-cot-json is not built here: run " \
+            f"`tell data build halu-cot-json --out {data.as_posix()}` first" in err, err
+        assert not (tmp_path / "sw" / "cells").exists()
+    spec = _spec(tmp_path, tiny_model, [ev, data / "is-en-news" / "en-is" / "test.jsonl"])
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err
+    assert "field 'eval': eval set" in err and f"run `tell data build is-en-news --out {data.as_posix()}` first" in err
+    (data / "halu-cot-json").mkdir(parents=True)
+    (data / "halu-cot-json" / "manifest.json").write_text("{}")  # built, without this split: no build advice
+    spec = _spec(tmp_path, tiny_model, [ev], methods=["tell"], task=str(task), general=[str(data_files["general1"])],
+                 anchor="task", task_tokens=[100], ratios=[1])
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith(f"{task}: no such file"), err

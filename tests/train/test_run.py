@@ -152,3 +152,26 @@ def test_training_args_pass_through_and_refusals(toy_mixture, tiny_model, tmp_pa
                "--training-arg", "adam_beta2=0.95", "--training-arg", "warmup_steps=3", "--no-progress"])
     assert rc == 2 and "set by tell itself" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_the_console_shows_a_compact_line_per_step_without_none_and_no_library_future_warning(toy_mixture, tiny_model,
+                                                                                              tmp_path):
+    """With progress on, transformers printed a dict per step (`{'loss': '7.6', 'loss_task': None, ...}`) and
+    peft a FutureWarning (`is_gradient_checkpointing` is deprecated); train_log.jsonl keeps every key."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="default",
+               PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "tell.cli", "train", "--mixture", str(toy_mixture), "--model",
+                        str(tiny_model), "--out", str(run), "--micro-batch-size", "1", "--batch-size", "1",
+                        "--max-steps", "6", "--logging-steps", "1", "--save-steps", "0"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and any(row["loss_task"] is None for row in log)  # a step of general examples only
+    assert all({"loss_task", "loss_general", "tokens_task"} <= set(row) for row in log)
+    steps = [line for line in r.stdout.splitlines() if line.startswith("step ")]
+    assert [s.split(":")[0] for s in steps[:6]] == [f"step {i}/6" for i in range(1, 7)], r.stdout
+    assert all("loss " in s and "tokens_general " in s for s in steps[:6])
+    assert "None" not in r.stdout and not any("total_flos" in s for s in steps), r.stdout
+    assert not any(line.startswith("{") for line in r.stdout.splitlines()), r.stdout  # no dict per step
+    assert "FutureWarning" not in r.stderr, r.stderr[-3000:]

@@ -309,6 +309,19 @@ BUILDERS: dict[str, Callable[[Source], dict[str, list[Record]]]] = {
     "openbookqa": build_openbookqa}
 
 
+def not_built(path: str | Path) -> str | None:
+    """What to do when `path`, which is not here, names a split of data set NAME in a folder DIR where NAME is
+    not built (DIR/NAME/train.jsonl, DIR/is-en-news/en-is/test.jsonl): "the data set NAME is not built here: run
+    `tell data build NAME --out DIR` first"; else None."""
+    for folder in list(Path(path).parents)[:2]:
+        if folder.name in BUILDERS:
+            if (folder / DATASET_MANIFEST).is_file():
+                return None  # built, and the split is not one it has
+            return (f"the data set {folder.name} is not built here: run `tell data build {folder.name} --out "
+                    f"{folder.parent.as_posix()}` first")
+    return None
+
+
 def default_source() -> Path | None:
     for cand in (Path.cwd() / ".." / "shared" / "data", Path(__file__).resolve().parents[4] / "shared" / "data"):
         if cand.is_dir():

@@ -107,7 +107,10 @@ def input_files(spec: str, skipped: list[str] | None = None) -> list[Path]:
                             "holds none", file=spec)
         return files
     elif not Path(spec).is_file():
-        raise TellError("no such file", file=spec)
+        from tell.data.builders import not_built
+
+        hint = not_built(spec)
+        raise TellError(f"no such file; {hint}" if hint else "no such file", file=spec)
     else:
         files = [Path(spec)]
     for f in files:

@@ -15,6 +15,7 @@ from typing import Protocol, Sequence
 
 from tell.errors import TellError
 from tell.io import sha256_file
+from tell.models import looks_like_path
 
 _SAMPLE = "Token-efficient leverage learning counts tokens."
 
@@ -83,7 +84,11 @@ def _check(counter, vocab_size: int) -> None:
 
 
 def load_counter(name: str, *, trust_remote_code: bool = False) -> TokenCounter:
-    """A `.model` file -> SentencePiece; a dir holding only `tokenizer.model` -> SentencePiece; else HF."""
+    """A `.model` file -> SentencePiece; a dir holding only `tokenizer.model` -> SentencePiece; else HF. A name
+    meant as a local path (`models.looks_like_path`) that names nothing here is refused as such, not tried as a
+    Hub id."""
+    if name.startswith("~"):
+        name = str(Path(name).expanduser())
     p = Path(name)
     if p.is_file() and p.suffix == ".model":
         return SentencePieceCounter(str(p))
@@ -92,6 +97,12 @@ def load_counter(name: str, *, trust_remote_code: bool = False) -> TokenCounter:
         return SentencePieceCounter(str(p / "tokenizer.model"))
     if p.suffix == ".model" and not p.exists():
         raise TellError("no such file", file=name)
+    if not p.exists() and looks_like_path(name):
+        raise TellError("no such folder or file; expected a tokenizer folder, a SentencePiece .model file or a Hub "
+                        "id (owner/name)", file=name)
+    if p.is_file():
+        raise TellError("is a file; expected a tokenizer folder (tokenizer.json, tokenizer_config.json), a "
+                        "SentencePiece .model file or a Hub id (owner/name)", file=name)
     return HFCounter(name, trust_remote_code=trust_remote_code)
 
 

@@ -60,7 +60,8 @@ class EvalConfig:
     repetition_penalty: float = opt(1.05, "repetition penalty (paper)", check=POSITIVE)
     max_new_tokens: int | None = opt(None, "tokens to generate (default: the set's metric kind's, see "
                                            "tell.eval.kinds, or the set's longest reference answer in the model's "
-                                           "tokens x 1.25 + 16 where that is more; metrics.json records it)",
+                                           "tokens x 1.25 + 16 where that is more, cut to what the model's "
+                                           "context leaves after the longest prompt; metrics.json records it)",
                                      metavar="N", check=at_least(1))
     batch_size: int = opt(16, "prompts per generation batch", check=at_least(1),
                           aliases=("per_device_eval_batch_size",))

@@ -64,13 +64,15 @@ def _file_set(spec: str, cfg: EvalConfig) -> EvalSet:
 
 def resolve_set(spec: str, cfg: EvalConfig) -> list[EvalSet]:
     """A built set's name (built on first use into `data_dir`) or a file."""
-    from tell.data.builders import BUILDERS, DATASET_MANIFEST, build
+    from tell.data.builders import BUILDERS, DATASET_MANIFEST, build, not_built
 
     name, _, sub = spec.partition(":")
     if Path(spec).is_file() or name not in BUILDERS:
         if Path(spec).is_dir():
             raise TellError(f"is a folder; expected an eval file (.jsonl, .json, .parquet, .csv) or one of "
                             f"{sorted(BUILDERS)}", file=spec)
+        if not Path(spec).is_file() and (hint := not_built(spec)):
+            raise TellError(f"no such file; {hint}", file=spec)
         if not Path(spec).is_file():
             raise TellError(f"unknown eval set '{spec}'; expected a file or one of {sorted(BUILDERS)} "
                             "(is-en-news:en-is, agieval:SUBTASK)")
@@ -186,6 +188,54 @@ def default_max_new_tokens(kind_name: str, items: list[Record], tokenizer) -> in
     return max(kind(kind_name).max_new_tokens, int(longest * factor) + extra)
 
 
+def generation_length(es: EvalSet, cfg: EvalConfig, items: list[Record], ids: list[list[int]], tokenizer,
+                      context: int | None) -> int:
+    """--max-new-tokens, or the set's default (`default_max_new_tokens`) cut to what the model's context leaves
+    after the set's longest prompt (said once on stderr). An explicit value that does not fit, or a prompt that
+    fills the context alone, is refused: past its context a model with learned positions fails, one with rotary
+    positions generates from positions it never saw."""
+    longest = max(map(len, ids), default=0)
+    room = context - longest if context else None
+    where = f"the model's context of {context:,} tokens after the longest prompt of {es.name} ({longest:,} tokens)"
+    if room is not None and room < 1:
+        raise TellError(f"no room to generate in {where}; expected prompts shorter than the context (a shorter set, "
+                        "fewer shots, or a model with a longer context)", field="max_new_tokens")
+    if cfg.max_new_tokens:
+        if room is not None and cfg.max_new_tokens > room:
+            raise TellError(f"{cfg.max_new_tokens:,} new tokens do not fit in {where}; expected at most {room:,}",
+                            field="max_new_tokens")
+        return cfg.max_new_tokens
+    n = default_max_new_tokens(es.kind, items, tokenizer)
+    if room is not None and n > room:
+        print(f"tell: note: {es.name}: generating at most {room:,} new tokens (the default {n:,} cut to what is left "
+              f"in {where})", file=sys.stderr)
+        return room
+    return n
+
+
+@dataclass
+class SetPrompts:
+    """What an eval set's generation is made from, computed before anything is written (a set whose prompts leave
+    no room to generate is refused then)."""
+    items: list[Record]
+    inputs: list[Record]  # the model inputs: anchor where the set is the task's, k-shot turns
+    ids: list[list[int]]
+    k: int
+    anchor: Anchor | None
+    max_new_tokens: int
+
+
+def set_prompts(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor | None) -> SetPrompts:
+    from tell.models import context_length
+
+    use_anchor = anchor if es.role == "task" else None
+    items, inputs, k = set_inputs(es, cfg, use_anchor)
+    with template_errors(cfg.model):
+        ids = [prompt_ids(tokenizer, r) for r in inputs]
+    n = generation_length(es, cfg, items, ids, tokenizer, context_length(model.config))
+    return SetPrompts(items, inputs, ids, k, use_anchor, n)
+
+
 def prediction_row(es: EvalSet, rec: Record, text: str, shown: str) -> dict:
     row = {"set": es.name, "id": rec.uid(), "input": shown, "output": text,
            "reference": rec.meta.get("reference", rec.response), "scores": score(es.kind, text, rec)}
@@ -210,19 +260,14 @@ def _made_by(cfg: EvalConfig, items: list[Record], adapter_sha256: str | None, d
              "item": rec.key, "setup": setup.hexdigest()[:16]} for rec in items]
 
 
-def evaluate_set(es: EvalSet, cfg: EvalConfig, model, tokenizer, anchor: Anchor | None,
-                 store: PredictionStore, adapter_sha256: str | None = None, adapter_id: str | None = None,
-                 base_id: str | None = None) -> dict:
+def evaluate_set(es: EvalSet, prompts: SetPrompts, cfg: EvalConfig, model, tokenizer, store: PredictionStore,
+                 adapter_sha256: str | None = None, adapter_id: str | None = None, base_id: str | None = None) -> dict:
     """Generate what is not saved yet (or was saved from another adapter, data file or setting), then score the
     whole set."""
     from tell.eval.generate import generate_all
 
-    use_anchor = anchor if es.role == "task" else None
-    items, inputs, k = set_inputs(es, cfg, use_anchor)
-    with template_errors(cfg.model):
-        ids = [prompt_ids(tokenizer, r) for r in inputs]
-    decoding = dict(max_new_tokens=cfg.max_new_tokens or default_max_new_tokens(es.kind, items, tokenizer),
-                    greedy=cfg.greedy,
+    items, inputs, ids, k, use_anchor = prompts.items, prompts.inputs, prompts.ids, prompts.k, prompts.anchor
+    decoding = dict(max_new_tokens=prompts.max_new_tokens, greedy=cfg.greedy,
                     temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                     repetition_penalty=cfg.repetition_penalty)
     data_sha256 = sha256_file(es.path)
@@ -296,9 +341,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     if sets:
         model, tokenizer = load_for_inference(cfg.model, cfg.adapter, dtype=cfg.dtype,
                                               trust_remote_code=cfg.trust_remote_code)
+        use_template(tokenizer, cfg.template)
+        prompts = [set_prompts(es, cfg, model, tokenizer, anchor) for es in sets]
     else:  # the harness loads the model itself, later: its folder and tokenizer are checked now
         model, tokenizer = None, inference_tokenizer(cfg.model, adapter_dir, cfg.trust_remote_code)
-    use_template(tokenizer, cfg.template)
+        use_template(tokenizer, cfg.template)
     folder.path.mkdir(parents=True, exist_ok=True)
     write_json(folder.config_path, settings)
     folder.metrics_path.unlink(missing_ok=True)  # written last: present only beside the rows it was computed from
@@ -308,8 +355,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     summary, averages = {}, {}
     if sets:
         base_id = base_identity(cfg.model)
-        summary = {es.name: evaluate_set(es, cfg, model, tokenizer, anchor, store, adapter_sha256, adapter_id, base_id)
-                   for es in sets}
+        summary = {es.name: evaluate_set(es, p, cfg, model, tokenizer, store, adapter_sha256, adapter_id, base_id)
+                   for es, p in zip(sets, prompts)}
         averages = subtask_averages(sets, cfg, store)
         del model  # the harness loads its own copy: not two in memory at once
         _free_memory()

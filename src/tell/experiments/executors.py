@@ -57,13 +57,12 @@ def quiet_libraries() -> None:
     dicts) are turned off in the process that runs cells, unless --verbose; so are the libraries' FutureWarnings
     (deprecations inside transformers / peft / accelerate that a user cannot act on) and tell's per-run "too few
     optimizer steps" notice, which the report's Run health states once for the sweep."""
-    import warnings
-
     import transformers
 
+    from tell.models import ignore_library_warnings
     from tell.train import run as train_run
 
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\..*)?$")
+    ignore_library_warnings(every=True)
     train_run.FEW_STEPS_NOTICE["on"] = False
 
     transformers.utils.logging.set_verbosity_error()

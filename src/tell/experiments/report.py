@@ -10,9 +10,9 @@ does not know the commit it was made from, so whoever publishes it names the com
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -444,42 +444,21 @@ def _write(folder: Path, ev: Evidence, figs: Path, text: str) -> None:
     with atomic_open(folder / "report.html") as f:
         f.write(_html(text, figs))
 
-def _cells(row: str) -> list[str]:
-    return [c.strip() for c in row.strip().strip("|").split("|")]
 
-def _inline(s: str) -> str:
-    s = html.escape(s)
-    parts = s.split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+_PAGE_HEAD = ("<!doctype html><meta charset='utf-8'><title>TELL report</title>\n"
+              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+              "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}</style>\n")
 
-def _html_table(rows: list[str]) -> str:
-    rows = [r for r in rows if not set(r.replace("|", "").strip()) <= {"-"}]
-    return "<table>" + "".join(
-        "<tr>" + "".join(f"<{t}>{_inline(c)}</{t}>" for c in _cells(r) for t in ["th" if i == 0 else "td"]) + "</tr>"
-        for i, r in enumerate(rows)) + "</table>"
 
 def _html(md: str, figs_dir: Path) -> str:
-    """A self-contained page: the Markdown's headings, paragraphs, lists, tables and images (inlined)."""
-    out = ["<!doctype html><meta charset='utf-8'><title>TELL report</title>",
-           "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}</style>"]
-    tbl: list[str] = []
-    for line in md.splitlines() + [""]:
-        if line.startswith("|"):
-            tbl.append(line)
-            continue
-        if tbl:
-            out.append(_html_table(tbl))
-            tbl = []
-        for prefix, tag in (("### ", "h3"), ("## ", "h2"), ("# ", "h1"), ("- ", "li")):
-            if line.startswith(prefix):
-                out.append(f"<{tag}>{_inline(line[len(prefix):])}</{tag}>")
-                break
-        else:
-            if line.startswith("!["):
-                alt, src = line[2:].split("](", 1)
-                data = base64.b64encode((figs_dir.parent / src.rstrip(")")).read_bytes()).decode()
-                out.append(f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>")
-            elif line.strip():
-                out.append(f"<p>{_inline(line)}</p>")
-    return "\n".join(out) + "\n"
+    """A self-contained page: the Markdown rendered by markdown-it-py (CommonMark with tables; HTML in the text,
+    a set or method name holding `<script>`, is escaped, never passed through), each plot inlined as a data URI."""
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = parser.parse(md)
+    for image in (c for t in tokens for c in t.children or () if c.type == "image"):
+        src = urllib.parse.unquote(str(image.attrGet("src")))  # markdown-it percent-encodes what a URL may not hold
+        data = base64.b64encode((figs_dir.parent / src).read_bytes()).decode()
+        image.attrSet("src", f"data:image/png;base64,{data}")
+    return _PAGE_HEAD + parser.renderer.render(tokens, parser.options, {})

@@ -40,13 +40,15 @@ def load_spec(path: str) -> SweepSpec:
 def check_eval_sets(spec: SweepSpec, path: str) -> None:
     """Every eval set is a file or a built data set's name, checked when the sweep starts (not when the spec is
     made: `tell report` and the recipe check read specs whose eval files need not exist on this machine)."""
-    from tell.data.builders import BUILDERS
+    from tell.data.builders import BUILDERS, not_built
 
     for group in ("eval", "general_eval", "task_eval"):
         for name in getattr(spec, group):
             p = Path(str(name))
             if p.is_file() or (str(name).partition(":")[0] in BUILDERS and not p.exists()):
                 continue
+            if not p.exists() and (hint := not_built(p)):
+                raise TellError(f"eval set '{name}': no such file; {hint}", file=path, field=group)
             what = "is a folder" if p.is_dir() else "is neither a file nor a data set name"
             raise TellError(f"eval set '{name}' {what}; expected an eval file or one of {sorted(BUILDERS)} "
                             "(is-en-news:en-is, agieval:SUBTASK)", file=path, field=group)

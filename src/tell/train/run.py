@@ -35,8 +35,8 @@ from tell.train.model import add_lora, packing_is_isolated, supports_packing
 from tell.train.health import MIN_STEPS, assess
 from tell.train.live_eval import LiveEval, load_sets
 from tell.train.schedule import optimizer_steps, warmup_steps
-from tell.train.trainer import (JsonlLog, TellTrainer, TrainingDiverged, checkpoints, last_complete_checkpoint,
-                                resume_point)
+from tell.train.trainer import (JsonlLog, ProgressLines, TellTrainer, TrainingDiverged, checkpoints,
+                                last_complete_checkpoint, resume_point)
 
 # Settings that may differ between a run and its resumption without changing what is computed.
 _RESUME_FREE = ("resume", "progress", "report_to", "run_name")
@@ -336,7 +336,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
-    from transformers import PrinterCallback, set_seed
+    from transformers import PrinterCallback, ProgressCallback, set_seed
 
     _check(cfg)
     cfg.model = resolve_model_path(cfg.model)  # config.json and the adapter name the base from anywhere
@@ -390,6 +390,8 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
             live.done = {r["step"] for r in run.eval_log()}
     if not cfg.progress:  # our train_log.jsonl has every logged figure; no dict per step on stdout
         trainer.remove_callback(PrinterCallback)
+    elif trainer.pop_callback(ProgressCallback):  # the bar, with one compact line per logged step
+        trainer.add_callback(ProgressLines())
     t0 = time.perf_counter()
     _fit(trainer, ckpt, run)
     seconds = time.perf_counter() - t0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback
+from transformers import ProgressCallback, Trainer, TrainerCallback
 
 from tell.io import sha256_file, write_json
 from tell.train.batching import IGNORE
@@ -126,6 +126,24 @@ class TellTrainer(Trainer):
                                        f"(over {self.divergence_factor:g}x the first logged loss "
                                        f"{self._first_loss:.4g})")
         super().log(logs, start_time)
+
+
+def console_line(step: int, steps: int, logs: dict) -> str:
+    """One logged step as the console shows it: `step 10/100: loss 2.345, loss_task 1.98, ...`, floats to 4
+    significant digits, without the figures that are None (loss_task in a step without task tokens) or say
+    nothing to a reader (total_flos). train_log.jsonl keeps every key."""
+    shown = (f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()
+             if v is not None and k != "total_flos")
+    return f"step {step}/{steps}: " + ", ".join(shown)
+
+
+class ProgressLines(ProgressCallback):
+    """transformers' progress bar, with each logged step printed above it as one `console_line` instead of
+    the Python dict transformers prints (`{'loss': '7.6', 'loss_task': None, ...}`)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            self.training_bar.write(console_line(state.global_step, state.max_steps, logs))
 
 
 class JsonlLog(TrainerCallback):
