@@ -106,14 +106,17 @@ EXPORT_EXAMPLE = """\
 example:
   tell export runs/quickstart --out export/adapter            # the LoRA adapter alone
   tell export runs/quickstart --out export/merged --merge     # merged into the base weights (safetensors)
+  tell export runs/smollm2 --out export/gguf --gguf q8_0       # ... and as model.q8_0.gguf for llama.cpp / Ollama
 """
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tell.train.export import export
 
-    dest = export(args.run, args.out, merge=args.merge, model=args.model, trust_remote_code=args.trust_remote_code)
-    print(f"wrote {'merged model' if args.merge else 'adapter'} to {dest}")
+    dest = export(args.run, args.out, merge=args.merge, model=args.model, trust_remote_code=args.trust_remote_code,
+                  gguf=args.gguf)
+    what = f"merged model and model.{args.gguf}.gguf" if args.gguf else "merged model" if args.merge else "adapter"
+    print(f"wrote {what} to {dest}")
     return 0
 
 
@@ -370,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR", help="a `tell train` run folder (or a PEFT adapter folder)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
     p.add_argument("--merge", action="store_true", help="merge the adapter into the base weights")
+    p.add_argument("--gguf", choices=("f16", "q8_0"), help="also write the merged model as one GGUF file (llama.cpp, "
+                   "Ollama), f16 or q8_0, with the anchor and chat template in its metadata; Llama-architecture "
+                   "models with a byte-level BPE tokenizer (implies --merge)")
     p.add_argument("--model", metavar="PATH_OR_ID", help="base model (default: the one the run was trained on)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
     return parser

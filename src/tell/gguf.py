@@ -342,3 +342,136 @@ def provenance(name: str | None, check: Check | None = None) -> dict | None:
         return None
     doc = json.loads(marker.read_text(encoding="utf-8"))
     return {**{k: doc.get(k) for k in _PROVENANCE}, "folder": str(folder.resolve())}
+
+
+# ---- out: `tell export --gguf` ----------------------------------------------------------------------------------
+
+GGUF_OUT = ("f16", "q8_0")
+_OUT_ARCHES = ("llama", "mistral")  # written as GGUF's `llama` architecture (what llama.cpp and transformers read)
+
+
+def _permute(w, heads: int):
+    """HF's rotary layout of q/k rows -> GGUF's (llama.cpp's converter does the same; transformers' GGUF loader
+    undoes it when it reads the file back)."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _tokenizer_fields(folder: Path) -> dict:
+    """The GGUF tokenizer fields of a byte-level BPE tokenizer (GPT-2 style: SmolLM2, Llama-3, Qwen) read from
+    tokenizer.json; anything else is refused by name (SentencePiece vocabularies need scores GGUF's `llama`
+    tokenizer model reads, not written here)."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise TellError("GGUF export needs the tokenizer as tokenizer.json (a fast tokenizer)", file=str(folder))
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    model, pre = doc.get("model") or {}, json.dumps(doc.get("pre_tokenizer") or {})
+    if model.get("type") != "BPE" or "ByteLevel" not in pre:
+        raise TellError(f"GGUF export writes byte-level BPE tokenizers (GPT-2 style: SmolLM2, Llama-3, Qwen); this "
+                        f"one is {model.get('type')} with pre-tokenizer {pre[:60]}", file=str(path))
+    vocab = dict(model["vocab"])
+    specials = {}
+    for t in doc.get("added_tokens") or []:
+        vocab[t["content"]] = t["id"]
+        specials[t["id"]] = t.get("special", False)
+    size = max(vocab.values()) + 1
+    tokens = [f"[PAD{i}]" for i in range(size)]
+    for text, i in vocab.items():
+        tokens[i] = text
+    types = [(3 if specials[i] else 4) if i in specials else 1 for i in range(size)]  # control / user-defined
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    return {"tokens": tokens, "types": types, "merges": merges}
+
+
+def _source_pre(source: Path | None) -> str:
+    """llama.cpp's pre-tokenizer name from the GGUF the base was converted from (it cannot be derived from
+    tokenizer.json), else "default"."""
+    if source is None or not source.is_file():
+        return "default"
+    from gguf import GGUFReader
+
+    field = GGUFReader(source).fields.get("tokenizer.ggml.pre")
+    return bytes(field.parts[field.data[0]]).decode("utf-8") if field is not None else "default"
+
+
+def check_writable(tokenizer_folder: Path, model_type: str | None) -> None:
+    """Refuse, before any merge work, what `write` cannot write (another architecture, another tokenizer kind)."""
+    if model_type not in _OUT_ARCHES:
+        raise TellError(f"GGUF export writes Llama-architecture models ({', '.join(_OUT_ARCHES)}); this one is "
+                        f"{model_type!r}", field="gguf")
+    _tokenizer_fields(tokenizer_folder)
+
+
+def write(folder: Path, dest: Path, kind: str, *, chat_template: str | None, metadata: dict[str, str],
+          source: Path | None = None) -> Path:
+    """A merged Hugging Face Llama-architecture folder -> one GGUF file `dest` (f16: weights in float16, norms in
+    float32; q8_0: 2-D weights in Q8_0), with the tokenizer, its chat template and `metadata` (tell.* keys: the
+    anchor). Written beside `dest` and renamed into place."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, MODEL_ARCH, get_tensor_name_map
+    from gguf.quants import quantize
+    from safetensors.numpy import load_file
+
+    if kind not in GGUF_OUT:
+        raise TellError(f"expected one of {list(GGUF_OUT)}, got {kind!r}", field="gguf")
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    check_writable(folder, cfg.get("model_type"))
+    tok = _tokenizer_fields(folder)
+    heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    rope = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta") or 10000.0
+    tmp = dest.with_name(dest.name + ".tmp")
+    w = GGUFWriter(str(tmp), "llama")
+    w.add_name(metadata.get("tell.base_model", "tell export"))
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_rope_dimension_count(head_dim)
+    w.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-5))
+    w.add_rope_freq_base(float(rope))
+    w.add_vocab_size(cfg["vocab_size"])
+    w.add_file_type(LlamaFileType.MOSTLY_F16 if kind == "f16" else LlamaFileType.MOSTLY_Q8_0)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(_source_pre(source))
+    w.add_token_list(tok["tokens"])
+    w.add_token_types(tok["types"])
+    w.add_token_merges(tok["merges"])
+    for key, add in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
+                     ("pad_token_id", w.add_pad_token_id)):
+        if isinstance(cfg.get(key), int):
+            add(cfg[key])
+    if chat_template:
+        w.add_chat_template(chat_template)
+    for key, value in metadata.items():
+        w.add_string(key, value)
+    names = get_tensor_name_map(MODEL_ARCH.LLAMA, cfg["num_hidden_layers"])
+    tensors = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(f))
+    for name, t in tensors.items():
+        if name.endswith("rotary_emb.inv_freq"):
+            continue
+        if name == "lm_head.weight" and cfg.get("tie_word_embeddings"):
+            continue  # GGUF readers take the output from token_embd when output.weight is absent
+        out = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if out is None:
+            raise TellError(f"no GGUF name for tensor {name}", field="gguf")
+        t = t.astype(np.float32)
+        if name.endswith("q_proj.weight"):
+            t = _permute(t, heads)
+        elif name.endswith("k_proj.weight"):
+            t = _permute(t, kv)
+        if t.ndim == 1:
+            w.add_tensor(out, t)
+        elif kind == "q8_0" and t.shape[-1] % 32 == 0:
+            w.add_tensor(out, quantize(t, GGMLQuantizationType.Q8_0), raw_dtype=GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(out, t.astype(np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.replace(tmp, dest)
+    return dest

@@ -23,7 +23,15 @@ from tell.models import gguf_provenance, resolve_model_path, load_model, load_to
 
 
 def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
-           trust_remote_code: bool = False) -> Path:
+           trust_remote_code: bool = False, gguf: str | None = None) -> Path:
+    """The adapter (or, with `merge`, the merged model) in `out`; with `gguf` (f16 / q8_0) the merged model as one
+    GGUF file too (`model.KIND.gguf`, Llama architecture), for llama.cpp / Ollama, carrying the anchor and the
+    chat template in its metadata."""
+    from tell import gguf as gguf_io
+
+    if gguf is not None and gguf not in gguf_io.GGUF_OUT:
+        raise TellError(f"expected one of {list(gguf_io.GGUF_OUT)}, got {gguf!r}", field="gguf")
+    merge = merge or gguf is not None
     adapter, cfg = resolve_adapter(run)
     dest = Path(out)
     if dest.exists() and not dest.is_dir():
@@ -39,6 +47,13 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
     if plain:  # served elsewhere, the tokenizer's template must render what training saw
         from tell.prompting import plain_chat_template
         tok.chat_template = plain_chat_template(tok)
+    if gguf is not None:  # what cannot be written as GGUF is refused before the merge
+        from transformers import AutoConfig
+
+        if not base_name:
+            raise TellError("the base model is unknown; give --model", field="model")
+        gguf_io.check_writable(adapter, AutoConfig.from_pretrained(
+            base_name, trust_remote_code=trust_remote_code or cfg.get("trust_remote_code", False)).model_type)
     if not merge:
         shutil.copytree(adapter, tmp)
         _set_base(tmp / "adapter_config.json", base_name)
@@ -53,6 +68,12 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
         merged.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     doc = describe(run, cfg, base_name, merge=merge, template=tok.chat_template, plain=plain)
+    if gguf is not None:
+        try:
+            doc["gguf"] = _write_gguf(tmp, gguf, tok.chat_template, doc, base_name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     write_json(tmp / TELL_JSON, doc)
     (tmp / "README.md").write_text(model_card(doc), encoding="utf-8")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +85,22 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
 
 
 
+
+
+def _write_gguf(folder: Path, kind: str, template: str, doc: dict, base_name: str | None) -> dict:
+    """model.KIND.gguf beside the merged weights: the anchor (tell.anchor.*) and tell.json's identity in its
+    metadata, the chat template training rendered with as tokenizer.chat_template."""
+    from tell import gguf as gguf_io
+    from tell.io import sha256_file
+
+    anchor = doc.get("anchor") or {}
+    meta = {"tell.base_model": str(base_name or ""), "tell.anchor.text": anchor.get("text", ""),
+            "tell.anchor.placement": anchor.get("placement", ""), "tell.anchor.separator": anchor.get("separator", ""),
+            "tell.mixture.sha256": str(((doc.get("mixture") or {}).get("mixture") or {}).get("sha256", ""))}
+    source = (doc.get("base_gguf") or {}).get("source")
+    dest = gguf_io.write(folder, folder / f"model.{kind}.gguf", kind, chat_template=template, metadata=meta,
+                         source=Path(source) if source else None)
+    return {"file": dest.name, "type": kind, "sha256": sha256_file(dest), "metadata": meta}
 
 
 def _set_base(path: Path, base_name: str | None) -> None:

@@ -1,0 +1,88 @@
+"""`tell export --gguf f16|q8_0`: the merged model as GGUF, read back by transformers to the same logits."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from tell.cli import main
+from tell.train.run import train
+
+from conftest import WORDS, train_config, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def bpe_llama(tmp_path_factory):
+    """A tiny Llama (hidden 64: Q8_0 blocks of 32 fit) with a byte-level BPE tokenizer, like SmolLM2's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("bpe_llama")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choices(WORDS, k=12)) for _ in range(500)]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>")
+    hf.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(hf), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.3,
+                      bos_token_id=hf.bos_token_id, eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    return d
+
+
+def test_gguf_export_round_trips_through_transformers(bpe_llama, tmp_path):
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tell.prepare import PrepareConfig, prepare
+
+    rng = random.Random(1)
+    task = write_jsonl(tmp_path / "task.jsonl", [{"prompt": "judge " + " ".join(rng.choices(WORDS, k=4)),
+                                                   "response": "json yes"} for _ in range(20)])
+    gen = write_jsonl(tmp_path / "gen.jsonl", [{"prompt": " ".join(rng.choices(WORDS, k=5)),
+                                                 "response": " ".join(rng.choices(WORDS, k=3))} for _ in range(60)])
+    prepare(PrepareConfig(task=str(task), general=[str(gen)], tokenizer=str(bpe_llama), ratio=2.0,
+                          anchor="Answer as the judge.", out=str(tmp_path / "mix"), progress=False))
+    train(train_config(tmp_path / "mix", bpe_llama, tmp_path / "run", max_steps=3, learning_rate=2e-2))
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45]])
+    for kind, tol in (("f16", 2e-2), ("q8_0", 1.5e-1)):
+        out = tmp_path / f"exp-{kind}"
+        assert main(["export", str(tmp_path / "run"), "--out", str(out), "--gguf", kind]) == 0
+        name = f"model.{kind}.gguf"
+        doc = json.loads((out / "tell.json").read_text())
+        assert doc["gguf"]["file"] == name and doc["merged"] is True
+        merged = AutoModelForCausalLM.from_pretrained(out).eval()
+        back = AutoModelForCausalLM.from_pretrained(out, gguf_file=name).eval()
+        with torch.no_grad():
+            want, got = merged(ids).logits, back(ids).logits
+        scale = want.abs().max().item()
+        assert (want - got).abs().max().item() <= tol * scale, kind  # q/k permutation and every tensor in place
+        if kind == "f16":  # a random tiny model's logits are near ties: only f16 keeps every argmax
+            assert torch.equal(want.argmax(-1), got.argmax(-1))
+        assert torch.corrcoef(torch.stack([want.flatten(), got.flatten()]))[0, 1] > 0.99
+        tok = AutoTokenizer.from_pretrained(out, gguf_file=name)
+        plain = AutoTokenizer.from_pretrained(out)
+        text = "judge the river of json yes"
+        assert tok(text, add_special_tokens=False)["input_ids"] == plain(text, add_special_tokens=False)["input_ids"]
+        fields = GGUFReader(out / name).fields
+        read = lambda k: bytes(fields[k].parts[fields[k].data[0]]).decode()  # noqa: E731
+        assert read("tell.anchor.text") == "Answer as the judge." and read("tell.anchor.placement") == "prefix"
+        assert read("tokenizer.chat_template") == doc["template"]["chat_template"]
+    assert (tmp_path / "exp-q8_0" / "model.q8_0.gguf").stat().st_size < (tmp_path / "exp-f16" / "model.f16.gguf").stat().st_size
+
+
+def test_gguf_export_refuses_what_it_cannot_write(toy_mixture, tiny_model, tmp_path, capsys):
+    train(train_config(toy_mixture, tiny_model, tmp_path / "run", max_steps=1))
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "g"), "--gguf", "f16"]) == 2
+    err = capsys.readouterr().err
+    assert "GGUF export writes byte-level BPE tokenizers" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "g").exists() and not (tmp_path / "g.tmp").exists()
