@@ -98,7 +98,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"trained {m['steps']} optimizer steps on {m['examples']:,} examples in {m['seconds']:.1f}s; "
               f"final loss {m['final_loss']:.4f} (task {_fmt(m['final_loss_task'])}, general "
               f"{_fmt(m['final_loss_general'])})")
-        print(f"  adapter: {cfg.out}/adapter   log: {cfg.out}/train_log.jsonl   length policy: {m['length_policy']}")
+        policy = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in m["length_policy"].items())
+        print(f"  adapter: {cfg.out}/adapter   log: {cfg.out}/train_log.jsonl")
+        print(f"  examples (length policy {cfg.length_policy}, max length {cfg.max_length:,}): {policy}")
     return 0
 
 

@@ -32,6 +32,14 @@ def ignore_library_warnings(every: bool = False) -> None:
                                 module=r"(transformers|peft|accelerate)(\..*)?$")
 
 
+def library_progress(on: bool) -> None:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") on or off with the command's
+    --progress / --no-progress."""
+    from transformers.utils import logging
+
+    logging.enable_progress_bar() if on else logging.disable_progress_bar()
+
+
 def resolve_dtype(name: str) -> Any:
     import torch
 

@@ -175,3 +175,14 @@ def test_the_console_shows_a_compact_line_per_step_without_none_and_no_library_f
     assert "None" not in r.stdout and not any("total_flos" in s for s in steps), r.stdout
     assert not any(line.startswith("{") for line in r.stdout.splitlines()), r.stdout  # no dict per step
     assert "FutureWarning" not in r.stderr, r.stderr[-3000:]
+
+
+def test_no_progress_silences_library_bars_and_the_summary_reads_as_words(toy_mixture, tiny_model, tmp_path, capsys):
+    from tell.cli import main
+
+    assert main(["train", "--mixture", str(toy_mixture), "--model", str(tiny_model), "--out", str(tmp_path / "r"),
+                 "--max-steps", "1", "--save-steps", "0", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "Loading weights" not in err and "Writing model shards" not in err
+    line = next(x for x in out.splitlines() if "length policy" in x)
+    assert "{" not in line and "(length policy truncate, max length 1,024)" in line

@@ -317,12 +317,13 @@ def _free_memory() -> None:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    from tell.models import (base_identity, gguf_provenance, inference_tokenizer, load_for_inference,
-                             resolve_adapter)
+    from tell.models import (base_identity, gguf_provenance, inference_tokenizer, library_progress,
+                             load_for_inference, resolve_adapter)
 
     lm_eval = cfg.lm_eval or cfg.lm_eval_general or cfg.lm_eval_task
     if not cfg.model or not (cfg.data or cfg.general_data or cfg.task_data or lm_eval) or not cfg.out:
         raise TellError("expected --model, at least one --data (or --general-data, --task-data, --lm-eval) and --out")
+    library_progress(cfg.progress)
     folder = EvalDir(cfg.out)
     settings = _claim_folder(cfg, folder)
     sets = [s for spec in cfg.data for s in resolve_set(spec, cfg)]

@@ -28,7 +28,7 @@ from tell.prompting import use_template
 from tell.train.config import TrainConfig, trackers
 from tell.errors import TellError, template_errors
 from tell.io import FOLDER_LOCK, atomic_open, folder_lock, remove_stale_tmp, write_json
-from tell.models import (check_vocab, gguf_provenance, load_model, load_tokenizer, quantization_config, resolve_dtype,
+from tell.models import (check_vocab, gguf_provenance, library_progress, load_model, load_tokenizer, quantization_config, resolve_dtype,
                          resolve_model_path)
 from tell.train.batching import Collator, ListDataset, length_warning, tokenize_mixture
 from tell.train.model import add_lora, packing_is_isolated, supports_packing
@@ -339,6 +339,7 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
     from transformers import PrinterCallback, ProgressCallback, set_seed
 
     _check(cfg)
+    library_progress(cfg.progress)
     cfg.model = resolve_model_path(cfg.model)  # config.json and the adapter name the base from anywhere
     base_gguf = gguf_provenance(cfg.model)  # a GGUF base: cfg.model is now its converted folder, this says which file
     mix, run, resolved = MixtureDir(cfg.mixture), RunDir(cfg.out), to_dict(cfg)
