@@ -80,11 +80,19 @@ def read_json(path: Path, what: str) -> dict:
     """A JSON file an artifact folder must hold, or one clear error."""
     if not path.is_file():
         raise TellError(f"no {path.name}; expected {what}", file=str(path.parent))
+    from tell.io import duplicate_key
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TellError(f"not valid JSON ({e}); the file is damaged, delete the folder and redo it",
                         file=str(path)) from None
+    twice = duplicate_key(text)
+    if twice is not None:  # json keeps the last silently: which one tell wrote is unknown
+        raise TellError(f"key '{twice}' appears twice (tell writes each key once: the file was edited); expected "
+                        f"{what}", file=str(path))
+    return doc
 
 
 def _digest(path: Path) -> tuple[str | None, int]:

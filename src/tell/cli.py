@@ -431,6 +431,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("tell: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a library's own writer refused for space (torch, safetensors, tokenizers)
+        from tell.io import full_disk
+
+        if getattr(args, "debug", False) or not full_disk(e):
+            raise
+        print(f"tell: error: a write was refused: the disk is full or a file-size limit was hit "
+              f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); free space and run the "
+              "command again (a run resumes from its last complete checkpoint; an unfinished export or checkpoint "
+              "is never taken for a finished one)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

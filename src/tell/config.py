@@ -458,6 +458,10 @@ def build(cls: type, *, yaml_path: str | None = None, overrides: dict[str, Any] 
     for name, value in (overrides or {}).items():
         if name in names:
             if isinstance(value, list) and value and isinstance(value[0], tuple):  # KEY=VALUE flags
+                keys = [k for k, _ in value]
+                twice = sorted({k for k in keys if keys.count(k) > 1})
+                if twice:  # the last would win without a word
+                    raise TellError(f"{twice} given more than once; expected each KEY once", field=name)
                 value = {**values.get(name, {}), **dict(value)}
             values[name] = value
     try:

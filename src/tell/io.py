@@ -33,6 +33,24 @@ def refused_write(e: OSError, path: str | os.PathLike):
                      "half-written is left)", file=str(e.filename or path))
 
 
+_FULL = ("File too large", "No space left on device", "Disk quota exceeded", "os error 27", "os error 28")
+
+
+def full_disk(e: BaseException) -> bool:
+    """Whether `e` (or what it was raised from) is a write refused for space: libraries that write through their
+    own code (torch's checkpoint writer, safetensors, tokenizers) raise RuntimeError or their own types, not
+    OSError, with the system's message inside."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.EFBIG, errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(m in str(e) for m in _FULL):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[TextIO]:
     """Open a temp file beside `path`; on success fsync and rename it over `path` (and delete the temp files of
@@ -46,6 +64,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[TextIO]:
         raise (refused_write(e, path) or e) from None
     try:
         kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: a result file gets what a plain open() would give
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()
@@ -58,6 +77,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[TextIO]:
             raise refused_write(e, path) from None
         raise
     remove_stale_tmp(path)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # Temp files are named `.NAME.<pid>@<host>.<random>.tmp`, so that the next successful write of NAME can tell the

@@ -324,6 +324,10 @@ def prepare(cfg: PrepareConfig) -> dict:
                              anchor=None if cfg.anchor_in_budget else anchor)
     anchor_tokens = _anchor_chosen(task_sel, anchor, counter) if anchor and not cfg.anchor_in_budget else 0
     general_budget = cfg.general_tokens if cfg.general_tokens is not None else round(cfg.ratio * task_sel.tokens)
+    if cfg.general_tokens is None and cfg.ratio > 0 and general_budget == 0:
+        raise TellError(f"--ratio {cfg.ratio:g} of {task_sel.tokens:,} task tokens is a general budget of 0 tokens "
+                        "(rounded); expected a ratio that asks for at least one token, or --ratio 0 for task data "
+                        "only", field="ratio")
     general_sel = select_budget(general_pool, general_budget, counter, purpose="general-subset",
                                 label="general", **common)
     contam = _contamination(cfg, task_sel.records + general_sel.records, anchor)

@@ -338,6 +338,10 @@ def build(name: str, out: str | Path, source: str | None = None, cache: str | Pa
         raise TellError("no such folder", file=str(folder))
     src = Source(folder, Path(cache or Path.home() / ".cache" / "tell" / "sources"))
     splits = BUILDERS[name](src)
+    empty = sorted(split for split, recs in splits.items() if not recs)
+    if empty:  # a built set of 0 items would evaluate to nothing and look like a result
+        raise TellError(f"the {name} source gives 0 items for {empty}; expected the public files whole (is a source "
+                        "file empty?)", file=str(folder) if folder else None)
     dest = Path(out) / name
     counts = {}
     for split, recs in splits.items():

@@ -66,6 +66,9 @@ def requested(cfg) -> dict[str, str | None]:
                 raise TellError(f"lm-eval task {name!r} is given twice (--lm-eval, --lm-eval-general, --lm-eval-task); "
                                 "expected each task once", field=field)
             out[name] = role
+    given = [s for field in ("lm_eval", "lm_eval_general", "lm_eval_task") for s in getattr(cfg, field)]
+    if given and not out:
+        raise TellError(f"no task name in {given!r}; expected lm-evaluation-harness task names", field="lm_eval")
     return out
 
 

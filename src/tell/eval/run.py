@@ -144,11 +144,22 @@ def set_metrics(kind_name: str, rows: list[dict], cfg: EvalConfig) -> dict:
     return kind(kind_name).aggregate(rows, cfg.bootstrap_seed, cfg.bootstrap, **extra)
 
 
+# What other commands write (a run folder, a mixture, a sweep): an eval folder holding one is refused.
+OTHER_ARTIFACTS = ("config.json", "train_log.jsonl", "adapter", "manifest.json", "mixture.jsonl", "results.jsonl",
+                   "cells")
+
+
 def _claim_folder(cfg: EvalConfig, folder: EvalDir) -> dict:
     """The settings that fix what is computed; a folder holding another eval's settings is refused."""
     settings = {k: v for k, v in to_dict(cfg).items() if k not in ("progress", "out")}
+    others = [n for n in OTHER_ARTIFACTS if (folder.path / n).exists()]
+    if others:  # a run, mixture or sweep folder: its metrics.json (and more) would be replaced
+        raise TellError(f"the folder holds another command's output ({', '.join(others)}); choose a new --out",
+                        file=str(folder.path), field="out")
     if folder.config_path.is_file():
-        old = json.loads(folder.config_path.read_text())
+        from tell.artifacts import read_json
+
+        old = read_json(folder.config_path, "a `tell eval` folder's settings")
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise TellError(f"the folder holds an eval with other settings {diff}; choose a new --out",
@@ -326,9 +337,17 @@ def evaluate(cfg: EvalConfig) -> dict:
     library_progress(cfg.progress)
     folder = EvalDir(cfg.out)
     settings = _claim_folder(cfg, folder)
+    if cfg.no_anchor and cfg.anchor:
+        raise TellError("--anchor and --no-anchor contradict each other; give one", field="anchor")
     sets = [s for spec in cfg.data for s in resolve_set(spec, cfg)]
     sets += [replace(s, role="general") for spec in cfg.general_data for s in resolve_set(spec, cfg)]
     sets += [replace(s, role="task") for spec in cfg.task_data for s in resolve_set(spec, cfg)]
+    twice = sorted({s.name for s in sets if [t.name for t in sets].count(s.name) > 1})
+    if twice:  # one set under two roles: its rows would be one set's, the other role's result lost
+        raise TellError(f"{twice} given more than once (--data, --general-data, --task-data); expected each set once",
+                        field="data")
+    if (cfg.data or cfg.general_data or cfg.task_data) and not sets:
+        raise TellError("the eval sets named hold no set to evaluate (a built set without sub-tasks?)", field="data")
     anchor = resolve_anchor(cfg)
     if lm_eval:  # what is wrong with the harness tasks is refused before any model is loaded or file written
         from tell.eval import harness

@@ -112,9 +112,15 @@ def generate_anchor(cfg: AnchorConfig) -> dict:
            "no_anchor_separation": base_v, "ranked": table, "rejected": rejected,
            "shown_examples": [r.uid() for r in shown]}
     write_json(out / "candidates.json", doc)
-    if table:
-        with atomic_open(out / "anchor.txt") as f:
-            f.write(table[0]["anchor"] + "\n")
+    if not table:  # the record is written; an earlier run's anchor.txt would pass for this run's choice
+        (out / "anchor.txt").unlink(missing_ok=True)
+        reasons = {}
+        for r in rejected:
+            reasons[r.get("reason", "?")] = reasons.get(r.get("reason", "?"), 0) + 1
+        raise TellError(f"no candidate was kept: {len(rejected)} rejected ({reasons}); see candidates.json, and "
+                        "sample more (--candidates) or widen --min-words / --max-words", file=str(out))
+    with atomic_open(out / "anchor.txt") as f:
+        f.write(table[0]["anchor"] + "\n")
     return doc
 
 

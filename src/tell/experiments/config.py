@@ -20,6 +20,15 @@ from tell.train.config import TrainConfig
 
 # what a spec's `train:` and `decoding:` mappings override, and the command that owns those settings
 OVERRIDES = (("train", TrainConfig, "train"), ("decoding", EvalConfig, "eval"))
+# the settings each cell makes itself (tell.experiments.cell), with where a spec sets them instead
+CELL_SETS = {"train": {"mixture": "its prepared mixture", "model": "the spec's model", "out": "its folder",
+                       "seed": "the spec's seeds", "max_steps": "the method (sft-matched)", "progress": "the sweep",
+                       "resume": "the sweep"},
+             "decoding": {"model": "the spec's model", "adapter": "its run", "data": "the spec's eval",
+                          "general_data": "general_eval", "task_data": "task_eval", "data_dir": "data_dir",
+                          "out": "its folder", "limit": "eval_limit", "sample_seed": "the spec's seeds",
+                          "metric": "the spec's metric", "progress": "the sweep", "no_anchor": "the method",
+                          "anchor": "the spec's anchor"}}
 
 
 @dataclass
@@ -135,11 +144,18 @@ def check_spec(spec: SweepSpec) -> None:
                         field="paired_ratios")
     if spec.sft_ladder and "sft" not in spec.methods:
         raise TellError("an sft ladder needs the sft method", field="sft_ladder")
+    for name in ("methods", "seeds"):
+        if not getattr(spec, name):  # a sweep of 0 cells would "succeed" with empty results
+            raise TellError("is empty; expected at least one", field=name)
     if not (spec.eval or spec.task_eval):
         raise TellError("no eval sets", field="eval")
     for group, cls, command in OVERRIDES:
         given = getattr(spec, group)
         for k in list(given):
+            name = setting_name(cls, k)
+            if name in CELL_SETS[group]:  # the cell sets it; the spec's value would be dropped without a word
+                raise TellError(f"is set by each cell ({CELL_SETS[group][name]}); remove it from `{group}:`",
+                                field=f"{group}.{k}")
             if setting_name(cls, k) is None:
                 e = unknown_setting(cls, k, None)
                 raise TellError(f"{e.message} (a setting of `tell {command}`)", field=f"{group}.{k}")
@@ -196,15 +212,15 @@ class AnchorConfig:
     adapter: str | None = opt(None, "optional adapter", metavar="RUN_DIR")
     task: str | None = opt(None, "task records (file)", metavar="FILE")
     general: str | None = opt(None, "general records (file) for the separation ranking", metavar="FILE")
-    shots: int = opt(5, "task examples shown to the model")
-    candidates: int = opt(8, "candidates sampled")
+    shots: int = opt(5, "task examples shown to the model", check=at_least(0))
+    candidates: int = opt(8, "candidates sampled", check=at_least(1))
     temperature: float = opt(0.9, "sampling temperature for the candidates")
-    max_new_tokens: int = opt(40, "tokens per candidate")
+    max_new_tokens: int = opt(40, "tokens per candidate", check=at_least(1))
     top_k: int = opt(50, "top-k for the candidates")
     top_p: float = opt(0.95, "top-p for the candidates")
     repetition_penalty: float = opt(1.05, "repetition penalty for the candidates")
-    min_words: int = opt(3, "shortest acceptable anchor, in words")
-    max_words: int = opt(40, "longest acceptable anchor, in words")
+    min_words: int = opt(3, "shortest acceptable anchor, in words", check=at_least(1))
+    max_words: int = opt(40, "longest acceptable anchor, in words", check=at_least(1))
     examples: int = opt(50, "examples per group for the ranking probe", check=at_least(2))
     layers: str = opt("middle", "probe layer(s)", check=LAYERS)
     rank_metric: str = opt("silhouette", "separation gain used to rank",

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from tell import provenance
 from tell.artifacts import TELL_JSON, RunDir
 from tell.errors import TellError
-from tell.io import write_json
+from tell.io import _umask, write_json
 from tell.models import gguf_provenance, resolve_model_path, load_model, load_tokenizer, resolve_adapter
 
 
@@ -38,8 +39,21 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
         raise TellError("is a file; expected a new or empty folder", file=str(dest), field="out")
     if dest.exists() and any(dest.iterdir()):
         raise TellError("the output folder is not empty; choose a new --out", file=str(dest))
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # a private temp folder beside the destination (never a name of the user's, such as DIR.tmp)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would be the export's own mode once renamed
+    try:
+        return _export(run, dest, tmp, adapter, cfg, merge, model, trust_remote_code, gguf)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _export(run: str, dest: Path, tmp: Path, adapter: Path, cfg: dict, merge: bool, model: str | None,
+            trust_remote_code: bool, gguf: str | None) -> Path:
+    from tell import gguf as gguf_io
+
     base_name = resolve_model_path(model or cfg.get("model") or json.loads((adapter / "adapter_config.json").read_text()).get(
         "base_model_name_or_path"))
     tok = load_tokenizer(str(adapter))
@@ -55,7 +69,7 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
         gguf_io.check_writable(adapter, AutoConfig.from_pretrained(
             base_name, trust_remote_code=trust_remote_code or cfg.get("trust_remote_code", False)).model_type)
     if not merge:
-        shutil.copytree(adapter, tmp)
+        shutil.copytree(adapter, tmp, dirs_exist_ok=True)
         _set_base(tmp / "adapter_config.json", base_name)
     else:
         from peft import PeftModel
@@ -69,11 +83,7 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
     tok.save_pretrained(tmp)
     doc = describe(run, cfg, base_name, merge=merge, template=tok.chat_template, plain=plain)
     if gguf is not None:
-        try:
-            doc["gguf"] = _write_gguf(tmp, gguf, tok.chat_template, doc, base_name)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        doc["gguf"] = _write_gguf(tmp, gguf, tok.chat_template, doc, base_name)
     write_json(tmp / TELL_JSON, doc)
     (tmp / "README.md").write_text(model_card(doc), encoding="utf-8")
     dest.parent.mkdir(parents=True, exist_ok=True)

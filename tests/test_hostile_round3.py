@@ -1,0 +1,174 @@
+"""Issue 25's hostile round 3, beyond its examples: every command's writes, empty outcomes and ambiguous input."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tell.cli import main
+from tell.errors import TellError
+
+from conftest import REPO, fake_source, train_config, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def run1(toy_mixture, tiny_model, tmp_path_factory):
+    from tell.train.run import train
+
+    out = tmp_path_factory.mktemp("r") / "run"
+    train(train_config(toy_mixture, tiny_model, out, max_steps=1))
+    return out
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_export_never_deletes_a_folder_of_the_users_and_writes_files_as_open_would(run1, tmp_path, capsys):
+    mine = tmp_path / "precious.tmp"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert main(["export", str(run1), "--out", str(tmp_path / "precious")]) == 0
+    assert (mine / "notes.txt").read_text() == "mine"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "precious" / "tell.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "precious").stat().st_mode) == 0o777 & ~umask
+    assert not list(tmp_path.glob(".precious.*"))
+
+
+def test_a_library_writer_refused_for_space_is_one_line_and_leaves_nothing(run1, tmp_path):
+    code = ("import sys; from tell.cli import main; sys.exit(main(['export', sys.argv[1], '--out', sys.argv[2], "
+            "'--merge']))")
+    proc = subprocess.run(["bash", "-c", f'ulimit -f 16; exec "{sys.executable}" -c "{code}" "$0" "$1"',
+                           str(run1), str(tmp_path / "merged")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("tell:") or "Traceback" in x]
+    assert proc.returncode == 2 and lines and lines[-1].startswith("tell: error: a write was refused"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "merged").exists() and not list(tmp_path.glob(".merged.*"))
+
+
+def test_eval_refuses_an_out_folder_holding_another_commands_output(run1, tiny_model, tmp_path, capsys):
+    ev = write_jsonl(tmp_path / "ev.jsonl", [{"prompt": "judge a", "response": "x", "meta": {"kind": "cloze"}}])
+    before = (run1 / "metrics.json").read_bytes()
+    assert main(["eval", "--model", str(tiny_model), "--adapter", str(run1), "--data", str(ev), "--greedy",
+                 "--out", str(run1)]) == 2
+    assert "holds another command's output (config.json" in _err(capsys)
+    assert (run1 / "metrics.json").read_bytes() == before
+
+
+def test_eval_refuses_ambiguous_sets_and_anchor_flags(tiny_model, tmp_path, capsys):
+    ev = write_jsonl(tmp_path / "ev.jsonl", [{"prompt": "judge a", "response": "x", "meta": {"kind": "cloze"}}])
+    base = ["eval", "--model", str(tiny_model), "--greedy", "--out", str(tmp_path / "o")]
+    assert main(base + ["--data", str(ev), "--general-data", str(ev)]) == 2
+    assert "given more than once" in _err(capsys)
+    assert main(base + ["--data", str(ev), "--anchor", "x", "--no-anchor"]) == 2
+    assert "contradict" in _err(capsys)
+    assert main(base + ["--lm-eval", ","]) == 2
+    assert "no task name" in _err(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_torn_or_edited_json_of_a_folder_is_one_line(run1, tiny_model, tmp_path, capsys):
+    import shutil
+
+    ev = write_jsonl(tmp_path / "ev.jsonl", [{"prompt": "judge a", "response": "x", "meta": {"kind": "cloze"}}])
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "eval_config.json").write_text('{"model": "x", "dat')
+    assert main(["eval", "--model", str(tiny_model), "--data", str(ev), "--greedy", "--out", str(out)]) == 2
+    assert "not valid JSON" in _err(capsys)
+    dup = tmp_path / "dup"
+    shutil.copytree(run1, dup)
+    text = (dup / "mixture_manifest.json").read_text().rstrip()
+    (dup / "mixture_manifest.json").write_text(text[:-1] + ', "anchor": null}')
+    assert main(["eval", "--model", str(tiny_model), "--adapter", str(dup), "--data", str(ev), "--greedy",
+                 "--out", str(tmp_path / "e2")]) == 2
+    assert "key 'anchor' appears twice" in _err(capsys)
+
+
+def _spec(tmp_path, toy_mixture, tiny_model, **more) -> Path:
+    d = toy_mixture.parent
+    y = tmp_path / "spec.yaml"
+    y.write_text(json.dumps({"model": str(tiny_model), "task": str(d / "task.jsonl"), "general": [str(d / "general.jsonl")],
+                             "anchor": "task", "eval": [str(d / "task.jsonl")], "metric": "cloze", "task_tokens": [120],
+                             "ratios": [1], "methods": ["tell"]} | more))
+    return y
+
+
+@pytest.mark.parametrize("more, says", [
+    ({"train": {"max_steps": 2}}, "field 'train.max_steps': is set by each cell (the method"),
+    ({"decoding": {"limit": 3}}, "field 'decoding.limit': is set by each cell (eval_limit)"),
+    ({"train": {"seed": 1}}, "field 'train.seed': is set by each cell"),
+    ({"methods": []}, "field 'methods': is empty"),
+    ({"seeds": []}, "field 'seeds': is empty"),
+])
+def test_sweep_specs_that_would_be_overridden_or_plan_nothing_are_refused(toy_mixture, tiny_model, tmp_path, capsys,
+                                                                          more, says):
+    assert main(["sweep", str(_spec(tmp_path, toy_mixture, tiny_model, **more)), "--out", str(tmp_path / "o"),
+                 "--dry-run"]) == 2
+    assert says in _err(capsys)
+
+
+def test_one_setting_under_two_spellings_and_a_key_value_twice_are_refused(tmp_path, capsys):
+    y = tmp_path / "p.yaml"
+    y.write_text("task_tokens: 800\ntask-tokens: 2000\n")
+    assert main(["prepare", "--config", str(y)]) == 2
+    assert "'task_tokens' and 'task-tokens' are one setting" in _err(capsys)
+    assert main(["train", "--mixture", "m", "--model", "x", "--out", str(tmp_path / "r"), "--training-arg",
+                 "adam_beta2=0.9", "--training-arg", "adam_beta2=0.95"]) == 2
+    assert "['adam_beta2'] given more than once" in _err(capsys)
+
+
+def test_a_ratio_that_rounds_the_general_budget_to_nothing_is_refused(tmp_path, capsys):
+    q = REPO / "examples" / "quickstart"
+    assert main(["prepare", "--task", str(q / "task.jsonl"), "--general", str(q / "general.jsonl"), "--tokenizer",
+                 str(q / "tokenizer"), "--task-tokens", "800", "--ratio", "0.0001", "--out", str(tmp_path / "m"),
+                 "--no-progress"]) == 2
+    assert "general budget of 0 tokens" in _err(capsys) and not (tmp_path / "m").exists()
+
+
+def test_a_data_set_built_from_an_empty_source_file_is_refused(tmp_path, capsys):
+    src = fake_source(tmp_path / "src")
+    (src / "gsm8k" / "test.jsonl").write_text("")
+    assert main(["data", "build", "gsm8k", "--source", str(src), "--out", str(tmp_path / "d")]) == 2
+    assert "gives 0 items for ['test']" in _err(capsys)
+    assert not (tmp_path / "d" / "gsm8k" / "manifest.json").exists()
+
+
+def test_anchor_generate_with_nothing_kept_fails_and_leaves_no_old_anchor(toy_mixture, tiny_model, tmp_path, capsys):
+    d, out = toy_mixture.parent, tmp_path / "an"
+    out.mkdir()
+    (out / "anchor.txt").write_text("an earlier run's anchor\n")
+    argv = ["anchor", "generate", "--model", str(tiny_model), "--task", str(d / "task.jsonl"), "--general",
+            str(d / "general.jsonl"), "--examples", "4", "--out", str(out)]
+    assert main(argv + ["--candidates", "0"]) == 2
+    assert "field 'candidates'" in _err(capsys)
+    assert main(argv + ["--candidates", "2", "--max-new-tokens", "4", "--min-words", "30", "--max-words", "40"]) == 2
+    assert "no candidate was kept: 2 rejected" in capsys.readouterr().err
+    assert not (out / "anchor.txt").exists()
+    assert len(json.loads((out / "candidates.json").read_text())["rejected"]) == 2
+
+
+def test_full_disk_detection_reads_the_chain():
+    from tell.io import full_disk
+
+    try:
+        try:
+            raise OSError(27, "File too large")
+        except OSError as inner:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") from inner
+    except RuntimeError as e:
+        assert full_disk(e)
+    assert full_disk(Exception("File too large (os error 27)"))
+    assert not full_disk(RuntimeError("shape mismatch"))
+    assert not full_disk(TellError("x"))
