@@ -87,6 +87,7 @@ def test_both_arms_at_the_floor_are_inconclusive_in_the_study(tmp_path):
     for hid in ("H1", "H2", "H4a"):
         assert fs[hid]["verdict"] == "inconclusive (floor)", fs[hid]
     assert fs["H8"]["verdict"] == "inconclusive (floor)"
+    assert fs["H5"]["verdict"] == "inconclusive (floor)", fs["H5"]  # a flat line at 0 is no "constant" shape
 
 
 def test_a_failed_control_judges_nothing_and_says_which(tmp_path):

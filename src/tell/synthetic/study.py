@@ -182,7 +182,11 @@ def _h5(data: SweepData) -> dict:
     fit = scaling_fit(data, set_name, _metric(data, set_name), max(p.budget for p in tells))
     f = fit["fit"]
     shape = f.get("shape") if f.get("fitted") else None
-    if not fit["verdict_ok"] or not f.get("fitted"):
+    top = max(p.value for p in tells)
+    if top < FLOOR:  # a flat line at 0 is the floor: it measures the world, not the shape of tell's curve
+        verdict, reason = "inconclusive (floor)", f"tell's accuracy is below the floor {FLOOR} at every ratio " \
+                                                  f"(highest {top:.3f}): no curve to judge"
+    elif not fit["verdict_ok"] or not f.get("fitted"):
         verdict, reason = "inconclusive", f.get("reason") or f"fewer than {MIN_SEEDS} common seeds"
     elif shape == "S-curve":
         verdict, reason = "supported", f["shape_reason"]
