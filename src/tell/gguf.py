@@ -406,29 +406,48 @@ def write(folder: Path, dest: Path, kind: str, *, chat_template: str | None, met
     """A merged Hugging Face Llama-architecture folder -> one GGUF file `dest` (f16: weights in float16, norms in
     float32; q8_0: 2-D weights in Q8_0), with the tokenizer, its chat template and `metadata` (tell.* keys: the
     anchor). Written beside `dest` and renamed into place."""
-    import numpy as np
-    from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, MODEL_ARCH, get_tensor_name_map
-    from gguf.quants import quantize
-    from safetensors.numpy import load_file
+    from gguf import GGUFWriter
 
     if kind not in GGUF_OUT:
         raise TellError(f"expected one of {list(GGUF_OUT)}, got {kind!r}", field="gguf")
     cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     check_writable(folder, cfg.get("model_type"))
-    tok = _tokenizer_fields(folder)
-    heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
-    rope = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta") or 10000.0
     tmp = dest.with_name(dest.name + ".tmp")
     w = GGUFWriter(str(tmp), "llama")
-    w.add_name(metadata.get("tell.base_model", "tell export"))
+    try:
+        _write_fields(w, cfg, _tokenizer_fields(folder), kind, chat_template, metadata, source)
+        _write_tensors(w, folder, cfg, kind)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    os.replace(tmp, dest)
+    return dest
+
+
+def _heads(cfg: dict) -> tuple[int, int]:
+    return cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+
+
+def _write_fields(w, cfg: dict, tok: dict, kind: str, chat_template: str | None, metadata: dict[str, str],
+                  source: Path | None) -> None:
+    """The model's shape, the tokenizer, the chat template and tell's own keys."""
+    from gguf import LlamaFileType
+
+    heads, kv = _heads(cfg)
+    rope = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta") or 10000.0
+    w.add_name(metadata.get("tell.base_model") or "tell export")
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(cfg["hidden_size"])
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_feed_forward_length(cfg["intermediate_size"])
     w.add_head_count(heads)
     w.add_head_count_kv(kv)
-    w.add_rope_dimension_count(head_dim)
+    w.add_rope_dimension_count(cfg.get("head_dim") or cfg["hidden_size"] // heads)
     w.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-5))
     w.add_rope_freq_base(float(rope))
     w.add_vocab_size(cfg["vocab_size"])
@@ -446,6 +465,16 @@ def write(folder: Path, dest: Path, kind: str, *, chat_template: str | None, met
         w.add_chat_template(chat_template)
     for key, value in metadata.items():
         w.add_string(key, value)
+
+
+def _write_tensors(w, folder: Path, cfg: dict, kind: str) -> None:
+    """Every weight under its GGUF name; q/k rows in GGUF's rotary layout; a tied LM head left out."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, MODEL_ARCH, get_tensor_name_map
+    from gguf.quants import quantize
+    from safetensors.numpy import load_file
+
+    heads, kv = _heads(cfg)
     names = get_tensor_name_map(MODEL_ARCH.LLAMA, cfg["num_hidden_layers"])
     tensors = {}
     for f in sorted(folder.glob("*.safetensors")):
@@ -469,9 +498,3 @@ def write(folder: Path, dest: Path, kind: str, *, chat_template: str | None, met
             w.add_tensor(out, quantize(t, GGMLQuantizationType.Q8_0), raw_dtype=GGMLQuantizationType.Q8_0)
         else:
             w.add_tensor(out, t.astype(np.float16))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    os.replace(tmp, dest)
-    return dest

@@ -232,3 +232,23 @@ def duplicate_key(text: bytes | str) -> str | None:
     except (ValueError, UnicodeDecodeError):  # what orjson read, json may not (or the reverse): not our question
         return None
     return None
+
+
+# Names that end like a file (`tell.models` tells a local path from a Hub id with them)
+_FILE_SUFFIXES = (".json", ".jsonl", ".model", ".gguf", ".safetensors", ".bin", ".pt", ".pth", ".txt", ".yaml",
+                  ".yml", ".tiktoken")
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether `name` is meant as a local path, not a Hub id: it starts with . / or ~, holds a backslash, ends in
+    a file's name, or is no valid Hub id (`owner/name`, or a bare `name`; `a/b/c` is none). A Hub id that happens
+    to exist here as a folder is a local path too (`_local_folder` checks that)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "/", "~")) or "\\" in name or Path(name).suffix.lower() in _FILE_SUFFIXES:
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:  # what from_pretrained would refuse as "Repo id must be in the form ..."
+        return True
+    return False

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tell.errors import TellError
+from tell.io import looks_like_path  # noqa: F401 (public here too)
 
 # Weight dtypes a user can ask for; "auto" is bf16 on a GPU that has it, else float32.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -57,24 +58,6 @@ _VOCAB_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", 
 
 
 # What a local file's name ends in and a Hub repo's name does not (`Qwen/Qwen2.5-0.5B` ends in ".5B").
-_FILE_SUFFIXES = (".json", ".jsonl", ".model", ".gguf", ".safetensors", ".bin", ".pt", ".pth", ".txt", ".yaml",
-                  ".yml", ".tiktoken")
-
-
-def looks_like_path(name: str) -> bool:
-    """Whether `name` is meant as a local path, not a Hub id: it starts with . / or ~, holds a backslash, ends in
-    a file's name, or is no valid Hub id (`owner/name`, or a bare `name`; `a/b/c` is none). A Hub id that happens
-    to exist here as a folder is a local path too (`_local_folder` checks that)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if name.startswith((".", "/", "~")) or "\\" in name or Path(name).suffix.lower() in _FILE_SUFFIXES:
-        return True
-    try:
-        validate_repo_id(name)
-    except HFValidationError:  # what from_pretrained would refuse as "Repo id must be in the form ..."
-        return True
-    return False
-
 
 def _local_folder(name: str) -> Path | None:
     """The folder `name` names when it looks like a local path (not a Hub id `owner/name`): `looks_like_path`, or

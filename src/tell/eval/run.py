@@ -327,6 +327,20 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def all_sets(cfg: EvalConfig) -> list[EvalSet]:
+    """--data, --general-data and --task-data resolved; a set named twice, or names that hold no set, refused."""
+    sets = [s for spec in cfg.data for s in resolve_set(spec, cfg)]
+    sets += [replace(s, role="general") for spec in cfg.general_data for s in resolve_set(spec, cfg)]
+    sets += [replace(s, role="task") for spec in cfg.task_data for s in resolve_set(spec, cfg)]
+    twice = sorted({s.name for s in sets if [t.name for t in sets].count(s.name) > 1})
+    if twice:  # one set under two roles: its rows would be one set's, the other role's result lost
+        raise TellError(f"{twice} given more than once (--data, --general-data, --task-data); expected each set once",
+                        field="data")
+    if (cfg.data or cfg.general_data or cfg.task_data) and not sets:
+        raise TellError("the eval sets named hold no set to evaluate (a built set without sub-tasks?)", field="data")
+    return sets
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     from tell.models import (base_identity, gguf_provenance, inference_tokenizer, library_progress,
                              load_for_inference, resolve_adapter)
@@ -339,15 +353,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     settings = _claim_folder(cfg, folder)
     if cfg.no_anchor and cfg.anchor:
         raise TellError("--anchor and --no-anchor contradict each other; give one", field="anchor")
-    sets = [s for spec in cfg.data for s in resolve_set(spec, cfg)]
-    sets += [replace(s, role="general") for spec in cfg.general_data for s in resolve_set(spec, cfg)]
-    sets += [replace(s, role="task") for spec in cfg.task_data for s in resolve_set(spec, cfg)]
-    twice = sorted({s.name for s in sets if [t.name for t in sets].count(s.name) > 1})
-    if twice:  # one set under two roles: its rows would be one set's, the other role's result lost
-        raise TellError(f"{twice} given more than once (--data, --general-data, --task-data); expected each set once",
-                        field="data")
-    if (cfg.data or cfg.general_data or cfg.task_data) and not sets:
-        raise TellError("the eval sets named hold no set to evaluate (a built set without sub-tasks?)", field="data")
+    sets = all_sets(cfg)
     anchor = resolve_anchor(cfg)
     if lm_eval:  # what is wrong with the harness tasks is refused before any model is loaded or file written
         from tell.eval import harness

@@ -336,7 +336,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
-    from transformers import PrinterCallback, ProgressCallback, set_seed
+    from transformers import set_seed
 
     _check(cfg)
     library_progress(cfg.progress)
@@ -385,6 +385,20 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
                           callbacks=[JsonlLog(run.log_path)] + ([live] if live else []),
                           divergence_factor=cfg.divergence_factor, tokens_seen=tokens_seen,
                           warmup_ratio=cfg.warmup_ratio)
+    _console_and_live(trainer, cfg, live, run, ckpt)
+    t0 = time.perf_counter()
+    _fit(trainer, ckpt, run)
+    seconds = time.perf_counter() - t0
+    if not trainer.is_world_process_zero():
+        return {}
+    return _finish(cfg, run, trainer, model, tokenizer, data, ckpt, packed, seconds,
+                   {"packing_note": packing_note} if packing_note else {}, base_gguf)
+
+
+def _console_and_live(trainer, cfg: TrainConfig, live, run: RunDir, ckpt) -> None:
+    """The console callbacks for --progress / --no-progress; the evaluations during training get the trainer."""
+    from transformers import PrinterCallback, ProgressCallback
+
     if live:
         live.trainer = trainer
         if ckpt is not None:  # evaluations up to the checkpoint are in the kept log; later ones run again
@@ -393,13 +407,6 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
         trainer.remove_callback(PrinterCallback)
     elif trainer.pop_callback(ProgressCallback):  # the bar, with one compact line per logged step
         trainer.add_callback(ProgressLines())
-    t0 = time.perf_counter()
-    _fit(trainer, ckpt, run)
-    seconds = time.perf_counter() - t0
-    if not trainer.is_world_process_zero():
-        return {}
-    return _finish(cfg, run, trainer, model, tokenizer, data, ckpt, packed, seconds,
-                   {"packing_note": packing_note} if packing_note else {}, base_gguf)
 
 
 def _finish(cfg: TrainConfig, run: RunDir, trainer, model, tokenizer, data, ckpt, packed: bool, seconds: float,
