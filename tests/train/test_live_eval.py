@@ -60,7 +60,9 @@ def test_task_sets_get_the_runs_anchor_and_general_sets_none(toy_mixture, tiny_m
     tok = AutoTokenizer.from_pretrained(tiny_model)
     cfg = train_config(toy_mixture, tiny_model, tmp_path / "r", eval_data=[str(task)], eval_general_data=[str(gen)],
                        eval_steps=1, eval_limit=3)
-    sets = load_sets(cfg, tok, Anchor("task", "prefix", "\n"))
+    from transformers import AutoModelForCausalLM
+
+    sets = load_sets(cfg, AutoModelForCausalLM.from_pretrained(tiny_model), tok, Anchor("task", "prefix", "\n"))
     by_role = {s.role: s for s in sets}
     assert len(by_role["task"].items) == 3
     assert all(tok.decode(ids).count("task") == 1 for ids in by_role["task"].ids)

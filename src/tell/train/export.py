@@ -86,7 +86,6 @@ def _export(run: str, dest: Path, tmp: Path, adapter: Path, cfg: dict, merge: bo
         doc["gguf"] = _write_gguf(tmp, gguf, tok.chat_template, doc, base_name)
     write_json(tmp / TELL_JSON, doc)
     (tmp / "README.md").write_text(model_card(doc), encoding="utf-8")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         dest.rmdir()
     os.replace(tmp, dest)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import TrainerCallback
 
 from tell.data.anchor import Anchor
-from tell.errors import TellError, template_errors
+from tell.errors import TellError
 
 
 @dataclass
@@ -41,23 +41,18 @@ def eval_config(cfg: Any) -> Any:
                       max_new_tokens=cfg.eval_max_new_tokens, progress=False)
 
 
-def load_sets(cfg: Any, tokenizer: Any, anchor: Anchor | None) -> list[LiveSet]:
-    """The eval sets, read and rendered before training starts (a bad set is refused before any step)."""
-    from tell.eval.run import default_max_new_tokens, resolve_set, set_inputs
-    from tell.prompting import prompt_ids
+def load_sets(cfg: Any, model: Any, tokenizer: Any, anchor: Anchor | None) -> list[LiveSet]:
+    """The eval sets, resolved and rendered as `tell eval` does (`eval.run.all_sets`, `set_prompts`: the anchor on
+    task sets, generation cut to the model's context) before training starts, so a bad set is refused first."""
+    from tell.eval.run import all_sets, set_prompts
 
     ecfg = eval_config(cfg)
-    sets = [replace(s, role="task") for spec in ecfg.task_data for s in resolve_set(spec, ecfg)]
-    sets += [replace(s, role="general") for spec in ecfg.general_data for s in resolve_set(spec, ecfg)]
     live = []
-    for es in sets:
-        items, inputs, _ = set_inputs(es, ecfg, anchor if es.role == "task" else None)
-        if not items:
+    for es in all_sets(ecfg):
+        if not es.records:
             raise TellError("the eval set holds no item", file=str(es.path), field="eval_data")
-        with template_errors(cfg.model):
-            ids = [prompt_ids(tokenizer, r) for r in inputs]
-        live.append(LiveSet(es.name, es.role, es.kind, items, ids,
-                            ecfg.max_new_tokens or default_max_new_tokens(es.kind, items, tokenizer)))
+        p = set_prompts(es, ecfg, model, tokenizer, anchor)
+        live.append(LiveSet(es.name, es.role, es.kind, p.items, p.ids, p.max_new_tokens))
     return live
 
 

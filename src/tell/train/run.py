@@ -358,14 +358,14 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
     with template_errors(cfg.model):
         data = tokenize_mixture(mix, tokenizer, max_length=cfg.max_length, length_policy=cfg.length_policy,
                                 train_on_prompt=cfg.train_on_prompt, progress=cfg.progress)
-    # the sets evaluated during training, read and rendered now: a bad one is refused before anything is written
-    live = LiveEval(load_sets(cfg, tokenizer, Anchor.from_json(manifest.get("anchor"))), tokenizer, cfg,
-                    run.log_path) if cfg.eval_steps else None
     warning = length_warning(data.counts, cfg.max_length)
     if warning and args.process_index == 0:
         print(warning, file=sys.stderr)
     model, packed, packing_note = _lora_model(cfg)
     check_vocab(model, tokenizer, cfg.model)
+    # the sets evaluated during training, read and rendered now: a bad one is refused before anything is written
+    live = LiveEval(load_sets(cfg, model, tokenizer, Anchor.from_json(manifest.get("anchor"))), tokenizer, cfg,
+                    run.log_path) if cfg.eval_steps else None
     if packing_note and args.process_index == 0:
         print(f"tell: {packing_note}", file=sys.stderr)
     trainable, total = model.get_nb_trainable_parameters()
