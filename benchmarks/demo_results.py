@@ -7,7 +7,8 @@ wall time and the base models' checksums (from the study's own study.md header).
 
 Replaces the text between the markers `<!-- demo:begin -->` / `<!-- demo:end -->` (a `tell demo` folder) or
 `<!-- demo-study:begin -->` / `<!-- demo-study:end -->` (a `--study` folder) in both files (atomic writes);
-refuses a folder whose study has not finished (no study.json).
+refuses a folder whose study has not finished (no study.json). `--rejudge` judges the stored cells again with this
+checkout's rules first (after a fix to the judging code), training nothing.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", type=Path, default=REPO / "README.md")
     ap.add_argument("--commit", help="the commit the run was made at, when it is not this checkout's HEAD (a run "
                                      "from a `git archive` snapshot while work went on)")
+    ap.add_argument("--rejudge", action="store_true",
+                    help="judge the folder's stored cells again with this checkout's rules (no cell is trained) "
+                         "before writing; study.md's header then names this commit as the judge")
     args = ap.parse_args(argv)
     if not (args.study / "study.json").is_file():
         print(f"error: {args.study}/study.json not found: the study has not finished (run `tell demo --study` "
@@ -85,6 +89,11 @@ def main(argv=None) -> int:
         print(f"error: {args.study} is a `{plan}` run; only `tell demo` and `tell demo --study` runs are reported",
               file=sys.stderr)
         return 2
+    if args.rejudge:
+        from tell.synthetic.study import rejudge
+
+        rejudge(args.study, f"at commit {commit()} from the stored cells (none retrained), by "
+                            f"`python benchmarks/demo_results.py {args.study} --rejudge`")
     block = section(args.study, args.commit)
     replace_block(args.results, block, *MARKERS[plan])
     replace_block(args.readme, block, *MARKERS[plan])

@@ -9,7 +9,10 @@ import numpy as np
 
 from tell.experiments.evidence import load_sweep
 from tell.synthetic.controls import check_controls
-from tell.synthetic.study import CEILING, FLOOR, judge, study_findings, write_study
+import pytest
+
+from tell.errors import TellError
+from tell.synthetic.study import CEILING, FLOOR, judge, rejudge, study_findings, write_study
 
 N = 50  # items per test set
 BUDGET, RATIO = 150, 330.0
@@ -88,6 +91,23 @@ def test_both_arms_at_the_floor_are_inconclusive_in_the_study(tmp_path):
         assert fs[hid]["verdict"] == "inconclusive (floor)", fs[hid]
     assert fs["H8"]["verdict"] == "inconclusive (floor)"
     assert fs["H5"]["verdict"] == "inconclusive (floor)", fs["H5"]  # a flat line at 0 is no "constant" shape
+
+
+def test_rejudge_judges_the_stored_cells_again_and_keeps_the_header(tmp_path):
+    out = tmp_path / "study"
+    write(out / "sweep", world({"tell": 0.0, "sft": 0.0, "sft-matched": 0.0, "tell-no-anchor": 0.0}))
+    with pytest.raises(TellError, match="not a finished study folder"):
+        rejudge(out, "at commit x")
+    write_study(out, {"small": out / "sweep"}, ["# tell demo --study: planted", "", "- small base: planted"])
+    doc = json.loads((out / "study.json").read_text())
+    doc["sizes"]["small"]["H5"]["verdict"] = "contradicted (constant)"  # what an older rule wrote
+    (out / "study.json").write_text(json.dumps(doc))
+    for commit in ("abc1234", "def5678"):  # judged twice: one note, the latest
+        md = rejudge(out, f"at commit {commit} from the stored cells").read_text()
+    head = md.split("## Findings")[0]
+    assert head.startswith("# tell demo --study: planted") and "- small base: planted" in head
+    assert head.count("- re-judged ") == 1 and "def5678" in head
+    assert json.loads((out / "study.json").read_text())["sizes"]["small"]["H5"]["verdict"] == "inconclusive (floor)"
 
 
 def test_a_failed_control_judges_nothing_and_says_which(tmp_path):

@@ -37,6 +37,7 @@ from tell.experiments.evidence import (BOOT_SEED, MIN_SEEDS, RESAMPLES, Point, S
 from tell.experiments.evidence import efficiency_entries
 from tell.experiments.stats import paired
 from tell.synthetic.controls import CIPHER_TEST, GENERAL_TEST, check_controls, failed
+from tell.errors import TellError
 from tell.io import atomic_open
 
 DELTA = 0.05           # smallest effect of interest (absolute, on the 0..1 scale of accuracy)
@@ -296,3 +297,21 @@ def write_study(out: Path, sweeps: dict[str, Path], header: list[str]) -> Path:
     with atomic_open(out / "study.md") as f:
         f.write("\n".join(md) + "\n")
     return out / "study.md"
+
+
+def rejudge(out: Path, note: str) -> Path:
+    """Judge a finished study folder again from its stored cells (no cell is trained): the sweep folders it holds
+    (`sweep`, `sweep-SIZE`) and the header of its study.md are kept, and `note` (which commit judged, and why) is
+    added to the header. For a change of the judging rules after a run (docs/study.md says when that happened)."""
+    out = Path(out)
+    md = out / "study.md"
+    if not md.is_file() or not (out / "study.json").is_file():
+        raise TellError("not a finished study folder (no study.md / study.json): run `tell demo --study` to the end "
+                        "first", file=str(out))
+    sweeps = {"small": out / "sweep"} if (out / "sweep" / "results.jsonl").is_file() else {}
+    sweeps |= {p.name.removeprefix("sweep-"): p for p in sorted(out.glob("sweep-*")) if (p / "results.jsonl").is_file()}
+    if not sweeps:
+        raise TellError("holds no sweep folder with results.jsonl", file=str(out))
+    header = md.read_text().split("\n## Findings", 1)[0].rstrip().splitlines()
+    header = [h for h in header if not h.startswith("- re-judged ")] + [f"- re-judged {note}"]
+    return write_study(out, sweeps, header)
