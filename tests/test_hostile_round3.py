@@ -172,3 +172,71 @@ def test_full_disk_detection_reads_the_chain():
     assert full_disk(Exception("File too large (os error 27)"))
     assert not full_disk(RuntimeError("shape mismatch"))
     assert not full_disk(TellError("x"))
+
+
+def _planted_sweep(folder: Path) -> Path:
+    from synthetic.test_study import world, write
+
+    return write(folder, world({"tell": 0.6, "sft": 0.0, "sft-matched": 0.02, "tell-no-anchor": 0.2}))
+
+
+def _edit_jsonl(path: Path, edit) -> None:
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    edit(rows)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("damage, where", [
+    (lambda f: _edit_jsonl(f / "results.jsonl", lambda rs: rs.append({})), "results.jsonl:67: field 'method'"),
+    (lambda f: _edit_jsonl(f / "results.jsonl", lambda rs: rs.append([1, 2])), "results.jsonl:67: expected a JSON obj"),
+    (lambda f: _edit_jsonl(f / "results.jsonl", lambda rs: rs[0].update(value="x")), "results.jsonl:1: field 'value'"),
+    (lambda f: _edit_jsonl(f / "item_scores.jsonl", lambda rs: rs[0].update(values=rs[0]["values"][:3])),
+     "item_scores.jsonl:1: field 'values': 50 item ids but 3 scores"),
+    (lambda f: _edit_jsonl(f / "item_scores.jsonl", lambda rs: rs.append({"seed": 0})), "item_scores.jsonl:67: field"),
+    (lambda f: (f / "item_scores.jsonl").write_text((f / "item_scores.jsonl").read_text()[:-30]), "not a JSON row"),
+    (lambda f: (f / "lr_selection.json").write_text('{"a": '), "lr_selection.json: not valid JSON"),
+    (lambda f: (f / "lr_selection.json").write_text("[]"), "lr_selection.json: expected an object with a 'groups'"),
+])
+def test_a_damaged_sweep_file_is_one_line_naming_file_line_and_field(tmp_path, capsys, damage, where):
+    folder = _planted_sweep(tmp_path / "sw")
+    damage(folder)
+    assert main(["report", str(folder)]) == 2
+    err = _err(capsys)
+    assert where in err and "rebuild it with `tell sweep`" in err, err
+    assert not (folder / "report.md").exists()
+
+
+def test_a_torn_cell_status_is_one_line_that_says_how_to_redo_the_cell(tmp_path):
+    from tell.experiments.cell import CellDir
+
+    cd = CellDir(tmp_path / "cells", "tell-abc")
+    cd.path.mkdir(parents=True)
+    assert cd.status() == {"status": "todo"}
+    for text in ('{"status": "do', '{"status": "maybe"}', "[]"):
+        cd.status_path.write_text(text)
+        with pytest.raises(TellError, match=r"delete the cell's folder .*tell-abc.* redoes it") as e:
+            cd.status()
+        assert e.value.file == str(cd.status_path)
+
+
+def test_a_token_cache_that_is_a_file_is_refused_by_name(hf_tokenizer_dir, tmp_path):
+    from tell.data.tokens import CachedCounter, load_counter
+
+    cache = tmp_path / "counts"
+    cache.write_text("mine")
+    with pytest.raises(TellError, match="is a file; expected a folder for the token-count cache"):
+        CachedCounter(load_counter(str(hf_tokenizer_dir)), cache)
+    assert cache.read_text() == "mine"
+
+
+def test_a_built_set_without_meta_kind_is_refused_as_any_eval_file_is(tmp_path, capsys):
+    from tell.data.builders import DATASET_MANIFEST
+    from tell.eval.config import EvalConfig
+    from tell.eval.run import resolve_set
+
+    root = tmp_path / "data" / "halu-cot-json"
+    root.mkdir(parents=True)
+    (root / DATASET_MANIFEST).write_text("{}")
+    write_jsonl(root / "test.jsonl", [{"prompt": "p", "response": "r"}])
+    with pytest.raises(TellError, match="no meta.kind; give --metric"):
+        resolve_set("halu-cot-json", EvalConfig(data_dir=str(tmp_path / "data")))

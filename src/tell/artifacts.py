@@ -76,8 +76,8 @@ def adapter_identity(folder: Path) -> str:
     return h.hexdigest()
 
 
-def read_json(path: Path, what: str) -> dict:
-    """A JSON file an artifact folder must hold, or one clear error."""
+def read_json(path: Path, what: str, fix: str = "delete the folder and redo it") -> dict:
+    """A JSON file an artifact folder must hold, or one clear error (which ends with `fix`)."""
     if not path.is_file():
         raise TellError(f"no {path.name}; expected {what}", file=str(path.parent))
     from tell.io import duplicate_key
@@ -86,7 +86,7 @@ def read_json(path: Path, what: str) -> dict:
         text = path.read_text(encoding="utf-8")
         doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TellError(f"not valid JSON ({e}); the file is damaged, delete the folder and redo it",
+        raise TellError(f"not valid JSON ({e}); the file is damaged, {fix}",
                         file=str(path)) from None
     twice = duplicate_key(text)
     if twice is not None:  # json keeps the last silently: which one tell wrote is unknown

@@ -138,6 +138,8 @@ class CachedCounter:
         import uuid
 
         self.inner = inner
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise TellError("is a file; expected a folder for the token-count cache (--token-cache)", file=str(folder))
         self.folder = Path(folder) / tokenizer_identity(inner)[:32]
         self.folder.mkdir(parents=True, exist_ok=True)
         self._shard = self.folder / f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}.bin"

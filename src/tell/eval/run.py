@@ -93,10 +93,9 @@ def resolve_set(spec: str, cfg: EvalConfig) -> list[EvalSet]:
         test = folder / "test.jsonl"
         if not test.is_file():
             raise TellError(f"no test split for '{name}:{s}'", file=str(test))
-        recs = load_records(str(test), source="task", progress=False).records
-        train = folder / "train.jsonl"
-        sets.append(EvalSet(f"{name}:{s}" if s else name, test, recs, recs[0].meta["kind"], recs[0].meta["role"],
-                            train if train.is_file() else None))
+        train = folder / "train.jsonl"  # a built set is read and checked as any eval file is (one known kind)
+        sets.append(replace(_file_set(str(test), cfg), name=f"{name}:{s}" if s else name,
+                            train_path=train if train.is_file() else None))
     return sets
 
 
@@ -341,6 +340,25 @@ def all_sets(cfg: EvalConfig) -> list[EvalSet]:
     return sets
 
 
+
+def _open_store(folder: EvalDir, settings: dict, fresh: bool) -> PredictionStore:
+    """The folder's predictions, resumed. metrics.json is written last and stands only beside the rows and
+    settings it was computed from: it goes as soon as either changes (at once when the settings differ, or an
+    lm-eval run will rewrite it), so a rerun that fails before changing anything keeps the last good result.
+    (`_claim_folder` has refused a folder holding other settings.)"""
+    same = folder.config_path.is_file() and not fresh
+    drop = lambda: folder.metrics_path.unlink(missing_ok=True)  # noqa: E731
+    if not same:
+        drop()
+        folder.lm_eval_samples_path.unlink(missing_ok=True)  # an earlier eval's, until this one writes its own
+    write_json(folder.config_path, settings)
+    store = PredictionStore(folder.predictions_path, before_change=drop)
+    store.resume()
+    if store.unreadable:
+        print(f"tell: warning: {folder.predictions_path}: {store.unreadable} saved row(s) are not predictions tell "
+              "writes (the file was edited or damaged); their items are predicted again", file=sys.stderr)
+    return store
+
 def evaluate(cfg: EvalConfig) -> dict:
     from tell.models import (base_identity, gguf_provenance, inference_tokenizer, library_progress,
                              load_for_inference, resolve_adapter)
@@ -373,11 +391,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         model, tokenizer = None, inference_tokenizer(cfg.model, adapter_dir, cfg.trust_remote_code)
         use_template(tokenizer, cfg.template)
     folder.path.mkdir(parents=True, exist_ok=True)
-    write_json(folder.config_path, settings)
-    folder.metrics_path.unlink(missing_ok=True)  # written last: present only beside the rows it was computed from
-    folder.lm_eval_samples_path.unlink(missing_ok=True)  # an earlier eval's, until this one writes its own
-    store = PredictionStore(folder.predictions_path)
-    store.resume()
+    store = _open_store(folder, settings, fresh=bool(lm_eval))
     summary, averages = {}, {}
     if sets:
         base_id = base_identity(cfg.model)

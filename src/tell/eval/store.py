@@ -16,25 +16,50 @@ from tell.io import atomic_open
 
 
 class PredictionStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, before_change=None):
+        """`before_change`: called once, before the file's rows first change (eval drops its metrics.json then:
+        metrics stand only beside the rows they were computed from, and a rerun that fails before changing a row
+        keeps them)."""
         self.path = path
         self._rows: dict[tuple[str, str], dict] = {}
         self._used: set[tuple[str, str]] = set()
+        self._before_change = before_change
+        self.unreadable = 0  # saved rows that were not predictions tell writes (edited): their items are redone
+        self._lines = 0      # rows in the file now (a redone item's old row stays in it until `finish`)
+
+    def _changing(self) -> None:
+        if self._before_change is not None:
+            self._before_change()
+            self._before_change = None
 
     def resume(self) -> None:
-        """Read the saved predictions and rewrite the file without a torn tail, so appends start clean."""
-        self._rows = {}
+        """Read the saved predictions and rewrite the file without a torn tail or unreadable rows, so appends
+        start clean."""
+        self._rows, self.unreadable = {}, 0
         if not self.path.is_file():
             return
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(lines):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                break  # a torn last line from a killed run: everything after it is redone
+                self.unreadable += len(lines) - n - (n == len(lines) - 1)  # a torn last line: a killed run
+                break  # everything after it is redone
+            if not (isinstance(row, dict) and isinstance(row.get("set"), str) and isinstance(row.get("id"), str)):
+                self.unreadable += 1
+                continue
             self._rows[(row["set"], row["id"])] = row  # a row redone after a stale one comes later in the file
+        self._lines = len(lines)
+        if len(self._rows) < len(lines):
+            self._rewrite(self._rows)
+
+    def _rewrite(self, rows: dict) -> None:
+        self._changing()
+        self._rows = rows
         with atomic_open(self.path) as f:
-            for r in self._rows.values():
+            for r in rows.values():
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        self._lines = len(rows)
 
     def has(self, set_name: str, item_id: str, made_by: dict) -> bool:
         """A row for the item is saved, and it was made by what would make it now."""
@@ -47,11 +72,13 @@ class PredictionStore:
         new = [r for r in rows if not self.has(r["set"], r["id"], r["made_by"])]
         if not new:
             return
+        self._changing()
         with open(self.path, "a", encoding="utf-8") as f:
             for r in new:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self._lines += len(new)
         for r in new:
             self._rows[(r["set"], r["id"])] = r
 
@@ -63,7 +90,6 @@ class PredictionStore:
     def finish(self) -> None:
         """Rewrite the file with exactly the rows handed out by `rows`, in the order they were saved: rows replaced
         since they were saved, and items no longer asked for, go."""
-        self._rows = {k: r for k, r in self._rows.items() if k in self._used}
-        with atomic_open(self.path) as f:
-            for r in self._rows.values():
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        kept = {k: r for k, r in self._rows.items() if k in self._used}
+        if len(kept) != self._lines or not self.path.is_file():  # else: already the rows the metrics come from
+            self._rewrite(kept)

@@ -15,7 +15,8 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tell.artifacts import EvalDir, MixtureDir, RunDir
+from tell.artifacts import EvalDir, MixtureDir, RunDir, read_json
+from tell.errors import TellError
 from tell.eval.config import EvalConfig
 from tell.experiments.config import SweepSpec
 from tell.experiments.methods import METHODS, Method
@@ -40,7 +41,13 @@ class CellDir:
     def status(self) -> dict:
         """status.json; a cell marked done whose eval (or started run) has lost its metrics.json is "todo" again:
         the rerun redoes what is missing (training resumes or is skipped, eval reuses its predictions)."""
-        st = json.loads(self.status_path.read_text()) if self.status_path.is_file() else {"status": "todo"}
+        if not self.status_path.is_file():
+            return {"status": "todo"}
+        redo = f"delete the cell's folder ({self.path}) and `tell sweep` on the same --out redoes it"
+        st = read_json(self.status_path, "a sweep cell's status", redo)
+        if not isinstance(st, dict) or st.get("status") not in ("done", "failed", "todo"):
+            raise TellError(f"expected an object whose status is done or failed; {redo}", file=str(self.status_path),
+                            field="status")
         if st["status"] == "done" and (not self.eval.finished() or (self.run.started() and not self.run.finished())):
             return st | {"status": "todo", "redo": "metrics.json missing"}
         return st

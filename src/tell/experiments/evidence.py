@@ -62,19 +62,49 @@ _DEFAULTS = {"role": "task", "lr": None, "selected": True, "health": "ok", "heal
 NOT_JUDGED = "not judged"  # the start of a health reason for runs too short to judge (tell.experiments.results)
 
 def load_results(folder: str | Path) -> list[dict]:
-    """The rows of `results.jsonl` as written (old or new columns)."""
+    """The rows of `results.jsonl` as written (old or new columns), each checked to be a row `tell sweep` writes."""
     p = Path(folder) / "results.jsonl"
     if not p.is_file():
         raise TellError("no results.jsonl; expected a folder written by `tell sweep`", file=str(folder))
+    return _jsonl_rows(p, _ROW_FIELDS)
+
+
+_NUMBER = (int, float)
+_NAME = (str,)
+# what each row must hold (a failed cell's row has no set, metric or value), and the types a value may take
+_ROW_FIELDS = {"method": (_NAME, True), "seed": ((int,), True), "set": (_NAME, False), "metric": (_NAME, False),
+               "value": (_NUMBER, False), "ratio": (_NUMBER, False), "task_tokens_requested": (_NUMBER, False)}
+_ITEM_FIELDS = {"method": (_NAME, True), "seed": ((int,), True), "set": (_NAME, True), "metric": (_NAME, True),
+                "ids": ((list,), True), "values": ((list,), True), "ratio": (_NUMBER, False)}
+REBUILD = "rebuild it with `tell sweep` on the same --out (finished cells are not rerun)"
+
+
+def _jsonl_rows(p: Path, fields: dict) -> list[dict]:
+    """The JSON objects of a sweep's .jsonl file, one per line, each with `fields` ({name: (types, required)}) of
+    the right types; a torn, edited or foreign line is one error naming the file, line and field."""
     rows = []
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as e:  # the sweep writes it atomically: a torn line is damage, not data
-            raise TellError(f"not a JSON row ({e.msg}); rebuild the file with `tell sweep` on the same --out "
-                            "(finished cells are not rerun)", file=str(p), line=n) from None
+            raise TellError(f"not a JSON row ({e.msg}); {REBUILD}", file=str(p), line=n) from None
+        if not isinstance(row, dict):
+            raise TellError(f"expected a JSON object per line, found {type(row).__name__}; {REBUILD}", file=str(p),
+                            line=n)
+        for name, (types, required) in fields.items():
+            v = row.get(name)
+            if v is None and not required:
+                continue
+            if v is None or not isinstance(v, types) or isinstance(v, bool):
+                found = "nothing" if v is None else f"{type(v).__name__} {json.dumps(v)[:40]}"
+                raise TellError(f"expected {' or '.join(t.__name__ for t in types)}, found {found}; {REBUILD}",
+                                file=str(p), line=n, field=name)
+        if "ids" in fields and len(row["ids"]) != len(row["values"]):
+            raise TellError(f"{len(row['ids'])} item ids but {len(row['values'])} scores; {REBUILD}", file=str(p),
+                            line=n, field="values")
+        rows.append(row)
     return rows
 
 
@@ -193,7 +223,13 @@ def _read_lr(folder: Path, notes: list[str]) -> dict | None:
     if not p.is_file():
         notes.append("no lr_selection.json: the folder does not record how learning rates were chosen")
         return None
-    return json.loads(p.read_text())
+    from tell.artifacts import read_json
+
+    doc = read_json(p, "the learning-rate choice `tell sweep` writes", REBUILD)
+    if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
+        raise TellError(f"expected an object with a 'groups' list (the learning-rate choice); {REBUILD}",
+                        file=str(p))
+    return doc
 
 def load_sweep(folder: str | Path, primary: str | None = None) -> SweepData:
     """Everything the report reads from a sweep folder, with defaults for older folders and notes on gaps."""
@@ -227,11 +263,10 @@ def _read_items(folder: Path, notes: list[str]) -> dict:
         notes.append("no item_scores.jsonl: intervals are the " + ENVELOPE + "; comparisons get no verdict")
         return {}
     by_set: dict[str, list[dict]] = defaultdict(list)
-    for line in p.read_text().splitlines():
-        if line.strip():
-            d = _normalize(json.loads(line))
-            if is_evidence(d):
-                by_set[d["set"]].append(d)
+    for line in _jsonl_rows(p, _ITEM_FIELDS):
+        d = _normalize(line)
+        if is_evidence(d):
+            by_set[d["set"]].append(d)
     out: dict = {}
     for set_name, lines in by_set.items():
         ids = _common_ids(set_name, lines, notes)
