@@ -80,3 +80,22 @@ def test_quantization_configs_are_qlora_nf4_and_8bit(monkeypatch):
     assert quantization_config(None) is None
     with pytest.raises(TellError, match="expected one of"):
         quantization_config("3bit")
+
+
+def test_llama_factorys_lora_target_all_trains_every_linear_layer(toy_mixture, tiny_model, tmp_path):
+    """`lora_target: all` (the shipped example's value) adapts what PEFT's all-linear does, and trains."""
+    from transformers import AutoModelForCausalLM
+
+    from tell.train.model import add_lora
+
+    def adapted(target: str) -> set[str]:
+        m = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model), r=2, alpha=4, dropout=0.0,
+                     target_modules=target)
+        return {n.rsplit(".lora_A", 1)[0] for n, _ in m.named_parameters() if ".lora_A" in n}
+
+    every = adapted("all")
+    assert every == adapted("all-linear") and len(every) > len(adapted("q_proj,v_proj")) > 0
+    run = tmp_path / "run"
+    train(train_config(toy_mixture, tiny_model, run, max_steps=1, target_modules="all"))
+    conf = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert len(conf["target_modules"]) > 2

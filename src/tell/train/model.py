@@ -62,10 +62,9 @@ def add_lora(model: Any, *, r: int, alpha: int, dropout: float, target_modules: 
     prescribes (`prepare_model_for_kbit_training`: norms in float32, inputs that carry gradients)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    targets: str | list[str] = target_modules
-    if target_modules == "all":  # LLaMA-Factory's name for it
-        target_modules = "all-linear"
-    if target_modules != "all-linear":
+    if target_modules.strip() in ("all", "all-linear"):  # "all": LLaMA-Factory's name for it
+        targets: str | list[str] = "all-linear"
+    else:
         targets = [t.strip() for t in target_modules.split(",") if t.strip()]
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
                         task_type="CAUSAL_LM", use_dora=dora, use_rslora=rslora)
