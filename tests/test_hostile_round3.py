@@ -240,3 +240,21 @@ def test_a_built_set_without_meta_kind_is_refused_as_any_eval_file_is(tmp_path, 
     write_jsonl(root / "test.jsonl", [{"prompt": "p", "response": "r"}])
     with pytest.raises(TellError, match="no meta.kind; give --metric"):
         resolve_set("halu-cot-json", EvalConfig(data_dir=str(tmp_path / "data")))
+
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["sweep", "s.yaml", "--out", "o", "--workers", "0"], "--workers: expected a whole number >= 1, got 0"),
+    (["sweep", "s.yaml", "--out", "o", "--workers", "-3"], "--workers: expected a whole number >= 1, got -3"),
+    (["sweep", "s.yaml", "--out", "o", "--gpus-per-cell", "-1"], "--gpus-per-cell: expected a whole number >= 0"),
+    (["demo", "--workers", "0"], "--workers: expected a whole number >= 1, got 0"),
+    (["probe", "--model", "m", "--task", "t.jsonl", "--layers", "1,1", "--out", "o"], "distinct layer numbers"),
+])
+def test_counts_that_mean_nothing_are_refused_before_anything_runs(tmp_path, monkeypatch, capsys, argv, said):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        code = main(argv)
+        raise SystemExit(code)
+    assert e.value.code == 2
+    assert said in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

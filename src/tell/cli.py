@@ -301,17 +301,31 @@ def _subcommand(sub, name: str, func: Callable, help_text: str, example: str, cf
     return p
 
 
+def _count(least: int):
+    """An argparse type: a whole number >= `least` (cells, workers, GPUs), refused by argparse otherwise."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {n}")
+        return n
+    return parse
+
+
 def _sweep_parsers(sub) -> None:
     """`tell sweep` and `tell report`."""
     p = _subcommand(sub, "sweep", cmd_sweep, "run the paper's experiments as a grid of prepare -> train -> eval cells",
                     SWEEP_EXAMPLE, None)
     p.add_argument("spec", metavar="SPEC.yaml", help="the sweep spec (see examples/sweeps/)")
     p.add_argument("--out", required=True, metavar="DIR", help="sweep folder (cells/, results.csv, results.jsonl)")
-    p.add_argument("--workers", type=int, default=1, help="cells run in parallel on this machine (executor local)")
+    p.add_argument("--workers", type=_count(1), default=1,
+                   help="cells run in parallel on this machine (executor local)")
     p.add_argument("--executor", choices=("local", "ray", "slurm"),
                    help="where cells run (default: the spec's executor.name, else local)")
-    p.add_argument("--gpus-per-cell", type=int, help="GPUs per cell (local: pinned per worker; ray; slurm)")
-    p.add_argument("--cpus-per-cell", type=int, help="CPUs per cell (ray, slurm)")
+    p.add_argument("--gpus-per-cell", type=_count(0), help="GPUs per cell (local: pinned per worker; ray; slurm)")
+    p.add_argument("--cpus-per-cell", type=_count(1), help="CPUs per cell (ray, slurm)")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--verbose", action="store_true",
                    help="show the libraries' own output in cells (weights-loading bars, notices); default: one "
@@ -358,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "sizes, 7 ratios, 5 seeds (at most 90 minutes on 2 cores; "
                                                         "resumable: run it again to finish)")
     p.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default: out/demo)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_count(1), default=None,
                    help="sweep cells in parallel (default: 2 where there are 2 cores or more, each cell on its share "
                         "of them: the demo's tiny models train faster as two processes than as one with 2 threads; "
                         "1 with --quick)")

@@ -249,11 +249,11 @@ def at_least(n: int) -> tuple[Callable[[Any], bool], str]:
 def _layer_spec(v: Any) -> bool:
     if v in ("middle", "all"):
         return True
-    parts = str(v).split(",")
-    return all(p.strip().isdigit() and int(p) >= 1 for p in parts)
+    parts = [p.strip() for p in str(v).split(",")]
+    return all(p.isdigit() and int(p) >= 1 for p in parts) and len({int(p) for p in parts}) == len(parts)
 
 
-LAYERS = (_layer_spec, "middle, all, or layer numbers >= 1 separated by commas (e.g. 8,16)")
+LAYERS = (_layer_spec, "middle, all, or distinct layer numbers >= 1 separated by commas (e.g. 8,16)")
 # An output folder may be new or an existing folder (the command decides what it accepts there), never a file.
 OUT_FOLDER = (lambda v: not Path(v).exists() or Path(v).is_dir(), "a folder, not an existing file")
 

@@ -393,3 +393,21 @@ def test_a_sweep_whose_data_set_is_not_built_names_the_command_that_builds_it(tm
     assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.rstrip().endswith(f"{task}: no such file"), err
+
+
+def test_sweep_dry_run_counts_the_specs_epochs(spec, tmp_path, capsys):
+    """The plan's steps column is what training will run: the spec's train.epochs included (train.max_steps is
+    refused in a sweep: sft-matched sets it per cell)."""
+    def planned(name: str, train: dict) -> dict[str, int]:
+        doc = json.loads(spec.read_text())
+        doc["train"] |= train
+        doc["methods"] = ["sft", "tell"]
+        (tmp_path / f"{name}.yaml").write_text(json.dumps(doc))
+        assert main(["sweep", str(tmp_path / f"{name}.yaml"), "--out", str(tmp_path / name), "--dry-run"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        end = next(i for i, x in enumerate(lines) if "cells; still to train" in x)
+        return {x.split()[0].rsplit("-", 1)[0] + "@" + x.split()[4]: int(x.split()[6]) for x in lines[1:end]}
+
+    one, twice = planned("one", {}), planned("twice", {"epochs": 2.0})
+    assert len(one) == 3 and one.keys() == twice.keys()
+    assert all(2 * v - 1 <= twice[k] <= 2 * v for k, v in one.items()), (one, twice)

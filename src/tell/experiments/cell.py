@@ -162,9 +162,10 @@ class Cell:
         if not manifest or not self.train:
             return 0, 0.0
         examples = manifest["mixture"]["examples"]
-        if self.max_steps:
-            return self.max_steps, self.max_steps * self.batch_size / examples
-        return optimizer_steps(examples, self.batch_size), 1.0
+        fixed = self.max_steps or self.train.max_steps  # the cell's (sft-matched), else the spec's train.max_steps
+        if fixed:
+            return fixed, fixed * self.batch_size / examples
+        return optimizer_steps(examples, self.batch_size, self.train.epochs), self.train.epochs
 
 
 def _portable(path: str | None) -> str | None:
