@@ -357,7 +357,7 @@ def _permute(w, heads: int):
 
 
 def _tokenizer_fields(folder: Path) -> dict:
-    """The GGUF tokenizer fields of a byte-level BPE tokenizer (GPT-2 style: SmolLM2, Llama-3, Qwen) read from
+    """The GGUF tokenizer fields of a byte-level BPE tokenizer (GPT-2 style: SmolLM2, Llama-3) read from
     tokenizer.json; anything else is refused by name (SentencePiece vocabularies need scores GGUF's `llama`
     tokenizer model reads, not written here)."""
     path = folder / "tokenizer.json"
@@ -366,7 +366,7 @@ def _tokenizer_fields(folder: Path) -> dict:
     doc = json.loads(path.read_text(encoding="utf-8"))
     model, pre = doc.get("model") or {}, json.dumps(doc.get("pre_tokenizer") or {})
     if model.get("type") != "BPE" or "ByteLevel" not in pre:
-        raise TellError(f"GGUF export writes byte-level BPE tokenizers (GPT-2 style: SmolLM2, Llama-3, Qwen); this "
+        raise TellError(f"GGUF export writes byte-level BPE tokenizers (GPT-2 style: SmolLM2, Llama-3); this "
                         f"one is {model.get('type')} with pre-tokenizer {pre[:60]}", file=str(path))
     vocab = dict(model["vocab"])
     specials = {}
@@ -382,22 +382,45 @@ def _tokenizer_fields(folder: Path) -> dict:
     return {"tokens": tokens, "types": types, "merges": merges}
 
 
-def _source_pre(source: Path | None) -> str:
-    """llama.cpp's pre-tokenizer name from the GGUF the base was converted from (it cannot be derived from
-    tokenizer.json), else "default"."""
-    if source is None or not source.is_file():
-        return "default"
-    from gguf import GGUFReader
-
-    field = GGUFReader(source).fields.get("tokenizer.ggml.pre")
-    return bytes(field.parts[field.data[0]]).decode("utf-8") if field is not None else "default"
+# llama.cpp's pre-tokenizer names for the splitting rules of tokenizer.json that tell recognises: GPT-2's own
+# (ByteLevel with its regex) and Llama-3's Split pattern. Another rule is refused rather than written as "default"
+# (llama.cpp would then split text by a rule the model was not trained with: the transformers round trip cannot see it).
+_LLAMA3_SPLIT = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                 "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
 
 
-def check_writable(tokenizer_folder: Path, model_type: str | None) -> None:
+def _pre_name(folder: Path, source: Path | None) -> str:
+    """llama.cpp's pre-tokenizer name: the one in the GGUF the base was converted from, else the one of the
+    tokenizer's own splitting rule, else refused by name."""
+    if source is not None and source.is_file():
+        from gguf import GGUFReader
+
+        field = GGUFReader(source).fields.get("tokenizer.ggml.pre")
+        if field is not None:
+            return bytes(field.parts[field.data[0]]).decode("utf-8")
+    pre = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt2"
+    steps = pre.get("pretokenizers") or []
+    if [x.get("type") for x in steps] == ["Split", "ByteLevel"] and \
+            (steps[0].get("pattern") or {}).get("Regex") == _LLAMA3_SPLIT:
+        return "llama-bpe"
+    raise TellError("GGUF export cannot name this tokenizer's pre-tokenizer for llama.cpp (it knows GPT-2's and "
+                    "Llama-3's rules, and the name in a GGUF base); convert the merged folder (tell export --merge) "
+                    "with llama.cpp's convert_hf_to_gguf.py", file=str(folder / "tokenizer.json"),
+                    field="pre_tokenizer")
+
+
+def check_writable(tokenizer_folder: Path, model_type: str | None, config: dict | None = None) -> None:
     """Refuse, before any merge work, what `write` cannot write (another architecture, another tokenizer kind)."""
     if model_type not in _OUT_ARCHES:
         raise TellError(f"GGUF export writes Llama-architecture models ({', '.join(_OUT_ARCHES)}); this one is "
                         f"{model_type!r}", field="gguf")
+    scaling = (config or {}).get("rope_scaling") or (config or {}).get("rope_parameters") or {}  # transformers 5
+    kind = scaling.get("rope_type") or scaling.get("type")
+    if kind not in (None, "default"):  # Llama-3.1's "llama3", "linear", "yarn": their rope_freqs are not written
+        raise TellError(f"GGUF export writes plain RoPE; this model scales it ({kind!r}); convert the merged folder "
+                        "with llama.cpp's convert_hf_to_gguf.py", field="gguf")
     _tokenizer_fields(tokenizer_folder)
 
 
@@ -411,11 +434,11 @@ def write(folder: Path, dest: Path, kind: str, *, chat_template: str | None, met
     if kind not in GGUF_OUT:
         raise TellError(f"expected one of {list(GGUF_OUT)}, got {kind!r}", field="gguf")
     cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    check_writable(folder, cfg.get("model_type"))
+    check_writable(folder, cfg.get("model_type"), cfg)
     tmp = dest.with_name(dest.name + ".tmp")
     w = GGUFWriter(str(tmp), "llama")
     try:
-        _write_fields(w, cfg, _tokenizer_fields(folder), kind, chat_template, metadata, source)
+        _write_fields(w, folder, cfg, _tokenizer_fields(folder), kind, chat_template, metadata, source)
         _write_tensors(w, folder, cfg, kind)
         w.write_header_to_file()
         w.write_kv_data_to_file()
@@ -433,8 +456,8 @@ def _heads(cfg: dict) -> tuple[int, int]:
     return cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
 
 
-def _write_fields(w, cfg: dict, tok: dict, kind: str, chat_template: str | None, metadata: dict[str, str],
-                  source: Path | None) -> None:
+def _write_fields(w, folder: Path, cfg: dict, tok: dict, kind: str, chat_template: str | None,
+                  metadata: dict[str, str], source: Path | None) -> None:
     """The model's shape, the tokenizer, the chat template and tell's own keys."""
     from gguf import LlamaFileType
 
@@ -453,7 +476,7 @@ def _write_fields(w, cfg: dict, tok: dict, kind: str, chat_template: str | None,
     w.add_vocab_size(cfg["vocab_size"])
     w.add_file_type(LlamaFileType.MOSTLY_F16 if kind == "f16" else LlamaFileType.MOSTLY_Q8_0)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(_source_pre(source))
+    w.add_tokenizer_pre(_pre_name(folder, source))
     w.add_token_list(tok["tokens"])
     w.add_token_types(tok["types"])
     w.add_token_merges(tok["merges"])
@@ -461,6 +484,10 @@ def _write_fields(w, cfg: dict, tok: dict, kind: str, chat_template: str | None,
                      ("pad_token_id", w.add_pad_token_id)):
         if isinstance(cfg.get(key), int):
             add(cfg[key])
+    tok_cfg = folder / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg.read_text(encoding="utf-8")) if tok_cfg.is_file() else {}
+    if isinstance(tok_cfg.get("add_bos_token"), bool):  # Llama-3 prepends BOS; llama.cpp reads it from here
+        w.add_add_bos_token(tok_cfg["add_bos_token"])
     if chat_template:
         w.add_chat_template(chat_template)
     for key, value in metadata.items():

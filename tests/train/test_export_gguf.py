@@ -76,6 +76,7 @@ def test_gguf_export_round_trips_through_transformers(bpe_llama, tmp_path):
         read = lambda k: bytes(fields[k].parts[fields[k].data[0]]).decode()  # noqa: E731
         assert read("tell.anchor.text") == "Answer as the judge." and read("tell.anchor.placement") == "prefix"
         assert read("tokenizer.chat_template") == doc["template"]["chat_template"]
+        assert read("tokenizer.ggml.pre") == "gpt2"  # GPT-2's byte-level rule, named for llama.cpp
     assert (tmp_path / "exp-q8_0" / "model.q8_0.gguf").stat().st_size < (tmp_path / "exp-f16" / "model.f16.gguf").stat().st_size
 
 
@@ -86,3 +87,32 @@ def test_gguf_export_refuses_what_it_cannot_write(toy_mixture, tiny_model, tmp_p
     err = capsys.readouterr().err
     assert "GGUF export writes byte-level BPE tokenizers" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "g").exists() and not (tmp_path / "g.tmp").exists()
+
+
+def test_gguf_names_the_pre_tokenizer_for_llama_cpp_or_refuses_and_refuses_scaled_rope(bpe_llama, tmp_path):
+    """llama.cpp splits text by the name in tokenizer.ggml.pre: never "default" for a rule it would get wrong."""
+    import shutil
+
+    from tell.errors import TellError
+    from tell.gguf import _LLAMA3_SPLIT, _pre_name, check_writable
+
+    d = tmp_path / "tok"
+    shutil.copytree(bpe_llama, d)
+    doc = json.loads((d / "tokenizer.json").read_text())
+    assert _pre_name(d, None) == "gpt2"
+    byte_level = doc["pre_tokenizer"] | {"use_regex": False}
+    for pre, name in (({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": _LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
+            byte_level]}, "llama-bpe"),
+            ({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]},
+             None)):
+        (d / "tokenizer.json").write_text(json.dumps(doc | {"pre_tokenizer": pre}))
+        if name:
+            assert _pre_name(d, None) == name
+        else:
+            with pytest.raises(TellError, match="cannot name this tokenizer's pre-tokenizer"):
+                _pre_name(d, None)
+    cfg = json.loads((bpe_llama / "config.json").read_text())
+    check_writable(bpe_llama, "llama", cfg)
+    with pytest.raises(TellError, match="writes plain RoPE; this model scales it \\('llama3'\\)"):
+        check_writable(bpe_llama, "llama", cfg | {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}})

@@ -66,8 +66,10 @@ def _export(run: str, dest: Path, tmp: Path, adapter: Path, cfg: dict, merge: bo
 
         if not base_name:
             raise TellError("the base model is unknown; give --model", field="model")
-        gguf_io.check_writable(adapter, AutoConfig.from_pretrained(
-            base_name, trust_remote_code=trust_remote_code or cfg.get("trust_remote_code", False)).model_type)
+        base_cfg = AutoConfig.from_pretrained(base_name, trust_remote_code=trust_remote_code or
+                                              cfg.get("trust_remote_code", False))
+        gguf_io.check_writable(adapter, base_cfg.model_type,
+                               {k: getattr(base_cfg, k, None) for k in ("rope_scaling", "rope_parameters")})
     if not merge:
         shutil.copytree(adapter, tmp, dirs_exist_ok=True)
         _set_base(tmp / "adapter_config.json", base_name)
