@@ -93,6 +93,20 @@ def test_evaluations_reach_the_trackers(toy_mixture, tiny_model, tmp_path):
     events = list((tmp_path / "run" / "checkpoints" / "runs").rglob("events.out.tfevents.*"))
     acc = EventAccumulator(str(events[0].parent))
     acc.Reload()
-    tag = f"train/eval/{task}/accuracy"
+    tag = f"eval/{task.stem}/accuracy"  # the tracker's eval section, as the README says (eval/SET/METRIC)
     assert tag in acc.Tags()["scalars"] and [s.step for s in acc.Scalars(tag)] == [1, 2]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["eval_during_training"]["steps"] == [1, 2]
+
+
+def test_eval_files_without_meta_kind_take_eval_metric(toy_mixture, tiny_model, tmp_path, capsys):
+    """`tell eval --metric`'s twin: an eval file of plain prompt/response rows is scored during training."""
+    task, _ = _sets(tmp_path)
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{k: v for k, v in json.loads(x).items() if k != "meta"}
+                                                   for x in task.read_text().splitlines()])
+    args = ["train", "--model", str(tiny_model), "--mixture", str(toy_mixture), "--max-steps", "1", "--no-progress",
+            "--eval-data", str(plain), "--eval-steps", "1", "--eval-limit", "2", "--eval-max-new-tokens", "2"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 2
+    assert "no meta.kind" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "b"), "--eval-metric", "cloze"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["eval"][str(plain)]["kind"] for r in rows if "eval" in r] == ["cloze"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tell.config import NON_NEGATIVE, NO_SECRETS, OUT_FOLDER, POSITIVE, SHARE, at_least, finite, opt, validate
+from tell.eval.kinds import KIND_NAMES
 from tell.models import DTYPES, QUANTIZATIONS
 from tell.prompting import TEMPLATE_NAMES, TEMPLATES
 
@@ -114,3 +115,5 @@ class TrainConfig:
                                                 "as `tell eval`, from the set's kind and references)", metavar="N",
                                           check=at_least(1))
     eval_data_dir: str = opt("data", "where built eval sets live (as `tell eval --data-dir`)")
+    eval_metric: str | None = opt(None, "metric kind for eval files without `meta.kind` (as `tell eval --metric`)",
+                                  choices=KIND_NAMES)

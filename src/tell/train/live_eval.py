@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ def eval_config(cfg: Any) -> Any:
 
     return EvalConfig(model=cfg.model, task_data=list(cfg.eval_data), general_data=list(cfg.eval_general_data),
                       data_dir=cfg.eval_data_dir, limit=cfg.eval_limit, greedy=True, batch_size=cfg.eval_batch_size,
-                      max_new_tokens=cfg.eval_max_new_tokens, progress=False)
+                      max_new_tokens=cfg.eval_max_new_tokens, metric=cfg.eval_metric, progress=False)
 
 
 def load_sets(cfg: Any, model: Any, tokenizer: Any, anchor: Anchor | None) -> list[LiveSet]:
@@ -132,8 +133,16 @@ class LiveEval(TrainerCallback):
             # Trainer.log clears control.should_log (its CallbackHandler.on_log does): this step's loss row, due
             # after on_step_end, would be skipped and its loss folded into the next one. Kept as it was.
             should_log = control.should_log if control is not None else None
-            self.trainer.log({f"eval/{name}/{metric}": m["value"] for name, r in results.items()
-                              for metric, m in r["metrics"].items() if isinstance(m, dict) and m.get("value") is not None})
+            self.trainer.log(tracker_scalars(results))
             if control is not None:
                 control.should_log = self.trainer.control.should_log = should_log
         return row
+
+
+def tracker_scalars(results: dict) -> dict[str, float]:
+    """{"eval_SET/METRIC": value}: the trackers' callbacks (HF's `rewrite_logs`) turn the `eval_` prefix into their
+    `eval/` section, so the tag reads eval/SET/METRIC. SET is a file's stem (its path when two stems collide)."""
+    stems = [Path(name).stem for name in results]
+    short = {name: stem if stems.count(stem) == 1 else name for name, stem in zip(results, stems)}
+    return {f"eval_{short[name]}/{metric}": m["value"] for name, r in results.items()
+            for metric, m in r["metrics"].items() if isinstance(m, dict) and m.get("value") is not None}
