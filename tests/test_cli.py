@@ -133,7 +133,7 @@ CASES = [
     ("eval-out-file", lambda w: _eval(w, "--out", str(w["file"])), "field 'out': expected a folder"),
     ("export-out-file", lambda w: ["export", str(w["tmp"] / "adapter"), "--out", str(w["file"])],
      "field 'out': is a file; expected a new or empty folder"),
-    ("probe-layers-text", lambda w: _probe(w, "--layers", "abc"), "field 'layers': expected middle, all, or layer numbers"),
+    ("probe-layers-text", lambda w: _probe(w, "--layers", "abc"), "field 'layers': expected middle, all, or distinct layer numbers"),
     ("probe-examples-0", lambda w: _probe(w, "--examples", "0"), "field 'examples': expected a whole number >= 2"),
     ("probe-examples-1", lambda w: _probe(w, "--examples", "1"), "got 1"),
     # misleading messages
