@@ -411,8 +411,10 @@ def _pre_name(folder: Path, source: Path | None) -> str:
                     field="pre_tokenizer")
 
 
-def check_writable(tokenizer_folder: Path, model_type: str | None, config: dict | None = None) -> None:
-    """Refuse, before any merge work, what `write` cannot write (another architecture, another tokenizer kind)."""
+def check_writable(tokenizer_folder: Path, model_type: str | None, config: dict | None = None,
+                   source: Path | None = None) -> None:
+    """Refuse, before any merge work, what `write` cannot write (another architecture, another tokenizer kind,
+    scaled RoPE, a pre-tokenizer it cannot name for llama.cpp)."""
     if model_type not in _OUT_ARCHES:
         raise TellError(f"GGUF export writes Llama-architecture models ({', '.join(_OUT_ARCHES)}); this one is "
                         f"{model_type!r}", field="gguf")
@@ -422,6 +424,7 @@ def check_writable(tokenizer_folder: Path, model_type: str | None, config: dict 
         raise TellError(f"GGUF export writes plain RoPE; this model scales it ({kind!r}); convert the merged folder "
                         "with llama.cpp's convert_hf_to_gguf.py", field="gguf")
     _tokenizer_fields(tokenizer_folder)
+    _pre_name(tokenizer_folder, source)
 
 
 def write(folder: Path, dest: Path, kind: str, *, chat_template: str | None, metadata: dict[str, str],
@@ -434,7 +437,7 @@ def write(folder: Path, dest: Path, kind: str, *, chat_template: str | None, met
     if kind not in GGUF_OUT:
         raise TellError(f"expected one of {list(GGUF_OUT)}, got {kind!r}", field="gguf")
     cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    check_writable(folder, cfg.get("model_type"), cfg)
+    check_writable(folder, cfg.get("model_type"), cfg, source)
     tmp = dest.with_name(dest.name + ".tmp")
     w = GGUFWriter(str(tmp), "llama")
     try:

@@ -162,9 +162,8 @@ class Cell:
         if not manifest or not self.train:
             return 0, 0.0
         examples = manifest["mixture"]["examples"]
-        fixed = self.max_steps or self.train.max_steps  # the cell's (sft-matched), else the spec's train.max_steps
-        if fixed:
-            return fixed, fixed * self.batch_size / examples
+        if self.max_steps:  # sft-matched (a sweep refuses train.max_steps: this is the cell's own)
+            return self.max_steps, self.max_steps * self.batch_size / examples
         return optimizer_steps(examples, self.batch_size, self.train.epochs), self.train.epochs
 
 

@@ -68,8 +68,10 @@ def _export(run: str, dest: Path, tmp: Path, adapter: Path, cfg: dict, merge: bo
             raise TellError("the base model is unknown; give --model", field="model")
         base_cfg = AutoConfig.from_pretrained(base_name, trust_remote_code=trust_remote_code or
                                               cfg.get("trust_remote_code", False))
+        source = (gguf_provenance(base_name) or {}).get("source")
         gguf_io.check_writable(adapter, base_cfg.model_type,
-                               {k: getattr(base_cfg, k, None) for k in ("rope_scaling", "rope_parameters")})
+                               {k: getattr(base_cfg, k, None) for k in ("rope_scaling", "rope_parameters")},
+                               Path(source) if source else None)
     if not merge:
         shutil.copytree(adapter, tmp, dirs_exist_ok=True)
         _set_base(tmp / "adapter_config.json", base_name)
