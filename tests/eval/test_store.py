@@ -74,6 +74,7 @@ def test_a_failed_rerun_keeps_metrics_until_a_row_changes_and_edited_rows_are_co
     assert main(args) == 0
     assert "2 saved row(s) are not predictions tell writes" in capsys.readouterr().err
     assert len((ev / "predictions.jsonl").read_text().splitlines()) == 4
+    good = (ev / "metrics.json").read_text()  # this rerun's (its own timestamp): the last good result
 
     def full(*a, **k):
         raise OSError(28, "No space left on device")
