@@ -33,3 +33,56 @@ def test_temp_files_of_killed_writers_are_removed_by_the_next_successful_write(t
     (run / "adapter.tmp").mkdir()
     train(small_train_config(toy_mixture, tiny_model, run, save_steps=2, max_steps=3, resume=True))
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_staged_output_moves_in_whole_or_not_at_all(tmp_path):
+    """`staged_output`: a block that fails leaves the folder as it was (old files whole, no new one beside them,
+    a folder made for it removed); one that ends moves the set in, drops the earlier result's files it did not
+    write again, and keeps files of the folder that no `replaces` glob names (the user's)."""
+    import pytest
+
+    from tell.io import staged_output
+
+    dest = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with staged_output(dest / "deeper") as tmp:
+            (tmp / "a.txt").write_text("new")
+            raise RuntimeError("cut short")
+    assert not dest.exists()  # both folders made for the result are gone
+    dest.mkdir()
+    for name, text in [("a.png", "old"), ("b.png", "old"), ("r.json", "old"), ("mine.txt", "user")]:
+        (dest / name).write_text(text)
+    with pytest.raises(RuntimeError):
+        with staged_output(dest, replaces=("*.png", "r.json")) as tmp:
+            (tmp / "a.png").write_text("new")
+            (tmp / "c.png").write_text("new")
+            raise RuntimeError("cut short")
+    assert {p.name: p.read_text() for p in dest.iterdir()} == {"a.png": "old", "b.png": "old", "r.json": "old",
+                                                              "mine.txt": "user"}
+    with staged_output(dest, replaces=("*.png", "r.json"), last=("r.json",)) as tmp:
+        (tmp / "a.png").write_text("new")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "c.png").write_text("new")
+        (tmp / "r.json").write_text("new")
+    assert {str(p.relative_to(dest)): p.read_text() for p in dest.rglob("*") if p.is_file()} == {
+        "a.png": "new", "sub/c.png": "new", "r.json": "new", "mine.txt": "user"}
+    assert not list(dest.glob(".staged.*"))
+
+
+def test_an_append_refused_for_space_names_its_file(tmp_path):
+    """A log line or cache entry appended on a full disk: write() raises without a file name, so the error names
+    the file it was appending to (here /dev/full, which refuses every write with ENOSPC)."""
+    import pytest
+
+    from tell.errors import TellError
+    from tell.io import append
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    for data in ("one line\n", b"\x00" * 20):
+        with pytest.raises(TellError, match="No space left on device") as e:
+            append("/dev/full", data, sync=True)
+        assert e.value.file == "/dev/full"
+    append(tmp_path / "log.jsonl", "a\n")
+    append(tmp_path / "log.jsonl", "b\n", sync=True)
+    assert (tmp_path / "log.jsonl").read_text() == "a\nb\n"

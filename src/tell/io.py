@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -77,6 +78,21 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[TextIO]:
             raise refused_write(e, path) from None
         raise
     remove_stale_tmp(path)
+
+
+def append(path: str | os.PathLike, data: str | bytes, *, sync: bool = False) -> None:
+    """Append `data` to the file `path` (created if missing): a log line, a cache's new entries. A write the file
+    system refuses (`REFUSED_WRITES`) is a TellError naming the file (a failed write() has no file name of its
+    own); `sync` makes it durable before returning."""
+    try:
+        with open(path, "ab" if isinstance(data, bytes) else "a", **({} if isinstance(data, bytes) else
+                                                                      {"encoding": "utf-8"})) as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        raise (refused_write(e, path) or e) from None
 
 
 def _umask() -> int:
@@ -185,6 +201,44 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
 def _remove_if_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):
         folder.rmdir()
+
+
+@contextlib.contextmanager
+def staged_output(dest: str | os.PathLike, replaces: tuple[str, ...] = (), last: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a private temp folder inside the folder `dest` to write a result's files into (a result of several
+    files: a report and its plots, a probe, a built data set). Only when the block ends without error do they
+    move into `dest`, each whole (`os.replace`), those named in `last` after the rest (a reader that sees the
+    last file sees the set); the files of `dest` matching a `replaces` glob that the new set does not hold (an
+    earlier result's, which would sit beside this one's) are deleted then, and every other file of `dest` (the
+    user's) stays. On error the temp folder goes and `dest` holds what it held before, old and whole; a `dest`
+    made for this result is removed again (a failed first run leaves no empty folder)."""
+    dest = Path(dest)
+    made = [p for p in (dest, *dest.parents) if not p.exists()]
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".staged.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=dest))
+        os.chmod(tmp, 0o777 & ~_umask())
+    except OSError as e:
+        raise (refused_write(e, dest) or e) from None
+    try:
+        yield tmp
+        new = sorted((p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file()), key=lambda r: (str(r) in last, str(r)))
+        for old in {p for pattern in replaces for p in dest.glob(pattern) if p.is_file()} - {dest / r for r in new}:
+            old.unlink()
+        for rel in new:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / rel, dest / rel)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # deepest first
+            _remove_if_empty(folder)
+        if isinstance(e, OSError) and refused_write(e, dest):
+            raise refused_write(e, dest) from None
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)  # empty folders of subfolders the result had
+    for left in dest.glob(".staged.*.tmp"):  # left by a writer killed in the block
+        if left.is_dir() and _left_by_dead_writer(left):
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def dumps_json(obj: Any) -> str:

@@ -34,6 +34,38 @@ def test_builders_on_small_copies(tmp_path):
     assert json.loads((tmp_path / "data/gsm8k/test.jsonl").read_text())["meta"]["answer"] == "4"
 
 
+def test_a_rebuild_that_fails_keeps_the_last_build_whole(tmp_path, monkeypatch):
+    """Splits and manifest are written in a staging folder and moved in together: a rebuild from a changed source
+    that fails at its manifest (a full disk) leaves the last build's splits beside their manifest, not new splits
+    beside an old manifest; a folder made for a first build that fails is not left behind."""
+    import errno
+
+    from tell.data import builders
+    from tell.errors import TellError
+
+    src = fake_source(tmp_path / "src")
+    real_write = builders.write_json
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(builders, "write_json", full)
+    with pytest.raises(TellError, match="No space left"):
+        build("is-en-news", tmp_path / "data", source=str(src))
+    assert not (tmp_path / "data").exists()
+    monkeypatch.setattr(builders, "write_json", real_write)
+    build("is-en-news", tmp_path / "data", source=str(src))
+    folder = tmp_path / "data" / "is-en-news"
+    before = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert "en-is/test.jsonl" in before and "manifest.json" in before
+    write_jsonl(src / "tell" / "test-en-is.jsonl", [{"query": "Translate this into Icelandic.\n\n new", "response":
+                                                     "Sure, here is the Icelandic translation: \n\n ny"}])
+    monkeypatch.setattr(builders, "write_json", full)
+    with pytest.raises(TellError, match="No space left"):
+        build("is-en-news", tmp_path / "data", source=str(src))
+    assert {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
 def test_malformed_source_row_names_file_line_and_field(tmp_path, capsys):
     from tell.errors import TellError
 

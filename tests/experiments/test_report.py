@@ -289,6 +289,32 @@ def test_files_plots_html_and_unknown_methods(tmp_path):
     assert "vs task tokens" in md and "Token-efficiency" in md and "ablation" in md and "anchor" in md
 
 
+def test_a_report_rerun_that_fails_keeps_the_last_report_and_its_plots_whole(tmp_path, monkeypatch):
+    """The report and its plots are drawn in a staging folder and moved in together: a rerun that fails (here the
+    disk fills while report.html is written) leaves the earlier report.md, findings.json and report_files/ as they
+    were, not an emptied plot folder beside an old page."""
+    import errno
+
+    from tell.errors import TellError
+    from tell.experiments import report as report_module
+
+    folder = write_sweep(tmp_path / "sw", ones_zeros(range(3)))
+    report(folder)
+    before = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+              if p.is_file() and p.name != "results.jsonl"}
+    assert any(k.startswith("report_files/") for k in before) and "report.html" in before
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / "report.html"))
+
+    monkeypatch.setattr(report_module, "_html", full)
+    with pytest.raises(TellError, match="No space left"):
+        make_report(folder, title="a new title")
+    after = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+             if p.is_file() and p.name != "results.jsonl"}
+    assert after == before and not list(folder.glob(".staged*"))
+
+
 def test_the_html_page_is_the_markdown_rendered_with_tables_and_names_escaped(tmp_path):
     """report.html comes from markdown-it-py (CommonMark + tables), not a line-by-line converter: headings, tables
     with a header row, code spans; a method named like an HTML tag is shown as text, never run as one."""

@@ -211,3 +211,36 @@ def test_resampled_copies_neither_neighbour_nor_leak_so_intervals_hold_the_estim
             lo, hi = sep[m]["ci95"]
             outside[m] += not lo <= sep[m]["value"] <= hi
     assert outside == {"silhouette": 0, "probe_accuracy": 0}
+
+
+def test_a_probe_writes_its_files_whole_or_not_at_all(tmp_path, tiny_model, toy_mixture, monkeypatch):
+    """A probe that fails (the disk fills while its layer curve is written) leaves the last probe's files as they
+    were and a new folder not made; one that succeeds at other layers drops the earlier probe's plots, keeping the
+    user's own files in the folder."""
+    import errno
+
+    from tell.probe import run as probe_run
+
+    out = tmp_path / "probe"
+    args = ["probe", "--model", str(tiny_model), "--task", str(toy_mixture), "--examples", "8", "--bootstrap", "0",
+            "--no-random-prefix", "--out", str(out)]
+    real_curve = probe_run._curve
+
+    def full(result, conds, path):
+        real_curve(result, conds, path)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(probe_run, "_curve", full)
+    assert main(args + ["--layers", "all"]) == 2 and not out.exists()
+    monkeypatch.setattr(probe_run, "_curve", real_curve)
+    assert main(args + ["--layers", "all"]) == 0
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"tsne_layer1.png", "separation_by_layer.png", "probe.json"} <= set(before)
+    monkeypatch.setattr(probe_run, "_curve", full)
+    assert main(args + ["--layers", "all", "--seed", "7"]) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.setattr(probe_run, "_curve", real_curve)
+    assert main(args + ["--layers", "2"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "pca_layer2.png", "probe.json", "tsne_layer2.png"]
+    assert json.loads((out / "probe.json").read_text())["main_layer"] == 2

@@ -29,7 +29,7 @@ from typing import Callable
 from tell.data.answers import gsm8k_number, strip_lead_in
 from tell.data.records import Record
 from tell.errors import TellError
-from tell.io import atomic_open, sha256_file, write_json
+from tell.io import atomic_open, sha256_file, staged_output, write_json
 
 TELL_REPO = "https://raw.githubusercontent.com/LinesHogan/Token-Efficient-Leverage-Learning/main/"
 SOURCES = {
@@ -342,16 +342,16 @@ def build(name: str, out: str | Path, source: str | None = None, cache: str | Pa
     if empty:  # a built set of 0 items would evaluate to nothing and look like a result
         raise TellError(f"the {name} source gives 0 items for {empty}; expected the public files whole (is a source "
                         "file empty?)", file=str(folder) if folder else None)
-    dest = Path(out) / name
-    counts = {}
-    for split, recs in splits.items():
-        with atomic_open(dest / f"{split}.jsonl") as f:
-            for rec in recs:
-                f.write(json.dumps(rec.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
-        counts[split] = len(recs)
-    manifest = {"kind": "tell-dataset", "name": name, "splits": counts,
+    manifest = {"kind": "tell-dataset", "name": name, "splits": {split: len(recs) for split, recs in splits.items()},
                 "source": str(folder) if folder else "downloaded", "source_sha256": src.used,
                 "templates": {"halu_thought_no": THOUGHT_NO, "halu_thought_yes": THOUGHT_YES} if name == "halu-cot-json"
                 else {}}
-    write_json(dest / DATASET_MANIFEST, manifest)
+    # every split written in a staging folder, then moved in with the manifest last: a build that fails (a full
+    # disk) keeps the last build's files, never its manifest beside some new splits
+    with staged_output(Path(out) / name, last=(DATASET_MANIFEST,)) as dest:
+        for split, recs in splits.items():
+            with atomic_open(dest / f"{split}.jsonl") as f:
+                for rec in recs:
+                    f.write(json.dumps(rec.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+        write_json(dest / DATASET_MANIFEST, manifest)
     return manifest

@@ -22,7 +22,10 @@ from tell.experiments.evidence import (COMPARISONS, CROSSED, ENVELOPE, HOW_CROSS
                                        load_sweep)
 from tell.experiments.plots import (plot_bars, plot_forgetting, plot_general_scaling, plot_task_scaling,
                                     plot_training_evals)
-from tell.io import atomic_open
+from tell.io import atomic_open, staged_output
+
+# the files a report writes beside report_files/ (controls.json only when the sweep declares controls)
+OUTPUTS = ("findings.json", "token_efficiency.json", "controls.json", "report.md", "report.html")
 
 def num(x, digits: int = 4) -> str:
     if x is None:
@@ -410,16 +413,17 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
     matplotlib.use("Agg")
     folder = Path(folder)
     ev = gather(load_sweep(folder, primary))
-    figs = folder / "report_files"
-    figs.mkdir(exist_ok=True)
-    for old in figs.glob("*.png"):  # plots of an earlier report that this one may not redraw
-        old.unlink()
-    md = section_header(ev.data, title) + section_health(ev.data) + section_controls(ev) + section_findings(ev) + \
-        section_forgetting(ev, figs)
-    for s in ev.data.sets:
-        md += section_set(ev, figs, s)
-    md += section_efficiency(ev) + section_lr(ev.data) + section_training_evals(ev.data, figs)
-    _write(folder, ev, figs, "\n".join(md) + "\n")
+    # Drawn and written in a staging folder, moved in only when the whole report is: a rerun that fails keeps the
+    # last report and its plots; one that succeeds drops the plots of an earlier report it did not redraw.
+    with staged_output(folder, replaces=("report_files/*.png", *OUTPUTS), last=("report.md", "report.html")) as tmp:
+        figs = tmp / "report_files"
+        figs.mkdir()
+        md = section_header(ev.data, title) + section_health(ev.data) + section_controls(ev) + \
+            section_findings(ev) + section_forgetting(ev, figs)
+        for s in ev.data.sets:
+            md += section_set(ev, figs, s)
+        md += section_efficiency(ev) + section_lr(ev.data) + section_training_evals(ev.data, figs)
+        _write(tmp, ev, figs, "\n".join(md) + "\n")
     return folder / "report.md"
 
 

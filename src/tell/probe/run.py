@@ -16,10 +16,12 @@ from tell.data.loading import load_records
 from tell.artifacts import MixtureDir, RunDir
 from tell.data.records import GENERAL, TASK, Record
 from tell.errors import TellError
-from tell.io import atomic_open, write_json
+from tell.io import atomic_open, staged_output, write_json
 from tell.models import gguf_provenance, load_for_inference
 from tell.probe.capture import embed, resolve_layers
 from tell.probe.separation import separation
+
+OUTPUTS = ("tsne_layer*.png", "pca_layer*.png", "separation_by_layer.png", "probe.json")  # what a probe writes
 
 
 def _records(spec: str, source: str) -> tuple[list[Record], MixtureDir | None]:
@@ -122,12 +124,6 @@ def probe(cfg: ProbeConfig) -> dict:
         boot = cfg.bootstrap if k == main_layer else 0
         result["layers"][k] = {c: separation(vecs[c][k], vecs["general"][k], bootstrap=boot, seed=cfg.seed)
                                for c in conds}
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for method in ("tsne", "pca"):
-        plot({g: vecs[g][main_layer] for g in groups}, conds[1:], out / f"{method}_layer{main_layer}.png", method, cfg.seed)
-    if len(layers) > 1:
-        _curve(result, conds, out / "separation_by_layer.png")
     doc = {"kind": "tell-probe", "settings": to_dict(cfg), "anchor": anchor.to_json(), "anchor2": cfg.anchor2,
            "groups": {g: len(v) for g, v in groups.items()}, "num_layers": len(result["layers"]),
            "gain": {c: {m: result["layers"][main_layer][c][m]["value"] - result["layers"][main_layer]["task"][m]["value"]
@@ -141,7 +137,15 @@ def probe(cfg: ProbeConfig) -> dict:
         doc["anchor_over_random"] = {m: result["layers"][main_layer]["task+anchor"][m]["value"]
                                      - result["layers"][main_layer]["task+random"][m]["value"]
                                      for m in ("silhouette", "centroid_cosine_distance", "probe_accuracy")}
-    write_json(out / "probe.json", doc)
+    # written in a staging folder and moved in whole, probe.json last: a probe that fails keeps the last one's
+    # files, and one that succeeds drops the plots of an earlier probe at other layers
+    with staged_output(cfg.out, replaces=OUTPUTS, last=("probe.json",)) as out:
+        for method in ("tsne", "pca"):
+            plot({g: vecs[g][main_layer] for g in groups}, conds[1:], out / f"{method}_layer{main_layer}.png",
+                 method, cfg.seed)
+        if len(layers) > 1:
+            _curve(result, conds, out / "separation_by_layer.png")
+        write_json(out / "probe.json", doc)
     return doc
 
 
