@@ -9,13 +9,14 @@ files, reads them back, checks one against the other, and moves in a mixture a s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
 from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 
@@ -24,7 +25,7 @@ from tell.artifacts import MixtureDir
 from tell.config import NON_NEGATIVE, OUT_FOLDER, at_least, opt, to_dict, validate
 from tell.data import contamination
 from tell.data.anchor import PLACEMENTS, anchor_from_options
-from tell.data.emit import EMITS, move_in_emits, write_emits
+from tell.data.emit import EMITS, NEXT, move_in_emits, write_emits
 from tell.data.formats import FORMATS
 from tell.data.loading import Loaded, load_records
 from tell.data.mix import Selection, dedup, select_budget, shuffle, spread
@@ -222,6 +223,31 @@ def _write_mixture(mix: MixtureDir, mixture: list[Record]) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _undone_on_failure(mix: MixtureDir) -> Iterator[None]:
+    """Writing the new mixture and emits as FILE.next: on failure (a full disk) those .next files go, and a folder
+    made for this prepare is removed again, so that a failed prepare leaves the folder as it found it. A pending
+    pair of an earlier prepare stopped after its manifest is moved in first (`MixtureDir.verify`): its .next
+    files are that mixture, not leftovers."""
+    made = [p for p in (mix.path, *mix.path.parents) if not p.exists()]  # deepest first
+    if mix.exists():
+        with contextlib.suppress(TellError):
+            mix.verify()
+    try:
+        yield
+    except BaseException:
+        if mix.exists():  # the new manifest may be in place (a failure after its rename): its pair moves in
+            with contextlib.suppress(TellError, OSError):
+                mix.verify()
+        for nxt in [mix.next_path, *mix.path.glob(f"*{NEXT}"), *mix.path.glob(f"trainers/*{NEXT}")]:
+            with contextlib.suppress(OSError):
+                nxt.unlink()
+        for folder in [mix.path / "trainers"] if not made else [mix.path / "trainers", *made]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def _move_in(mix: MixtureDir) -> None:
     """mixture.jsonl.next -> mixture.jsonl, once the manifest naming it is written (a reader that comes between
     the two moves it in itself: `MixtureDir.verify`)."""
@@ -314,6 +340,15 @@ def _refuse_empty(inputs: list, task_sel: Selection, general_sel: Selection, tas
                     "written", field="task_tokens")
 
 
+def _lengths(cfg: PrepareConfig, counter, task_sel: Selection, general_sel: Selection) -> dict:
+    """The manifest's "lengths": the chosen examples' token lengths against training's limit, and what
+    --max-length checked."""
+    return length_report(task_sel.records + general_sel.records, cfg.train_max_length, cfg.length_policy,
+                         counter.describe(), {TASK: task_sel.dropped, GENERAL: general_sel.dropped}) | {
+        "max_length": {"tokens": cfg.max_length, "checked": "the examples the budgets counted (those chosen and the "
+                       "rest of their counting chunk), not every row of the inputs"}}
+
+
 def prepare(cfg: PrepareConfig) -> dict:
     """Build the mixture described by `cfg` in `cfg.out`; return the manifest.
     Nothing is written until every check has passed; the manifest is written last."""
@@ -342,33 +377,31 @@ def prepare(cfg: PrepareConfig) -> dict:
     if not mixture:  # never written: a folder of 0 examples would look like a result
         _refuse_empty(inputs, task_sel, general_sel, len(task_pool), len(general_pool), general_budget)
     mix = MixtureDir(cfg.out)
-    sha = _write_mixture(mix, mixture)
-    # other trainers' formats and the configs that train on them in this order, as FILE.next
-    emitted = write_emits(mix.path, cfg.emit, mixture, model=_model_for_peers(cfg.tokenizer),
-                          max_length=cfg.train_max_length, seed=cfg.seed)
-    config = to_dict(cfg)
-    config.pop("progress")
-    manifest = {
-        "format_version": FORMAT_VERSION, "kind": "tell-mixture", "config": config, "inputs": inputs,
-        "tokenizer": counter.describe() | ({"gguf": g} if (g := gguf_provenance(cfg.tokenizer)) else {}),
-        "anchor": anchor.to_json() | {"applied_to": len(task_pool)} if anchor else None,
-        "seeds": {"seed": cfg.seed, "purposes": ["task-subset", "general-subset", "shuffle"],
-                  "method": "sort by blake2b(seed, purpose, example content)"},
-        "budget": _budget(cfg, task_sel, general_sel, general_budget, len(task_pool), len(general_pool))
-        | {"anchor_tokens": anchor_tokens, "anchor_in_budget": bool(anchor and cfg.anchor_in_budget)},
-        "dropped": _dropped(inputs, {TASK: task_sel, GENERAL: general_sel}),
-        "lengths": length_report(task_sel.records + general_sel.records, cfg.train_max_length, cfg.length_policy,
-                                 counter.describe(), {TASK: task_sel.dropped, GENERAL: general_sel.dropped})
-        | {"max_length": {"tokens": cfg.max_length, "checked": "the examples the budgets counted (those chosen and "
-                          "the rest of their counting chunk), not every row of the inputs"}},
-        "mixture": {"file": mix.MIXTURE, "sha256": sha, "examples": len(mixture),
-                    "tokens": task_sel.tokens + anchor_tokens + general_sel.tokens,
-                    "task_spread": spread(mixture, TASK)},
-        "contamination": contam,
-        "emitted": emitted,
-        "packages": provenance.package_versions(),
-    }
-    write_json(mix.manifest_path, manifest)  # the moment the folder changes from the old pair to the new one
+    with _undone_on_failure(mix):
+        sha = _write_mixture(mix, mixture)
+        # other trainers' formats and the configs that train on them in this order, as FILE.next
+        emitted = write_emits(mix.path, cfg.emit, mixture, model=_model_for_peers(cfg.tokenizer),
+                              max_length=cfg.train_max_length, seed=cfg.seed)
+        config = to_dict(cfg)
+        config.pop("progress")
+        manifest = {
+            "format_version": FORMAT_VERSION, "kind": "tell-mixture", "config": config, "inputs": inputs,
+            "tokenizer": counter.describe() | ({"gguf": g} if (g := gguf_provenance(cfg.tokenizer)) else {}),
+            "anchor": anchor.to_json() | {"applied_to": len(task_pool)} if anchor else None,
+            "seeds": {"seed": cfg.seed, "purposes": ["task-subset", "general-subset", "shuffle"],
+                      "method": "sort by blake2b(seed, purpose, example content)"},
+            "budget": _budget(cfg, task_sel, general_sel, general_budget, len(task_pool), len(general_pool))
+            | {"anchor_tokens": anchor_tokens, "anchor_in_budget": bool(anchor and cfg.anchor_in_budget)},
+            "dropped": _dropped(inputs, {TASK: task_sel, GENERAL: general_sel}),
+            "lengths": _lengths(cfg, counter, task_sel, general_sel),
+            "mixture": {"file": mix.MIXTURE, "sha256": sha, "examples": len(mixture),
+                        "tokens": task_sel.tokens + anchor_tokens + general_sel.tokens,
+                        "task_spread": spread(mixture, TASK)},
+            "contamination": contam,
+            "emitted": emitted,
+            "packages": provenance.package_versions(),
+        }
+        write_json(mix.manifest_path, manifest)  # the moment the folder changes from the old pair to the new one
     move_in_emits(mix.path, emitted)
     _move_in(mix)
     remove_stale_tmp(mix.path, every_file=True)  # left by a prepare killed while writing into this folder
