@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from tell.errors import TellError
-from tell.io import sha256_file
+from tell.io import append, sha256_file
 from tell.io import looks_like_path
 
 _SAMPLE = "Token-efficient leverage learning counts tokens."
@@ -157,8 +157,7 @@ class CachedCounter:
         todo = [i for i, k in enumerate(keys) if k not in self._known]
         if todo:
             counts = self.inner.count([texts[i] for i in todo])
-            with open(self._shard, "ab") as f:
-                f.write(b"".join(keys[i] + n.to_bytes(4, "little") for i, n in zip(todo, counts)))
+            append(self._shard, b"".join(keys[i] + n.to_bytes(4, "little") for i, n in zip(todo, counts)))
             self._known.update((keys[i], n) for i, n in zip(todo, counts))
         self.hits += len(texts) - len(todo)
         self.misses += len(todo)

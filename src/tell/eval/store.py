@@ -9,10 +9,9 @@ reused. `finish` leaves in the file exactly the rows the metrics were computed f
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from tell.io import atomic_open
+from tell.io import append, atomic_open
 
 
 class PredictionStore:
@@ -73,11 +72,7 @@ class PredictionStore:
         if not new:
             return
         self._changing()
-        with open(self.path, "a", encoding="utf-8") as f:
-            for r in new:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new), sync=True)
         self._lines += len(new)
         for r in new:
             self._rows[(r["set"], r["id"])] = r

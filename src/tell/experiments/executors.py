@@ -21,7 +21,7 @@ from typing import Callable
 
 from tell.errors import TellError
 from tell.experiments.cell import Cell, run_cell
-from tell.io import atomic_open
+from tell.io import append, atomic_open
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -44,8 +44,7 @@ def run_claimed(cell: Cell, verbose: bool = False) -> dict:
         st = cd.status()
         if st["status"] == "done":  # finished by another driver between our plan and our claim
             return st
-        with open(cd.path / "attempts.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"owner": claim.owner, "start": time.time()}) + "\n")
+        append(cd.path / "attempts.jsonl", json.dumps({"owner": claim.owner, "start": time.time()}) + "\n")
         return run_cell(cell)
     finally:
         claim.release()

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 from tell.data.anchor import Anchor
 from tell.errors import TellError
+from tell.io import append
 
 
 @dataclass
@@ -127,8 +128,7 @@ class LiveEval(TrainerCallback):
         results = evaluate_now(model, self.tokenizer, self.sets, self.cfg)
         row = {"step": step, "epoch": round(epoch or 0, 6), "eval": results,
                "eval_seconds": round(time.perf_counter() - t0, 3)}
-        with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        append(self.log_path, json.dumps(row) + "\n")
         if self.trainer is not None:
             # Trainer.log clears control.should_log (its CallbackHandler.on_log does): this step's loss row, due
             # after on_step_end, would be skipped and its loss folded into the next one. Kept as it was.

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import ProgressCallback, Trainer, TrainerCallback
 
-from tell.io import sha256_file, write_json
+from tell.io import append, sha256_file, write_json
 from tell.train.batching import IGNORE
 from tell.train.schedule import make_scheduler, warmup_steps
 
@@ -154,8 +154,7 @@ class JsonlLog(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs and "loss" in logs:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": state.global_step, "epoch": round(state.epoch or 0, 6), **logs}) + "\n")
+            append(self.path, json.dumps({"step": state.global_step, "epoch": round(state.epoch or 0, 6), **logs}) + "\n")
 
 
 def _step(ckpt: Path) -> int:
