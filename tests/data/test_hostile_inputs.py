@@ -52,6 +52,30 @@ def test_a_prepare_that_fails_on_a_full_disk_keeps_the_old_mixture_and_its_manif
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixture.jsonl"]
 
 
+def test_a_failed_prepare_leaves_the_folder_as_it_found_it(hf_tokenizer_dir, tmp_path, monkeypatch):
+    """A prepare that fails while writing (the disk fills at its manifest) removes its FILE.next files, and a
+    folder made for it: no empty mixture folder, no stray mixture.jsonl.next beside the old pair."""
+    import tell.prepare as P
+
+    def no_manifest(path, doc, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    out = tmp_path / "new" / "mix"
+    with monkeypatch.context() as m:
+        m.setattr(P, "write_json", no_manifest)
+        with pytest.raises(OSError, match="No space left"):
+            _prep(tmp_path, hf_tokenizer_dir, out, emit=["messages", "prompt-completion"])
+    assert not (tmp_path / "new").exists()  # both folders made for it are gone
+    old = _prep(tmp_path, hf_tokenizer_dir, out, seed=1, emit=["messages"])
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    with monkeypatch.context() as m:
+        m.setattr(P, "write_json", no_manifest)
+        with pytest.raises(OSError, match="No space left"):
+            _prep(tmp_path, hf_tokenizer_dir, out, seed=2, emit=["messages", "prompt-completion"])
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == files
+    assert MixtureDir(out).verify()["mixture"]["sha256"] == old["mixture"]["sha256"]
+
+
 def test_a_prepare_stopped_after_its_manifest_leaves_the_new_pair(hf_tokenizer_dir, tmp_path, monkeypatch):
     import tell.prepare as P
 
@@ -204,6 +228,38 @@ def test_a_csv_with_two_columns_of_one_name_is_refused(tmp_path):
     with pytest.raises(TellError) as e:
         _load(path)
     assert f"{path}:1:" in str(e.value) and "columns [1, 3] are both named 'prompt'" in str(e.value), str(e.value)
+
+
+def test_parquet_columns_of_one_name_and_tools_text_with_a_key_twice_are_refused(tmp_path):
+    """Arrow keeps two columns of one name (top level, or fields of a struct column); to_pylist would keep one.
+    Tools given as JSON text (LLaMA-Factory, ms-swift) holding a key twice: json.loads would keep the last."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tell.data.records import tool_calls
+
+    flat = tmp_path / "flat.parquet"
+    pq.write_table(pa.table([pa.array(["a"]), pa.array(["b"]), pa.array(["c"])], names=["prompt", "response",
+                                                                                           "prompt"]), flat)
+    with pytest.raises(TellError) as e:
+        _load(flat)
+    assert f"{flat}:" in str(e.value) and "two columns are named 'prompt'" in str(e.value), str(e.value)
+    turn = pa.struct([("role", pa.string()), ("content", pa.string()), ("content", pa.string())])
+    nested = tmp_path / "nested.parquet"
+    pq.write_table(pa.table({"messages": pa.array([[{"role": "user", "content": "a", "content": "b"}]],
+                                                  pa.list_(turn))}), nested)
+    with pytest.raises(TellError, match="two columns are named 'messages.content'"):
+        _load(nested)
+    path = tmp_path / "tools.jsonl"
+    tools = '[{"name": "get_weather", "name": "get_time", "parameters": {}}]'
+    write_jsonl(path, [{"prompt": "a b", "response": "c"}, {"prompt": "x", "response": "y", "tools": tools}])
+    with pytest.raises(TellError) as e:
+        _load(path)
+    assert f"{path}:2:" in str(e.value) and "key 'name' appears twice" in str(e.value), str(e.value)
+    assert _load(path, skip_invalid=True).dropped["duplicate_key"] == 1
+    call = '{"name": "f", "arguments": {"x": 1, "x": 2}}'  # a tool-call turn: kept as its text, never half of it
+    assert tool_calls(call) is None and tool_calls('{"name": "f", "arguments": {"x": 1}}')[0]["function"][
+        "arguments"] == {"x": 1}
 
 
 def test_a_folder_s_files_of_other_types_are_named_in_a_warning_and_the_manifest(hf_tokenizer_dir, tmp_path, capsys):

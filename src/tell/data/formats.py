@@ -33,6 +33,7 @@ import unicodedata
 from typing import Any, Callable
 
 from tell.data.records import ASSISTANT_SIDE, ROLES, USER_SIDE, Record
+from tell.io import duplicate_key
 
 
 class RowInvalid(Exception):
@@ -158,10 +159,13 @@ def _tools(value: Any) -> list:
         return []
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            text, value = value, json.loads(value)
         except ValueError:
             raise RowInvalid("wrong_type", "tools", "expected a list of tool definitions or JSON text of one; "
                                                     "the text is not JSON") from None
+        if (dup := duplicate_key(text)) is not None:  # json.loads keeps the last of the two, silently
+            raise RowInvalid("duplicate_key", "tools", f"key '{dup}' appears twice in one object of the JSON text "
+                                                       "(which one is meant is unknown); expected each key once")
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):

@@ -247,11 +247,33 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise TellError(f"cannot read as Parquet ({e})", file=str(path)) from e
+    twice = _twice_named(pf.schema_arrow)
+    if twice:  # to_pylist would keep one of the columns of the name, silently
+        raise TellError(f"two columns are named '{twice}' (which one is meant is unknown); expected each column "
+                        "name once", file=str(path), field=twice)
     i = 0
     for batch in pf.iter_batches(batch_size=4096):
         for row in batch.to_pylist():
             i += 1
             yield i, row
+
+
+def _twice_named(schema, prefix: str = "") -> str | None:
+    """The first column (or field of a struct column, as `column.field`) whose name appears twice at its level of
+    an Arrow schema, or None."""
+    import pyarrow as pa
+
+    names = [f.name for f in schema]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        return prefix + twice
+    for f in schema:
+        t = f.type
+        while pa.types.is_list(t) or pa.types.is_large_list(t):
+            t = t.value_type
+        if pa.types.is_struct(t) and (inner := _twice_named(list(t), f"{prefix}{f.name}.")):
+            return inner
+    return None
 
 
 def _iter_csv(f, delimiter: str, path: Path | None = None) -> Iterator[tuple[int, Any]]:

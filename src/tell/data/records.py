@@ -141,6 +141,10 @@ def tool_calls(content: str) -> list[dict] | None:
         value = json.loads(content)
     except ValueError:
         return None
+    from tell.io import duplicate_key
+
+    if duplicate_key(content) is not None:  # as an object, one of the two values would go: kept as the text it is
+        return None
     out = []
     for call in value if isinstance(value, list) else [value]:
         fn = call.get("function") if isinstance(call, dict) and isinstance(call.get("function"), dict) else call
