@@ -126,6 +126,7 @@ def test_each_emit_comes_with_trainer_configs_that_keep_the_order(tmp_path, hf_t
     lf = yaml.safe_load((out / "trainers" / "llamafactory_sft.yaml").read_text())
     info = json.loads((out / "trainers" / "dataset_info.json").read_text())[lf["dataset"]]
     assert lf["disable_shuffling"] is True and lf["dataset_dir"] == str((out / "trainers").resolve())
+    assert "template" not in lf and lf["val_size"] == 0  # the tokenizer's own chat template, every row trained on
     assert info["formatting"] == "sharegpt" and info["columns"]["messages"] == "messages"
     assert info["file_name"] == str((out / "mixture.messages.jsonl").resolve())
     ax = yaml.safe_load((out / "trainers" / "axolotl.yaml").read_text())
@@ -133,6 +134,7 @@ def test_each_emit_comes_with_trainer_configs_that_keep_the_order(tmp_path, hf_t
     assert ax["datasets"][0]["path"] == info["file_name"] and ax["num_epochs"] == 1
     sh = (out / "trainers" / "swift_sft.sh").read_text()
     assert "--dataset_shuffle false" in sh and "--train_dataloader_shuffle false" in sh and info["file_name"] in sh
+    assert "--split_dataset_ratio 0 " in sh and ax["val_set_size"] == 0  # no row held out for validation
     assert subprocess.run(["bash", "-n", str(out / "trainers" / "swift_sft.sh")]).returncode == 0
 
     # a prepare into the same folder without --emit leaves no config of a mixture that is gone

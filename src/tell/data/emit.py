@@ -57,6 +57,13 @@ def emit_row(kind: str, rec: Record) -> dict[str, Any]:
 NEXT = ".next"  # a new emit waits as FILE.next, like the mixture, until the manifest naming it is in place
 
 
+# LLaMA-Factory's `template: default` is its own format, not the model's: with no `template` key it parses the
+# tokenizer's chat template, the one tell trains with (and uses `empty` when the tokenizer has none)
+LF_TEMPLATE_NOTE = ("# no `template:` key on purpose: LLaMA-Factory then renders with the tokenizer's own chat "
+                    "template, as tell does\n# (`template: default` would be LLaMA-Factory's format instead); for a "
+                    "model without one, name a template here\n")
+
+
 def trainer_configs(kind: str, data: Path, model: str, max_length: int | None, seed: int) -> dict[str, str]:
     """{file under the folder: text} of the peers' configs that train on the emitted file `data` in its order."""
     import json
@@ -90,14 +97,15 @@ def trainer_configs(kind: str, data: Path, model: str, max_length: int | None, s
              f"--per_device_train_batch_size {d['micro_batch_size']}",
              f"--gradient_accumulation_steps {d['accumulation']}", f"--lora_rank {d['lora_r']}",
              f"--lora_alpha {d['lora_alpha']}", f"--lora_dropout {d['lora_dropout']}", "--target_modules all-linear",
-             f"--warmup_ratio {d['warmup_ratio']}", "--lr_scheduler_type linear", f"--output_dir {run}-swift"]
+             f"--warmup_ratio {d['warmup_ratio']}", "--lr_scheduler_type linear", "--split_dataset_ratio 0",
+             f"--output_dir {run}-swift"]
     return {
         "trainers/dataset_info.json": json.dumps(info, indent=1) + "\n",
-        "trainers/llamafactory_sft.yaml": dump({
+        "trainers/llamafactory_sft.yaml": LF_TEMPLATE_NOTE + dump({
             "model_name_or_path": model, "stage": "sft", "do_train": True, "finetuning_type": "lora",
             "lora_target": "all", "lora_rank": d["lora_r"], "lora_alpha": d["lora_alpha"],
             "lora_dropout": d["lora_dropout"], "dataset": "tell_mixture", "dataset_dir": str(data.parent / "trainers"),
-            "template": "default", "cutoff_len": length, "disable_shuffling": True, "seed": seed,
+            "cutoff_len": length, "disable_shuffling": True, "val_size": 0, "seed": seed,
             "num_train_epochs": d["epochs"], "learning_rate": d["learning_rate"],
             "per_device_train_batch_size": d["micro_batch_size"], "gradient_accumulation_steps": d["accumulation"],
             "lr_scheduler_type": "linear", "warmup_ratio": d["warmup_ratio"], "output_dir": run + "-llamafactory",
@@ -107,7 +115,7 @@ def trainer_configs(kind: str, data: Path, model: str, max_length: int | None, s
                                                 "field_messages": "messages",
                                                 "message_property_mappings": {"role": "role", "content": "content"}}],
             "shuffle_merged_datasets": False, "shuffle_before_merging_datasets": False, "curriculum_sampling": True,
-            "sample_packing": False, "seed": seed, "sequence_len": length, "train_on_inputs": False,
+            "sample_packing": False, "val_set_size": 0.0, "seed": seed, "sequence_len": length, "train_on_inputs": False,
             "adapter": "lora", "lora_r": d["lora_r"], "lora_alpha": d["lora_alpha"], "lora_dropout": d["lora_dropout"],
             "lora_target_linear": True, "num_epochs": d["epochs"], "learning_rate": d["learning_rate"],
             "micro_batch_size": d["micro_batch_size"], "gradient_accumulation_steps": d["accumulation"],
