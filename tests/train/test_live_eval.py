@@ -83,6 +83,35 @@ def test_hf_evaluation_settings_and_half_given_evaluations_are_refused_before_an
     assert not (tmp_path / "c" / "config.json").exists()
 
 
+def test_eval_steps_under_fsdp_or_zero3_is_refused_before_anything_is_written(toy_mixture, tiny_model, tmp_path,
+                                                                              capsys, monkeypatch):
+    """Live evaluation generates on the main process alone: with the weights sharded across processes (FSDP,
+    DeepSpeed ZeRO-3; asked for by --training-arg or by accelerate launch's environment) it would hang, so it is
+    refused by name; ZeRO-2 keeps the whole model on every process and is not refused."""
+    from tell.train.run import _sharded
+
+    task, _ = _sets(tmp_path)
+    args = ["train", "--mixture", str(toy_mixture), "--model", str(tiny_model), "--no-progress", "--eval-data",
+            str(task), "--eval-steps", "1"]
+    assert main(args + ["--out", str(tmp_path / "a"), "--training-arg", "fsdp=full_shard"]) == 2
+    err = capsys.readouterr().err
+    assert "(FSDP) cannot do" in err and "tell eval" in err and len(err.strip().splitlines()) == 1
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    assert main(args + ["--out", str(tmp_path / "b"), "--training-arg", f"deepspeed={ds}"]) == 2
+    assert "(DeepSpeed ZeRO-3) cannot do" in capsys.readouterr().err
+    with monkeypatch.context() as m:
+        m.setenv("ACCELERATE_USE_FSDP", "true")
+        assert main(args + ["--out", str(tmp_path / "c")]) == 2
+    assert not any((tmp_path / x).exists() for x in "abc")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    assert _sharded({}) == "DeepSpeed ZeRO-3"
+    assert _sharded({"deepspeed": {"zero_optimization": {"stage": 2}}}) is None  # the file's stage wins
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    assert _sharded({}) is None
+
+
 def test_evaluations_reach_the_trackers(toy_mixture, tiny_model, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -77,6 +77,27 @@ def _check(cfg: TrainConfig) -> None:
     if bool(cfg.eval_data or cfg.eval_general_data) != bool(cfg.eval_steps):
         raise TellError("evaluation during training needs both --eval-data (or --eval-general-data) and --eval-steps",
                         field="eval_steps")
+    if cfg.eval_steps and (sharding := _sharded(cfg.training_args)):
+        raise TellError(f"--eval-steps generates on the main process alone, which a model sharded across processes "
+                        f"({sharding}) cannot do: the other processes hold the rest of its weights; evaluate after "
+                        "training with `tell eval`, or shard less (DDP, ZeRO-1/2)", field="eval_steps")
+
+
+def _sharded(training_args: dict) -> str | None:
+    """"FSDP" or "DeepSpeed ZeRO-3" when the run shards the model's weights across processes (asked for by
+    `--training-arg fsdp=... / deepspeed=CONFIG` or by `accelerate launch`'s config, which it passes on in the
+    environment), else None. A DeepSpeed config that cannot be read is left to TrainingArguments to refuse."""
+    on = lambda name: os.environ.get(name, "false").lower() in ("1", "true")  # noqa: E731
+    if training_args.get("fsdp") or on("ACCELERATE_USE_FSDP"):
+        return "FSDP"
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") if on("ACCELERATE_USE_DEEPSPEED") else None
+    ds = training_args.get("deepspeed")
+    if isinstance(ds, (str, os.PathLike)) and Path(ds).is_file():
+        with contextlib.suppress(ValueError, OSError):
+            ds = json.loads(Path(ds).read_text(encoding="utf-8"))
+    if isinstance(ds, dict):
+        stage = (ds.get("zero_optimization") or {}).get("stage", stage)
+    return "DeepSpeed ZeRO-3" if str(stage) == "3" else None
 
 
 def _check_not_empty(mix: MixtureDir, manifest: dict) -> None:
