@@ -378,9 +378,10 @@ def section_set(ev: Evidence, figs: Path, set_name: str) -> list[str]:
     return md
 
 
-def section_training_evals(data: SweepData, figs: Path) -> list[str]:
-    """Evaluations during training (`train: {eval_steps: N, eval_data: [...]}` in the spec): each set's metric
-    against steps, for every selected cell that logged them; nothing when none did."""
+def section_training_evals(data: SweepData, figs: Path, primary: str | None = None) -> list[str]:
+    """Evaluations during training (`train: {eval_steps: N, eval_data: [...]}` in the spec): each set's primary
+    metric (`primary`: the report's --primary) against steps, for every selected cell that logged them; nothing
+    when none did."""
     from tell.experiments.cell import CellDir
 
     series: dict = {}
@@ -392,7 +393,9 @@ def section_training_evals(data: SweepData, figs: Path) -> list[str]:
         label = f"{r['method']} r{ratio_text(r.get('ratio'))} s{r['seed']}"
         for row in CellDir(Path(r["run_dir"]).parent, Path(r["run_dir"]).name).run.eval_log():
             for set_name, res in row["eval"].items():
-                metric = next(iter(res["metrics"]), None)
+                # the set's primary metric (as the sweep's own set of that name has it, else the declared one)
+                want = data.primary.get(set_name) or primary or data.spec.get("primary_metric")
+                metric = want if want in res["metrics"] else next(iter(res["metrics"]), None)
                 value = (res["metrics"].get(metric) or {}).get("value") if metric else None
                 if value is not None:
                     key = (set_name, res["role"], metric)
@@ -422,7 +425,7 @@ def make_report(folder: str | Path, primary: str | None = None, title: str | Non
             section_findings(ev) + section_forgetting(ev, figs)
         for s in ev.data.sets:
             md += section_set(ev, figs, s)
-        md += section_efficiency(ev) + section_lr(ev.data) + section_training_evals(ev.data, figs)
+        md += section_efficiency(ev) + section_lr(ev.data) + section_training_evals(ev.data, figs, primary)
         _write(tmp, ev, figs, "\n".join(md) + "\n")
     return folder / "report.md"
 
