@@ -61,6 +61,10 @@ def test_mistyped_yaml_key_setting_and_flag_get_did_you_mean(tmp_path, capsys):
         main(["train", "--mixture", "m", "--lerning-rate", "1e-4"])
     assert e.value.code == 2
     assert "unrecognized arguments: --lerning-rate (did you mean --learning-rate" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a flag tell does not have is not "near" one that shares only the dashes
+        main(["train", "--mixture", "m", "--dry-run", "--rank", "4"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --dry-run --rank (did you mean --lora-rank?)" in err, err
 
 
 def test_sweep_train_overrides_take_aliases_and_suggest_names():

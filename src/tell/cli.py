@@ -419,9 +419,10 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     args, extra = parser.parse_known_args(dashed_flags(argv))
     if extra:
         sub = getattr(args, "_parser", parser)
-        known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
-        hints = [f"{x} (did you mean {' or '.join(near)}?)" if (near := difflib.get_close_matches(
-            x.split("=", 1)[0], known, n=2, cutoff=0.6)) else x for x in extra]
+        # names compared without their "--", which every flag shares (--dry-run is no near miss of --lora-rank)
+        known = [o[2:] for a in sub._actions for o in a.option_strings if o.startswith("--")]
+        hints = [f"{x} (did you mean {' or '.join('--' + k for k in near)}?)" if (near := difflib.get_close_matches(
+            x.split("=", 1)[0].lstrip("-"), known, n=2, cutoff=0.6)) else x for x in extra]
         sub.error(f"unrecognized arguments: {' '.join(hints)}")
     return args
 
