@@ -50,6 +50,32 @@ def test_evaluations_are_logged_every_n_steps_and_leave_the_training_as_it_was(t
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resumed_run_keeps_its_evaluations_once_each_and_redoes_those_after_its_checkpoint(toy_mixture,
+                                                                                            tiny_model, tmp_path):
+    """Killed after step 6 with checkpoint-3 left: the resume drops the log rows after step 3 (the loss rows and
+    the evaluation at 4, which the lost steps produced), and the evaluations at 4 and 6 are made again by the
+    resumed training, with the values of the run never interrupted; each step's evaluation appears once."""
+    import shutil
+
+    task, gen = _sets(tmp_path)
+    kw = dict(max_steps=6, batch_size=4, micro_batch_size=2, save_steps=3, save_total_limit=3, learning_rate=5e-3,
+              eval_data=[str(task)], eval_general_data=[str(gen)], eval_steps=2, eval_limit=6, eval_max_new_tokens=4)
+    run = tmp_path / "run"
+    train(train_config(toy_mixture, tiny_model, run, **kw))
+    full = RunDir(run).eval_log()
+    assert [r["step"] for r in full] == [2, 4, 6]
+    (run / "metrics.json").unlink()
+    shutil.rmtree(run / "checkpoints" / "checkpoint-6")
+    metrics = train(train_config(toy_mixture, tiny_model, run, **kw, resume=True))
+    assert metrics["resumed_from"] == "checkpoint-3"
+    again = RunDir(run).eval_log()
+    assert [r["step"] for r in again] == [2, 4, 6] and metrics["eval_during_training"]["steps"] == [2, 4, 6]
+    values = lambda rows: [{k: {m: v["value"] for m, v in res["metrics"].items()} for k, res in r["eval"].items()}
+                           for r in rows]  # noqa: E731
+    assert values(again) == values(full)
+    assert [r["step"] for r in RunDir(run).log()] == sorted({r["step"] for r in RunDir(run).log()})  # once each
+
+
 def test_task_sets_get_the_runs_anchor_and_general_sets_none(toy_mixture, tiny_model, tmp_path):
     from transformers import AutoTokenizer
 
