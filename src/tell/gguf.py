@@ -400,7 +400,7 @@ def _pre_name(folder: Path, source: Path | None) -> str:
             return bytes(field.parts[field.data[0]]).decode("utf-8")
     pre = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"  # llama.cpp's name (llama-vocab.cpp); "gpt2" is refused there as unknown
     steps = pre.get("pretokenizers") or []
     if [x.get("type") for x in steps] == ["Split", "ByteLevel"] and \
             (steps[0].get("pattern") or {}).get("Regex") == _LLAMA3_SPLIT:

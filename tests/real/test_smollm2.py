@@ -209,6 +209,31 @@ def test_export_adapter_and_merged_reload_with_plain_transformers(smollm2, base_
     assert (got_adapter - want).abs().max() < 1e-4 and (got_merged - want).abs().max() < 1e-4
 
 
+def test_the_gguf_export_runs_in_llama_cpp_with_the_tuned_models_tokens_and_logits(smollm2, trained, tmp_path):
+    """`tell export --gguf f16` of the SmolLM2 run, loaded by llama.cpp itself (llama-cpp-python, where
+    installed): the pre-tokenizer name of the package's GGUF carried over, the same tokens, the ChatML template,
+    and logits that follow the merged model's (the tuned adapter's, not the base's)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    out = tmp_path / "gguf"
+    assert main(["export", str(trained["run"]), "--out", str(out), "--gguf", "f16"]) == 0
+    doc = json.loads((out / "tell.json").read_text())
+    llm = llama_cpp.Llama(model_path=str(out / doc["gguf"]["file"]), n_ctx=128, n_threads=2, logits_all=True,
+                          verbose=False)
+    assert IM_END in llm.metadata["tokenizer.chat_template"]
+    text = "<|im_start|>user\nIs the sky green? Answer in JSON.<|im_end|>\n<|im_start|>assistant\n"
+    ids = smollm2["tok"](text, add_special_tokens=False)["input_ids"]
+    assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
+    llm.eval(ids)
+    got = torch.tensor(llm.scores[:len(ids)], dtype=torch.float32)
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()(torch.tensor([ids])).logits[0]
+    assert (want - got).abs().max().item() <= 1e-2 * want.abs().max().item()  # f16 weights, llama.cpp's kernels
+    assert torch.equal(want.argmax(-1), got.argmax(-1))
+
+
 def test_batched_greedy_generation_stops_at_im_end_and_equals_one_at_a_time(smollm2, base_model):
     from tell.data.records import Record
     from tell.eval.generate import generate_batch

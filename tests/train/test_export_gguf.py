@@ -76,7 +76,7 @@ def test_gguf_export_round_trips_through_transformers(bpe_llama, tmp_path):
         read = lambda k: bytes(fields[k].parts[fields[k].data[0]]).decode()  # noqa: E731
         assert read("tell.anchor.text") == "Answer as the judge." and read("tell.anchor.placement") == "prefix"
         assert read("tokenizer.chat_template") == doc["template"]["chat_template"]
-        assert read("tokenizer.ggml.pre") == "gpt2"  # GPT-2's byte-level rule, named for llama.cpp
+        assert read("tokenizer.ggml.pre") == "gpt-2"  # GPT-2's byte-level rule, named for llama.cpp
     assert (tmp_path / "exp-q8_0" / "model.q8_0.gguf").stat().st_size < (tmp_path / "exp-f16" / "model.f16.gguf").stat().st_size
 
 
@@ -99,7 +99,7 @@ def test_gguf_names_the_pre_tokenizer_for_llama_cpp_or_refuses_and_refuses_scale
     d = tmp_path / "tok"
     shutil.copytree(bpe_llama, d)
     doc = json.loads((d / "tokenizer.json").read_text())
-    assert _pre_name(d, None) == "gpt2"
+    assert _pre_name(d, None) == "gpt-2"
     byte_level = doc["pre_tokenizer"] | {"use_regex": False}
     for pre, name in (({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": _LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
