@@ -32,22 +32,23 @@ def test_llama_cpp_runs_the_exported_gguf_with_the_merged_models_tokens_logits_a
     prepare(PrepareConfig(task=str(task), general=[str(gen)], tokenizer=str(bpe_llama), ratio=2.0,
                           anchor="Answer as the judge.", out=str(tmp_path / "mix"), progress=False))
     train(train_config(tmp_path / "mix", bpe_llama, tmp_path / "run", max_steps=3, learning_rate=2e-2))
-    out = tmp_path / "exp"
-    assert main(["export", str(tmp_path / "run"), "--out", str(out), "--gguf", "f16"]) == 0
-    doc = json.loads((out / "tell.json").read_text())
-    llm = llama_cpp.Llama(model_path=str(out / doc["gguf"]["file"]), n_ctx=64, n_threads=1, logits_all=True,
-                          verbose=False)
     text = "judge the river of json yes"
-    plain = AutoTokenizer.from_pretrained(out)
-    ids = plain(text, add_special_tokens=False)["input_ids"]
-    assert llm.tokenize(text.encode(), add_bos=False, special=False) == ids  # the pre-tokenizer llama.cpp chose
-    assert llm.metadata["tokenizer.chat_template"] == doc["template"]["chat_template"]
-    assert llm.metadata["tell.anchor.text"] == "Answer as the judge."
-    llm.eval(ids)
-    got = torch.tensor(llm.scores[:len(ids)], dtype=torch.float32)
-    merged = AutoModelForCausalLM.from_pretrained(out).eval()
-    with torch.no_grad():
-        want = merged(torch.tensor([ids])).logits[0].float()
-    assert got.shape == want.shape
-    assert (want - got).abs().max().item() <= 2e-2 * want.abs().max().item()  # f16 weights, llama.cpp's kernels
-    assert torch.equal(want.argmax(-1), got.argmax(-1))
+    for kind in ("f16", "q8_0"):
+        out = tmp_path / f"exp-{kind}"
+        assert main(["export", str(tmp_path / "run"), "--out", str(out), "--gguf", kind]) == 0
+        doc = json.loads((out / "tell.json").read_text())
+        llm = llama_cpp.Llama(model_path=str(out / doc["gguf"]["file"]), n_ctx=64, n_threads=1, logits_all=True,
+                              verbose=False)
+        ids = AutoTokenizer.from_pretrained(out)(text, add_special_tokens=False)["input_ids"]
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == ids  # the pre-tokenizer llama.cpp chose
+        assert llm.metadata["tokenizer.chat_template"] == doc["template"]["chat_template"]
+        assert llm.metadata["tell.anchor.text"] == "Answer as the judge."
+        llm.eval(ids)
+        got = torch.tensor(llm.scores[:len(ids)], dtype=torch.float32)
+        with torch.no_grad():
+            want = AutoModelForCausalLM.from_pretrained(out).eval()(torch.tensor([ids])).logits[0].float()
+        assert got.shape == want.shape
+        assert torch.corrcoef(torch.stack([want.flatten(), got.flatten()]))[0, 1] > 0.99, kind
+        if kind == "f16":  # a random tiny model's logits are near ties: only f16 keeps every argmax
+            assert (want - got).abs().max().item() <= 2e-2 * want.abs().max().item()
+            assert torch.equal(want.argmax(-1), got.argmax(-1))
