@@ -223,3 +223,31 @@ def train_config(mixture, model, out, **kw):
     from tell.train.config import TrainConfig
 
     return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def bpe_llama(tmp_path_factory):
+    """A tiny Llama (hidden 64: Q8_0 blocks of 32 fit) with a byte-level BPE tokenizer, like SmolLM2's (the GGUF
+    export's tests)."""
+    import random
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("bpe_llama")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choices(WORDS, k=12)) for _ in range(500)]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>")
+    hf.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(hf), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.3,
+                      bos_token_id=hf.bos_token_id, eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    return d

@@ -14,12 +14,11 @@ from tell.cli import main
 from tell.train.run import train
 
 from conftest import WORDS, train_config, write_jsonl
-from train.test_export_gguf import bpe_llama  # noqa: F401 (the module's fixture: a tiny Llama, byte-level BPE)
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
 
-def test_llama_cpp_runs_the_exported_gguf_with_the_merged_models_tokens_logits_and_template(bpe_llama, tmp_path):  # noqa: F811
+def test_llama_cpp_runs_the_exported_gguf_with_the_merged_models_tokens_logits_and_template(bpe_llama, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tell.prepare import PrepareConfig, prepare
