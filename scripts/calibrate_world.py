@@ -29,7 +29,13 @@ def _knobs(pairs: list[str]) -> dict:
     out = {}
     for p in pairs:
         k, _, v = p.partition("=")
-        out[k] = yaml.safe_load(v)
+        value = yaml.safe_load(v)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as text (it wants 1.0e-3): a number is meant
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[k] = value
     return out
 
 
