@@ -46,7 +46,8 @@ class DemoPlan:
 # at world seeds 0, 1 and 2): 2,500 pretraining steps, a task pool of 2,400, a leverage share of 0.3, 4 examples
 # per optimizer step, and an SFT ladder up to 38,400 task tokens.
 SMALL = BaseModelConfig(hidden=128, layers=2, heads=4, intermediate=384, seq_len=64, batch=32, steps=2500, lr=2e-3)
-LARGE = BaseModelConfig(hidden=256, layers=2, heads=4, intermediate=768, seq_len=64, batch=32, steps=2500, lr=2e-3)
+# calibration trials 17-18 (docs/study.md section 6): the wider base pretrains longer at a lower learning rate
+LARGE = BaseModelConfig(hidden=256, layers=2, heads=4, intermediate=768, seq_len=64, batch=32, steps=5000, lr=1e-3)
 WORLD = WorldConfig(task_train=2400, leverage=0.3)
 TRAIN = {"batch_size": 4, "micro_batch_size": 4, "max_length": 128}
 RATIOS = (1.0, 2.5, 7.0, 18.0, 50.0, 125.0, 330.0)
