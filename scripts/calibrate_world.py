@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -30,11 +31,8 @@ def _knobs(pairs: list[str]) -> dict:
     for p in pairs:
         k, _, v = p.partition("=")
         value = yaml.safe_load(v)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as text (it wants 1.0e-3): a number is meant
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value):
+            value = float(value)  # YAML 1.1 reads 1e-3 as text (it wants 1.0e-3): a number is meant
         out[k] = value
     return out
 

@@ -86,3 +86,46 @@ def test_an_append_refused_for_space_names_its_file(tmp_path):
     append(tmp_path / "log.jsonl", "a\n")
     append(tmp_path / "log.jsonl", "b\n", sync=True)
     assert (tmp_path / "log.jsonl").read_text() == "a\nb\n"
+
+
+def test_a_staged_output_refused_for_space_names_the_result_file_and_a_file_as_dest_is_one_line(tmp_path):
+    """A write refused inside the block names the file of `dest` it was for, not the temp folder (gone by then);
+    a `dest` that is a file, or lies under one, is a TellError, not a traceback."""
+    import errno
+
+    import pytest
+
+    from tell.errors import TellError
+    from tell.io import staged_output
+
+    dest = tmp_path / "out"
+    with pytest.raises(TellError) as e:
+        with staged_output(dest) as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "report_files" / "a.png"))
+    assert e.value.file == str(dest / "report_files" / "a.png") and ".staged" not in str(e.value)
+    with pytest.raises(TellError) as e:
+        with staged_output(dest) as tmp:
+            with atomic_full(tmp / "report.html"):
+                pass
+    assert e.value.file == str(dest / "report.html") and not dest.exists()
+    (tmp_path / "afile").write_text("x")
+    for bad in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(TellError, match="is a file"):
+            with staged_output(bad):
+                pass
+
+
+def atomic_full(path):
+    """atomic_open whose write meets a full disk."""
+    import contextlib
+    import errno
+
+    from tell.io import atomic_open
+
+    @contextlib.contextmanager
+    def cm():
+        with atomic_open(path) as f:
+            f.write("x")
+            raise OSError(errno.ENOSPC, "No space left on device")
+            yield f
+    return cm()

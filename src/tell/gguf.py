@@ -397,7 +397,8 @@ def _pre_name(folder: Path, source: Path | None) -> str:
 
         field = GGUFReader(source).fields.get("tokenizer.ggml.pre")
         if field is not None:
-            return bytes(field.parts[field.data[0]]).decode("utf-8")
+            name = bytes(field.parts[field.data[0]]).decode("utf-8")
+            return "gpt-2" if name == "gpt2" else name  # what tell's exports before 879c7d4 wrote, llama.cpp refuses
     pre = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
         return "gpt-2"  # llama.cpp's name (llama-vocab.cpp); "gpt2" is refused there as unknown

@@ -92,7 +92,12 @@ def append(path: str | os.PathLike, data: str | bytes, *, sync: bool = False) ->
                 f.flush()
                 os.fsync(f.fileno())
     except OSError as e:
-        raise (refused_write(e, path) or e) from None
+        if e.errno not in REFUSED_WRITES:
+            raise
+        from tell.errors import TellError
+
+        raise TellError(f"cannot append ({e.strerror}); choose a folder you can write to, or free space (a torn "
+                        "last line may be left: its readers skip it)", file=str(e.filename or path)) from None
 
 
 def _umask() -> int:
@@ -208,37 +213,62 @@ def staged_output(dest: str | os.PathLike, replaces: tuple[str, ...] = (), last:
     """Yield a private temp folder inside the folder `dest` to write a result's files into (a result of several
     files: a report and its plots, a probe, a built data set). Only when the block ends without error do they
     move into `dest`, each whole (`os.replace`), those named in `last` after the rest (a reader that sees the
-    last file sees the set); the files of `dest` matching a `replaces` glob that the new set does not hold (an
-    earlier result's, which would sit beside this one's) are deleted then, and every other file of `dest` (the
-    user's) stays. On error the temp folder goes and `dest` holds what it held before, old and whole; a `dest`
-    made for this result is removed again (a failed first run leaves no empty folder)."""
+    last file sees the set); then the files of `dest` matching a `replaces` glob that the new set does not hold
+    (an earlier result's, which would sit beside this one's) are deleted, and every other file of `dest` (the
+    user's) stays. On an error in the block the temp folder goes and `dest` holds what it held before; a `dest`
+    made for this result is removed again (a failed first run leaves no empty folder). Errors name the file in
+    `dest` that was being written, never the temp folder."""
     dest = Path(dest)
-    made = [p for p in (dest, *dest.parents) if not p.exists()]
+    made = [p for p in (dest, *dest.parents) if not p.exists()]  # deepest first
+    tmp = None
     try:
-        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            from tell.errors import TellError
+
+            raise TellError("is a file (or lies under one); expected a folder", file=str(dest)) from None
         tmp = Path(tempfile.mkdtemp(prefix=f".staged.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=dest))
         os.chmod(tmp, 0o777 & ~_umask())
-    except OSError as e:
-        raise (refused_write(e, dest) or e) from None
-    try:
         yield tmp
-        new = sorted((p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file()), key=lambda r: (str(r) in last, str(r)))
-        for old in {p for pattern in replaces for p in dest.glob(pattern) if p.is_file()} - {dest / r for r in new}:
-            old.unlink()
-        for rel in new:
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / rel, dest / rel)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for folder in made:  # deepest first
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:
             _remove_if_empty(folder)
-        if isinstance(e, OSError) and refused_write(e, dest):
-            raise refused_write(e, dest) from None
-        raise
+        shown = _named_in(e, tmp, dest)
+        if shown is e:
+            raise
+        raise shown from None
+    new = sorted((p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file()), key=lambda r: (str(r) in last, str(r)))
+    for rel in new:  # same file system: renames that do not fail for space; interrupted, the rest waits in tmp
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, dest / rel)
+    for old in {p for pattern in replaces for p in dest.glob(pattern) if p.is_file()} - {dest / r for r in new}:
+        old.unlink()
     shutil.rmtree(tmp, ignore_errors=True)  # empty folders of subfolders the result had
     for left in dest.glob(".staged.*.tmp"):  # left by a writer killed in the block
         if left.is_dir() and _left_by_dead_writer(left):
             shutil.rmtree(left, ignore_errors=True)
+
+
+def _named_in(e: BaseException, tmp: Path | None, dest: Path) -> BaseException:
+    """`e` as the one-line error the user should see: a write refused under the temp folder `tmp` names the file
+    in `dest` it was for (the temp folder is gone by then); anything else is `e` itself."""
+    from tell.errors import TellError
+
+    def mapped(name) -> str:
+        text = str(name or dest)
+        if tmp is not None and text.startswith(str(tmp)):
+            return str(dest / Path(text).relative_to(tmp))
+        return text
+
+    if isinstance(e, TellError) and e.file is not None and mapped(e.file) != str(e.file):
+        return TellError(e.message, file=mapped(e.file), line=e.line, field=e.field, record=e.record)
+    if isinstance(e, OSError) and e.errno in REFUSED_WRITES:
+        return refused_write(e, dest) if not e.filename else refused_write(
+            OSError(e.errno, e.strerror, mapped(e.filename)), dest)
+    return e
 
 
 def dumps_json(obj: Any) -> str:

@@ -34,7 +34,7 @@ from tell.data.records import GENERAL, TASK, Record, render_text
 from tell.data.tokens import CachedCounter, load_counter
 from tell.errors import TellError
 from tell.models import gguf_provenance, resolve_model
-from tell.io import atomic_open, remove_stale_tmp, write_json
+from tell.io import atomic_open, remove_stale_tmp, sha256_file, write_json
 
 FORMAT_VERSION = 1
 
@@ -239,13 +239,29 @@ def _undone_on_failure(mix: MixtureDir) -> Iterator[None]:
         if mix.exists():  # the new manifest may be in place (a failure after its rename): its pair moves in
             with contextlib.suppress(TellError, OSError):
                 mix.verify()
-        for nxt in [mix.next_path, *mix.path.glob(f"*{NEXT}"), *mix.path.glob(f"trainers/*{NEXT}")]:
+        named = _named_next(mix)
+        for nxt in {mix.next_path, *mix.path.glob(f"*{NEXT}"), *mix.path.glob(f"trainers/*{NEXT}")}:
             with contextlib.suppress(OSError):
-                nxt.unlink()
+                if nxt.is_file() and sha256_file(nxt) not in named:
+                    nxt.unlink()
         for folder in [mix.path / "trainers"] if not made else [mix.path / "trainers", *made]:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def _named_next(mix: MixtureDir) -> set[str]:
+    """The sha256 of every file the manifest in place records (its mixture and emits): a FILE.next with one of them
+    is that manifest's pair, waiting to be moved in by its next reader, never a leftover to delete."""
+    try:
+        manifest = mix.manifest() if mix.exists() else {}
+    except TellError:
+        return set()
+    named = {(manifest.get("mixture") or {}).get("sha256")}
+    for entry in (manifest.get("emitted") or {}).values():
+        if isinstance(entry, dict):
+            named |= {entry.get("sha256"), *(entry.get("configs") or {}).values()}
+    return {x for x in named if isinstance(x, str)}
 
 
 def _move_in(mix: MixtureDir) -> None:

@@ -258,6 +258,7 @@ def test_parquet_columns_of_one_name_and_tools_text_with_a_key_twice_are_refused
     assert f"{path}:2:" in str(e.value) and "key 'name' appears twice" in str(e.value), str(e.value)
     assert _load(path, skip_invalid=True).dropped["duplicate_key"] == 1
     call = '{"name": "f", "arguments": {"x": 1, "x": 2}}'  # a tool-call turn: kept as its text, never half of it
+    assert tool_calls('{"name": "f", "arguments": "{\\"x\\": 1, \\"x\\": 2}"}') is None  # OpenAI's text arguments
     assert tool_calls(call) is None and tool_calls('{"name": "f", "arguments": {"x": 1}}')[0]["function"][
         "arguments"] == {"x": 1}
 

@@ -136,6 +136,9 @@ def test_eval_steps_under_fsdp_or_zero3_is_refused_before_anything_is_written(to
     assert _sharded({"deepspeed": {"zero_optimization": {"stage": 2}}}) is None  # the file's stage wins
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
     assert _sharded({}) is None
+    monkeypatch.delenv("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(ds))  # accelerate's deepspeed_config_file
+    assert _sharded({}) == "DeepSpeed ZeRO-3"
 
 
 def test_evaluations_reach_the_trackers(toy_mixture, tiny_model, tmp_path):

@@ -152,6 +152,8 @@ def tool_calls(content: str) -> list[dict] | None:
             return None
         args = fn.get("arguments", {})
         if isinstance(args, str):  # OpenAI writes the arguments as JSON text; templates take an object
+            if duplicate_key(args) is not None:
+                return None  # as an object, one of the two values would go: the turn stays the text it is
             try:
                 args = json.loads(args)
             except ValueError:

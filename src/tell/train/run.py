@@ -91,7 +91,8 @@ def _sharded(training_args: dict) -> str | None:
     if training_args.get("fsdp") or on("ACCELERATE_USE_FSDP"):
         return "FSDP"
     stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") if on("ACCELERATE_USE_DEEPSPEED") else None
-    ds = training_args.get("deepspeed")
+    ds = training_args.get("deepspeed") or (os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+                                            if on("ACCELERATE_USE_DEEPSPEED") else None)
     if isinstance(ds, (str, os.PathLike)) and Path(ds).is_file():
         with contextlib.suppress(ValueError, OSError):
             ds = json.loads(Path(ds).read_text(encoding="utf-8"))
