@@ -95,6 +95,35 @@ def test_a_prepare_stopped_after_its_manifest_leaves_the_new_pair(hf_tokenizer_d
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixture.jsonl"]
 
 
+def test_a_failed_prepare_keeps_the_pending_pair_of_an_earlier_one(hf_tokenizer_dir, tmp_path, monkeypatch):
+    """A prepare stopped between its manifest and its move leaves mixture.jsonl.next as the mixture the manifest
+    names; a later prepare that fails must move that pair in, never delete it as its own leftover."""
+    import tell.prepare as P
+
+    out = tmp_path / "mix"
+    _prep(tmp_path, hf_tokenizer_dir, out, seed=1)
+
+    def killed(mix):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(P, "_move_in", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _prep(tmp_path, hf_tokenizer_dir, out, seed=3)
+    pending = json.loads((out / "manifest.json").read_text())["mixture"]["sha256"]
+    assert (out / "mixture.jsonl.next").is_file()  # the pair waits for its next reader
+
+    def no_manifest(path, doc, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(P, "write_json", no_manifest)
+        with pytest.raises(OSError, match="No space left"):
+            _prep(tmp_path, hf_tokenizer_dir, out, seed=2)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixture.jsonl"]
+    assert MixtureDir(out).verify()["mixture"]["sha256"] == pending
+
+
 def test_emitted_files_change_with_their_manifest_never_before_it(hf_tokenizer_dir, tmp_path, monkeypatch):
     """--emit files are other trainers' copies of the mixture: a prepare that fails before its manifest leaves
     the old copies (matching the old manifest); one stopped after it has them moved in by the next reader; an
