@@ -34,7 +34,7 @@ from tell.data.records import GENERAL, TASK, Record, render_text
 from tell.data.tokens import CachedCounter, load_counter
 from tell.errors import TellError
 from tell.models import gguf_provenance, resolve_model
-from tell.io import atomic_open, remove_stale_tmp, sha256_file, write_json
+from tell.io import atomic_open, folder_lock, remove_stale_tmp, sha256_file, write_json
 
 FORMAT_VERSION = 1
 
@@ -225,29 +225,41 @@ def _write_mixture(mix: MixtureDir, mixture: list[Record]) -> str:
 
 @contextlib.contextmanager
 def _undone_on_failure(mix: MixtureDir) -> Iterator[None]:
-    """Writing the new mixture and emits as FILE.next: on failure (a full disk) those .next files go, and a folder
-    made for this prepare is removed again, so that a failed prepare leaves the folder as it found it. A pending
-    pair of an earlier prepare stopped after its manifest is moved in first (`MixtureDir.verify`): its .next
-    files are that mixture, not leftovers."""
+    """Writing the new mixture and emits as FILE.next, holding the folder's lock (`io.folder_lock`: a second
+    prepare into the same folder is refused, never interleaved): on failure (a full disk) those .next files go,
+    and a folder made for this prepare is removed again, so that a failed prepare leaves the folder as it found
+    it. A pending pair of an earlier prepare stopped after its manifest is moved in first (`MixtureDir.verify`):
+    its .next files are that mixture, not leftovers."""
     made = [p for p in (mix.path, *mix.path.parents) if not p.exists()]  # deepest first
-    if mix.exists():
-        with contextlib.suppress(TellError):
-            mix.verify()
+    held = False
     try:
-        yield
+        with folder_lock(mix.path, "a `tell prepare` writing this mixture"):
+            held = True
+            if mix.exists():
+                with contextlib.suppress(TellError):
+                    mix.verify()
+            try:
+                yield
+            except BaseException:
+                _drop_next(mix)
+                raise
     except BaseException:
-        if mix.exists():  # the new manifest may be in place (a failure after its rename): its pair moves in
-            with contextlib.suppress(TellError, OSError):
-                mix.verify()
-        named = _named_next(mix)
-        for nxt in {mix.next_path, *mix.path.glob(f"*{NEXT}"), *mix.path.glob(f"trainers/*{NEXT}")}:
-            with contextlib.suppress(OSError):
-                if nxt.is_file() and sha256_file(nxt) not in named:
-                    nxt.unlink()
-        for folder in [mix.path / "trainers"] if not made else [mix.path / "trainers", *made]:
+        for folder in [mix.path / "trainers", *made] if held else made:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def _drop_next(mix: MixtureDir) -> None:
+    """The FILE.next files of a failed prepare go; those of the manifest in place (its pair) move in or stay."""
+    if mix.exists():  # the new manifest may be in place (a failure after its rename): its pair moves in
+        with contextlib.suppress(TellError, OSError):
+            mix.verify()
+    named = _named_next(mix)
+    for nxt in {mix.next_path, *mix.path.glob(f"*{NEXT}"), *mix.path.glob(f"trainers/*{NEXT}")}:
+        with contextlib.suppress(OSError):
+            if nxt.is_file() and sha256_file(nxt) not in named:
+                nxt.unlink()
 
 
 def _named_next(mix: MixtureDir) -> set[str]:

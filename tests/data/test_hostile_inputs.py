@@ -400,3 +400,18 @@ def test_a_dataset_info_with_an_entry_twice_is_refused(hf_tokenizer_dir, tmp_pat
     info.write_text('{"mine": {"file_name": "a.jsonl"},\n "mine": {"file_name": "b.jsonl"}}\n')
     with pytest.raises(TellError, match="key 'mine' appears twice"):
         from_dataset_info(str(info), "mine")
+
+
+def test_a_second_prepare_into_a_folder_being_written_is_refused(hf_tokenizer_dir, tmp_path):
+    """Two prepares into one folder never interleave their .next files and manifests: the second is refused
+    while the first holds the folder's lock, and the folder keeps the first's pair."""
+    from tell.io import folder_lock
+
+    out = tmp_path / "mix"
+    old = _prep(tmp_path, hf_tokenizer_dir, out, seed=1)
+    with folder_lock(out, "another `tell prepare`"):  # as a prepare running in another process holds it
+        with pytest.raises(TellError, match="another process is writing into this folder"):
+            _prep(tmp_path, hf_tokenizer_dir, out, seed=2)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixture.jsonl"]
+    assert MixtureDir(out).verify()["mixture"]["sha256"] == old["mixture"]["sha256"]
+    assert _prep(tmp_path, hf_tokenizer_dir, out, seed=2)["mixture"]["sha256"] != old["mixture"]["sha256"]
