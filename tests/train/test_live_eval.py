@@ -130,6 +130,13 @@ def test_eval_steps_under_fsdp_or_zero3_is_refused_before_anything_is_written(to
         m.setenv("ACCELERATE_USE_FSDP", "true")
         assert main(args + ["--out", str(tmp_path / "c")]) == 2
     assert not any((tmp_path / x).exists() for x in "abc")
+    assert _sharded({"fsdp": "no_shard"}) is None and _sharded({"fsdp": "shard_grad_op auto_wrap"}) == "FSDP"
+    with monkeypatch.context() as m:  # accelerate launch's FSDP1 NO_SHARD: data parallel, not refused
+        m.setenv("ACCELERATE_USE_FSDP", "true")
+        m.setenv("FSDP_SHARDING_STRATEGY", "NO_SHARD")
+        assert _sharded({}) is None
+        m.setenv("FSDP_VERSION", "2")  # FSDP2 has no NO_SHARD: it always shards
+        assert _sharded({}) == "FSDP"
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     assert _sharded({}) == "DeepSpeed ZeRO-3"

@@ -86,10 +86,16 @@ def _check(cfg: TrainConfig) -> None:
 def _sharded(training_args: dict) -> str | None:
     """"FSDP" or "DeepSpeed ZeRO-3" when the run shards the model's weights across processes (asked for by
     `--training-arg fsdp=... / deepspeed=CONFIG` or by `accelerate launch`'s config, which it passes on in the
-    environment), else None. A DeepSpeed config that cannot be read is left to TrainingArguments to refuse."""
+    environment), else None: FSDP's NO_SHARD strategy is data parallelism, the whole weights on every process.
+    A DeepSpeed config that cannot be read is left to TrainingArguments to refuse."""
     on = lambda name: os.environ.get(name, "false").lower() in ("1", "true")  # noqa: E731
-    if training_args.get("fsdp") or on("ACCELERATE_USE_FSDP"):
-        return "FSDP"
+    if fsdp := training_args.get("fsdp"):  # TrainingArguments' option string: "no_shard" keeps whole weights
+        if "no_shard" not in str(fsdp).lower().split():
+            return "FSDP"
+    elif on("ACCELERATE_USE_FSDP"):  # FSDP2 always shards; FSDP1 unless its strategy is NO_SHARD (name or 3)
+        strategy = os.environ.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").upper()
+        if os.environ.get("FSDP_VERSION", "1") == "2" or strategy not in ("NO_SHARD", "3"):
+            return "FSDP"
     stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") if on("ACCELERATE_USE_DEEPSPEED") else None
     ds = training_args.get("deepspeed") or (os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
                                             if on("ACCELERATE_USE_DEEPSPEED") else None)
