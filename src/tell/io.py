@@ -208,6 +208,19 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
+def expect_folder(dest: str | os.PathLike) -> Path:
+    """`dest` as a Path, refused at once (before any work) when it, or a folder above it, is a file."""
+    dest = Path(dest)
+    for p in (dest, *dest.parents):
+        if p.exists():
+            if not p.is_dir():
+                from tell.errors import TellError
+
+                raise TellError("is a file (or lies under one); expected a folder", file=str(dest))
+            break
+    return dest
+
+
 @contextlib.contextmanager
 def staged_output(dest: str | os.PathLike, replaces: tuple[str, ...] = (), last: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a private temp folder inside the folder `dest` to write a result's files into (a result of several
@@ -218,7 +231,7 @@ def staged_output(dest: str | os.PathLike, replaces: tuple[str, ...] = (), last:
     user's) stays. On an error in the block the temp folder goes and `dest` holds what it held before; a `dest`
     made for this result is removed again (a failed first run leaves no empty folder). Errors name the file in
     `dest` that was being written, never the temp folder."""
-    dest = Path(dest)
+    dest = expect_folder(dest)
     made = [p for p in (dest, *dest.parents) if not p.exists()]  # deepest first
     tmp = None
     try:

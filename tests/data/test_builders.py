@@ -133,3 +133,17 @@ def test_openbookqa_builder_local_copy_and_hub_parquet(tmp_path):
     write_jsonl(src / "openbookqa" / "test.jsonl", [bad])
     with pytest.raises(TellError, match=r"openbookqa/test.jsonl:1: field 'answerKey': expected the answer key"):
         build("openbookqa", tmp_path / "c", source=str(src))
+
+
+def test_build_into_a_file_is_refused_before_the_sources_are_read(tmp_path, capsys, monkeypatch):
+    import tell.data.builders as B
+
+    def never(src):
+        raise AssertionError("the sources were read for an output folder that cannot be written")
+
+    monkeypatch.setitem(B.BUILDERS, "gsm8k", never)
+    (tmp_path / "data").write_text("not a folder\n")
+    assert main(["data", "build", "gsm8k", "--out", str(tmp_path / "data"), "--source", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file (or lies under one); expected a folder" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "data").read_text() == "not a folder\n"

@@ -244,3 +244,19 @@ def test_a_probe_writes_its_files_whole_or_not_at_all(tmp_path, tiny_model, toy_
     assert main(args + ["--layers", "2"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "pca_layer2.png", "probe.json", "tsne_layer2.png"]
     assert json.loads((out / "probe.json").read_text())["main_layer"] == 2
+
+
+def test_probe_out_under_a_file_is_refused_before_the_model_runs(tmp_path, tiny_model, toy_mixture, capsys,
+                                                                 monkeypatch):
+    import tell.probe.run as R
+
+    def never(*a, **k):
+        raise AssertionError("the model was loaded for an output folder that cannot be written")
+
+    monkeypatch.setattr(R, "load_for_inference", never)
+    (tmp_path / "notes").write_text("the user's file\n")
+    for out in (tmp_path / "notes", tmp_path / "notes" / "probe"):
+        assert main(["probe", "--model", str(tiny_model), "--task", str(toy_mixture), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "expected a folder" in err and str(out) in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "notes").read_text() == "the user's file\n"

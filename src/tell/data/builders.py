@@ -29,7 +29,7 @@ from typing import Callable
 from tell.data.answers import gsm8k_number, strip_lead_in
 from tell.data.records import Record
 from tell.errors import TellError
-from tell.io import atomic_open, sha256_file, staged_output, write_json
+from tell.io import atomic_open, expect_folder, sha256_file, staged_output, write_json
 
 TELL_REPO = "https://raw.githubusercontent.com/LinesHogan/Token-Efficient-Leverage-Learning/main/"
 SOURCES = {
@@ -333,6 +333,7 @@ def build(name: str, out: str | Path, source: str | None = None, cache: str | Pa
     """Build data set `name` into `out/name/`; return its manifest."""
     if name not in BUILDERS:
         raise TellError(f"unknown data set '{name}'; expected one of {sorted(BUILDERS)}")
+    expect_folder(Path(out) / name)  # before the sources are read
     folder = Path(source) if source else default_source()
     if folder is not None and not folder.is_dir():
         raise TellError("no such folder", file=str(folder))

@@ -16,7 +16,7 @@ from tell.data.loading import load_records
 from tell.artifacts import MixtureDir, RunDir
 from tell.data.records import GENERAL, TASK, Record
 from tell.errors import TellError
-from tell.io import atomic_open, staged_output, write_json
+from tell.io import atomic_open, expect_folder, staged_output, write_json
 from tell.models import gguf_provenance, load_for_inference
 from tell.probe.capture import embed, resolve_layers
 from tell.probe.separation import separation
@@ -99,6 +99,7 @@ def _anchor(cfg: ProbeConfig, mix: MixtureDir | None) -> Anchor:
 def probe(cfg: ProbeConfig) -> dict:
     if not (cfg.model and cfg.task and cfg.out):
         raise TellError("expected --model, --task and --out")
+    expect_folder(cfg.out)  # before the model runs
     task, mix = _records(cfg.task, TASK)
     general_spec = cfg.general or (cfg.task if mix else None)
     if not general_spec:
