@@ -128,3 +128,25 @@ def test_a_task_the_base_already_solves_fails_c4(tmp_path):
     controls = {c["id"]: c for c in check_controls(load_sweep(write(tmp_path / "sw", cells), "accuracy"))}
     assert not controls["C4"]["passed"] and np.isclose(controls["C4"]["value"], 0.3)
     assert all(controls[c]["passed"] for c in ("C1", "C2", "C3", "C5"))
+
+
+def test_the_design_check_says_whether_the_budget_can_show_the_papers_effect(tmp_path):
+    from tell.synthetic.demo import headline
+    from tell.synthetic.study import PAPER_EFFICIENCY
+
+    arms = {"tell": 0.0, "sft": 0.0, "sft-matched": 0.0, "tell-no-anchor": 0.0}
+    # sft leaves the floor at 300 task tokens, twice the study's 150: a budget that can show a 2x-plus effect
+    near = study_findings({"small": write(tmp_path / "near", world(arms))})["sizes"]["small"]
+    assert near["reach"]["sft_leaves_floor_at"] == 300 and near["reach"]["needed_efficiency"] == 2.0
+    assert near["reach"]["decidable"]
+    # sft leaves it only at 2,400 (16x): more than the paper's largest claim, so a floor there decides nothing
+    far_dir = write(tmp_path / "far", world(arms, ladder=(0.0, 0.0, 0.0, 0.04, 0.6)))
+    far = study_findings({"small": far_dir})["sizes"]["small"]
+    assert far["reach"]["needed_efficiency"] == 16.0 > PAPER_EFFICIENCY and not far["reach"]["decidable"]
+    assert far["H1"]["verdict"] == near["H1"]["verdict"] == "inconclusive (floor)"  # it changes no verdict
+    md = write_study(tmp_path / "far-out", {"small": far_dir}, ["# planted"]).read_text()
+    assert "2,400 task tokens, 16x the study's budget of 150" in md and "the paper's own claim predicts" in md
+    assert "design check (small: sft first leaves the floor 0.05 at 2,400" in headline(tmp_path / "far-out")
+    # a ladder that never leaves the floor gives no multiple at all
+    flat = study_findings({"small": write(tmp_path / "flat", world(arms, ladder=(0.0,) * 5))})["sizes"]["small"]
+    assert flat["reach"]["sft_leaves_floor_at"] is None and not flat["reach"]["decidable"]

@@ -197,6 +197,8 @@ def _parameters(base: Path) -> int:
 
 def headline(out: Path) -> str:
     """One line per hypothesis and base size: the verdict (study.json)."""
+    from tell.synthetic.study import reach_line
+
     doc = json.loads((out / "study.json").read_text())
     lines = ["[tell demo] findings (rule and intervals: study.md):"]
     for size, fs in doc["sizes"].items():
@@ -204,8 +206,10 @@ def headline(out: Path) -> str:
         lines.append(f"  controls ({size} base): " + ("all passed" if not bad else "FAILED " + "; ".join(
             f"{c['id']} ({c['rule']}; measured {c['value'] if c['value'] is None else round(c['value'], 3)})"
             for c in bad) + " - no hypothesis is judged"))
+        if "reach" in fs:
+            lines.append(f"  design check ({reach_line(size, fs['reach'])})")
         for hid, f in fs.items():
-            if hid != "controls":
+            if hid not in ("controls", "reach"):
                 lines.append(f"  {hid} ({size} base): {f['verdict']} - {f['claim']}; {f['reason']}")
     lines.append(f"  H7: {doc['H7']['verdict']} - {doc['H7']['claim']}")
     return "\n".join(lines)

@@ -36,7 +36,7 @@ from tell.experiments.evidence import (BOOT_SEED, MIN_SEEDS, RESAMPLES, Point, S
                                        scaling_fit)
 from tell.experiments.evidence import efficiency_entries
 from tell.experiments.stats import paired
-from tell.synthetic.controls import CIPHER_TEST, GENERAL_TEST, check_controls, failed
+from tell.synthetic.controls import CIPHER_TEST, GENERAL_TEST, check_controls, failed, study_budget
 from tell.errors import TellError
 from tell.io import atomic_open
 
@@ -48,6 +48,7 @@ RULE = (f"each paired hypothesis compares a with b on the same seeds and test it
         f"both means lie below {FLOOR} / above {CEILING}. The positive controls are checked first: if one fails, "
         "no hypothesis is judged.")
 PRIMARY = "accuracy"   # the task metric the verdicts use (format_adherence is reported beside it)
+PAPER_EFFICIENCY = 10.0  # the paper's largest token-efficiency: "up to nearly an order of magnitude" over SFT
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def size_findings(data: SweepData) -> dict:
     """The controls, then every hypothesis but H7 on one sweep (one base model): judged only when every
     control passed."""
     controls = check_controls(data)
-    out = {"controls": controls, **_judged(data)}
+    out = {"controls": controls, "reach": reach(data), **_judged(data)}
     bad = failed(controls)
     if bad:
         why = f"not judged: control(s) {', '.join(bad)} failed (" + "; ".join(
@@ -131,6 +132,37 @@ def size_findings(data: SweepData) -> dict:
         for hid in [h.id for h in PAIRED] + ["H5", "H8"]:
             out[hid] |= {"verdict": "not judged", "reason": why}
     return out
+
+
+def reach(data: SweepData) -> dict:
+    """Design check, reported beside the controls (not one of them: it changes no verdict). If tell were k times
+    as token-efficient as sft, it would score at the study's budget what sft scores at k times that budget; so
+    the smallest budget of the SFT ladder whose accuracy leaves the floor, divided by the study's budget, is the
+    efficiency tell needs before its accuracy at the study's budget can leave the floor at all. Where that
+    multiple exceeds the paper's largest claim, a floor at the study's budget is what the claim itself predicts,
+    and the paired task hypotheses cannot be decided there."""
+    set_name, budget = _set(data, "task"), study_budget(data)
+    ladder = sorted((p.budget, p.value) for p in data.points(set_name, PRIMARY).values()
+                    if p.method == "sft") if set_name and PRIMARY in data.metrics.get(set_name, []) else []
+    off = next((b for b, v in ladder if v is not None and v >= FLOOR), None)
+    fold = off / budget if off and budget else None
+    return {"study_budget": budget, "ladder": ladder, "sft_leaves_floor_at": off, "needed_efficiency": fold,
+            "paper_efficiency": PAPER_EFFICIENCY, "decidable": fold is not None and fold <= PAPER_EFFICIENCY}
+
+
+def reach_line(size: str, r: dict) -> str:
+    """One sentence on the design check for `size`."""
+    if not r["ladder"] or not r["study_budget"]:
+        return f"{size}: no SFT ladder or no tell cell, nothing to read."
+    if r["sft_leaves_floor_at"] is None:
+        return (f"{size}: sft stays below the floor {FLOOR} on the whole ladder (up to {r['ladder'][-1][0]:,} task "
+                f"tokens), so no efficiency of tell can be read off it.")
+    k = r["needed_efficiency"]
+    return (f"{size}: sft first leaves the floor {FLOOR} at {r['sft_leaves_floor_at']:,} task tokens, {k:.3g}x the "
+            f"study's budget of {r['study_budget']:,}; tell's accuracy at that budget can leave the floor only if tell "
+            f"is more than {k:.3g}x as token-efficient as sft, against the paper's up to {PAPER_EFFICIENCY:.3g}x: "
+            + ("the budget can show the paper's effect." if r["decidable"] else
+               "a floor there is what the paper's own claim predicts, so it decides nothing about TELL."))
 
 
 def _judged(data: SweepData) -> dict:
@@ -258,6 +290,9 @@ def findings_markdown(doc: dict) -> list[str]:
         for c in fs["controls"]:
             md.append(f"| {c['id']}: {c['claim']} | {size} | {c['rule']} | {c['measured']} | {_fmt(c['value'])} | "
                       f"**{'yes' if c['passed'] else 'NO'}** |")
+    md += ["", "Design check (reported, not a control; changes no verdict): can the study's task budget show the "
+           "paper's effect?", ""] + [f"- {reach_line(size, fs['reach'])}" for size, fs in doc["sizes"].items()
+                                     if "reach" in fs]
     md += ["", "| hypothesis | base | comparison | a | b | a - b [95% interval] | seeds | verdict |",
            "|---|---|---|---|---|---|---|---|"]
     for size, fs in doc["sizes"].items():
