@@ -440,22 +440,27 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         err = None if getattr(args, "debug", False) else refused_write(e, e.filename or "")
         if err is None:
-            raise
+            return _full_disk(args, e)  # shutil.Error (copytree) is an OSError without an errno: read its text
         print(f"tell: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("tell: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a library's own writer refused for space (torch, safetensors, tokenizers)
-        from tell.io import full_disk
+        return _full_disk(args, e)
 
-        if getattr(args, "debug", False) or not full_disk(e):
-            raise
-        print(f"tell: error: a write was refused: the disk is full or a file-size limit was hit "
-              f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); free space and run the "
-              "command again (a run resumes from its last complete checkpoint; an unfinished export or checkpoint "
-              "is never taken for a finished one)", file=sys.stderr)
-        return 2
+
+def _full_disk(args: argparse.Namespace, e: BaseException) -> int:
+    """One line for a write refused for space that tell's own writers did not catch; anything else re-raised."""
+    from tell.io import full_disk
+
+    if getattr(args, "debug", False) or not full_disk(e):
+        raise e
+    print(f"tell: error: a write was refused: the disk is full or a file-size limit was hit "
+          f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); free space and run the "
+          "command again (tell train with --resume: from its last complete checkpoint; an unfinished export or "
+          "checkpoint is never taken for a finished one)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -395,7 +395,11 @@ class _ConfigLoader(yaml.SafeLoader):
 def load_yaml(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise TellError("no such config file", file=path)
+        from tell.io import not_a_file
+
+        why = not_a_file(p)
+        raise TellError("no such config file" if why == "no such file" else f"{why}; expected a YAML config file",
+                        file=path)
     try:
         data = yaml.load(p.read_text(encoding="utf-8"), Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader)
     except _YamlRefused as e:

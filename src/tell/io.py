@@ -319,6 +319,34 @@ def _unique_pairs(pairs: list) -> dict:
 CHECKING_DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs)
 
 
+def not_a_file(path: Path) -> str:
+    """Why `path` is no file tell can read, in words for an error message: "no such file", "is a folder", "a
+    symlink loop", "a broken symlink (to X, ...)", "not a regular file (a FIFO)"."""
+    import stat
+
+    path = Path(path)
+    if not os.path.lexists(path):
+        return "no such file"
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            return "a symlink loop"
+        except OSError as e:
+            return "a symlink loop" if e.errno == errno.ELOOP else \
+                f"a broken symlink (to {os.readlink(path)}, which does not exist)"
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    if stat.S_ISREG(mode):
+        return "is a file"
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"not a regular file ({kind})"
+
+
 def duplicate_key(text: bytes | str) -> str | None:
     """The first key that appears twice in one object of the JSON `text` (orjson, like json, keeps the last one
     silently), or None. A second parse, with a hook that sees every object's pairs."""

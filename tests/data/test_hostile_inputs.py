@@ -303,7 +303,7 @@ def test_a_folder_s_files_of_other_types_are_named_in_a_warning_and_the_manifest
                                      progress=False))
     assert manifest["inputs"]["task"][0]["skipped_files"] == ["README.md", "notes.txt"]
     err = capsys.readouterr().err
-    assert "2 file(s) not read" in err and "README.md, notes.txt" in err, err
+    assert "2 entries not read" in err and "README.md, notes.txt" in err, err
 
 
 @pytest.mark.parametrize("prompt", ["\u200b\u200b", " \u200d\ufeff ", "\u2060"])

@@ -27,8 +27,12 @@ class Anchor:
         if self.placement not in PLACEMENTS:
             raise TellError(f"unknown anchor placement '{self.placement}'; expected one of {list(PLACEMENTS)}",
                             field="anchor_placement")
-        if not self.text.strip():
-            raise TellError("the anchor text is empty; give --anchor TEXT, --anchor-file, or --no-anchor",
+        from tell.data.formats import visible
+
+        if not visible(self.text):  # zero-width characters only are as empty as '': nothing would mark the task
+            what = "is empty" if not self.text.strip() else "holds only invisible characters (" + ", ".join(
+                sorted({f"U+{ord(c):04X}" for c in self.text.strip()})) + ")"
+            raise TellError(f"the anchor text {what}; give --anchor TEXT, --anchor-file, or --no-anchor",
                             field="anchor")
         if self.placement == "template" and self.text.count("{prompt}") != 1:
             raise TellError("a template anchor must contain the placeholder {prompt} exactly once",
@@ -103,15 +107,17 @@ class Anchor:
 def anchor_from_options(text: str | None, file: str | None, placement: str, separator: str,
                         no_anchor: bool) -> Anchor | None:
     """Resolve the anchor flags: exactly one of TEXT, FILE or --no-anchor (none given: no anchor)."""
-    given = [name for name, v in (("--anchor", text), ("--anchor-file", file)) if v]
+    given = [name for name, v in (("--anchor", text), ("--anchor-file", file)) if v is not None]
     if no_anchor and given:
         raise TellError(f"--no-anchor contradicts {given[0]}; give one of them")
     if len(given) > 1:
         raise TellError("give --anchor TEXT or --anchor-file FILE, not both")
-    if file:
+    if file is not None:
         p = Path(file)
         if not p.is_file():
-            raise TellError("no such file", file=file)
+            from tell.io import not_a_file
+
+            raise TellError(f"{not_a_file(p)}; expected a text file", file=file, field="anchor_file")
         try:
             text = p.read_text(encoding="utf-8").strip()
         except UnicodeDecodeError as e:
@@ -119,8 +125,8 @@ def anchor_from_options(text: str | None, file: str | None, placement: str, sepa
                             "as UTF-8", file=file, field="anchor_file") from None
         if not text:
             raise TellError("the anchor file is empty; expected the anchor text", file=file)
-    if no_anchor or not text:
-        return None
+    if no_anchor or text is None:
+        return None  # an empty --anchor '' is refused by Anchor below, never read as "no anchor"
     return Anchor(text=text, placement=placement, separator=separator)
 
 

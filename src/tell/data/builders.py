@@ -29,7 +29,7 @@ from typing import Callable
 from tell.data.answers import gsm8k_number, strip_lead_in
 from tell.data.records import Record
 from tell.errors import TellError
-from tell.io import atomic_open, expect_folder, sha256_file, staged_output, write_json
+from tell.io import atomic_open, duplicate_key, expect_folder, not_a_file, sha256_file, staged_output, write_json
 
 TELL_REPO = "https://raw.githubusercontent.com/LinesHogan/Token-Efficient-Leverage-Learning/main/"
 SOURCES = {
@@ -61,7 +61,9 @@ class Source:
         if self.folder is not None:
             p = self.folder / rel
             if not p.is_file():
-                raise TellError("missing source file", file=str(p))
+                why = not_a_file(p)
+                raise TellError("missing source file" if why == "no such file" else f"source file: {why}; expected "
+                                "a file", file=str(p))
         else:
             url = url or SOURCES[rel]
             p = self.cache / rel
@@ -79,13 +81,22 @@ class Source:
         """(1-based line number in the file, row) for each non-blank line of the JSONL file `rel`."""
         p = self.path(rel, url)
         out = []
-        with open(p, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
+        with open(p, "rb") as f:
+            for i, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise TellError(f"not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start} of the line); "
+                                    "expected the source as published (UTF-8 JSON lines)", file=str(p),
+                                    line=i) from None
                 if line.strip():
                     try:
                         out.append((i, json.loads(line)))
                     except json.JSONDecodeError as e:
                         raise TellError(f"invalid JSON ({e.msg})", file=str(p), line=i) from None
+                    if (twice := duplicate_key(line)) is not None:  # json keeps the last silently: a wrong item
+                        raise TellError(f"key '{twice}' appears twice in one object; expected each key once",
+                                        file=str(p), line=i, field=twice)
         return out
 
 

@@ -33,7 +33,7 @@ from tell.data.records import Record
 from tell.data.sources import Source, as_source
 from tell.io import CHECKING_DECODER, DuplicateKey, duplicate_key
 from tell.errors import TellError
-from tell.io import sha256_file
+from tell.io import not_a_file, sha256_file
 
 FILE_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
                  ".csv": "csv", ".tsv": "tsv"}
@@ -68,7 +68,7 @@ class Loaded:
 
 
 def is_local(spec: str) -> bool:
-    return (os.path.exists(spec) or _kind(Path(spec)) is not None or any(c in spec for c in GLOB_CHARS))
+    return (os.path.lexists(spec) or _kind(Path(spec)) is not None or any(c in spec for c in GLOB_CHARS))
 
 
 def _kind(path: Path) -> tuple[str, str | None] | None:
@@ -97,11 +97,14 @@ def input_files(spec: str, skipped: list[str] | None = None) -> list[Path]:
         path = Path(spec)
         if (path / "state.json").is_file():
             return [path]
-        candidates = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                            and p.name not in NOT_DATA)
-        files = [p for p in candidates if _kind(p) is not None]
-        if skipped is not None:
-            skipped += [p.name for p in candidates if _kind(p) is None]
+        entries = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.name not in NOT_DATA)
+        for p in entries:  # a data file's name on something unreadable is data lost: refused, not skipped
+            if _kind(p) is not None and not p.is_dir() and not p.is_file():
+                raise TellError(f"{not_a_file(p)}; expected a data file (the folder's other files are read)",
+                                file=str(p))
+        files = [p for p in entries if p.is_file() and _kind(p) is not None]
+        if skipped is not None:  # a subfolder's files are not read: named like the other files left out
+            skipped += [p.name + ("/" if p.is_dir() else "") for p in entries if p not in files]
         if not files:
             raise TellError(f"is a folder; expected a data file, or a folder holding data files ({_expected()}); it "
                             "holds none", file=spec)
@@ -109,6 +112,8 @@ def input_files(spec: str, skipped: list[str] | None = None) -> list[Path]:
     elif not Path(spec).is_file():
         from tell.data.builders import not_built
 
+        if os.path.lexists(spec):
+            raise TellError(f"{not_a_file(Path(spec))}; expected a data file or a folder of them", file=spec)
         hint = not_built(spec)
         raise TellError(f"no such file; {hint}" if hint else "no such file", file=spec)
     else:
@@ -187,6 +192,12 @@ def _iter_jsonl(f) -> Iterator[tuple[int, Any]]:
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as e:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as u:  # orjson's "surrogates not allowed" hides the cause
+                yield lineno, _BadRow("not_utf8", f"not UTF-8 text (byte {line[u.start]:#04x} at byte {u.start + 1} of "
+                                                  "the line); save the file as UTF-8")
+                continue
             yield lineno, _BadRow("invalid_json", f"invalid JSON ({e.msg} at column {e.colno})")
             continue
         dup = duplicate_key(line) if isinstance(value, dict) else None
@@ -452,8 +463,11 @@ def _warn(spec: str, fmt: str, ignored: Counter, dropped: Counter, skipped: list
     """Nothing is dropped silently: keys the format did not read, KTO rows left out, and a folder's files that
     are not data files, are said once per input."""
     if skipped:
-        print(f"tell: warning: {spec}: {len(skipped)} file(s) not read (not a data file: {_expected()}): "
-              f"{', '.join(skipped[:10])}{', ...' if len(skipped) > 10 else ''}", file=sys.stderr)
+        sub = " (subfolders are not read: give a glob such as 'DIR/**/*.jsonl' to read them)" \
+            if any(n.endswith("/") for n in skipped) else ""
+        print(f"tell: warning: {spec}: {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not read (not a data "
+              f"file: {_expected()}){sub}: {', '.join(skipped[:10])}{', ...' if len(skipped) > 10 else ''}",
+              file=sys.stderr)
     if ignored:
         keys = ", ".join(f"{k} ({n} rows)" for k, n in sorted(ignored.items()))
         print(f"tell: warning: {spec}: keys not read by format '{fmt}': {keys}; map them with --columns "

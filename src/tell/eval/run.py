@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import random
 import sys
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tell import provenance
-from tell.artifacts import TELL_JSON, EvalDir, RunDir, adapter_identity
+from tell.artifacts import TELL_JSON, EvalDir, RunDir, adapter_identity, read_json
 from tell.config import to_dict
 from tell.eval.config import EvalConfig
 from tell.data.anchor import Anchor
@@ -27,7 +28,7 @@ from tell.data.records import Record
 from tell.errors import TellError, template_errors
 from tell.eval.kinds import KIND_NAMES, KINDS, check_items, kind
 from tell.eval.store import PredictionStore
-from tell.io import remove_stale_tmp, sha256_file, write_json
+from tell.io import not_a_file, remove_stale_tmp, sha256_file, write_json
 from tell.prompting import prompt_ids, prompt_text, use_template
 
 
@@ -73,6 +74,8 @@ def resolve_set(spec: str, cfg: EvalConfig) -> list[EvalSet]:
                             f"{sorted(BUILDERS)}", file=spec)
         if not Path(spec).is_file() and (hint := not_built(spec)):
             raise TellError(f"no such file; {hint}", file=spec)
+        if os.path.lexists(spec) and not Path(spec).is_file():
+            raise TellError(f"{not_a_file(Path(spec))}; expected an eval file", file=spec)
         if not Path(spec).is_file():
             raise TellError(f"unknown eval set '{spec}'; expected a file or one of {sorted(BUILDERS)} "
                             "(is-en-news:en-is, agieval:SUBTASK)")
@@ -118,7 +121,12 @@ def _recorded_anchor(adapter: str, warn: bool) -> Anchor | None:
         return run.anchor()
     export = Path(adapter) / TELL_JSON
     if export.is_file():
-        return Anchor.from_json(json.loads(export.read_text(encoding="utf-8")).get("anchor"))
+        doc = read_json(export, "the export's own record (tell export writes it)",
+                        fix="export the run again with tell export")
+        if not isinstance(doc, dict):
+            raise TellError(f"holds a JSON {type(doc).__name__}; expected an object (the export's own record): the "
+                            "file is damaged, export the run again with tell export", file=str(export))
+        return Anchor.from_json(doc.get("anchor"))
     if warn:
         print(f"tell: warning: {adapter} records no anchor (not a tell run or export): task sets are evaluated "
               "without one; give --anchor if it was trained with one", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 from tell.config import to_dict
 from tell.experiments.config import AnchorConfig
 from tell.data.anchor import Anchor
+from tell.data.formats import visible
 from tell.data.loading import load_records
 from tell.data.records import Record
 from tell.errors import TellError
@@ -31,7 +32,7 @@ def clean(text: str, examples: Sequence[Record], min_words: int, max_words: int)
     """(anchor, '') or (None, reason). Takes the first non-empty line, strips quotes and labels."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     line = re.sub(r"^(instruction|anchor|answer)\s*[:：]\s*", "", line, flags=re.I).strip().strip("\"'“”‘’`").strip()
-    words = line.split()
+    words = [w for w in line.split() if visible(w)]  # a zero-width "word" shows nothing
     if not words:
         return None, "empty"
     if len(words) < min_words:

@@ -121,11 +121,16 @@ def check_spec(spec: SweepSpec) -> None:
     unknown = [m for m in spec.methods if m not in METHOD_NAMES]
     if unknown:
         raise TellError(f"unknown method(s) {unknown}; expected some of {list(METHOD_NAMES)}", field="methods")
-    for name in ("seeds", "ratios", "task_tokens", "methods", "sft_ladder"):
+    for name in ("seeds", "ratios", "task_tokens", "methods", "sft_ladder", "general", "placebo_general"):
         values = getattr(spec, name)
         twice = sorted({v for v in values if values.count(v) > 1}, key=str)
         if twice:
             raise TellError(f"{twice} given more than once; expected each value once", field=name)
+    sets = [(s, f) for f in ("eval", "general_eval", "task_eval") for s in getattr(spec, f)]
+    for i, (s, f) in enumerate(sets):  # one set twice would train every cell and then fail at its evaluation
+        if (first := next((g for t, g in sets[:i] if t == s), None)) is not None:
+            raise TellError(f"eval set {s!r} given more than once (also under {first}); expected each set once",
+                            field=f)
     methods = [METHODS[m] for m in spec.methods]
     if any(m.task for m in methods) and not (spec.task and spec.task_tokens):
         raise TellError("methods other than base need task data and task_tokens", field="task_tokens")
@@ -195,6 +200,9 @@ def lr_grid(spec: SweepSpec) -> dict[str, list[float]]:
         if not lrs or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
                               for x in lrs):
             raise TellError(f"expected a list of positive learning rates for {m}, got {lrs!r}", field="lr_grid")
+        if len({float(x) for x in lrs}) < len(lrs):  # one candidate twice would be trained once, silently
+            raise TellError(f"{m}: a learning rate given more than once ({lrs}); expected each candidate once",
+                            field="lr_grid")
         grid[m] = sorted({float(x) for x in lrs})
     if "learning_rate" in spec.train and any(len(v) > 1 for v in grid.values()):
         raise TellError("give learning rates in lr_grid or train.learning_rate, not both", field="lr_grid")

@@ -244,6 +244,14 @@ def load_sweep(folder: str | Path, primary: str | None = None) -> SweepData:
                      "every row is taken as healthy")
     spec = _read_spec(folder, notes)
     evidence = [r for r in rows if is_evidence(r) and r["value"] is not None]
+    if not any(healthy(r) and r["value"] is not None for r in rows):  # a report of nothing is no result
+        cells = {r.get("cell") or id(r): r for r in rows}.values()
+        counts = {h: sum(r["health"] == h for r in cells) for h in dict.fromkeys(r["health"] for r in cells)}
+        why = next((r.get("health_reason") for r in cells if r.get("health_reason")), "")
+        raise TellError(f"results.jsonl holds {len(cells)} cell(s) and none finished healthy with results ("
+                        + ", ".join(f"{n} {h}" for h, n in counts.items()) + ")" + (f"; first reason: {why}"[:300]
+                                                                                   if why else "")
+                        + "; fix what the cells' status.json say and run `tell sweep` again", file=str(folder))
     # A failed cell is one row with no set, metric or value: it belongs to Run health only.
     sets = list(dict.fromkeys(r["set"] for r in rows if r.get("set") is not None and r.get("metric") is not None))
     roles = {s: next((r["role"] for r in rows if r["set"] == s), "task") for s in sets}

@@ -4,6 +4,7 @@ anchor), their separation at the chosen layers, and t-SNE / PCA plots side by si
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,12 @@ def probe(cfg: ProbeConfig) -> dict:
         raise TellError("no general records; expected --general FILE_OR_DIR", field="general")
     general, _ = _records(general_spec, GENERAL)
     anchor = _anchor(cfg, mix)
-    task, general = _choose(task, cfg.examples, cfg.seed, "task"), _choose(general, cfg.examples, cfg.seed, "general")
+    n = min(cfg.examples, len(task), len(general))  # equal groups: a probe of 2 vs 50 scores 0.96 by the majority
+    if n < cfg.examples and len(task) != len(general):
+        small = "task" if len(task) < len(general) else "general"
+        print(f"tell: warning: the {small} group has {n} example(s), fewer than --examples {cfg.examples}: both "
+              f"groups use {n}, so that a probe's chance level stays 0.5", file=sys.stderr)
+    task, general = _choose(task, n, cfg.seed, "task"), _choose(general, n, cfg.seed, "general")
     groups = {"general": general, "task": task, "task+anchor": [anchor.apply(r) for r in task]}
     if cfg.anchor2:
         groups["task+anchor2"] = [Anchor(cfg.anchor2, anchor.placement, anchor.separator).apply(r) for r in task]

@@ -59,14 +59,18 @@ class TellTrainer(Trainer):
         runs: a kill in between left no complete checkpoint, and --resume started over. Here HF's rotation is
         off; the new checkpoint is marked complete first, and only then are older ones deleted (`rotate`)."""
         limit, self.args.save_total_limit = self.args.save_total_limit, None
+        ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
         try:
             super()._save_checkpoint(model, trial)
+        except BaseException:
+            if self.args.should_save and ckpt.is_dir() and not (ckpt / COMPLETE).is_file():
+                shutil.rmtree(ckpt, ignore_errors=True)  # a save that failed (disk full) leaves no half checkpoint
+            raise
         finally:
             self.args.save_total_limit = limit
         if self.args.world_size > 1:
             self.accelerator.wait_for_everyone()  # every process has written its part (its RNG state)
         if self.args.should_save:
-            ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             mark_complete(ckpt, self.state.global_step)
             rotate(ckpt.parent, limit)
 
