@@ -136,9 +136,25 @@ def test_the_anchor_generator_rejects_a_candidate_of_invisible_words():
     assert clean("\u200b judge this json", [], 2, 10)[0] == "\u200b judge this json"
 
 
+def test_anchor_generate_ranks_on_equal_groups_when_the_task_set_is_small(tiny_model, toy_mixture, tmp_path,
+                                                                           monkeypatch):
+    from tell.eval import generate as G
+
+    monkeypatch.setattr(G, "generate_batch", lambda *a, **k: ["Judge whether the reply is right."])
+    d = toy_mixture.parent
+    task = write_jsonl(tmp_path / "task.jsonl", [json.loads(x) for x in
+                                                 (d / "task.jsonl").read_text().splitlines()[:3]])
+    assert main(["anchor", "generate", "--model", str(tiny_model), "--task", str(task), "--general",
+                 str(d / "general.jsonl"), "--candidates", "1", "--examples", "12", "--min-words", "1",
+                 "--out", str(tmp_path / "a")]) == 0
+    doc = json.loads((tmp_path / "a" / "candidates.json").read_text())
+    assert doc["probe_groups"] == {"task": 3, "general": 3}, doc["probe_groups"]
+
+
 @pytest.mark.parametrize("change, field", [
     ({"eval": ["EV", "EV"]}, "eval"), ({"general_eval": ["EV"]}, "general_eval"),
-    ({"lr_grid": [1e-3, 1e-3]}, "lr_grid"), ({"general": ["GEN", "GEN"]}, "general")])
+    ({"lr_grid": [1e-3, 1e-3]}, "lr_grid"), ({"general": ["GEN", "GEN"]}, "general"),
+    ({"anchor": "\u200b"}, "anchor")])
 def test_a_sweep_spec_naming_a_set_or_candidate_twice_is_refused_before_any_cell(change, field, tiny_model,
                                                                                  toy_mixture, tmp_path, capsys):
     d = toy_mixture.parent
@@ -147,11 +163,12 @@ def test_a_sweep_spec_naming_a_set_or_candidate_twice_is_refused_before_any_cell
     spec = {"name": "t", "model": str(tiny_model), "task": str(d / "task.jsonl"), "general": [str(d / "general.jsonl")],
             "anchor": "task", "eval": [str(ev)], "task_tokens": [120], "ratios": [1], "methods": ["tell"],
             "seeds": [7]}
-    spec |= {k: [sub.get(x, x) if isinstance(x, str) else x for x in v] for k, v in change.items()}
+    spec |= {k: [sub.get(x, x) if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+             for k, v in change.items()}
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))
     assert main(["sweep", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "sw"), "--dry-run"]) == 2
     err = _err(capsys)
-    assert f"field '{field}'" in err and ("more than once" in err), err
+    assert f"field '{field}'" in err and ("more than once" in err or "invisible characters" in err), err
 
 
 def test_a_report_of_a_sweep_whose_every_cell_failed_is_an_error_that_counts_them(tmp_path):
@@ -163,8 +180,21 @@ def test_a_report_of_a_sweep_whose_every_cell_failed_is_an_error_that_counts_the
            "set": None, "metric": None, "value": None, "health": "failed", "health_reason": "TellError: boom",
            "selected": True, "lr": 1e-3}
     (sw / "results.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row | {"cell": "tell-2"}) + "\n")
-    with pytest.raises(TellError, match=r"2 cell\(s\) and none finished healthy with results \(2 failed\).*boom"):
+    with pytest.raises(TellError, match=r"2 cell\(s\) and none finished with results \(2 failed\).*boom"):
         load_sweep(sw)
+    # cells that diverged still have their values: the report shows them in its run health section
+    unstable = {**row, "set": "/w/ev.jsonl", "metric": "accuracy", "value": 0.4, "health": "unstable"}
+    (sw / "results.jsonl").write_text(json.dumps(unstable) + "\n")
+    assert load_sweep(sw).rows[0]["health"] == "unstable"
+
+
+def test_a_sweep_spec_with_a_source_mapping_twice_is_one_error_not_a_traceback():
+    from tell.experiments.config import SweepSpec, check_spec
+
+    with pytest.raises(TellError, match="given more than once"):
+        check_spec(SweepSpec(name="t", model="m", task="t.jsonl", general=[{"path": "a.jsonl"}, {"path": "a.jsonl"}],
+                             anchor="task", eval=["e.jsonl"], task_tokens=[10], ratios=[1], methods=["tell"],
+                             seeds=[0]))
 
 
 def test_a_probe_uses_equal_groups_when_one_set_is_smaller_than_examples(tiny_model, toy_mixture, tmp_path,

@@ -107,7 +107,7 @@ def resolve_anchor(cfg: EvalConfig) -> Anchor | None:
     if cfg.no_anchor:
         return None
     recorded = _recorded_anchor(cfg.adapter, warn=not cfg.anchor) if cfg.adapter else None
-    if cfg.anchor:
+    if cfg.anchor is not None:  # '' is refused by Anchor, never read as "the recorded anchor"
         placement = cfg.anchor_placement or (recorded.placement if recorded else "prefix")
         return Anchor(cfg.anchor, placement, recorded.separator if recorded else "\n")
     return recorded

@@ -93,8 +93,9 @@ def generate_anchor(cfg: AnchorConfig) -> dict:
 
     layers = resolve_layers(model, cfg.layers)
     k = layers[0]
-    probe_task = random.Random(f"{cfg.seed}:task").sample(task, min(cfg.examples, len(task)))
-    probe_general = random.Random(f"{cfg.seed}:general").sample(general, min(cfg.examples, len(general)))
+    n = min(cfg.examples, len(task), len(general))  # equal groups, as `tell probe` draws them (chance stays 0.5)
+    probe_task = random.Random(f"{cfg.seed}:task").sample(task, n)
+    probe_general = random.Random(f"{cfg.seed}:general").sample(general, n)
     g_vec = embed(model, tok, probe_general, [k])[k].numpy()
     base = separation(embed(model, tok, probe_task, [k])[k].numpy(), g_vec, bootstrap=0, seed=cfg.seed)
     base_v = base[cfg.rank_metric]["value"]
@@ -111,7 +112,8 @@ def generate_anchor(cfg: AnchorConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     doc = {"kind": "tell-anchor-candidates", "settings": to_dict(cfg), "layer": k, "metric": cfg.rank_metric,
            "no_anchor_separation": base_v, "ranked": table, "rejected": rejected,
-           "shown_examples": [r.uid() for r in shown]}
+           "shown_examples": [r.uid() for r in shown],
+           "probe_groups": {"task": len(probe_task), "general": len(probe_general)}}
     write_json(out / "candidates.json", doc)
     if not table:  # the record is written; an earlier run's anchor.txt would pass for this run's choice
         (out / "anchor.txt").unlink(missing_ok=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +123,8 @@ def check_spec(spec: SweepSpec) -> None:
     if unknown:
         raise TellError(f"unknown method(s) {unknown}; expected some of {list(METHOD_NAMES)}", field="methods")
     for name in ("seeds", "ratios", "task_tokens", "methods", "sft_ladder", "general", "placebo_general"):
-        values = getattr(spec, name)
+        values = [json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v
+                  for v in getattr(spec, name)]  # an entry may be a mapping (a source with columns)
         twice = sorted({v for v in values if values.count(v) > 1}, key=str)
         if twice:
             raise TellError(f"{twice} given more than once; expected each value once", field=name)
@@ -139,6 +141,10 @@ def check_spec(spec: SweepSpec) -> None:
     for m in methods:
         if "anchor" in m.needs and not spec.anchor:
             raise TellError(f"the {m.name} method needs an anchor", field="anchor")
+    if spec.anchor is not None:
+        from tell.data.anchor import Anchor
+
+        Anchor(spec.anchor, spec.anchor_placement)  # one that shows nothing fails here, not in every cell
         if "placebo_general" in m.needs and not spec.placebo_general:
             raise TellError(f"{m.name} needs placebo general data", field="placebo_general")
     paired = {m.name for m in METHODS.values() if m.per_ratio}

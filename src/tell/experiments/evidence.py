@@ -244,11 +244,11 @@ def load_sweep(folder: str | Path, primary: str | None = None) -> SweepData:
                      "every row is taken as healthy")
     spec = _read_spec(folder, notes)
     evidence = [r for r in rows if is_evidence(r) and r["value"] is not None]
-    if not any(healthy(r) and r["value"] is not None for r in rows):  # a report of nothing is no result
+    if not any(r["value"] is not None for r in rows):  # every cell failed: a report of nothing is no result
         cells = {r.get("cell") or id(r): r for r in rows}.values()
         counts = {h: sum(r["health"] == h for r in cells) for h in dict.fromkeys(r["health"] for r in cells)}
         why = next((r.get("health_reason") for r in cells if r.get("health_reason")), "")
-        raise TellError(f"results.jsonl holds {len(cells)} cell(s) and none finished healthy with results ("
+        raise TellError(f"results.jsonl holds {len(cells)} cell(s) and none finished with results ("
                         + ", ".join(f"{n} {h}" for h, n in counts.items()) + ")" + (f"; first reason: {why}"[:300]
                                                                                    if why else "")
                         + "; fix what the cells' status.json say and run `tell sweep` again", file=str(folder))

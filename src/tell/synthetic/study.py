@@ -290,9 +290,10 @@ def findings_markdown(doc: dict) -> list[str]:
         for c in fs["controls"]:
             md.append(f"| {c['id']}: {c['claim']} | {size} | {c['rule']} | {c['measured']} | {_fmt(c['value'])} | "
                       f"**{'yes' if c['passed'] else 'NO'}** |")
-    md += ["", "Design check (reported, not a control; changes no verdict): can the study's task budget show the "
-           "paper's effect?", ""] + [f"- {reach_line(size, fs['reach'])}" for size, fs in doc["sizes"].items()
-                                     if "reach" in fs]
+    reach = [f"- {reach_line(size, fs['reach'])}" for size, fs in doc["sizes"].items() if "reach" in fs]
+    if reach:  # a study.json written before the check holds none
+        md += ["", "Design check (reported, not a control; changes no verdict): can the study's task budget show "
+               "the paper's effect?", ""] + reach
     md += ["", "| hypothesis | base | comparison | a | b | a - b [95% interval] | seeds | verdict |",
            "|---|---|---|---|---|---|---|---|"]
     for size, fs in doc["sizes"].items():
