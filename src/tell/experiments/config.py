@@ -115,13 +115,8 @@ def _default(cls: type, name: str) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def check_spec(spec: SweepSpec) -> None:
-    """What a sweep cannot run without, refused by field (the file is added by `tell.config.build`)."""
-    if not spec.model:
-        raise TellError("no model", field="model")
-    unknown = [m for m in spec.methods if m not in METHOD_NAMES]
-    if unknown:
-        raise TellError(f"unknown method(s) {unknown}; expected some of {list(METHOD_NAMES)}", field="methods")
+def _refuse_twice(spec: SweepSpec) -> None:
+    """A value, source or eval set named twice: refused by field (planned twice, or trained and then failed)."""
     for name in ("seeds", "ratios", "task_tokens", "methods", "sft_ladder", "general", "placebo_general"):
         values = [json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v
                   for v in getattr(spec, name)]  # an entry may be a mapping (a source with columns)
@@ -133,6 +128,16 @@ def check_spec(spec: SweepSpec) -> None:
         if (first := next((g for t, g in sets[:i] if t == s), None)) is not None:
             raise TellError(f"eval set {s!r} given more than once (also under {first}); expected each set once",
                             field=f)
+
+
+def check_spec(spec: SweepSpec) -> None:
+    """What a sweep cannot run without, refused by field (the file is added by `tell.config.build`)."""
+    if not spec.model:
+        raise TellError("no model", field="model")
+    unknown = [m for m in spec.methods if m not in METHOD_NAMES]
+    if unknown:
+        raise TellError(f"unknown method(s) {unknown}; expected some of {list(METHOD_NAMES)}", field="methods")
+    _refuse_twice(spec)
     methods = [METHODS[m] for m in spec.methods]
     if any(m.task for m in methods) and not (spec.task and spec.task_tokens):
         raise TellError("methods other than base need task data and task_tokens", field="task_tokens")
@@ -141,12 +146,12 @@ def check_spec(spec: SweepSpec) -> None:
     for m in methods:
         if "anchor" in m.needs and not spec.anchor:
             raise TellError(f"the {m.name} method needs an anchor", field="anchor")
+        if "placebo_general" in m.needs and not spec.placebo_general:
+            raise TellError(f"{m.name} needs placebo general data", field="placebo_general")
     if spec.anchor is not None:
         from tell.data.anchor import Anchor
 
         Anchor(spec.anchor, spec.anchor_placement)  # one that shows nothing fails here, not in every cell
-        if "placebo_general" in m.needs and not spec.placebo_general:
-            raise TellError(f"{m.name} needs placebo general data", field="placebo_general")
     paired = {m.name for m in METHODS.values() if m.per_ratio}
     rule = spec.paired_ratios
     if not (rule in ("all", "max") or isinstance(rule, dict) and set(rule) <= paired | {"default"}
