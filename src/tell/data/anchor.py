@@ -27,11 +27,9 @@ class Anchor:
         if self.placement not in PLACEMENTS:
             raise TellError(f"unknown anchor placement '{self.placement}'; expected one of {list(PLACEMENTS)}",
                             field="anchor_placement")
-        from tell.data.formats import visible
+        from tell.data.formats import shows_nothing
 
-        if not visible(self.text):  # zero-width characters only are as empty as '': nothing would mark the task
-            what = "is empty" if not self.text.strip() else "holds only invisible characters (" + ", ".join(
-                sorted({f"U+{ord(c):04X}" for c in self.text.strip()})) + ")"
+        if what := shows_nothing(self.text):  # zero-width characters only are as empty as '': nothing marks the task
             raise TellError(f"the anchor text {what}; give --anchor TEXT, --anchor-file, or --no-anchor",
                             field="anchor")
         if self.placement == "template" and self.text.count("{prompt}") != 1:

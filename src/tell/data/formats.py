@@ -93,9 +93,7 @@ def _text(row: dict, key: str, *, required: bool = True, allow_empty: bool = Fal
         if required and not allow_empty:
             raise RowInvalid("empty_field", where, "is null; expected a non-empty string")
         return ""
-    if required and not allow_empty and not visible(value):
-        what = "is empty" if not value.strip() else \
-            f"holds only invisible characters ({', '.join(sorted({f'U+{ord(c):04X}' for c in value.strip()}))})"
+    if required and not allow_empty and (what := shows_nothing(value)):
         raise RowInvalid("empty_field", where, f"{what}; expected a non-empty string")
     return value
 
@@ -103,6 +101,15 @@ def _text(row: dict, key: str, *, required: bool = True, allow_empty: bool = Fal
 # Characters that show nothing but are not whitespace to str.strip: zero-width space/joiners, word joiner, BOM,
 # soft hyphen, Hangul fillers, the Braille blank (plus every format character, category Cf).
 _INVISIBLE = set("\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u3164\u115f\u1160\uffa0\u2800\u034f")
+
+
+def shows_nothing(text: str) -> str | None:
+    """None when `text` shows something; else the words for why not ("is empty", "holds only invisible
+    characters (U+200B)")."""
+    if visible(text):
+        return None
+    return "is empty" if not text.strip() else \
+        f"holds only invisible characters ({', '.join(sorted({f'U+{ord(c):04X}' for c in text.strip()}))})"
 
 
 def visible(text: str) -> bool:
