@@ -369,3 +369,48 @@ def test_probe_on_smollm2(smollm2, halu, tmp_path):
     # the anchor moves the task inputs' hidden states: their distance from general inputs changes
     assert abs(doc["gain"]["task+anchor"]["centroid_cosine_distance"]) > 1e-4
     assert (out / f"tsne_layer{doc['main_layer']}.png").is_file()
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_loss_only_where_labels_are_equals_the_full_logits_loss_and_gradients(smollm2, halu, packed):
+    """The LM head only at labelled positions (`tell.train.loss`) against every position's float32 logits, on
+    SmolLM2 with LoRA and four real Halu-CoT-JSON examples: the same loss to 1e-5 relative, the same gradients."""
+    import torch
+    import torch.nn.functional as F
+
+    from tell.models import load_model
+    from tell.train.batching import IGNORE, Collator
+    from tell.train.loss import _TAKES_MASK, token_nll
+    from tell.train.model import add_lora
+    from tell.prompting import encode
+
+    model = add_lora(load_model(MODEL, dtype="float32"), r=8, alpha=32, dropout=0.0, target_modules="q_proj,v_proj")
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    exs = []
+    for i, rec in enumerate(halu["train"][:4]):
+        p, a = encode(smollm2["tok"], rec)
+        exs.append({"input_ids": p + a, "labels": [IGNORE] * len(p) + a, "source": i % 2})
+    batch = Collator(pad_id=smollm2["tok"].pad_token_id, packed=packed, row_length=2048)(exs)
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "token_source")}
+    labels = batch["labels"]
+
+    def run(fn):
+        model.zero_grad()
+        total = fn()
+        total.backward()
+        return total.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def full():
+        logits = model(**inputs, use_cache=False).logits[:, :-1].float()
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE,
+                               reduction="sum")
+
+    ref, ref_g = run(full)
+    got, got_g = run(lambda: token_nll(model, labels, **inputs, use_cache=False)[0].sum())
+    assert _TAKES_MASK[type(model.get_base_model())] is True  # transformers' boolean logits_to_keep was used
+    assert got == pytest.approx(ref, rel=1e-5)
+    for k in ref_g:
+        torch.testing.assert_close(got_g[k], ref_g[k], rtol=1e-3, atol=1e-7)

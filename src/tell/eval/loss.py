@@ -15,7 +15,8 @@ def answer_losses(model: Any, tokenizer: Any, records: Sequence[Record], *, max_
     """Per record: mean NLL (nats) of its answer tokens given its prompt. Examples are cut to `max_length`
     tokens from the right, as training's truncate policy does; one with no answer token left gets NaN."""
     import torch
-    import torch.nn.functional as F
+
+    from tell.train.loss import IGNORE, token_nll
 
     encoded = []
     for rec in records:
@@ -29,13 +30,15 @@ def answer_losses(model: Any, tokenizer: Any, records: Sequence[Record], *, max_
         width = max(len(ids) for ids, _ in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, (row, _) in enumerate(batch):  # right padding: positions start at 0 in every row
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        for r, (row, n_prompt) in enumerate(batch):  # right padding: positions start at 0 in every row
             ids[r, :len(row)] = torch.tensor(row)
             mask[r, :len(row)] = 1
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(device), reduction="none").cpu()
-        for r, (row, n_prompt) in enumerate(batch):
-            answer = nll[r, max(n_prompt - 1, 0):len(row) - 1]  # predictions of tokens n_prompt .. end
-            out.append(float(answer.mean()) if len(answer) else float("nan"))
+            labels[r, max(n_prompt, 1):len(row)] = ids[r, max(n_prompt, 1):len(row)]  # tokens n_prompt .. end
+        with torch.no_grad():  # the LM head runs only at the answer's positions
+            nll, keep = token_nll(model, labels.to(device), input_ids=ids.to(device), attention_mask=mask.to(device))
+        rows = keep.nonzero()[:, 0].cpu()
+        sums = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, nll.double().cpu())
+        counts = torch.bincount(rows, minlength=len(batch))
+        out += [float(s / c) if c else float("nan") for s, c in zip(sums.tolist(), counts.tolist())]
     return out

@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import ProgressCallback, Trainer, TrainerCallback
 
 from tell.io import append, sha256_file, write_json
-from tell.train.batching import IGNORE
+from tell.train.loss import token_nll
 from tell.train.schedule import make_scheduler, warmup_steps
 
 COMPLETE = "tell_complete.json"
@@ -86,24 +85,20 @@ class TellTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, source = inputs.pop("labels"), inputs.pop("token_source")
-        outputs = model(**inputs, use_cache=False)
-        logits = outputs.logits[:, :-1, :].float()
-        target, src = labels[:, 1:], source[:, 1:]
-        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE,
-                             reduction="none").view_as(target)
-        valid = target != IGNORE
+        ce, keep = token_nll(model, labels, **inputs, use_cache=False)  # the LM head only where labels are
+        src = source[:, 1:][keep[:, :-1]]
         total = ce.sum()
         if not torch.isfinite(total):
             raise TrainingDiverged(f"the loss became {total.item()} at step {self.state.global_step + 1}")
-        n = num_items_in_batch if num_items_in_batch is not None else valid.sum()
+        n = num_items_in_batch if num_items_in_batch is not None else ce.numel()
         loss = total / n
         if self.args.average_tokens_across_devices and self.args.world_size > 1 and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         with torch.no_grad():
-            task, gen = valid & (src == 1), valid & (src == 0)
+            task, gen = src == 1, src == 0
             self._acc += torch.stack([ce[task].sum(), task.sum(), ce[gen].sum(), gen.sum(),
                                       (source == 1).sum(), (source == 0).sum()]).double().cpu()
-        return (loss, outputs) if return_outputs else loss
+        return (loss, {"loss": loss}) if return_outputs else loss
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs:
