@@ -6,6 +6,7 @@ import json
 import os
 
 import torch
+import yaml
 
 from tell.cli import main
 from tell.data.records import Record, chat_messages
@@ -37,7 +38,8 @@ def test_exports_carry_anchor_template_mixture_and_absolute_base(toy_mixture, hf
         assert doc["mixture"]["mixture"]["sha256"] and doc["mixture"]["budget"]["task_examples"] > 0
         assert doc["training"]["config"]["learning_rate"] == 1e-4 and doc["training"]["steps"] == 2
         card = (tmp_path / name / "README.md").read_text()
-        assert f"base_model: {base}" in card and "```text\ntask\n```" in card and "| lora_r | 8 |" in card
+        front = yaml.safe_load(card.split("---\n")[1])  # the card's YAML front matter, quoted whatever the path holds
+        assert front["base_model"] == str(base) and "```text\ntask\n```" in card and "| lora_r | 8 |" in card
         # The exported tokenizer's chat template renders what training saw.
         tok = AutoTokenizer.from_pretrained(tmp_path / name)
         rec = Record(prompt="task judge the river", response="json yes", system="be brief",

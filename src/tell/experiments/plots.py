@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,6 +14,9 @@ import numpy as np
 from tell.experiments.evidence import Point, find
 from tell.experiments.methods import METHODS
 from tell.io import atomic_open
+from tell.mdtext import bracketed
+
+FIGS = "report_files"  # the figures' folder beside report.md: the only images the HTML page inlines
 
 GREY = "#999999"  # methods the table does not know
 
@@ -20,7 +25,14 @@ def color(method: str) -> str:
     return m.color if m else GREY
 
 def _slug(*parts) -> str:
-    return "_".join(str(p).replace(":", "-").replace("/", "-").replace("+", "p").replace(" ", "-") for p in parts)
+    """A file stem made of [A-Za-z0-9._-] only: set names come from file names, and `..`, `%2F`, `)` or a space in
+    one must not reach a path or a Markdown link. A stem that had to change carries a hash of the parts, so that
+    two names never share a file."""
+    joined = "_".join(str(p).replace(":", "-").replace("/", "-").replace("+", "p").replace(" ", "-") for p in parts)
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", joined).strip("-")[:80]
+    if safe == joined:
+        return safe
+    return f"{safe or 'plot'}-{hashlib.sha256(chr(31).join(map(str, parts)).encode()).hexdigest()[:8]}"
 
 def _fig(width: float = 6.4):
     import matplotlib.pyplot as plt
@@ -50,7 +62,7 @@ def _finish(fig, ax, figs_dir: Path, stem: str, xlabel: str | None, ylabel: str,
         ax.legend(uniq.values(), uniq.keys(), fontsize=7)
     _save(fig, figs_dir / f"{stem}.png")
     plt.close(fig)
-    return [f"![{title}](report_files/{stem}.png)", ""]
+    return [f"![{bracketed(title)}]({FIGS}/{stem}.png)", ""]
 
 def _yerr(pts: list[Point]) -> list[list[float]]:
     lo = [max(p.value - p.lo, 0) if p.lo is not None else 0 for p in pts]

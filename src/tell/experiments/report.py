@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,10 @@ import numpy as np
 from tell.experiments.evidence import (COMPARISONS, CROSSED, ENVELOPE, HOW_CROSSED, HOW_ENVELOPE, MIN_SEEDS, NO_VERDICT,
                                        NOT_JUDGED, VERDICTS, Evidence, Point, SweepData, find, gather, healthy,
                                        load_sweep)
-from tell.experiments.plots import (plot_bars, plot_forgetting, plot_general_scaling, plot_task_scaling,
+from tell.experiments.plots import (FIGS, plot_bars, plot_forgetting, plot_general_scaling, plot_task_scaling,
                                     plot_training_evals)
 from tell.io import atomic_open, staged_output
+from tell.mdtext import Markup, table, text
 
 # the files a report writes beside report_files/ (controls.json only when the sweep declares controls)
 OUTPUTS = ("findings.json", "token_efficiency.json", "controls.json", "report.md", "report.html")
@@ -53,11 +53,6 @@ def lr_text(lr) -> str:
 def point_text(p: Point | None) -> str:
     return "-" if p is None else f"{num(p.value)} {ci_text(p.lo, p.hi)} (n={len(p.seeds)})"
 
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
-           ["| " + " | ".join(str(c) for c in r) + " |" for r in rows] + [""]
-
-
 def section_header(data: SweepData, title: str | None) -> list[str]:
     """Rendered after `gather`, so the notes and the interval kinds are those of every point."""
     cells = {r["cell"] for r in data.rows}
@@ -69,10 +64,10 @@ def section_header(data: SweepData, title: str | None) -> list[str]:
     kinds = data.interval_kinds()
     interval = CROSSED if kinds == {CROSSED} else ENVELOPE if kinds <= {ENVELOPE} else \
         f"{CROSSED} where item scores exist; else the {ENVELOPE}"
-    md = [f"# {title or data.folder.name}: TELL sweep report", "",
+    md = [f"# {text(title or data.folder.name)}: TELL sweep report", "",
           f"{len(cells)} cells in results.jsonl, {len(finished)} finished with results (methods: "
-          f"{', '.join(sorted({r['method'] for r in data.rows}))}); seeds "
-          f"{seeds}" + (f" (the spec declares {declared})" if declared else "") + f"; {len(bad)} unstable or failed "
+          f"{text(', '.join(sorted({r['method'] for r in data.rows})))}); seeds "
+          f"{text(seeds)}" + (f" (the spec declares {text(declared)})" if declared else "") + f"; {len(bad)} unstable or failed "
           "cell(s) left out of every point, fit, comparison and finding (see Run health); "
           f"{len(unselected)} learning-rate candidate cell(s) not kept by the rule, used only in the lr table.", "",
           f"Intervals: {interval}. " + (HOW_CROSSED if CROSSED in interval else HOW_ENVELOPE)
@@ -80,7 +75,7 @@ def section_header(data: SweepData, title: str | None) -> list[str]:
           "This report does not know the commit it was made from: whoever publishes it names the commit, the "
           "date and the command.", ""]
     if data.notes:
-        md += ["What this folder cannot give:", ""] + [f"- {n}" for n in data.notes] + [""]
+        md += ["What this folder cannot give:", ""] + [f"- {text(n)}" for n in data.notes] + [""]
     return md
 
 def section_health(data: SweepData) -> list[str]:
@@ -111,7 +106,7 @@ def section_points(data: SweepData, set_name: str, metric: str) -> list[str]:
     if not pts:
         return []
     kinds = list(dict.fromkeys(p.interval for p in pts))
-    md = [f"### {set_name}: {metric}", "", "Value: mean over seeds of the mean over items; interval: "
+    md = [f"### {text(set_name)}: {text(metric)}", "", "Value: mean over seeds of the mean over items; interval: "
           + "; or ".join(kinds) + ". n = seeds.", ""]
     rows = [[p.method, budget_text(p.budget), ratio_text(p.ratio), f"{p.general:,.0f}", len(p.seeds), num(p.value),
              ci_text(p.lo, p.hi), "seeds x items" if p.interval == CROSSED else "seed min/max (not a CI)",
@@ -146,7 +141,7 @@ def section_controls(ev: Evidence) -> list[str]:
                     [[c["id"], c["claim"], c["rule"], c["measured"], num(c["value"]), "yes" if c["passed"] else "NO"]
                      for c in ev.controls])
         md += ["", "All controls passed: the comparisons are judged." if ev.judged else
-               f"**Control(s) {', '.join(c['id'] for c in ev.controls if not c['passed'])} failed: no comparison "
+               f"**Control(s) {text(', '.join(c['id'] for c in ev.controls if not c['passed']))} failed: no comparison "
                "is judged** (the numbers are shown; their verdicts read \"not judged\").", ""]
     bounds = [f"{k} {spec[k]:g}" for k in ("floor", "ceiling") if spec.get(k) is not None]
     if bounds:
@@ -168,7 +163,7 @@ def section_findings(ev: Evidence) -> list[str]:
         if not fs:
             continue
         any_rows = True
-        md += [f"### {s} ({data.roles[s]} set)", ""] + table(FINDINGS_HEADER, _finding_rows(fs))
+        md += [f"### {text(s)} ({text(data.roles[s])} set)", ""] + table(FINDINGS_HEADER, _finding_rows(fs))
         for label, _, _ in COMPARISONS:
             kind = [f for f in fs if f["comparison"] == label]
             if kind:
@@ -190,13 +185,13 @@ def section_forgetting(ev: Evidence, figs: Path) -> list[str]:
     for g in gsets:
         fs = ev.forgetting[g]
         if not fs:
-            md += [f"### {g}", "", "No base cell to compare with.", ""]
+            md += [f"### {text(g)}", "", "No base cell to compare with.", ""]
             continue
         rows = [[f["metric"], f["a"]["method"], budget_text(f["task_tokens"]), ratio_text(f["ratio"]), f["seeds"],
                  num(f["b_value"]), num(f["a_value"]), num(f["diff"]), ci_text(*f["ci95"]), f["verdict"]] for f in fs]
-        md += [f"### {g}", ""] + table(["metric", "method", "task tokens", "ratio", "seeds", "base", "cell",
+        md += [f"### {text(g)}", ""] + table(["metric", "method", "task tokens", "ratio", "seeds", "base", "cell",
                                         "change", "paired 95% interval", "verdict"], rows)
-        md.append(summary(fs, f"{g}, trained cells vs base").replace("better", "higher").replace("worse", "lower"))
+        md.append(summary(fs, f"{text(g)}, trained cells vs base").replace("better", "higher").replace("worse", "lower"))
         md.append("")
         if tsets:
             md += _forgetting_plots(data, figs, g, tsets[0])
@@ -224,22 +219,22 @@ def _fit_models_table(fit: dict) -> list[str]:
 def fit_lines(res: dict) -> list[str]:
     fit = res["fit"]
     restricted = len(res["common_seeds"]) < len(res["all_seeds"])
-    md = [f"**{res['metric']}, {res['task_tokens']:,} task tokens**: tell at {len(res['points'])} ratio(s); "
-          f"seeds common to every point: {res['common_seeds']} (n={len(res['common_seeds'])})"
-          + (f", restricted from {res['all_seeds']} so that every point has the same seeds" if restricted else "")
+    md = [f"**{text(res['metric'])}, {res['task_tokens']:,} task tokens**: tell at {len(res['points'])} ratio(s); "
+          f"seeds common to every point: {text(res['common_seeds'])} (n={len(res['common_seeds'])})"
+          + (f", restricted from {text(res['all_seeds'])} so that every point has the same seeds" if restricted else "")
           + ".", ""]
     if res["points"]:
         md += table(["ratio", "general tokens", "value (common seeds)", "95% interval"],
                     [[ratio_text(q["ratio"]), f"{q['general']:,.0f}", num(q["value"]), ci_text(q["lo"], q["hi"])]
                      for q in res["points"]])
     if not fit.get("fitted"):
-        return md + [f"No fit: {fit['reason']}.", ""]
+        return md + [f"No fit: {text(fit['reason'])}.", ""]
     md += _fit_models_table(fit)
     for name, why in fit.get("not_fitted", {}).items():
-        md.append(f"- {name} not fitted: {why}.")
+        md.append(f"- {text(name)} not fitted: {text(why)}.")
     if not res["verdict_ok"]:
         return md + [f"Shape: {NO_VERDICT} (the models above are numbers only).", ""]
-    md.append(f"Shape: **{fit['shape']}** ({fit['shape_reason']}).")
+    md.append(f"Shape: **{text(fit['shape'])}** ({text(fit['shape_reason'])}).")
     lg = fit["models"].get("logistic")
     if fit["shape"] == "S-curve":
         ci = (lg.get("ci95") or {}).get("midpoint_tokens") or [None, None]
@@ -263,7 +258,7 @@ def section_scaling(ev: Evidence, figs: Path, set_name: str) -> list[str]:
                 na = [p for p in pts.values() if p.method == "tell-no-anchor" and p.budget == b]
                 md += plot_general_scaling(figs, set_name, metric, b, res, na)
     if md:
-        md = [f"### {set_name}: scaling with general tokens", "", "Per task budget, the tell points against general "
+        md = [f"### {text(set_name)}: scaling with general tokens", "", "Per task budget, the tell points against general "
               "tokens; constant, line and rising logistic in log10(general tokens) compared by leave-one-out "
               "error (`stats.fit_scaling`); a curve is drawn only for the chosen model, with at least "
               f"{MIN_SEEDS} seeds.", ""] + md
@@ -289,7 +284,7 @@ def section_bars(data: SweepData, figs: Path, set_name: str) -> list[str]:
         if not cells:
             continue
         md += plot_bars(figs, set_name, metric, kind, methods, cells, lookup)
-        md += [f"{'Anchor vs no anchor' if kind == 'anchor' else 'Ablation'} ({metric}): value [95% interval] "
+        md += [f"{'Anchor vs no anchor' if kind == 'anchor' else 'Ablation'} ({text(metric)}): value [95% interval] "
                "(n = seeds); the paired differences are in Findings.", ""]
         md += table(["task tokens", "ratio"] + list(methods),
                     [[budget_text(b), ratio_text(r)] + [point_text(lookup(m, b, r)) for m in methods]
@@ -327,7 +322,7 @@ def section_efficiency(ev: Evidence) -> list[str]:
 def _efficiency_table(eff: dict | None, set_name: str, metric: str) -> list[str]:
     if eff is None:
         return []
-    md, rows = [f"### {set_name}: {metric}", "", eff["why"], ""], []
+    md, rows = [f"### {text(set_name)}: {text(metric)}", "", text(eff["why"]), ""], []
     for e in eff["entries"]:
         eq, x, ci = efficiency_text(e)
         note = NO_VERDICT if e.get("computed") and len(e["seeds_used"]) < MIN_SEEDS else ""
@@ -345,7 +340,7 @@ def section_lr(data: SweepData) -> list[str]:
     if not sel:
         return md + ["Not recorded: this folder has no lr_selection.json, so it cannot show that every method "
                      "got its learning rate from the same rule on validation data.", ""]
-    md += [f"Rule (declared before running): {sel.get('rule') or 'not stated'}", ""]
+    md += [f"Rule (declared before running): {text(sel.get('rule') or 'not stated')}", ""]
     rows = []
     for g in sel.get("groups", []):
         for c in g.get("candidates", []):
@@ -353,7 +348,7 @@ def section_lr(data: SweepData) -> list[str]:
             rows.append([g.get("method"), budget_text(g.get("task_tokens_requested")), ratio_text(g.get("ratio")),
                          lr_text(c.get("lr")), _seeds(c.get("seeds")), _seeds(c.get("unstable_seeds")),
                          _seeds(c.get("pending_seeds")), num(c.get("val_task")), num(c.get("val_general_loss")),
-                         "**chosen**" if chosen else "", g.get("reason", "") if chosen or g.get("chosen_lr") is None
+                         Markup("**chosen**") if chosen else "", g.get("reason", "") if chosen or g.get("chosen_lr") is None
                          else ""])
     return md + ["Validation numbers are the ones the rule reads (see its text for what val_task measures).", ""] + \
         table(["method", "task tokens", "ratio", "lr", "seeds", "unstable seeds", "pending seeds",
@@ -368,7 +363,7 @@ def _seeds(s) -> str:
 def section_set(ev: Evidence, figs: Path, set_name: str) -> list[str]:
     """A set's points (every metric), its plot against task tokens, scaling fits and bars (task sets)."""
     data = ev.data
-    md = [f"## {set_name} ({data.roles[set_name]} set): points", ""]
+    md = [f"## {text(set_name)} ({text(data.roles[set_name])} set): points", ""]
     for metric in data.metrics[set_name]:
         md += section_points(data, set_name, metric)
     metric = data.primary[set_name]
@@ -459,13 +454,31 @@ _PAGE_HEAD = ("<!doctype html><meta charset='utf-8'><title>TELL report</title>\n
 
 def _html(md: str, figs_dir: Path) -> str:
     """A self-contained page: the Markdown rendered by markdown-it-py (CommonMark with tables; HTML in the text,
-    a set or method name holding `<script>`, is escaped, never passed through), each plot inlined as a data URI."""
+    a set or method name holding `<script>`, is escaped, never passed through), each plot inlined as a data URI.
+
+    Only a PNG that this report drew is inlined: a plain file name inside `figs_dir`, as `plots` writes them. Any
+    other image (none can come from a name, which `mdtext.text` escapes) is dropped, its alt text kept and said so,
+    so that no local file ever travels in a page meant to be shared."""
     from markdown_it import MarkdownIt
+    from markdown_it.token import Token
 
     parser = MarkdownIt("commonmark", {"html": False}).enable("table")
     tokens = parser.parse(md)
-    for image in (c for t in tokens for c in t.children or () if c.type == "image"):
-        src = urllib.parse.unquote(str(image.attrGet("src")))  # markdown-it percent-encodes what a URL may not hold
-        data = base64.b64encode((figs_dir.parent / src).read_bytes()).decode()
-        image.attrSet("src", f"data:image/png;base64,{data}")
+    drawn = {p.name for p in figs_dir.glob("*.png") if p.is_file() and not p.is_symlink()}
+    for inline in (t for t in tokens if t.children):
+        kept = []
+        for child in inline.children:
+            if child.type == "image":
+                src = str(child.attrGet("src") or "")
+                prefix = f"{FIGS}/"
+                name = src[len(prefix):] if src.startswith(prefix) else ""
+                if name not in drawn:  # also refuses percent-encoding, '..', a folder or a link: names drawn hold none
+                    note = Token("text", "", 0)
+                    note.content = f"[image not inlined: {src!r} is not a plot this report drew]"
+                    kept.append(note)
+                    continue
+                data = base64.b64encode((figs_dir / name).read_bytes()).decode()
+                child.attrSet("src", f"data:image/png;base64,{data}")
+            kept.append(child)
+        inline.children = kept
     return _PAGE_HEAD + parser.renderer.render(tokens, parser.options, {})

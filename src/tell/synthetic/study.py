@@ -39,6 +39,7 @@ from tell.experiments.stats import paired
 from tell.synthetic.controls import CIPHER_TEST, GENERAL_TEST, check_controls, failed, study_budget
 from tell.errors import TellError
 from tell.io import atomic_open
+from tell.mdtext import Markup, table, text
 
 DELTA = 0.05           # smallest effect of interest (absolute, on the 0..1 scale of accuracy)
 FLOOR, CEILING = 0.05, 0.95  # both arms' means below FLOOR (above CEILING): the comparison decides nothing
@@ -282,44 +283,47 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:+.3f}" if isinstance(x, float) else str(x)
 
 
+def _verdict(verdict, reason=None) -> Markup:
+    return Markup(f"**{text(verdict)}**" + (f" ({text(reason)})" if reason else ""))
+
+
 def findings_markdown(doc: dict) -> list[str]:
-    """The findings table: one row per hypothesis and base model, then H7."""
-    md = ["Positive controls (judged before any hypothesis; if one fails, nothing is judged):", "",
-          "| control | base | rule | measured | value | passed |", "|---|---|---|---|---|---|"]
-    for size, fs in doc["sizes"].items():
-        for c in fs["controls"]:
-            md.append(f"| {c['id']}: {c['claim']} | {size} | {c['rule']} | {c['measured']} | {_fmt(c['value'])} | "
-                      f"**{'yes' if c['passed'] else 'NO'}** |")
-    reach = [f"- {reach_line(size, fs['reach'])}" for size, fs in doc["sizes"].items() if "reach" in fs]
+    """The findings table: one row per hypothesis and base model, then H7 (every cell escaped: `mdtext.table`)."""
+    md = ["Positive controls (judged before any hypothesis; if one fails, nothing is judged):", ""]
+    md += table(["control", "base", "rule", "measured", "value", "passed"],
+                [[f"{c['id']}: {c['claim']}", size, c["rule"], c["measured"], _fmt(c["value"]),
+                  _verdict("yes" if c["passed"] else "NO")]
+                 for size, fs in doc["sizes"].items() for c in fs["controls"]])[:-1]
+    reach = [f"- {text(reach_line(size, fs['reach']))}" for size, fs in doc["sizes"].items() if "reach" in fs]
     if reach:  # a study.json written before the check holds none
         md += ["", "Design check (reported, not a control; changes no verdict): can the study's task budget show "
                "the paper's effect?", ""] + reach
-    md += ["", "| hypothesis | base | comparison | a | b | a - b [95% interval] | seeds | verdict |",
-           "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for size, fs in doc["sizes"].items():
         for h in PAIRED:
             f = fs[h.id]
             ci = f.get("ci95") or [None, None]
-            md.append(f"| {h.id}: {h.claim} | {size} | {h.a} vs {h.b} ({f.get('set') and Path(f['set']).stem}, "
-                      f"ratio {f.get('ratio')}) | {_fmt(f.get('a_value'))} | {_fmt(f.get('b_value'))} | "
-                      f"{_fmt(f.get('diff'))} [{_fmt(ci[0])}, {_fmt(ci[1])}] | {f.get('seeds', '-')} | "
-                      f"**{f['verdict']}** ({f['reason']}) |")
+            rows.append([f"{h.id}: {h.claim}", size, f"{h.a} vs {h.b} ({f.get('set') and Path(f['set']).stem}, "
+                         f"ratio {f.get('ratio')})", _fmt(f.get("a_value")), _fmt(f.get("b_value")),
+                         f"{_fmt(f.get('diff'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]", f.get("seeds", "-"),
+                         _verdict(f["verdict"], f["reason"])])
         h5 = fs["H5"]
-        md.append(f"| H5: {H5} | {size} | tell over {h5.get('ratios', 0)} ratios | | | shape: {h5.get('shape')} | | "
-                  f"**{h5['verdict']}** ({h5['reason']}) |")
+        rows.append([f"H5: {H5}", size, f"tell over {h5.get('ratios', 0)} ratios", "", "", f"shape: {h5.get('shape')}",
+                     "", _verdict(h5["verdict"], h5["reason"])])
         h8, ci = fs["H8"], fs["H8"].get("ci95") or [None, None]
-        md.append(f"| H8: {H8} | {size} | tell vs the SFT ladder | {_fmt(h8.get('tell_value'))} | | "
-                  f"efficiency {_fmt(h8.get('efficiency'))} [{_fmt(ci[0])}, {_fmt(ci[1])}] | {h8.get('seeds', '-')} | "
-                  f"**{h8['verdict']}** ({h8['reason']}) |")
+        rows.append([f"H8: {H8}", size, "tell vs the SFT ladder", _fmt(h8.get("tell_value")), "",
+                     f"efficiency {_fmt(h8.get('efficiency'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]", h8.get("seeds", "-"),
+                     _verdict(h8["verdict"], h8["reason"])])
+    md += [""] + table(["hypothesis", "base", "comparison", "a", "b", "a - b [95% interval]", "seeds", "verdict"],
+                       rows)[:-1]
     h7 = doc["H7"]
-    md += ["", f"**H7** ({H7}): **{h7['verdict']}**" + (f" ({h7['reason']})" if h7.get("reason") else "") + "."]
+    md += ["", f"**H7** ({text(H7)}): **{text(h7['verdict'])}**" + (f" ({text(h7['reason'])})" if h7.get("reason")
+                                                                      else "") + "."]
     if "by_hypothesis" in h7:
-        md += ["", "| hypothesis | verdict (small) | verdict (large) | effect large - small [95% interval] |",
-               "|---|---|---|---|"]
-        for hid, r in h7["by_hypothesis"].items():
-            ci = r.get("ci95") or [None, None]
-            md.append(f"| {hid} | {r['small']} | {r['large']} | {_fmt(r.get('diff_of_effects'))} "
-                      f"[{_fmt(ci[0])}, {_fmt(ci[1])}] |")
+        md += [""] + table(["hypothesis", "verdict (small)", "verdict (large)", "effect large - small [95% interval]"],
+                           [[hid, r["small"], r["large"], f"{_fmt(r.get('diff_of_effects'))} "
+                             f"[{_fmt((r.get('ci95') or [None, None])[0])}, {_fmt((r.get('ci95') or [None, None])[1])}]"]
+                            for hid, r in h7["by_hypothesis"].items()])[:-1]
     return md
 
 
@@ -328,7 +332,7 @@ def write_study(out: Path, sweeps: dict[str, Path], header: list[str]) -> Path:
     doc = study_findings(sweeps)
     with atomic_open(out / "study.json") as f:
         json.dump(doc, f, indent=1, default=str)
-    md = header + ["", "## Findings", "", f"Decision rule: {RULE}",
+    md = header + ["", "## Findings", "", f"Decision rule: {text(RULE)}",
                    ""] + findings_markdown(doc)
     with atomic_open(out / "study.md") as f:
         f.write("\n".join(md) + "\n")

@@ -20,6 +20,7 @@ from tell import provenance
 from tell.artifacts import TELL_JSON, RunDir
 from tell.errors import TellError
 from tell.io import _umask, write_json
+from tell.mdtext import code, fence, table, text
 from tell.models import gguf_provenance, resolve_model_path, load_model, load_tokenizer, resolve_adapter
 
 
@@ -147,36 +148,36 @@ def model_card(doc: dict) -> str:
     """README.md: the tell.json facts in words, with how to load the export."""
     anchor, cfg, mix = doc.get("anchor"), doc["training"]["config"], doc["mixture"]
     base = doc.get("base_model") or "(unknown base)"
-    lines = ["---", f"base_model: {base}", f"library_name: {'transformers' if doc['merged'] else 'peft'}",
+    lines = ["---", f"base_model: {json.dumps(base)}", f"library_name: {'transformers' if doc['merged'] else 'peft'}",
              "tags: [tell, lora]", "---", "",
-             f"# A TELL fine-tune of {base}", "",
+             f"# A TELL fine-tune of {text(base)}", "",
              "Trained with `tell` (Token-Efficient Leverage Learning, arXiv 2404.00914): task examples carry an "
              "anchor prompt and are shuffled into general instruction data; LoRA, one pass in the mixture's order. "
              "`tell.json` holds everything below in machine-readable form.", "", "## Anchor", ""]
     if anchor:
-        lines += [f"Task inputs were trained with this anchor, placed `{anchor.get('placement')}` "
-                  f"(separator {anchor.get('separator', '')!r}). Add it the same way to task inputs at inference "
-                  "(`tell eval` does when given this run):", "", "```text", anchor.get("text", ""), "```"]
+        lines += [f"Task inputs were trained with this anchor, placed {code(anchor.get('placement'))} "
+                  f"(separator {code(repr(anchor.get('separator', '')))}). Add it the same way to task inputs at "
+                  "inference (`tell eval` does when given this run):", ""] + fence(anchor.get("text", ""))
     else:
         lines += ["Trained without an anchor."]
     t = doc["template"]
-    lines += ["", "## Prompt template", "", f"{t['note'].capitalize()}; `tokenizer.apply_chat_template` renders "
+    lines += ["", "## Prompt template", "", f"{text(t['note'].capitalize())}; `tokenizer.apply_chat_template` renders "
               "prompts as training did.", "", "## Training data", ""]
     m, b = mix.get("mixture") or {}, mix.get("budget") or {}
     if m:
-        lines += [f"- mixture: {m.get('examples')} examples, {m.get('tokens')} tokens, sha256 `{m.get('sha256')}`",
+        lines += [f"- mixture: {m.get('examples')} examples, {m.get('tokens')} tokens, sha256 {code(m.get('sha256'))}",
                   f"- task: {b.get('task_examples')} examples, {b.get('task_tokens')} tokens; general: "
                   f"{b.get('general_examples')} examples, {b.get('general_tokens')} tokens "
                   f"(general:task ratio {b.get('ratio_achieved')})"]
         for label, inputs in (mix.get("inputs") or {}).items():
             for i in inputs:
-                lines.append(f"- {label} input `{i.get('spec')}` ({i.get('format')}), sha256 `{i.get('sha256', 'hub')}`")
+                lines.append(f"- {text(label)} input {code(i.get('spec'))} ({text(i.get('format'))}), sha256 "
+                             f"{code(i.get('sha256', 'hub'))}")
     else:
         lines += ["(the mixture's manifest is not in the run folder)"]
     keys = ("learning_rate", "epochs", "max_steps", "batch_size", "lora_r", "lora_alpha", "lora_dropout", "dora",
             "rslora", "quantization", "target_modules", "lr_scheduler", "warmup_ratio", "weight_decay", "max_length", "seed")
-    lines += ["", "## Training settings", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | {cfg[k]} |" for k in keys if k in cfg]
+    lines += ["", "## Training settings", ""] + table(["setting", "value"], [[k, cfg[k]] for k in keys if k in cfg])[:-1]
     loader = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n"
               "model = AutoModelForCausalLM.from_pretrained(PATH)" if doc["merged"] else
               "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n"
