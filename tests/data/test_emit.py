@@ -140,3 +140,37 @@ def test_each_emit_comes_with_trainer_configs_that_keep_the_order(tmp_path, hf_t
     # a prepare into the same folder without --emit leaves no config of a mixture that is gone
     _mix(tmp_path, hf_tokenizer_dir)
     assert not (out / "trainers").exists() and not (out / "mixture.messages.jsonl").exists()
+
+
+def test_emitted_script_and_configs_keep_hostile_paths_exactly(tmp_path, hf_tokenizer_dir):
+    """A folder (and tokenizer path) with a space, `$(...)`, backticks and quotes: the ms-swift script passes each
+    path as one word and runs nothing when the user runs it; the YAML and JSON configs read back the same paths."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    where = tmp_path / "my runs $(touch PWNED) `touch PWNED2` it's \"q\""
+    where.mkdir()
+    tok = where / "tok dir $(touch PWNED3)"
+    shutil.copytree(hf_tokenizer_dir, tok)
+    out = _mix(where, tok, "messages", "prompt-completion")
+    data = str((out / "mixture.messages.jsonl").resolve())
+    script = out / "trainers" / "swift_sft.sh"
+    # the script run with a `swift` that prints its arguments, one per line
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "swift").write_text("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
+    (bindir / "swift").chmod(0o755)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin"}
+    run = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    args = run.stdout.splitlines()
+    assert args[args.index("--dataset") + 1] == data and args[args.index("--model") + 1] == str(tok.resolve())
+    assert not list(tmp_path.rglob("PWNED*"))
+    lf = yaml.safe_load((out / "trainers" / "llamafactory_sft.yaml").read_text())
+    ax = yaml.safe_load((out / "trainers" / "axolotl.yaml").read_text())
+    trl = yaml.safe_load((out / "trainers" / "trl_sft.yaml").read_text())
+    info = json.loads((out / "trainers" / "dataset_info.json").read_text())["tell_mixture"]
+    assert lf["dataset_dir"] == str((out / "trainers").resolve()) and lf["model_name_or_path"] == str(tok.resolve())
+    assert info["file_name"] == ax["datasets"][0]["path"] == data
+    assert trl["datasets"][0]["data_files"] == str((out / "mixture.prompt-completion.jsonl").resolve())

@@ -64,6 +64,15 @@ LF_TEMPLATE_NOTE = ("# no `template:` key on purpose: LLaMA-Factory then renders
                     "model without one, name a template here\n")
 
 
+def shell_command(words: list[str], flags: list[tuple[str, object]]) -> str:
+    """One shell command over several lines, every value quoted (`shlex.quote`): a path with a space, `$(...)` or
+    backticks is passed as it is and never runs when the user runs the script."""
+    import shlex
+
+    parts = [" ".join(shlex.quote(w) for w in words)] + [f"{flag} {shlex.quote(str(v))}" for flag, v in flags]
+    return " \\\n    ".join(parts) + "\n"
+
+
 def trainer_configs(kind: str, data: Path, model: str, max_length: int | None, seed: int) -> dict[str, str]:
     """{file under the folder: text} of the peers' configs that train on the emitted file `data` in its order."""
     import json
@@ -91,14 +100,14 @@ def trainer_configs(kind: str, data: Path, model: str, max_length: int | None, s
                              "columns": {"messages": "messages", "tools": "tools"},
                              "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                                       "assistant_tag": "assistant", "system_tag": "system", "observation_tag": "tool"}}}
-    swift = ["swift sft", f"--model {model}", f"--dataset {data}", "--train_type lora", "--dataset_shuffle false",
-             "--train_dataloader_shuffle false", f"--data_seed {seed}", f"--seed {seed}", f"--max_length {length}",
-             f"--num_train_epochs {d['epochs']:g}", f"--learning_rate {d['learning_rate']:g}",
-             f"--per_device_train_batch_size {d['micro_batch_size']}",
-             f"--gradient_accumulation_steps {d['accumulation']}", f"--lora_rank {d['lora_r']}",
-             f"--lora_alpha {d['lora_alpha']}", f"--lora_dropout {d['lora_dropout']}", "--target_modules all-linear",
-             f"--warmup_ratio {d['warmup_ratio']}", "--lr_scheduler_type linear", "--split_dataset_ratio 0",
-             f"--output_dir {run}-swift"]
+    swift = [("--model", model), ("--dataset", data), ("--train_type", "lora"), ("--dataset_shuffle", "false"),
+             ("--train_dataloader_shuffle", "false"), ("--data_seed", seed), ("--seed", seed), ("--max_length", length),
+             ("--num_train_epochs", f"{d['epochs']:g}"), ("--learning_rate", f"{d['learning_rate']:g}"),
+             ("--per_device_train_batch_size", d["micro_batch_size"]),
+             ("--gradient_accumulation_steps", d["accumulation"]), ("--lora_rank", d["lora_r"]),
+             ("--lora_alpha", d["lora_alpha"]), ("--lora_dropout", d["lora_dropout"]), ("--target_modules", "all-linear"),
+             ("--warmup_ratio", d["warmup_ratio"]), ("--lr_scheduler_type", "linear"), ("--split_dataset_ratio", 0),
+             ("--output_dir", f"{run}-swift")]
     return {
         "trainers/dataset_info.json": json.dumps(info, indent=1) + "\n",
         "trainers/llamafactory_sft.yaml": LF_TEMPLATE_NOTE + dump({
@@ -121,7 +130,7 @@ def trainer_configs(kind: str, data: Path, model: str, max_length: int | None, s
             "micro_batch_size": d["micro_batch_size"], "gradient_accumulation_steps": d["accumulation"],
             "lr_scheduler": "linear", "warmup_ratio": d["warmup_ratio"], "output_dir": run + "-axolotl",
             "dataset_prepared_path": run + "-axolotl/prepared"}),
-        "trainers/swift_sft.sh": note + "set -e\n" + " \\\n    ".join(swift) + "\n",
+        "trainers/swift_sft.sh": note + "set -e\n" + shell_command(["swift", "sft"], swift),
     }
 
 
