@@ -57,3 +57,47 @@ def test_help_quotes_a_default_that_is_or_holds_whitespace(capsys):
     add_arguments(p, Demo)
     text = " ".join(p.format_help().split())
     assert "a separator (default: ' ')" in text and "a name (default: tell)" in text and "(default: 3)" in text
+
+
+# --- KEY=VALUE keeps its text (issue 40 item 5) -------------------------------------------------------------
+
+def _settings(*words):
+    from tell.config import build, parse_settings
+    from tell.train.config import TrainConfig
+
+    path, pairs = parse_settings(list(words))
+    return build(TrainConfig, settings=pairs, overrides={"mixture": "m", "model": "x", "out": "o"})
+
+
+@pytest.mark.parametrize("typed", ["lr sweep #2", "yes", "2026-12-07", "1_0", "0x10", "on", "a: b", "3"])
+def test_a_text_setting_keeps_exactly_what_was_typed(typed):
+    assert _settings(f"run_name={typed}").run_name == typed
+
+
+@pytest.mark.parametrize("typed, expected", [("1e-4", 1e-4), ("3.0e-4", 3e-4), ("2", 2.0)])
+def test_a_number_setting_reads_a_whole_number(typed, expected):
+    assert _settings(f"learning_rate={typed}").learning_rate == expected
+
+
+@pytest.mark.parametrize("key, typed", [("max_steps", "1_0"), ("max_steps", "0x10"), ("max_steps", "8 #steps"),
+                                        ("learning_rate", "1e-4 # a comment"), ("max_steps", "1:30")])
+def test_a_typed_setting_that_does_not_read_back_whole_is_refused_by_key(key, typed):
+    from tell.errors import TellError
+
+    with pytest.raises(TellError, match=key):
+        _settings(f"{key}={typed}")
+
+
+def test_training_arg_values_read_by_the_yaml_core_schema_only():
+    """--training-arg values pass to transformers untyped by tell: null/bools/numbers only when exactly one (YAML
+    1.2 core), flow lists read the same way, everything else the text as typed."""
+    from tell.config import _key_value, build, read_value
+    from tell.train.config import TrainConfig
+
+    flags = [_key_value(w) for w in ("run_name=sweep #2", "seed_x=0x10", "tf32=true", "note=yes", "ratio=1e-4",
+                                     "ids=[1, 0x10, '3']")]
+    cfg = build(TrainConfig, overrides={"mixture": "m", "model": "x", "out": "o", "training_args": flags})
+    assert cfg.training_args == {"run_name": "sweep #2", "seed_x": "0x10", "tf32": True, "note": "yes", "ratio": 1e-4,
+                                 "ids": [1, "0x10", "3"]}
+    assert [read_value(x) for x in ("010", ".inf", "null", "1:30", "2026-12-07")] == [10, float("inf"), None, "1:30",
+                                                                                     "2026-12-07"]

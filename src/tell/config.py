@@ -194,15 +194,63 @@ def _columns_flag(text: str) -> dict[str, str]:
         raise argparse.ArgumentTypeError(str(e).removeprefix("field 'columns': ")) from None
 
 
+class RawText(str):
+    """A KEY=VALUE value as it was typed: a text field keeps it whole; any other field reads it by `read_value`."""
+
+
+# YAML 1.2's core schema, strictly: only these words are read as anything but text. YAML 1.1 (PyYAML) also reads
+# `1_0` as 10, `0x10` as 16, `010` as 8, `1:30` as 90, `yes`/`on` as true and dates as dates, and cuts `a #b`
+# at the comment: a value typed on the command line changed without a word.
+_NULL = re.compile(r"null|Null|NULL|~|")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT = re.compile(r"[-+]?[0-9]+")  # decimal only (YAML 1.2: `010` is 10)
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+
+
+def read_value(text: str, key: str = "") -> Any:
+    """A command-line value: null, a bool, an int or a float when it is exactly one (YAML 1.2 core), a YAML flow
+    list or mapping when it starts with `[` or `{` (its scalars read the same way), else the text unchanged."""
+    s = str(text)
+    if s.lstrip().startswith(("[", "{")):
+        if re.search(r"(^|\s)#", s):
+            raise TellError(f"{s!r} holds a ' #', which YAML reads as a comment that cuts the value; "
+                            "quote the item that holds it", field=key or None)
+        try:
+            node = yaml.compose(s, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as e:
+            raise TellError(f"{s!r} is not a YAML list or mapping ({str(e).splitlines()[0]})", field=key or None) \
+                from None
+        return _core(node)
+    return _scalar(s)
+
+
+def _scalar(s: str) -> Any:
+    if _NULL.fullmatch(s):
+        return None
+    if s in _BOOL:
+        return _BOOL[s]
+    if _INT.fullmatch(s):
+        return int(s)
+    if _FLOAT.fullmatch(s):
+        return float(s.replace(".", "", 1)) if s.lower().lstrip("+-") in (".inf", ".nan") else float(s)
+    return s
+
+
+def _core(node: Any) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return [_core(n) for n in node.value]
+    if isinstance(node, yaml.MappingNode):
+        return {_core(k): _core(v) for k, v in node.value}
+    # a quoted scalar is text; a plain one is read by the core schema
+    return node.value if node.style in ("'", '"') else _scalar(node.value)
+
+
 def _key_value(text: str) -> tuple[str, Any]:
-    """KEY=VALUE from a flag; the value is read as YAML (true, 3, 1.0e-4, a string)."""
+    """KEY=VALUE from a flag or a `tell train CONFIG.yaml key=value` word; the value kept as typed (`RawText`)."""
     key, eq, value = text.partition("=")
     if not eq or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
-        return key.strip(), value
+    return key.strip(), RawText(value)
 
 
 # A setting's name that says it holds a secret (hub_token, api_key, password, ...): never written anywhere. Whole
@@ -298,6 +346,8 @@ def as_float(value: Any) -> Any:
 
 def _typed_value(cls: type, name: str, value: Any, where: str) -> Any:
     tp, optional = _base_type(typing.get_type_hints(cls)[name])
+    if isinstance(value, RawText):  # typed on a command line: text stays text, anything else must read back whole
+        value = str(value) if tp is str else read_value(value, name)
     if value is None:
         if optional:
             return None
@@ -466,7 +516,8 @@ def build(cls: type, *, yaml_path: str | None = None, overrides: dict[str, Any] 
                 twice = sorted({k for k in keys if keys.count(k) > 1})
                 if twice:  # the last would win without a word
                     raise TellError(f"{twice} given more than once; expected each KEY once", field=name)
-                value = {**values.get(name, {}), **dict(value)}
+                value = {**values.get(name, {}), **{k: read_value(v, k) if isinstance(v, RawText) else v
+                                                    for k, v in value}}
             values[name] = value
     try:
         return cls(**values)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from experiments.test_report import N, cell, md_table, report, section, write_sweep
 from tell.errors import TellError
@@ -97,6 +98,27 @@ def test_floor_and_ceiling_make_a_comparison_inconclusive_whatever_its_interval(
     # one arm inside the scale: judged as usual
     _, fj4 = report(write_sweep(tmp_path / "mid", world(tell=0.5, sft=0.0), spec=SPEC | {"floor": 0.05}))
     assert next(f for f in fj4 if f["comparison"] == "tell vs sft")["verdict"] == "better"
+
+
+def test_a_controls_set_or_metric_the_sweep_cannot_give_is_refused_when_the_spec_is_read(tmp_path):
+    """Not after every cell trained (issue 40 item 6): a set named by its file's stem, a typo in a metric."""
+    from tell.cli import main
+
+    sets = {"eval": ["halu-cot-json"], "general_eval": ["data/gsm8k-test-32.jsonl"]}
+    ok = {"id": "C1", "claim": "x", "method": "sft", "set": "gsm8k-test-32.jsonl", "metric": "accuracy",
+          "at_least": 0.1}
+    SweepSpec(model="m", task="t", task_tokens=[10], methods=["base", "sft"], controls=[ok], **sets)
+    for bad, said in (({"set": "gsm8k-test-32"}, "'gsm8k-test-32' is not one of the sweep's eval sets"),
+                      ({"set": "halu"}, "expected one of \\['halu-cot-json'"),
+                      ({"metric": "json_stirct"}, "metric 'json_stirct' is no metric")):
+        with pytest.raises(TellError, match=said):
+            SweepSpec(model="m", task="t", task_tokens=[10], methods=["base", "sft"], controls=[ok | bad], **sets)
+    # and the CLI's --dry-run refuses it in one line, exit 2, before planning anything
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"model": "m", "task": "t.jsonl", "task_tokens": [10], "methods": ["base", "sft"],
+                                    "controls": [ok | {"set": "gsm8k-test-32"}], **sets}))
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("controls, expected", [

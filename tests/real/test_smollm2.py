@@ -373,14 +373,14 @@ def test_probe_on_smollm2(smollm2, halu, tmp_path):
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_loss_only_where_labels_are_equals_the_full_logits_loss_and_gradients(smollm2, halu, packed):
-    """The LM head only at labelled positions (`tell.train.loss`) against every position's float32 logits, on
+    """The LM head only at labelled positions (`tell.eval.loss`) against every position's float32 logits, on
     SmolLM2 with LoRA and four real Halu-CoT-JSON examples: the same loss to 1e-5 relative, the same gradients."""
     import torch
     import torch.nn.functional as F
 
     from tell.models import load_model
     from tell.train.batching import IGNORE, Collator
-    from tell.train.loss import _TAKES_MASK, token_nll
+    from tell.eval.loss import _TAKES_MASK, token_nll
     from tell.train.model import add_lora
     from tell.prompting import encode
 

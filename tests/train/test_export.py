@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import torch
 import yaml
@@ -126,3 +127,39 @@ def test_export_merged_matches_unmerged(toy_mixture, tiny_model, tmp_path, capsy
                                              tmp_path / "adapter").eval()(ids).logits
     assert torch.allclose(merged, unmerged, atol=1e-5)
     assert main(["export", str(run), "--out", str(tmp_path / "merged")]) == 2  # not into a non-empty folder
+
+
+def test_a_killed_exports_temporary_folder_is_cleared_by_the_next_export(toy_mixture, tiny_model, tmp_path):
+    """After a SIGKILL during `export --merge` (issue 40 item 7), its `.OUT.*.tmp` (here a planted one holding a
+    whole model) goes at the next export into the same --out, under a lock: not those of another --out, and
+    none while another export of the same --out holds the lock."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tell.io import exclusive_lock
+
+    run = tmp_path / "run"
+    train(train_config(toy_mixture, tiny_model, run))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "tell.cli", "export", str(run), "--out", str(tmp_path / "out"), "--merge"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".out.*.tmp")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    planted = tmp_path / ".out.killedlate.tmp"  # what a late kill leaves: a whole merged model
+    planted.mkdir()
+    (planted / "model.safetensors").write_bytes(b"\0" * 1024)
+    other = tmp_path / ".other.k.tmp"
+    other.mkdir()
+    with exclusive_lock(tmp_path / ".out.export.lock", lambda: None):
+        assert main(["export", str(run), "--out", str(tmp_path / "out")]) == 2  # another export is at work
+    assert planted.is_dir()
+    if (tmp_path / "out").exists():  # the killed export may have finished before its kill
+        shutil.rmtree(tmp_path / "out")
+    assert main(["export", str(run), "--out", str(tmp_path / "out"), "--merge"]) == 0
+    assert not list(tmp_path.glob(".out.*.tmp")) and other.is_dir() and not (tmp_path / ".out.export.lock").exists()
+    assert (tmp_path / "out" / "model.safetensors").is_file()

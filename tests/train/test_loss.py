@@ -1,4 +1,4 @@
-"""`tell.train.loss`: the LM head only where labels are gives the loss and the LoRA gradients of the full-logits
+"""`tell.eval.loss`: the LM head only where labels are gives the loss and the LoRA gradients of the full-logits
 path (what `TellTrainer.compute_loss` did before: every position's logits in float32, then the cross-entropy
 where labels are set), padded and packed, with the model's own boolean `logits_to_keep` and without it."""
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tell.train import loss as tl
+from tell.eval import loss as tl
 from tell.train.batching import IGNORE, Collator
 
 

@@ -72,20 +72,28 @@ class MetricKind:
     item_metrics: tuple[tuple[str, str], ...] = ()  # (metric, per-item score key) for metrics that are item means
     higher_is_better: bool = True                  # the direction of every metric of the kind (lm-eval pairs each
                                                    # metric with one); the report orients verdicts by it
+    metrics: tuple[str, ...] = ()                  # every metric name `aggregate` can return (a sweep checks its
+                                                   # controls' metrics against them before training)
 
 
 KINDS: dict[str, MetricKind] = {k.name: k for k in (
     MetricKind("json", _score_json, _agg_json, 512, "task",
                item_metrics=(("json_strict", "strict"), ("json_lenient", "lenient"), ("json_official", "official"),
-                             ("label_accuracy_all", "correct"))),
-    MetricKind("translation", None, _agg_translation, 1024, "task", shots=2),
-    MetricKind("gsm8k", _score_gsm8k, _agg_accuracy, 384, "general", item_metrics=(("accuracy", "correct"),)),
-    MetricKind("mcq", _score_mcq, _agg_accuracy, 32, "general", item_metrics=(("accuracy", "correct"),)),
-    MetricKind("cloze", _score_cloze, _agg_accuracy, 64, "general", item_metrics=(("accuracy", "correct"),)),
+                             ("label_accuracy_all", "correct")),
+               metrics=("json_strict", "json_lenient", "json_official", "label_accuracy_all", "label_accuracy",
+                        "label_precision", "label_recall", "label_f1")),
+    MetricKind("translation", None, _agg_translation, 1024, "task", shots=2,
+               metrics=("chrf++", "bleu", "bleurt", "comet")),
+    MetricKind("gsm8k", _score_gsm8k, _agg_accuracy, 384, "general", item_metrics=(("accuracy", "correct"),), metrics=("accuracy",)),
+    MetricKind("mcq", _score_mcq, _agg_accuracy, 32, "general", item_metrics=(("accuracy", "correct"),), metrics=("accuracy",)),
+    MetricKind("cloze", _score_cloze, _agg_accuracy, 64, "general", item_metrics=(("accuracy", "correct"),), metrics=("accuracy",)),
     MetricKind("format", _score_format, _agg_format, 64, "task",
-               item_metrics=(("format_adherence", "format"), ("accuracy", "correct"))),
+               item_metrics=(("format_adherence", "format"), ("accuracy", "correct")),
+               metrics=("format_adherence", "accuracy")),
 )}
 KIND_NAMES = tuple(KINDS)
+# every metric name an eval set of any kind can report (sweep controls name one of these, or a loss)
+METRIC_NAMES = tuple(dict.fromkeys(m for k in KINDS.values() for m in k.metrics))
 # Metric names read as lower-is-better where no kind says (rows of older sweeps, lm-eval's perplexities)
 LOWER_IS_BETTER_NAMES = ("loss", "perplexity")
 

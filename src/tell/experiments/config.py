@@ -180,7 +180,7 @@ def check_spec(spec: SweepSpec) -> None:
         given.clear()
         given.update(typed)
     spec.lr_grid = lr_grid(spec)
-    check_declared(spec.controls, spec.methods)
+    check_declared(spec.controls, spec.methods, [*spec.eval, *spec.general_eval, *spec.task_eval])
     if spec.floor is not None and spec.ceiling is not None and spec.floor >= spec.ceiling:
         raise TellError(f"floor {spec.floor:g} must lie below ceiling {spec.ceiling:g}", field="floor")
     if spec.efficiency_ratio != "all" and not isinstance(spec.efficiency_ratio, (int, float)):

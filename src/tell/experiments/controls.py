@@ -24,8 +24,18 @@ from tell.errors import TellError
 KEYS = {"id", "claim", "method", "set", "metric", "at_least", "at_most", "over", "healthy"}
 
 
-def check_declared(controls: Any, methods: list[str]) -> list[dict]:
-    """The spec's `controls:` refused entry by entry when malformed (field controls[i])."""
+def set_names(sets: list[str]) -> list[str]:
+    """The names a control may give an eval set of the spec: as listed, or a file's last path component (the
+    report's results name a set as the spec lists it; `_mean` also takes the file name)."""
+    return list(dict.fromkeys([*sets, *(s.split("/")[-1] for s in sets)]))
+
+
+def check_declared(controls: Any, methods: list[str], sets: list[str] | None = None) -> list[dict]:
+    """The spec's `controls:` refused entry by entry when malformed (field controls[i]). With the spec's eval
+    sets, a control's set and metric are resolved here too, so that a typo (or a file's stem where its name is
+    meant) is refused before any cell trains, not found after the grid has run."""
+    from tell.eval.kinds import METRIC_NAMES
+
     if not isinstance(controls, list):
         raise TellError(f"expected a list of controls, got {type(controls).__name__}", field="controls")
     ids = []
@@ -50,6 +60,12 @@ def check_declared(controls: Any, methods: list[str]) -> list[dict]:
         for k in ("method", "over"):
             if (k == "method" or k in c) and c.get(k) not in methods:
                 raise TellError(f"{k} {c.get(k)!r} is not one of the sweep's methods {methods}", field=where)
+        if sets is not None and c["set"] not in set_names(sets):
+            raise TellError(f"set {c['set']!r} is not one of the sweep's eval sets; expected one of "
+                            f"{set_names(sets)}", field=where)
+        if "metric" in c and c["metric"] not in METRIC_NAMES:
+            raise TellError(f"metric {c['metric']!r} is no metric an eval set reports; expected one of "
+                            f"{list(METRIC_NAMES)}", field=where)
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
         raise TellError(f"control id(s) {twice} given more than once", field="controls")

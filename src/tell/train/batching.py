@@ -15,7 +15,7 @@ from tell.data.records import TASK
 from tell.errors import TellError
 from tell.prompting import encode
 
-IGNORE = -100
+from tell.eval.loss import IGNORE  # noqa: F401  (re-exported: the collator and tests use it here)
 
 
 @dataclass

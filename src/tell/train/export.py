@@ -10,16 +10,19 @@ exported tokenizer's `chat_template`, so that serving it elsewhere renders what 
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from tell import provenance
 from tell.artifacts import TELL_JSON, RunDir
 from tell.errors import TellError
-from tell.io import _umask, write_json
+from tell.io import _umask, exclusive_lock, write_json
 from tell.mdtext import code, fence, table, text
 from tell.models import gguf_provenance, resolve_model_path, load_model, load_tokenizer, resolve_adapter
 
@@ -41,14 +44,31 @@ def export(run: str, out: str, *, merge: bool = False, model: str | None = None,
     if dest.exists() and any(dest.iterdir()):
         raise TellError("the output folder is not empty; choose a new --out", file=str(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # a private temp folder beside the destination (never a name of the user's, such as DIR.tmp)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would be the export's own mode once renamed
-    try:
-        return _export(run, dest, tmp, adapter, cfg, merge, model, trust_remote_code, gguf)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _export_lock(dest):
+        # a private temp folder beside the destination (never a name of the user's, such as DIR.tmp)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would be the export's own mode once renamed
+        try:
+            return _export(run, dest, tmp, adapter, cfg, merge, model, trust_remote_code, gguf)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+@contextlib.contextmanager
+def _export_lock(dest: Path) -> Iterator[None]:
+    """One export into `dest` at a time (a kernel flock beside it, gone with its process); holding it, the
+    temporary folders that killed exports of the same `dest` left behind (`.NAME.*.tmp`, a whole merged model
+    after a late SIGKILL) are removed: no export is writing them."""
+    def refuse() -> None:
+        raise TellError("another export into this folder is running; wait for it or choose another --out",
+                        file=str(dest))
+
+    with exclusive_lock(dest.parent / f".{dest.name}.export.lock", refuse):
+        for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+        yield
 
 
 def _export(run: str, dest: Path, tmp: Path, adapter: Path, cfg: dict, merge: bool, model: str | None,

@@ -14,7 +14,7 @@ import torch
 from transformers import ProgressCallback, Trainer, TrainerCallback
 
 from tell.io import append, sha256_file, write_json
-from tell.train.loss import token_nll
+from tell.eval.loss import token_nll
 from tell.train.schedule import make_scheduler, warmup_steps
 
 COMPLETE = "tell_complete.json"
