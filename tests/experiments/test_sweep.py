@@ -143,7 +143,7 @@ def test_spec_errors_are_one_line(tmp_path, capsys):
     assert "field 'placebo_general': tell-placebo needs placebo general data" in capsys.readouterr().err
     y.write_text(common + "methods: [tell, tell-no-anchor]\npaired_ratios: {tell-no-anchor: some}\n")
     assert main(["sweep", str(y), "--out", str(tmp_path / "o")]) == 2
-    assert "field 'paired_ratios': expected all, max or a mapping" in capsys.readouterr().err
+    assert "field 'paired_ratios': expected all, max, min or a mapping" in capsys.readouterr().err
 
 
 def test_example_recipes_are_valid_specs():
@@ -411,3 +411,20 @@ def test_sweep_dry_run_counts_the_specs_epochs(spec, tmp_path, capsys):
     one, twice = planned("one", {}), planned("twice", {"epochs": 2.0})
     assert len(one) == 3 and one.keys() == twice.keys()
     assert all(2 * v - 1 <= twice[k] <= 2 * v for k, v in one.items()), (one, twice)
+
+
+@pytest.mark.parametrize("rule, expected", [
+    ("all", {"tell-no-anchor": [0.0, 10.0, 30.0], "sft-matched": [0.0, 10.0, 30.0]}),
+    ("max", {"tell-no-anchor": [30.0], "sft-matched": [30.0]}),
+    ("min", {"tell-no-anchor": [10.0], "sft-matched": [10.0]}),  # the smallest ratio above 0
+    ({"tell-no-anchor": "max", "default": "min"}, {"tell-no-anchor": [30.0], "sft-matched": [10.0]}),
+])
+def test_paired_methods_run_at_the_ratios_the_rule_names(tmp_path, rule, expected):
+    from tell.experiments.config import SweepSpec
+    from tell.experiments.plan import Planner
+
+    spec = SweepSpec(model="m", task="t", general=["g"], task_tokens=[10], ratios=[0.0, 10.0, 30.0], anchor="A b",
+                     methods=["tell", "tell-no-anchor", "sft-matched"], eval=["x"], paired_ratios=rule)
+    planner = Planner(spec, tmp_path)
+    for method, ratios in expected.items():
+        assert [r for r in spec.ratios if planner._paired_at(method, r)] == ratios

@@ -19,6 +19,7 @@ from tell.experiments.methods import DEFAULT_METHODS, METHOD_NAMES, METHODS
 from tell.models import DTYPES
 from tell.train.config import TrainConfig
 
+PAIRED_RULES = ("all", "max", "min")  # paired_ratios: where the methods paired with tell run
 # what a spec's `train:` and `decoding:` mappings override, and the command that owns those settings
 OVERRIDES = (("train", TrainConfig, "train"), ("decoding", EvalConfig, "eval"))
 # the settings each cell makes itself (tell.experiments.cell), with where a spec sets them instead
@@ -69,7 +70,8 @@ class SweepSpec:
     primary_metric: str | None = opt(None, "metric the report plots first (default: the first one of the first set)")
     paired_ratios: object = opt("all", "ratios at which the methods paired with tell (tell-no-anchor, general-only, "
                                        "sft-matched, tell-placebo, tell-random-anchor) run: all, or max (only the "
-                                       "largest; a cheaper grid), or a mapping of method -> all | max")
+                                       "largest), or min (only the smallest above 0; the cheapest grid), or a "
+                                       "mapping of method -> all | max | min")
     placebo_general: list[str] = opt([], "general data for tell-placebo: as many tokens as the general data but none "
                                          "of the task's skills (the control for 'more steps' vs 'transfer')")
     random_anchor: str | None = opt(None, "anchor of tell-random-anchor (default: drawn once per sweep from the "
@@ -154,9 +156,10 @@ def check_spec(spec: SweepSpec) -> None:
         Anchor(spec.anchor, spec.anchor_placement)  # one that shows nothing fails here, not in every cell
     paired = {m.name for m in METHODS.values() if m.per_ratio}
     rule = spec.paired_ratios
-    if not (rule in ("all", "max") or isinstance(rule, dict) and set(rule) <= paired | {"default"}
-            and set(rule.values()) <= {"all", "max"}):
-        raise TellError(f"expected all, max or a mapping of {sorted(paired)} (or default) -> all | max, got {rule!r}",
+    if not (rule in PAIRED_RULES or isinstance(rule, dict) and set(rule) <= paired | {"default"}
+            and set(rule.values()) <= set(PAIRED_RULES)):
+        raise TellError(f"expected all, max, min or a mapping of {sorted(paired)} (or default) -> all | max | min, "
+                        f"got {rule!r}",
                         field="paired_ratios")
     if spec.sft_ladder and "sft" not in spec.methods:
         raise TellError("an sft ladder needs the sft method", field="sft_ladder")

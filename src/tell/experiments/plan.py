@@ -67,9 +67,11 @@ class Planner:
         return cells
 
     def _paired_at(self, method: str, r: float) -> bool:
-        """Whether a method paired with tell runs at ratio r (spec paired_ratios: all, max, or per method)."""
+        """Whether a method paired with tell runs at ratio r (spec paired_ratios: all, max, min, or per method)."""
         rule = self.spec.paired_ratios
         rule = rule.get(method, rule.get("default", "all")) if isinstance(rule, dict) else rule
+        if rule == "min":
+            return r == min((x for x in self.spec.ratios if x > 0), default=None)
         return rule == "all" or r == max(self.spec.ratios)
 
 
