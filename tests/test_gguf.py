@@ -64,7 +64,8 @@ _TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "
         "lm_head.weight": "output.weight"}
 
 
-def write_gguf(path: Path, hf, model, *, quant=None, arch: str = "llama", f64: bool = False) -> Path:
+def write_gguf(path: Path, hf, model, *, quant=None, arch: str = "llama", f64: bool = False,
+               merges: bool = True) -> Path:
     c = model.config
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name("tiny test llama")
@@ -80,12 +81,13 @@ def write_gguf(path: Path, hf, model, *, quant=None, arch: str = "llama", f64: b
     w.add_vocab_size(c.vocab_size)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quant else gguf.LlamaFileType.ALL_F32)
     tokens = [t for t, _ in sorted(hf.get_vocab().items(), key=lambda kv: kv[1])]
-    merges = json.loads(hf.backend_tokenizer.to_str())["model"]["merges"]
+    merges = json.loads(hf.backend_tokenizer.to_str())["model"]["merges"] if merges else []
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt2")
     w.add_token_list(tokens)
     w.add_token_types([3 if t in SPECIAL else 1 for t in tokens])  # 3: CONTROL
-    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    if merges:
+        w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_pad_token_id(2)
@@ -305,6 +307,9 @@ def test_unsupported_architecture_and_tensor_type_are_refused(tiny, home, tmp_pa
     f64 = write_gguf(tmp_path / "f64.gguf", tiny["tok"], tiny["model"], f64=True)
     err = _refused(capsys, tmp_path, str(f64))
     assert str(f64) in err and "tensor type F64 cannot be dequantized" in err and "Q8_0" in err
+    bare = write_gguf(tmp_path / "bare.gguf", tiny["tok"], tiny["model"], merges=False)
+    err = _refused(capsys, tmp_path, str(bare))
+    assert str(bare) in err and "has no tokenizer.ggml.merges" in err and "scores" not in err
     assert _entries(home) == []
 
 

@@ -198,6 +198,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 1
     if not args.dry_run and rows:
         print(f"wrote {args.out}/results.csv and results.jsonl ({len(rows)} rows); next: tell report {args.out}")
+    if outcome and outcome.failed:  # a CI job must not read a broken sweep as a success
+        word = "accepted (--allow-failed-cells)" if args.allow_failed_cells else "exit 1"
+        print(f"tell: {'warning' if args.allow_failed_cells else 'error'}: {len(outcome.failed)} of {outcome.cells} "
+              f"cell(s) failed ({word}): {', '.join(outcome.failed)}; see {args.out}/cells/*/status.json; the same "
+              "command runs them again", file=sys.stderr)
+        return 0 if args.allow_failed_cells else 1
     return 0
 
 
@@ -335,6 +341,9 @@ def _sweep_parsers(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the grid, the tokens each cell trains on and the total cost; trains nothing "
                         "(the mixtures are prepared, which is cheap and cached)")
+    p.add_argument("--allow-failed-cells", action="store_true",
+                   help="exit 0 when some (not all) cells failed; by default a sweep with a failed cell exits 1, "
+                        "after writing the results of the others")
     p = _subcommand(sub, "report", cmd_report, "plots, tables and token-efficiency from a sweep's results",
                     SWEEP_EXAMPLE, None)
     p.add_argument("results", metavar="RESULTS_DIR", help="a `tell sweep` output folder")

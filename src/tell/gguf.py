@@ -181,7 +181,9 @@ def _read(path: Path) -> dict:
         return {"architecture": str(field("general.architecture")), "quant_type": quant,
                 "tensor_types": Counter(t.tensor_type.name for t in reader.tensors),
                 "matrix_types": Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2),
-                "name": None if name is None else str(name)}
+                "name": None if name is None else str(name),
+                "tokenizer_model": None if field("tokenizer.ggml.model") is None else str(field("tokenizer.ggml.model")),
+                "has_merges": "tokenizer.ggml.merges" in reader.fields and len(reader.fields["tokenizer.ggml.merges"].data) > 0}
     except Exception as e:  # noqa: BLE001 - the reader's errors (struct, reshape, memmap) all mean "damaged"
         raise TellError(f"damaged GGUF file ({type(e).__name__}: {e}); expected a complete GGUF model file "
                         "(a download cut short?)", file=str(path)) from e
@@ -206,6 +208,10 @@ def inspect(path: Path) -> dict:
     if bad:
         raise TellError(f"GGUF tensor type {', '.join(bad)} cannot be dequantized by this gguf/transformers; "
                         f"expected one of {', '.join(sorted(legacy_types))}", file=str(path))
+    if facts.get("tokenizer_model") == "gpt2" and not facts.get("has_merges"):
+        # transformers would read it as a SentencePiece vocabulary and stop at KeyError: 'scores'
+        raise TellError("the GGUF's byte-level BPE tokenizer (tokenizer.ggml.model 'gpt2') has no "
+                        "tokenizer.ggml.merges; expected its BPE merges (re-export the GGUF with them)", file=str(path))
     # no (known) file type: the commonest type among the weight matrices
     common = (facts["matrix_types"] or tensor_types).most_common(1)[0][0]
     return {"architecture": arch, "quant_type": facts["quant_type"] or common,

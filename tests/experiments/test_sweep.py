@@ -67,9 +67,13 @@ def test_sweep_end_to_end_resume_and_report(spec, tmp_path, capsys, monkeypatch)
         return real(cfg)
 
     monkeypatch.setattr(run_mod, "train", flaky)
-    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    assert main(["sweep", str(spec), "--out", str(out)]) == 1  # a failed cell: not a success for a CI job
     captured = capsys.readouterr()
     log = captured.out
+    assert "error: 2 of 10 cell(s) failed (exit 1): sft-matched-" in captured.err
+    assert main(["sweep", str(spec), "--out", str(out), "--allow-failed-cells"]) == 0  # they fail again: accepted
+    again = capsys.readouterr()
+    assert "warning: 2 of 10 cell(s) failed (accepted (--allow-failed-cells))" in again.err
     assert "failed" in log and "simulated failure" in log
     assert "Loading weights" not in captured.err + log  # quiet by default: one line per cell
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
