@@ -227,3 +227,17 @@ def test_task_is_unsolved_by_general_data_alone_and_solved_by_plenty_of_task_dat
         scores[name] = {k: v["value"] for k, v in next(iter(m["sets"].values()))["metrics"].items()}
     assert scores["general-only"]["format_adherence"] < 0.05 and scores["general-only"]["accuracy"] < 0.05
     assert scores["plenty-of-task"]["format_adherence"] > 0.9 and scores["plenty-of-task"]["accuracy"] > 0.2
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache"])
+def test_demo_into_a_file_is_refused_in_one_line(tmp_path, capsys, flag):
+    from tell.cli import main
+
+    f = tmp_path / "taken.txt"
+    f.write_text("mine\n")
+    argv = ["demo", "--quick", "--out", str(tmp_path / "d"), flag, str(f)] if flag == "--cache" else \
+        ["demo", "--quick", "--out", str(f)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(f) in err[0] and "is a file" in err[0]
+    assert f.read_text() == "mine\n" and not (tmp_path / "d").exists()

@@ -124,3 +124,20 @@ def test_a_chat_template_that_raises_is_one_line_naming_the_template(toy_mixture
                  "--max-steps", "1", "--save-steps", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "the chat template of" in err and "failed" in err and err.count("\n") == 1, err
+
+
+def test_a_mixture_with_no_examples_is_refused_as_empty(toy_mixture, tiny_model, tmp_path, capsys):
+    """(issue 40 round 3, item 10) said so in one line, before a model is loaded or a run folder written."""
+    import shutil
+
+    from conftest import cut_mixture, reseal_mixture, train_argv
+    from tell.cli import main
+
+    mix = tmp_path / "mix"
+    shutil.copytree(toy_mixture, mix)
+    cut_mixture(mix, 0)
+    reseal_mixture(mix)
+    assert main(train_argv(mix, tiny_model, tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the mixture holds no example" in err[0] and str(mix) in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -125,6 +125,11 @@ def run_demo(out: str | Path, quick: bool = False, workers: int | None = None, c
 
     import os
 
+    from tell.io import expect_folder
+
+    out = expect_folder(out)  # a file there is refused in one line before any work, not a traceback later
+    if cache is not None:
+        expect_folder(cache)
     t0 = time.perf_counter()
     plan = PLANS["study" if study else "quick" if quick else "demo"]
     if workers is None:
