@@ -356,3 +356,22 @@ def test_a_torn_results_file_is_refused_by_file_and_line(tmp_path, capsys):
     n = len((folder / "results.jsonl").read_text().splitlines())
     assert err.count("\n") == 1 and f"results.jsonl:{n}: not a JSON row" in err
     assert not (folder / "report.md").exists()
+
+
+def test_a_label_accuracy_is_read_beside_the_majority_class_rate(tmp_path):
+    """(issue 38 item 2) the points and each finding on a label accuracy say whether an arm beats answering the
+    majority label to every item; here tell (0.9) does and sft (0.6, under 0.7) does not."""
+    folder = write_sweep(tmp_path / "sw", ones_zeros(range(3), tell=(np.arange(N) < 36).astype(float),
+                                                      sft=(np.arange(N) < 24).astype(float)))
+    for name in ("results.jsonl", "item_scores.jsonl"):
+        rows = [json.loads(x) | {"metric": "label_accuracy_all"} for x in (folder / name).read_text().splitlines()]
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pred = folder / "cells" / "any" / "eval" / "predictions.jsonl"
+    pred.parent.mkdir(parents=True)
+    pred.write_text("".join(json.dumps({"set": "tsk", "scores": {"gold": "no" if i < 28 else "yes"}}) + "\n"
+                            for i in range(N)))
+    md, fj = report(folder)
+    assert "Majority-class rate of these 40 items: 0.7 (answering 'no' to every item)" in md
+    (f,) = [f for f in fj if f["comparison"] == "tell vs sft"]
+    assert f["majority"]["rate"] == pytest.approx(0.7) and f["a_beats_majority"] and not f["b_beats_majority"]
+    assert "majority-class rate 0.7; tell beats it, sft does not beat it." in md

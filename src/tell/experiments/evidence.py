@@ -18,6 +18,8 @@ Inputs (only `results.jsonl` is required; whatever else is missing becomes a not
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -188,6 +190,7 @@ class SweepData:
     primary: dict[str, str]
     lower_better: set = field(default_factory=set)  # the (set, metric) pairs that are lower-is-better
     _points: dict = field(default_factory=dict)
+    _majority: dict = field(default_factory=dict)
 
     def points(self, set_name: str, metric: str) -> dict[tuple, Point]:
         if (set_name, metric) not in self._points:
@@ -203,6 +206,14 @@ class SweepData:
 
     def task_sets(self) -> list[str]:
         return [s for s in self.sets if self.roles[s] != "general"]
+
+    def majority_rate(self, set_name: str) -> dict | None:
+        """The majority-class rate of the set's scored items: {rate, label, items}, the label accuracy of answering
+        that label to every item (what a label metric must beat to show anything), from the gold labels a cell's
+        predictions recorded (every cell scores the same first `eval_limit` items); None without them."""
+        if set_name not in self._majority:
+            self._majority[set_name] = _majority(self.folder, set_name)
+        return self._majority[set_name]
 
 def _read_spec(folder: Path, notes: list[str]) -> dict:
     p = folder / "spec.yaml"
@@ -331,6 +342,26 @@ def _points(data: SweepData, set_name: str, metric: str) -> dict[tuple, Point]:
                          max(highs) if highs else None, sorted(seed_values), ENVELOPE, general, seed_values)
     return out
 
+def _majority(folder: Path, set_name: str) -> dict | None:
+    from collections import Counter
+
+    for p in sorted(folder.glob("cells/*/eval/predictions.jsonl")):
+        golds = Counter()
+        for line in p.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError, AttributeError):
+                row = json.loads(line)
+                gold = (row.get("scores") or {}).get("gold")
+                if row.get("set") == set_name and isinstance(gold, str):
+                    golds[gold] += 1
+        if golds:
+            label, n = golds.most_common(1)[0]
+            return {"rate": n / sum(golds.values()), "label": label, "items": sum(golds.values())}
+    return None
+
+
+LABEL_METRICS = ("label_accuracy", "label_accuracy_all")  # label accuracies, read beside the majority-class rate
+
+
 def find(pts: dict[tuple, Point], method: str, budget: int | None = None, ratio: float | None = None,
          any_ratio: bool = False) -> Point | None:
     """The point of `method` at a budget (None: any, e.g. base) and ratio (any_ratio: whichever it has)."""
@@ -385,8 +416,18 @@ def findings(data: SweepData, set_name: str, metric: str) -> list[dict]:
                 out.append({"section": "findings", "set": set_name, "role": data.roles[set_name], "metric": metric,
                             "task_tokens": t.budget, "ratio": t.ratio, "comparison": label,
                             "a": {"method": "tell", "ratio": t.ratio}, "b": {"method": other, "ratio": b.ratio},
-                            **res})
+                            **res, **_beside_majority(data, set_name, metric, t, b)})
     return out
+
+def _beside_majority(data: SweepData, set_name: str, metric: str, a: Point, b: Point) -> dict:
+    """For a label accuracy: the majority-class rate and whether each arm beats it (its interval's low end above
+    the rate); nothing for other metrics."""
+    maj = data.majority_rate(set_name) if metric in LABEL_METRICS else None
+    if maj is None:
+        return {}
+    beats = lambda p: p.lo is not None and p.lo > maj["rate"]  # noqa: E731
+    return {"majority": maj, "a_beats_majority": beats(a), "b_beats_majority": beats(b)}
+
 
 def _bounded(data: SweepData, set_name: str, metric: str, res: dict | None) -> dict | None:
     """The spec's declared floor and ceiling applied to a comparison (`tell.experiments.controls.bounded`)."""

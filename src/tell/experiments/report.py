@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tell.experiments.evidence import (COMPARISONS, CROSSED, ENVELOPE, HOW_CROSSED, HOW_ENVELOPE, MIN_SEEDS, NO_VERDICT,
+from tell.experiments.evidence import (COMPARISONS, CROSSED, ENVELOPE, HOW_CROSSED, HOW_ENVELOPE, LABEL_METRICS,
+                                       MIN_SEEDS, NO_VERDICT,
                                        NOT_JUDGED, VERDICTS, Evidence, Point, SweepData, find, gather, healthy,
                                        load_sweep)
 from tell.experiments.plots import (FIGS, plot_bars, plot_forgetting, plot_general_scaling, plot_task_scaling,
@@ -111,8 +112,16 @@ def section_points(data: SweepData, set_name: str, metric: str) -> list[str]:
     rows = [[p.method, budget_text(p.budget), ratio_text(p.ratio), f"{p.general:,.0f}", len(p.seeds), num(p.value),
              ci_text(p.lo, p.hi), "seeds x items" if p.interval == CROSSED else "seed min/max (not a CI)",
              NO_VERDICT if len(p.seeds) < MIN_SEEDS else ""] for p in pts]
-    return md + table(["method", "task tokens", "ratio", "general tokens", "seeds", "value", "95% interval",
-                       "interval", "note"], rows)
+    md += table(["method", "task tokens", "ratio", "general tokens", "seeds", "value", "95% interval",
+                 "interval", "note"], rows)
+    maj = data.majority_rate(set_name) if metric in LABEL_METRICS else None
+    if maj:
+        above = [f"{p.method} ({budget_text(p.budget)}, ratio {ratio_text(p.ratio)})" for p in pts
+                 if p.lo is not None and p.lo > maj["rate"]]
+        md += [f"Majority-class rate of these {maj['items']} items: {num(maj['rate'])} (answering "
+               f"{text(repr(maj['label']))} to every item). A label accuracy shows something only when its interval "
+               "lies above it: " + (text("; ".join(above)) if above else "no point does") + ".", ""]
+    return md
 
 def _finding_rows(fs: list[dict]) -> list[list[str]]:
     return [[f["metric"], budget_text(f["task_tokens"]), ratio_text(f["ratio"]), f["comparison"], f["seeds"],
@@ -168,6 +177,11 @@ def section_findings(ev: Evidence) -> list[str]:
             kind = [f for f in fs if f["comparison"] == label]
             if kind:
                 md.append("- " + summary(kind, label))
+        for f in (f for f in fs if f.get("majority")):
+            yes = lambda x: "beats it" if x else "does not beat it"  # noqa: E731
+            md.append(f"- {text(f['metric'])}, {text(f['comparison'])} ({budget_text(f['task_tokens'])}, ratio "
+                      f"{ratio_text(f['ratio'])}): majority-class rate {num(f['majority']['rate'])}; tell "
+                      f"{yes(f['a_beats_majority'])}, {text(f['b']['method'])} {yes(f['b_beats_majority'])}.")
         md.append("")
     if not any_rows:
         md += ["No comparison: no tell cell has a baseline at its budget and ratio.", ""]
