@@ -304,3 +304,32 @@ def test_a_datasets_save_to_disk_folder(tmp_path):
     loaded = load_records(str(tmp_path / "saved"), source="t", progress=False)
     assert [r.response for r in loaded.records] == ["a0", "a1", "a2"] and loaded.records[0].row == 1
     assert len(loaded.sha256) == 64
+
+
+def test_llamafactory_v1_reasoning_and_tool_call_parts_are_read_as_llamafactory_does():
+    """(issue 40, also) LLaMA-Factory's own reasoning / tool-use demo rows: reasoning before the answer as a
+    thinking block, a tool_call part as the tool-call turn, the tool's text as its result; what a tool-call turn
+    also says is counted, never silently lost; a tool_call part that is not JSON is refused by field."""
+    from tell.data.formats import RowInvalid, parse_row
+
+    call = '{"name": "multiply", "arguments": {"a": 6, "b": 8}}'
+    row = {"messages": [
+        {"role": "system", "content": [{"type": "text", "value": "be brief"}]},
+        {"role": "user", "content": [{"type": "text", "value": "what is 6*8?"}]},
+        {"role": "assistant", "content": [{"type": "reasoning", "value": "I should call multiply."},
+                                          {"type": "tool_call", "value": call}]},
+        {"role": "tool", "content": [{"type": "text", "value": "48"}]},
+        {"role": "assistant", "content": [{"type": "reasoning", "value": "The tool said 48."},
+                                          {"type": "text", "value": "6*8 = 48."}]}],
+        "tools": '[{"name": "multiply", "description": "x", "parameters": {}}]'}
+    rec, ignored = parse_row("messages", row)
+    assert rec.response == "<think>\nThe tool said 48.\n</think>\n\n6*8 = 48." and rec.prompt == "48"
+    assert rec.system == "be brief" and rec.history == [
+        {"role": "user", "content": "what is 6*8?"},
+        {"role": "tool_call", "content": '[{"name": "multiply", "arguments": {"a": 6, "b": 8}}]'}]
+    assert ignored == {"messages[].content[] text or reasoning beside a tool_call part"}
+    bad = json.loads(json.dumps(row))
+    bad["messages"][2]["content"][1]["value"] = "multiply(6, 8)"
+    with pytest.raises(RowInvalid, match="must be the call as JSON") as e:
+        parse_row("messages", bad)
+    assert e.value.field == "messages[2].content[1]"

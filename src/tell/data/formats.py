@@ -17,7 +17,8 @@ that turn is the answer, the user turn before it the prompt, and earlier turns t
 turns may be tool calls (`function_call`, `tool_call`, or an assistant message with OpenAI `tool_calls`) on
 the assistant's side and tool results (`observation`, `tool`, `tool_response`) on the user's; a `content`
 that is a list of text parts (`{"type": "text", "text": ...}`, or LLaMA-Factory v1's `"value"`) is joined with
-newlines. A message's `loss_weight` (LLaMA-Factory v1) may be anything on earlier turns (history, never trained
+newlines; LLaMA-Factory v1's `reasoning` parts come first as a `<think>` block (as thinking models' templates
+render it), its `tool_call` parts make the turn a tool call, and its `observation` parts are tool results' text. A message's `loss_weight` (LLaMA-Factory v1) may be anything on earlier turns (history, never trained
 on) but must be 1 on the answer: a 0 there is refused by name. A text made only of invisible characters
 (zero-width spaces, joiners) is empty.
 
@@ -120,25 +121,55 @@ def visible(text: str) -> bool:
                for c in text)
 
 
-def _content(value: Any, where: str) -> str | None:
-    """A string, or a list of content parts ([{"type": "text", "text": ...}]) joined with newlines."""
-    if value is None or isinstance(value, str):
-        return value
-    if not isinstance(value, list):
-        raise RowInvalid("wrong_type", where, f"expected a string or a list of text parts, got {type(value).__name__}")
-    texts = []
+# LLaMA-Factory v1's content parts beside "text": a tool result's, the reasoning (thinking) before an answer, and a
+# tool call (its value: the call as JSON text, {"name": ..., "arguments": ...})
+RESULT_PARTS = ("observation", "tool_result", "tool_response")
+REASONING_PART, CALL_PARTS = "reasoning", ("tool_call", "function_call")
+
+
+def think_block(reasoning: str) -> str:
+    """Reasoning as chat templates of thinking models (Qwen3, DeepSeek-R1) render it before the answer."""
+    return f"<think>\n{reasoning}\n</think>\n\n"
+
+
+def _parts(value: list, where: str) -> tuple[list[str], list[str], list[Any]]:
+    """(texts, reasonings, tool calls) of a list of content parts; media and unknown parts refused by name."""
+    texts, reasoning, calls = [], [], []
     for j, part in enumerate(value):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in MEDIA_PARTS:
             raise RowInvalid("multimodal", f"{where}[{j}]", f"is a '{kind}' part; tell trains text-only models "
                                                              "(remove it)")
         # OpenAI's {"type": "text", "text": ...}; LLaMA-Factory v1's {"type": "text", "value": ...}
-        text = part.get("text", part.get("value")) if kind == "text" else None
-        if not isinstance(text, str):
+        text = part.get("text", part.get("value")) if isinstance(part, dict) else None
+        if kind not in ("text", REASONING_PART, *CALL_PARTS, *RESULT_PARTS) or not isinstance(text, str):
             raise RowInvalid("wrong_type", f"{where}[{j}]", 'expected a text part {"type": "text", "text": "..."} '
-                                                           '(or "value": "...")')
-        texts.append(text)
-    return "\n".join(texts)
+                                                           '(or "value": "..."), or LLaMA-Factory\'s reasoning, '
+                                                           "tool_call or observation part")
+        if kind == REASONING_PART:
+            reasoning.append(text)
+        elif kind in CALL_PARTS:
+            try:
+                calls.append(json.loads(text))
+            except ValueError:
+                raise RowInvalid("wrong_type", f"{where}[{j}]", "a tool_call part's value must be the call as JSON "
+                                                               'text ({"name": ..., "arguments": ...})') from None
+        else:
+            texts.append(text)
+    return texts, reasoning, calls
+
+
+def _content(value: Any, where: str) -> str | None:
+    """A string, or a list of content parts ([{"type": "text", "text": ...}]) joined with newlines; reasoning
+    parts go first, as a thinking block (`think_block`). Tool-call parts are read by `_turn`."""
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise RowInvalid("wrong_type", where, f"expected a string or a list of text parts, got {type(value).__name__}")
+    texts, reasoning, calls = _parts(value, where)
+    if calls:
+        raise RowInvalid("wrong_type", where, "a tool_call part belongs in an assistant turn")
+    return (think_block("\n".join(reasoning)) if reasoning else "") + "\n".join(texts)
 
 
 def _check_media(row: dict) -> None:
@@ -250,6 +281,13 @@ def _turn(r: _Row, turn: Any, where: str, role_key: str, content_key: str, roles
                                        ensure_ascii=False)
     if calls:
         r.nested_ignored.add(f"{list_key}[].tool_calls")
+    value = turn.get(content_key)
+    if role == "assistant" and isinstance(value, list):  # LLaMA-Factory v1: tool calls as content parts
+        texts, reasoning, parts_calls = _parts(value, f"{where}.{content_key}")
+        if parts_calls:
+            if texts or reasoning:  # the call is the turn; what else it says is counted in the manifest, not lost
+                r.nested_ignored.add(f"{list_key}[].{content_key}[] text or reasoning beside a tool_call part")
+            return "tool_call", json.dumps(parts_calls, ensure_ascii=False)
     return role, _text(turn, content_key, allow_empty=(role == "system"), where=f"{where}.{content_key}", parts=True)
 
 
