@@ -432,3 +432,31 @@ def test_paired_methods_run_at_the_ratios_the_rule_names(tmp_path, rule, expecte
     planner = Planner(spec, tmp_path)
     for method, ratios in expected.items():
         assert [r for r in spec.ratios if planner._paired_at(method, r)] == ratios
+
+
+def test_a_spec_takes_column_mapped_general_data_as_prepare_does(spec, tmp_path, capsys):
+    """(issue 38 item 3) `general:` entries with prepare's mapping keys: no converted copy of the file needed.
+    The mapped source trains the same mixture as the converted file would (same examples, same order); a
+    mapping with an unknown key is refused by field when the spec is read."""
+    s = json.loads(spec.read_text())
+    rows = [json.loads(x) for x in Path(s["general"][0]).read_text().splitlines()]
+    raw = write_jsonl(tmp_path / "raw_general.jsonl", [{"user_query": r["prompt"], "chatgpt_response": r["response"]}
+                                                      for r in rows])
+    mapped = tmp_path / "mapped.yaml"
+    mapped.write_text(json.dumps(s | {"methods": ["tell"], "ratios": [3],
+                                      "general": [{"path": str(raw), "columns": {"prompt": "user_query",
+                                                                                  "response": "chatgpt_response"}}]}))
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(json.dumps(s | {"methods": ["tell"], "ratios": [3]}))
+    for y, out in ((mapped, "m"), (plain, "p")):
+        assert main(["sweep", str(y), "--out", str(tmp_path / out), "--dry-run"]) == 0
+    capsys.readouterr()
+
+    def mixture(out):
+        (mix,) = list((tmp_path / out / "mixtures").glob("*/mixture.jsonl"))
+        return [(json.loads(x)["prompt"], json.loads(x)["response"]) for x in mix.read_text().splitlines()]
+
+    assert mixture("m") == mixture("p") and len(mixture("m")) > 3
+    mapped.write_text(json.dumps(s | {"general": [{"path": str(raw), "colums": {"prompt": "user_query"}}]}))
+    assert main(["sweep", str(mapped), "--out", str(tmp_path / "x"), "--dry-run"]) == 2
+    assert "unknown key 'colums' of an input" in capsys.readouterr().err

