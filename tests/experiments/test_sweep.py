@@ -47,6 +47,8 @@ def test_sweep_end_to_end_resume_and_report(spec, tmp_path, capsys, monkeypatch)
     out = tmp_path / "sw"
     assert main(["sweep", str(spec), "--out", str(out), "--dry-run"]) == 0
     dry = capsys.readouterr().out.splitlines()
+    contam = [line for line in dry if line.startswith("contamination: ")]  # checked at plan time, logged last
+    assert dry[-len(contam):] == contam and len(contam) == 1 and (out / "contamination.json").is_file()
     # base and sft do not depend on the ratio: one cell each per seed, not one per ratio; the other four
     # methods run once per ratio (2 here). 2 + 4 x 2 = 10 cells, each listed once, then the total.
     end = next(i for i, line in enumerate(dry) if "cells; still to train" in line)
@@ -460,3 +462,31 @@ def test_a_spec_takes_column_mapped_general_data_as_prepare_does(spec, tmp_path,
     mapped.write_text(json.dumps(s | {"general": [{"path": str(raw), "colums": {"prompt": "user_query"}}]}))
     assert main(["sweep", str(mapped), "--out", str(tmp_path / "x"), "--dry-run"]) == 2
     assert "unknown key 'colums' of an input" in capsys.readouterr().err
+
+
+def test_contamination_is_checked_at_plan_time_and_an_exact_copy_refused(tmp_path):
+    """(issue 38 item 4) an eval item that is a task training prompt stops the sweep before any cell is planned,
+    unless the spec declares `contamination: warn`; the check is written to OUT/contamination.json either way."""
+    from tell.errors import TellError
+    from tell.experiments.config import SweepSpec
+    from tell.experiments.sweep import CONTAMINATION, check_contamination
+
+    task = write_jsonl(tmp_path / "task.jsonl", [{"prompt": f"judge the castle number {i} now", "response": "yes"}
+                                                 for i in range(5)])
+    ev = write_jsonl(tmp_path / "ev.jsonl", [{"prompt": "judge the castle number 3 now", "response": "yes",
+                                              "meta": {"kind": "cloze", "answer": "yes"}},
+                                             {"prompt": "a new question", "response": "no",
+                                              "meta": {"kind": "cloze", "answer": "no"}}])
+    spec = SweepSpec(model="m", task=str(task), task_tokens=[10], methods=["base", "sft"], eval=[str(ev)])
+    with pytest.raises(TellError, match=r"1 item\(s\) of eval set .* are exact copies of task training prompts"):
+        check_contamination(spec, tmp_path)
+    saved = json.loads((tmp_path / CONTAMINATION).read_text())
+    assert saved["sets"][0]["exact_overlap"] == 1 and saved["task_examples"] == 5
+    warn = SweepSpec(model="m", task=str(task), task_tokens=[10], methods=["base", "sft"], eval=[str(ev)],
+                     contamination="warn")
+    (line,) = check_contamination(warn, tmp_path)
+    assert "1 exact copies" in line and str(ev) in line
+    from tell.experiments.report import _contamination_lines
+
+    header = "\n".join(_contamination_lines(tmp_path))  # what the report's header says of it
+    assert "policy warn" in header and "1 exact copies, 0 13-gram overlaps of 2 items" in header

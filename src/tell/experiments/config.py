@@ -107,6 +107,9 @@ class SweepSpec:
     controls: list = opt([], "positive controls, declared before running: a list of {id, claim, method, set, "
                              "at_least | at_most, [metric], [over: METHOD]} or {id, claim, healthy: true}; the "
                              "report judges no comparison unless all pass (tell.experiments.controls)")
+    contamination: str = opt("refuse", "what the sweep does when an eval item is an exact copy of a task training "
+                                       "prompt (checked at plan time, written to OUT/contamination.json): refuse, "
+                                       "or warn and run", choices=("refuse", "warn"))
     floor: float | None = opt(None, "a comparison whose two arms both score below this (in the metric's units) is "
                                     "inconclusive (floor), whatever its interval", check=(finite, "a finite number"))
     ceiling: float | None = opt(None, "likewise above this: inconclusive (ceiling)", check=(finite, "a finite number"))

@@ -77,7 +77,27 @@ def section_header(data: SweepData, title: str | None) -> list[str]:
           "date and the command.", ""]
     if data.notes:
         md += ["What this folder cannot give:", ""] + [f"- {text(n)}" for n in data.notes] + [""]
-    return md
+    return md + _contamination_lines(data.folder)
+
+
+def _contamination_lines(folder: Path) -> list[str]:
+    """The sweep's plan-time contamination check (`sweep.check_contamination`), as it recorded it."""
+    path = folder / "contamination.json"
+    if not path.is_file():
+        return ["Contamination: not checked (no contamination.json: a sweep from before the check).", ""]
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        sets = doc.get("sets") or []
+    except (OSError, ValueError, AttributeError):
+        return ["Contamination: contamination.json cannot be read.", ""]
+    md = [f"Contamination (checked before any cell trained; policy {text(doc.get('policy'))}), the task data's "
+          f"{doc.get('task_examples')} examples against each eval set:", ""]
+    for r in sets:
+        md.append(f"- {text(r.get('eval'))}: {r.get('exact_overlap')} exact copies, {r.get('ngram13_overlap')} "
+                  f"13-gram overlaps of {r.get('examples')} items" + (f" (rows {text(r.get('ngram13_rows'))})"
+                                                                       if r.get("ngram13_rows") else ""))
+    md += [f"- {text(n)}: not checked (not built when the sweep planned)" for n in doc.get("not_checked") or []]
+    return md + [""]
 
 def section_health(data: SweepData) -> list[str]:
     md = ["## Run health", ""]

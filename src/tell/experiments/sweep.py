@@ -18,6 +18,8 @@ finished cells and resumes unfinished ones; a failing cell is recorded with its 
 
 from __future__ import annotations
 
+import json
+
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,6 +56,52 @@ def check_eval_sets(spec: SweepSpec, path: str) -> None:
                             "(is-en-news:en-is, agieval:SUBTASK)", file=path, field=group)
 
 
+CONTAMINATION = "contamination.json"
+
+
+def check_contamination(spec: SweepSpec, out: Path) -> list[str]:
+    """Overlap of the task data every cell draws from with each eval set (`tell.data.contamination`: exact prompt
+    copies and 13-gram overlaps, the anchor and the eval set's template left out), at plan time, before any cell
+    trains. Written to OUT/contamination.json (the report's header lists it). Exact copies are refused, unless the
+    spec declares `contamination: warn`; 13-gram overlaps are reported. Returns the lines for the sweep's log."""
+    from tell.data import contamination
+    from tell.data.loading import load_records
+    from tell.eval.config import EvalConfig
+    from tell.eval.run import resolve_set
+
+    if not spec.task:
+        return []
+    from tell.data.builders import BUILDERS, DATASET_MANIFEST
+
+    task = load_records(spec.task, source="task", progress=False).records
+    cfg = EvalConfig(data_dir=spec.data_dir, metric=spec.metric)
+    sets, unbuilt = {}, []
+    for name in (str(n) for group in ("eval", "task_eval", "general_eval") for n in getattr(spec, group)):
+        built = name.partition(":")[0]
+        if not Path(name).is_file() and built in BUILDERS and \
+                not (Path(spec.data_dir) / built / DATASET_MANIFEST).is_file():
+            unbuilt.append(name)  # its first evaluation builds it (a download, maybe): checked on a later run
+            continue
+        sets.update({es.name: es.records for es in resolve_set(name, cfg)})
+    reports = contamination.check(sets, task, None)
+    with atomic_open(out / CONTAMINATION) as f:
+        f.write(json.dumps({"task": spec.task, "task_examples": len(task), "policy": spec.contamination,
+                            "sets": reports, "not_checked": unbuilt}, indent=1, default=str) + "\n")
+    lines = [f"contamination: {name}: not checked yet (not built in {spec.data_dir}/; the next run checks it)"
+             for name in unbuilt]
+    gram = f"ngram{contamination.N}_overlap"
+    lines += [f"contamination: {r['eval']}: {r['exact_overlap']} exact copies and {r[gram]} {contamination.N}-gram "
+              f"overlaps of {r['examples']} items with the task data ({len(task)} examples; {CONTAMINATION})"
+              for r in reports]
+    exact = [r for r in reports if r["exact_overlap"]]
+    if exact and spec.contamination != "warn":
+        r = exact[0]
+        raise TellError(f"{r['exact_overlap']} item(s) of eval set {r['eval']!r} are exact copies of task training "
+                        f"prompts (rows {r['exact_rows'][:5]}); remove them, or declare `contamination: warn` in the "
+                        f"spec to run anyway (see {out / CONTAMINATION})", field="contamination")
+    return lines
+
+
 @dataclass
 class Outcome:
     """How a sweep run ended: `tell sweep` exits 1 when every cell failed."""
@@ -84,8 +132,11 @@ class Sweep:
         if self.spec_path:
             with atomic_open(self.out / "spec.yaml") as f:
                 f.write(Path(self.spec_path).read_text())
+        contaminated = check_contamination(self.spec, self.out)  # before any cell is planned or trained
         plan = self.plan()
         log_plan(self.spec, self.cells_dir, plan, log, opts)
+        for line in contaminated:
+            log(line)
         if dry_run:
             return []
         todo = [cell for cell, _ in plan if _status(cell) != "done"]
