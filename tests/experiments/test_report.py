@@ -375,3 +375,23 @@ def test_a_label_accuracy_is_read_beside_the_majority_class_rate(tmp_path):
     (f,) = [f for f in fj if f["comparison"] == "tell vs sft"]
     assert f["majority"]["rate"] == pytest.approx(0.7) and f["a_beats_majority"] and not f["b_beats_majority"]
     assert "majority-class rate 0.7; tell beats it, sft does not beat it." in md
+
+
+def test_a_duplicated_row_is_refused_and_a_nan_value_is_reported_not_averaged(tmp_path, capsys):
+    """(issue 40, round 3 item 8) never averaged in: a row twice stops the report by its line; a NaN value (a
+    precision with nothing predicted) is left out of the point and named in the report's notes."""
+    from tell.cli import main
+
+    folder = write_sweep(tmp_path / "sw", ones_zeros(range(3)), items=False)  # points from the rows' values
+    lines = (folder / "results.jsonl").read_text().splitlines()
+    (folder / "results.jsonl").write_text("\n".join(lines + [lines[4]]) + "\n")
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"results.jsonl:{len(lines) + 1}:" in err[0] and "as row 5" in err[0]
+    rows = [json.loads(x) for x in lines]
+    rows[-1]["value"] = float("nan")  # tell, seed 2
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md, fj = report(folder)
+    assert "tsk: accuracy (1)" in md and "not a finite number" in md
+    (tell,) = [r for r in md_table(section(md, "### tsk: accuracy"), "method") if r[0] == "tell"]
+    assert tell[4] == "2" and tell[5] == "1"  # two seeds left, both 1.0: the NaN is in no mean

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,16 @@ def load_sweep(folder: str | Path, primary: str | None = None) -> SweepData:
         notes.append("results.jsonl has no health column (an older sweep): run health was not checked and "
                      "every row is taken as healthy")
     spec = _read_spec(folder, notes)
+    _refuse_duplicates(raw, folder / "results.jsonl")
+    undefined: dict[str, int] = {}
+    for r in rows:  # NaN (label precision with no "yes" predicted) or inf: no number to average, said so
+        if isinstance(r["value"], float) and not math.isfinite(r["value"]):
+            undefined[f"{r['set']}: {r['metric']}"] = undefined.get(f"{r['set']}: {r['metric']}", 0) + 1
+            r["value"] = None
+    if undefined:
+        notes.append("rows whose value is not a finite number (undefined for that cell, e.g. a precision with "
+                     "nothing predicted), left out of every point, comparison and finding: " +
+                     ", ".join(f"{k} ({n})" for k, n in undefined.items()))
     evidence = [r for r in rows if is_evidence(r) and r["value"] is not None]
     if not any(r["value"] is not None for r in rows):  # every cell failed: a report of nothing is no result
         cells = {r.get("cell") or id(r): r for r in rows}.values()
@@ -273,6 +284,22 @@ def load_sweep(folder: str | Path, primary: str | None = None) -> SweepData:
     lower = {(r["set"], r["metric"]) for r in rows if r.get("metric") is not None and not higher_is_better(r)}
     return SweepData(folder, rows, evidence, _read_items(folder, notes), _read_lr(folder, notes), spec, notes,
                      has_health, sets, roles, metrics, prim, lower)
+
+def _refuse_duplicates(raw: list[dict], path: Path) -> None:
+    """A row twice (the same cell, set and metric: an appended copy, a merge of two folders) would be averaged in
+    twice: refused by line."""
+    seen: dict[tuple, int] = {}
+    for n, r in enumerate(raw, 1):
+        if r.get("set") is None or r.get("metric") is None:
+            continue  # a failed cell's row
+        key = (r.get("cell") or r.get("run_dir") or (r["method"], r.get("task_tokens_requested"), r.get("ratio"),
+                                                      r["seed"], r.get("lr")), r["set"], r["metric"])
+        key = tuple(json.dumps(k, sort_keys=True, default=str) for k in key)
+        if key in seen:
+            raise TellError(f"the same cell, set and metric as row {seen[key]} (a duplicated row would be averaged "
+                            f"in twice); {REBUILD}", file=str(path), line=n)
+        seen[key] = n
+
 
 def _read_items(folder: Path, notes: list[str]) -> dict:
     """(set, metric) -> point key -> {seed: scores}, over healthy selected lines, aligned on the items every
