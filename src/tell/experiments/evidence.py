@@ -18,8 +18,6 @@ Inputs (only `results.jsonl` is required; whatever else is missing becomes a not
 
 from __future__ import annotations
 
-import contextlib
-
 import json
 import math
 from collections import defaultdict
@@ -29,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tell.errors import TellError
+from tell.experiments.majority import LABEL_METRICS, beside_majority as _beside_majority, majority as _majority
 from tell.experiments import controls as ctl
 from tell.eval.kinds import LOWER_IS_BETTER_NAMES
 from tell.experiments.stats import Resampler, estimate, fit_scaling, paired, token_efficiency
@@ -369,26 +368,6 @@ def _points(data: SweepData, set_name: str, metric: str) -> dict[tuple, Point]:
                          max(highs) if highs else None, sorted(seed_values), ENVELOPE, general, seed_values)
     return out
 
-def _majority(folder: Path, set_name: str) -> dict | None:
-    from collections import Counter
-
-    for p in sorted(folder.glob("cells/*/eval/predictions.jsonl")):
-        golds = Counter()
-        for line in p.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(ValueError, AttributeError):
-                row = json.loads(line)
-                gold = (row.get("scores") or {}).get("gold")
-                if row.get("set") == set_name and isinstance(gold, str):
-                    golds[gold] += 1
-        if golds:
-            label, n = golds.most_common(1)[0]
-            return {"rate": n / sum(golds.values()), "label": label, "items": sum(golds.values())}
-    return None
-
-
-LABEL_METRICS = ("label_accuracy", "label_accuracy_all")  # label accuracies, read beside the majority-class rate
-
-
 def find(pts: dict[tuple, Point], method: str, budget: int | None = None, ratio: float | None = None,
          any_ratio: bool = False) -> Point | None:
     """The point of `method` at a budget (None: any, e.g. base) and ratio (any_ratio: whichever it has)."""
@@ -445,16 +424,6 @@ def findings(data: SweepData, set_name: str, metric: str) -> list[dict]:
                             "a": {"method": "tell", "ratio": t.ratio}, "b": {"method": other, "ratio": b.ratio},
                             **res, **_beside_majority(data, set_name, metric, t, b)})
     return out
-
-def _beside_majority(data: SweepData, set_name: str, metric: str, a: Point, b: Point) -> dict:
-    """For a label accuracy: the majority-class rate and whether each arm beats it (its interval's low end above
-    the rate); nothing for other metrics."""
-    maj = data.majority_rate(set_name) if metric in LABEL_METRICS else None
-    if maj is None:
-        return {}
-    beats = lambda p: p.lo is not None and p.lo > maj["rate"]  # noqa: E731
-    return {"majority": maj, "a_beats_majority": beats(a), "b_beats_majority": beats(b)}
-
 
 def _bounded(data: SweepData, set_name: str, metric: str, res: dict | None) -> dict | None:
     """The spec's declared floor and ceiling applied to a comparison (`tell.experiments.controls.bounded`)."""
