@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from demo_results import commit, replace_block
-from halu_smollm2_results import cells, ci, comparisons_table, fmt, observations, points_table
+from halu_smollm2_results import cells, comparisons_table, controls_table, fmt, observations, points_table
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- halu-headline:begin -->", "<!-- halu-headline:end -->"
@@ -104,13 +104,8 @@ def section(folder: Path) -> tuple[list[str], str]:
           f"{datetime.date.today().isoformat()}; {os.cpu_count()}-core {platform.machine()} CPU, no GPU. Spec sha256 "
           f"{sha}...; pre-registered in docs/halu_headline.md. {len(sts)} cells, "
           f"{sum(s['status'] == 'done' for s in sts)} done; their wall time adds up to {wall / 60:.1f} min.", "",
-          "### Controls (declared before the run)", "",
-          "| control | claim | rule | measured | passed |", "|---|---|---|---|---|"]
-    md += [f"| {c['id']} | {c['claim']} | {c['rule']} | {c['measured']} | {'yes' if c['passed'] else 'NO'} |"
-           for c in ev.controls]
-    md += ["", "All passed: the comparisons below are judged." if ev.judged else
-           "A control failed: nothing below is judged.", "",
-           "### The SFT ladder and tell (json_strict, mean over 3 seeds, crossed bootstrap interval)", ""]
+          "### Controls (declared before the run)", ""] + controls_table(ev)
+    md += ["", "### The SFT ladder and tell (json_strict, mean over 3 seeds, crossed bootstrap interval)", ""]
     md += points_table(data)
     rows = efficiency_rows(ev)
     md += ["", "### Token-efficiency and the pre-registered readings", "",

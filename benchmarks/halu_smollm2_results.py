@@ -99,6 +99,15 @@ def _share_no(data, set_name: str) -> float | None:
     return None
 
 
+def controls_table(ev) -> list[str]:
+    """The declared controls with their measured values, and whether the comparisons are judged."""
+    return ["| control | claim | rule | measured | passed |", "|---|---|---|---|---|"] + \
+        [f"| {c['id']} | {c['claim']} | {c['rule']} | {c['measured']} | {'yes' if c['passed'] else 'NO'} |"
+         for c in ev.controls] + \
+        ["", "All passed: the comparisons below are judged." if ev.judged else
+         "A control failed: no comparison below is judged."]
+
+
 def section(folder: Path) -> list[str]:
     from tell.experiments.evidence import gather, load_sweep
 
@@ -116,11 +125,7 @@ def section(folder: Path) -> list[str]:
           "(one worker: the sweep's own time).", ""]
     md += ["### Controls (declared before the run)", ""]
     if ev.controls:
-        md += ["| control | claim | rule | measured | passed |", "|---|---|---|---|---|"]
-        md += [f"| {c['id']} | {c['claim']} | {c['rule']} | {c['measured']} | {'yes' if c['passed'] else 'NO'} |"
-               for c in ev.controls]
-        md += ["", "All passed: the comparisons below are judged." if ev.judged else
-               "A control failed: no comparison below is judged."]
+        md += controls_table(ev)
     else:
         md += ["The spec declares no controls."]
     bounds = [f"{k} {data.spec[k]:g}" for k in ("floor", "ceiling") if data.spec.get(k) is not None]
