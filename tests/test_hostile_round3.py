@@ -258,3 +258,59 @@ def test_counts_that_mean_nothing_are_refused_before_anything_runs(tmp_path, mon
     assert e.value.code == 2
     assert said in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_an_eval_rerun_with_another_adapter_never_keeps_the_first_adapters_predictions(run1, toy_mixture, tiny_model,
+                                                                                       tmp_path, capsys):
+    """Issue 40 item 8: into the same --out, another adapter is refused (its path is a setting); the same path
+    holding another adapter's files (replaced in place) has every prediction made again, by the new adapter."""
+    import shutil
+
+    from tell.train.run import train
+
+    other = tmp_path / "other"
+    train(train_config(toy_mixture, tiny_model, other, max_steps=2, seed=7, learning_rate=5e-2))
+    ev = write_jsonl(tmp_path / "ev.jsonl", [{"prompt": f"judge {w}", "response": "x", "meta": {"kind": "cloze"}}
+                                             for w in ("a", "b", "c")])
+    here = tmp_path / "here"
+    shutil.copytree(run1, here)
+    out = tmp_path / "e"
+    args = lambda adapter: ["eval", "--model", str(tiny_model), "--adapter", str(adapter), "--data", str(ev),  # noqa
+                            "--greedy", "--max-new-tokens", "4", "--out", str(out), "--no-progress"]
+    assert main(args(here)) == 0
+    first = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    capsys.readouterr()
+    assert main(args(other)) == 2
+    assert "other settings ['adapter']" in _err(capsys)
+    shutil.rmtree(here / "adapter")
+    shutil.copytree(other / "adapter", here / "adapter")  # another adapter at the same path
+    assert main(args(here)) == 0
+    again = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    metrics = json.loads((out / "metrics.json").read_text())
+    sha = json.loads((other / "metrics.json").read_text())["adapter_sha256"]["adapter_model.safetensors"]
+    assert metrics["adapter_sha256"] == sha != first[0]["made_by"]["adapter_sha256"]
+    assert len(again) == 3 and {p["made_by"]["adapter_sha256"] for p in again} == {sha}, again
+
+
+def test_an_eval_of_a_run_whose_manifest_anchor_was_edited_after_training_is_refused(run1, tiny_model, tmp_path,
+                                                                                    capsys):
+    """Issue 40 item 8: config.json records the anchor training saw; a manifest copy edited since is refused by
+    every command that reads the run's anchor (eval, export), never used to prompt."""
+    import shutil
+
+    ev = write_jsonl(tmp_path / "ev.jsonl", [{"prompt": "judge a", "response": "x", "meta": {"kind": "cloze"}}])
+    run = tmp_path / "run"
+    shutil.copytree(run1, run)
+    manifest = json.loads((run / "mixture_manifest.json").read_text())
+    assert manifest["anchor"] and json.loads((run / "config.json").read_text())["anchor"] == manifest["anchor"]
+    manifest["anchor"]["text"] = "an anchor training never saw"
+    (run / "mixture_manifest.json").write_text(json.dumps(manifest))
+    argv = ["eval", "--model", str(tiny_model), "--adapter", str(run), "--task-data", str(ev), "--greedy",
+            "--max-new-tokens", "2", "--out", str(tmp_path / "e"), "--no-progress"]
+    assert main(argv) == 2
+    assert "anchor differs from the one the run was trained with" in _err(capsys)
+    assert not (tmp_path / "e").exists()
+    assert main(["export", str(run), "--out", str(tmp_path / "x")]) == 2
+    assert "anchor differs" in _err(capsys)
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x*"))
+    assert main(argv[:4] + [str(run1)] + argv[5:]) == 0  # the unedited run evaluates

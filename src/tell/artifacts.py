@@ -215,9 +215,18 @@ class RunDir:
         return read_json(self.mixture_manifest_path, "") if self.mixture_manifest_path.is_file() else None
 
     def anchor(self) -> Anchor | None:
-        """The anchor the run was trained with (from the copy of its mixture's manifest), or None."""
+        """The anchor the run was trained with (from the copy of its mixture's manifest), or None. config.json
+        records the anchor training saw: a copy whose anchor was edited since is refused, never used to prompt."""
         m = self.mixture_manifest()
-        return Anchor.from_json(m.get("anchor")) if m else None
+        if not m:
+            return None
+        header = read_json(self.config_path, "a `tell train` run folder") if self.config_path.is_file() else {}
+        if "anchor" in header and header["anchor"] != m.get("anchor"):
+            raise TellError(f"{self.MIXTURE_MANIFEST}'s anchor differs from the one the run was trained with "
+                            f"({self.CONFIG}: {json.dumps(header['anchor'])[:120]}); the copy was edited after "
+                            "training: restore it (the mixture's manifest.json holds the anchor trained with)",
+                            file=str(self.mixture_manifest_path), field="anchor")
+        return Anchor.from_json(m.get("anchor"))
 
     def log(self, evals: bool = False) -> list[dict]:
         """train_log.jsonl's loss rows (with `evals`: its evaluation rows too, in order), up to a torn last line from

@@ -149,11 +149,12 @@ def describe(run: str, cfg: dict, base_name: str | None, *, merge: bool, templat
     rd = RunDir(run)
     manifest = rd.mixture_manifest() or {}
     metrics = rd.metrics() if rd.finished() else {}
+    anchor = rd.anchor()  # refused when the manifest's copy was edited since training
     mixture = {k: manifest.get(k) for k in ("mixture", "budget", "inputs", "tokenizer") if k in manifest}
     return {
         "format_version": 1, "kind": "tell-export", "merged": merge, "base_model": base_name,
         "base_gguf": gguf_provenance(base_name),  # the GGUF file the base folder was converted from, or None
-        "anchor": manifest.get("anchor"),
+        "anchor": anchor.to_json() if anchor else None,
         "template": {"kind": "plain" if plain else "chat", "chat_template": template,
                      "note": "tell's plain template (tell.prompting), written as this tokenizer's chat_template"
                              if plain else "the base model's chat template"},

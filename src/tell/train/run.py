@@ -319,6 +319,7 @@ def _write_header(run: RunDir, cfg: TrainConfig, resolved: dict, mix: MixtureDir
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seeds": {"training": cfg.seed, "mixture": manifest.get("seeds")},
         "mixture_sha256": manifest["mixture"]["sha256"],  # checked against mixture.jsonl (MixtureDir.verify)
+        "anchor": manifest.get("anchor"),  # what training saw: an edited manifest copy is refused (RunDir.anchor)
         "packages": provenance.package_versions(), **facts})
     write_json(run.mixture_manifest_path, manifest)
 
