@@ -216,6 +216,9 @@ def test_a_checkpoint_the_disk_refused_is_removed_so_resume_trains_again(toy_mix
             "1", "--no-progress"]
     proc = _ulimited(argv, 24)
     assert proc.returncode == 2 and "a write was refused" in proc.stderr and "--resume" in proc.stderr, proc.stderr
+    from tell.io import disk_of
+    mount = disk_of(out).split(" (")[0]  # the error names the disk the run writes to, not only "the disk"
+    assert f"under {out} on {mount} (" in proc.stderr and "GiB free of" in proc.stderr, proc.stderr
     assert not list((out / "checkpoints").glob("checkpoint-*")), list(out.rglob("*"))
     assert main(argv + ["--resume"]) == 0
     assert (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -461,11 +461,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _full_disk(args: argparse.Namespace, e: BaseException) -> int:
     """One line for a write refused for space that tell's own writers did not catch; anything else re-raised."""
-    from tell.io import full_disk
+    from tell.io import disk_of, full_disk
 
     if getattr(args, "debug", False) or not full_disk(e):
         raise e
-    print(f"tell: error: a write was refused: the disk is full or a file-size limit was hit "
+    out = getattr(args, "out", None) or getattr(e, "filename", None) or "."
+    print(f"tell: error: a write was refused under {out} on {disk_of(out)}: the disk is full or a file-size limit was hit "
           f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); free space and run the "
           "command again (tell train with --resume: from its last complete checkpoint; an unfinished export or "
           "checkpoint is never taken for a finished one)", file=sys.stderr)

@@ -30,8 +30,27 @@ def refused_write(e: OSError, path: str | os.PathLike):
 
     if e.errno not in REFUSED_WRITES:
         return None
-    return TellError(f"cannot write ({e.strerror}); choose a folder you can write to, or free space (nothing "
+    where = f" on {disk_of(e.filename or path)}" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+    return TellError(f"cannot write ({e.strerror}){where}; choose a folder you can write to, or free space (nothing "
                      "half-written is left)", file=str(e.filename or path))
+
+
+def disk_of(path: str | os.PathLike) -> str:
+    """The file system `path` is written to, for an error about space: its mount point and what it has free
+    ("the disk mounted at /data (1.2 GiB free of 50.0 GiB)"); the nearest existing folder stands in for a path
+    not made yet."""
+    p = Path(os.path.abspath(path or "."))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    mount = p
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        use = shutil.disk_usage(p)
+    except OSError:
+        return f"the disk mounted at {mount}"
+    gib = 2 ** 30
+    return f"the disk mounted at {mount} ({use.free / gib:.1f} GiB free of {use.total / gib:.1f} GiB)"
 
 
 _FULL = ("File too large", "No space left on device", "Disk quota exceeded", "os error 27", "os error 28")
