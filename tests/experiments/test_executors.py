@@ -42,11 +42,11 @@ def _attempts(out: Path) -> dict:
 
 
 def test_ray_executor_gives_the_local_results_and_resumes_after_a_killed_driver(small_spec, tmp_path):
-    local, ray_out = tmp_path / "local", tmp_path / "ray"
+    """One Ray driver killed mid-sweep, the next one finishing it (two Ray starts, not three: the second driver's
+    results are the ones compared with the local executor's)."""
+    local = tmp_path / "local"
     assert main(["sweep", str(small_spec), "--out", str(local)]) == 0
-    assert main(["sweep", str(small_spec), "--out", str(ray_out), "--executor", "ray", "--cpus-per-cell", "1"]) == 0
-    assert _values(ray_out) == _values(local) and len(_values(local)) == 4  # base, sft, tell r1, tell r3
-    assert set(_attempts(ray_out).values()) == {1}
+    assert len(_values(local)) == 4  # base, sft, tell r1, tell r3
 
     # Kill a driver mid-sweep: the cells it finished are not run again by the next driver.
     killed = tmp_path / "killed"
@@ -63,10 +63,12 @@ def test_ray_executor_gives_the_local_results_and_resumes_after_a_killed_driver(
     done_before = {c.name for c in (killed / "cells").iterdir()
                    if json.loads((c / "status.json").read_text() if (c / "status.json").exists() else '{"status": 0}')["status"] == "done"}
     assert done_before
-    assert main(["sweep", str(small_spec), "--out", str(killed), "--executor", "ray"]) == 0
+    cut_short = set(_attempts(killed)) - done_before  # started by the killed driver: tried again, once
+    assert main(["sweep", str(small_spec), "--out", str(killed), "--executor", "ray", "--cpus-per-cell", "1"]) == 0
     assert _values(killed) == _values(local)
     attempts = _attempts(killed)
     assert all(attempts[c] == 1 for c in done_before)  # finished cells were not re-run
+    assert all(n == 1 for c, n in attempts.items() if c not in done_before and c not in cut_short), attempts
     subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)  # the killed driver's leftovers
 
 

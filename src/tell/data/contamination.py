@@ -26,6 +26,7 @@ stripped is still caught.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from typing import Sequence
@@ -55,13 +56,17 @@ def _words(text: str) -> list[str]:
 
 
 def _hashes(words: list[str], n: int = N) -> list[int]:
-    return [hash(tuple(words[i:i + n])) for i in range(len(words) - n + 1)]
+    """The hash of each n-gram of `words`, in order (the tuples made by zip, in C: the plan-time check of a sweep
+    runs this over every task text once per eval set)."""
+    return list(map(hash, zip(*[words[i:] for i in range(n)])))
 
 
-def template_mask(words: list[str], template: set[int], n: int = N) -> list[bool]:
-    """Per word: whether a template n-gram covers it."""
+def template_mask(words: list[str], template: set[int], n: int = N, grams: list[int] | None = None) -> list[bool]:
+    """Per word: whether a template n-gram covers it (`grams`: `_hashes(words, n)`, when already computed)."""
     covered = [False] * len(words)
-    for i, g in enumerate(_hashes(words, n)):
+    if not template:
+        return covered
+    for i, g in enumerate(_hashes(words, n) if grams is None else grams):
         if g in template:
             covered[i:i + n] = [True] * n
     return covered
@@ -95,17 +100,12 @@ def _overlaps(words: list[str], template: set[int], shared: set[int], n: int = N
 def _grams(words: list[str], template: set[int] | None = None, n: int = N) -> set[int]:
     """Hashes of the n-grams of `words`; with `template`, of the n-grams left once the words covered by a
     template n-gram are cut out (n-grams never span a cut)."""
-    if not template:
-        return set(_hashes(words, n))
-    covered = template_mask(words, template, n)
-    out: set[int] = set()
-    start = 0
-    for end in range(len(words) + 1):
-        if end == len(words) or covered[end]:
-            seg = words[start:end]
-            out.update(hash(tuple(seg[i:i + n])) for i in range(len(seg) - n + 1))
-            start = end + 1
-    return out
+    grams = _hashes(words, n)
+    if not template or not template.intersection(grams):
+        return set(grams)
+    # the n-gram at i is kept when none of words i .. i+n-1 is covered (a running count of covered words)
+    covered = list(itertools.accumulate(template_mask(words, template, n, grams), initial=0))
+    return {g for i, g in enumerate(grams) if covered[i + n] == covered[i]}
 
 
 def _unanchored(text: str, anchor: Anchor | None) -> str:
@@ -117,6 +117,8 @@ def check(eval_sets: dict[str, Sequence[Record]], mixture: Sequence[Record], anc
     """One report per eval set: examples, exact and 13-gram overlaps, and the first `rows` overlapping rows (None:
     all)."""
     prompts = {_norm(_unanchored(r.prompt, anchor)) for r in mixture}
+    texts = {_unanchored(r.prompt, anchor) + "\n" + r.response for r in mixture}
+    text_words = [_words(text) for text in texts]  # once, for every eval set
     reports = []
     for name, items in eval_sets.items():
         item_words = [_words(_unanchored(r.prompt, anchor) + "\n" + r.response) for r in items]
@@ -124,10 +126,9 @@ def check(eval_sets: dict[str, Sequence[Record]], mixture: Sequence[Record], anc
         item_grams = [_grams(words, template) for words in item_words]
         wanted = set().union(*item_grams)
         # Stream the mixture once, counting in how many distinct texts each n-gram the eval set asks about is.
-        texts = {_unanchored(r.prompt, anchor) + "\n" + r.response for r in mixture}
         found: Counter = Counter()
-        for text in texts:
-            found.update(_grams(_words(text), template) & wanted)
+        for words in text_words:
+            found.update(_grams(words, template) & wanted)
         limit = boilerplate_limit(len(texts))
         hits = {g for g, c in found.items() if c <= limit}
         exact = [r.row for r in items if _norm(_unanchored(r.prompt, anchor)) in prompts]
