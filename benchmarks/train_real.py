@@ -215,13 +215,17 @@ def worker_profile(a) -> dict:
         return "other"
 
     buckets: dict[str, float] = {}
+    other: dict[str, float] = {}
     for e in prof.key_averages(group_by_input_shape=True):
         if e.key.startswith(("ProfilerStep", "autograd::engine", "Optimizer")):
             continue
         k = bucket(e.key, e.input_shapes or [])
         buckets[k] = buckets.get(k, 0.0) + e.self_cpu_time_total / 1e6
+        if k == "other":
+            other[e.key] = other.get(e.key, 0.0) + e.self_cpu_time_total / 1e6
     total = sum(times.values())
     return {"phases_s": times, "step_s": total, "op_buckets_s": dict(sorted(buckets.items(), key=lambda x: -x[1])),
+            "other_top_s": dict(sorted(other.items(), key=lambda x: -x[1])[:6]),
             "tokens": sum(len(x["input_ids"]) for x in ex[n:2 * n]), "threads": _threads()}
 
 
@@ -313,6 +317,7 @@ def main() -> None:
         ops = prof["op_buckets_s"]
         print("forward + backward by operator (self CPU time, torch.profiler): " + ", ".join(
             f"{k} {v:.1f} s ({100 * v / sum(ops.values()):.0f}%)" for k, v in ops.items()))
+        print("largest operators in other: " + ", ".join(f"{k} {v:.2f} s" for k, v in prof["other_top_s"].items()))
 
 
 if __name__ == "__main__":
