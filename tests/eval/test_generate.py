@@ -97,3 +97,52 @@ def test_default_generation_length_covers_the_longest_reference(tiny_model):
     long = [Record(prompt="p", response=" ".join(["river"] * 1200)), Record(prompt="p", response="castle")]
     assert default_max_new_tokens("translation", long, tok) == int(1200 * 1.25) + 16  # past the kind's 1,024
     assert default_max_new_tokens("mcq", [Record(prompt="p", response="B")], tok) == 32  # the kind's default
+
+
+def test_rows_that_stopped_leave_the_batch_and_the_outputs_stay_those_of_one_call(tiny_model, monkeypatch):
+    """Greedy decoding looks every RETIRE_EVERY tokens for rows that generated a stop token and drops them (and
+    their KV-cache rows) from the batch: the batch shrinks as answers end, and every output equals both one call
+    over the whole batch (no retiring) and one-at-a-time generation, with and without a shared opening and the
+    paper's repetition penalty. With pad = EOS made likely, this also holds the padding between a shared opening
+    and each row's own part away from the penalty (transformers skips only left padding): padded with EOS, the
+    padded rows had EOS penalised and stopped otherwise than alone."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tell.eval import generate as G
+    from tell.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model))
+    tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    g = torch.Generator().manual_seed(3)
+    lengths = (3, 9, 5, 12, 7, 4, 6, 10)
+    with torch.no_grad():  # EOS made as likely as a frequent token, so rows stop at different steps
+        probe = [torch.randint(4, 60, (n,), generator=g).tolist() for n in lengths]
+        first = [int(model(torch.tensor([p])).logits[0, -1].argmax()) for p in probe]
+        model.lm_head.weight[tok.eos_token_id] = model.lm_head.weight[max(set(first), key=first.count)] * 1.02
+    sizes: list[int] = []
+    real = model.generate
+
+    def spy(*a, **kw):
+        sizes.append(kw["input_ids"].shape[0])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(model, "generate", spy)
+    opening = torch.randint(4, 60, (G.MIN_SHARED_PREFIX + 3,), generator=g).tolist()
+    for shared in (False, True):
+        prompts = [(opening if shared else []) + torch.randint(4, 60, (n,), generator=g).tolist() for n in lengths]
+        for penalty in (1.0, 1.05):
+            kw = dict(max_new_tokens=14, greedy=True, temperature=1.0, top_k=0, top_p=1.0,
+                      repetition_penalty=penalty, seed=0)
+            monkeypatch.setattr(G, "RETIRE_EVERY", 1000)
+            one_call = G.generate_batch(model, tok, prompts, **kw)
+            monkeypatch.setattr(G, "RETIRE_EVERY", 2)
+            sizes.clear()
+            retiring = G.generate_batch(model, tok, prompts, **kw)
+            single = [G.generate_batch(model, tok, [p], **kw)[0] for p in prompts]
+            assert retiring == one_call == single, (shared, penalty, retiring == one_call, one_call == single)
+            batch = sizes[:sizes.index(1)] if 1 in sizes else sizes  # the batched call's, before the single ones
+            # some rows stopped early (the batch shrank), others wrote on (generate() was called again after)
+            assert batch[0] == len(prompts) and batch[-1] < batch[0] and batch == sorted(batch, reverse=True), batch
+            assert any(one_call)

@@ -252,15 +252,20 @@ def test_batched_greedy_generation_stops_at_im_end_and_equals_one_at_a_time(smol
         raw.append(real(**kw))
         return raw[-1]
 
+    from tell.eval import generate as G
+
+    decoding = dict(max_new_tokens=32, greedy=True, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.05,
+                    seed=0)
+    retiring = generate_batch(base_model, tok, prompts, **decoding)  # rows that stopped leave the batch
+    every, G.RETIRE_EVERY = G.RETIRE_EVERY, 10 ** 9  # one generate() call: its raw rows are read below
     base_model.generate = generate
     try:
-        decoding = dict(max_new_tokens=32, greedy=True, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.05,
-                        seed=0)
         batched = generate_batch(base_model, tok, prompts, **decoding)
         single = [generate_batch(base_model, tok, [p], **decoding)[0] for p in prompts]
     finally:
         del base_model.generate
-    assert batched == single
+        G.RETIRE_EVERY = every
+    assert batched == single == retiring
     assert "Paris" in batched[0] and all(o.strip() and "<|im_start|>" not in o for o in batched)
     width = max(len(p) for p in prompts)
     stopped = 0

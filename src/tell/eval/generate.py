@@ -71,7 +71,11 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
     shared = shared if shared >= MIN_SHARED_PREFIX else 0
     rest = [p[shared:] for p in prompts]
     width = max(len(p) for p in rest)
-    ids = torch.full((len(prompts), shared + width), pad, dtype=torch.long)
+    # The padding between a shared opening and a row's own part is masked from attention, but transformers'
+    # repetition penalty ignores only padding on the left (the mask's leading zeros): padding with pad = EOS there
+    # would penalise EOS in the padded rows alone (an output that depends on its batch). A token of the opening
+    # is in every row already, so padding with it changes no row's penalty.
+    ids = torch.full((len(prompts), shared + width), prompts[0][0] if shared else pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), shared + width), dtype=torch.long)
     ids[:, :shared] = torch.tensor(prompts[0][:shared], dtype=torch.long)
     mask[:, :shared] = 1
@@ -87,10 +91,47 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
                                                    shared + width + max_new_tokens)
     if greedy:
         kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
-    else:
-        kwargs.update(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
+        rows = _greedy_retiring(model, ids.to(device), mask.to(device), kwargs)
+        return [tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+    kwargs.update(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
     return [tokenizer.decode(row[shared + width:], skip_special_tokens=True) for row in out.cpu()]
+
+
+RETIRE_EVERY = 16  # new tokens between two looks for rows that have stopped (greedy decoding)
+
+
+def _greedy_retiring(model: Any, ids: torch.Tensor, mask: torch.Tensor, kwargs: dict) -> list[list[int]]:
+    """Each row's new tokens, greedy, decoded RETIRE_EVERY tokens at a time: a row that has generated a stop token
+    leaves the batch (its rows of the KV cache dropped), so the rows still writing decode as a smaller batch
+    instead of carrying finished rows to the longest answer. A greedy row does not depend on the batch it is in
+    (tests/eval/test_generate.py), so the outputs are those of one generate() call over the whole batch. Sampling
+    keeps one call: retiring rows would change which random numbers the others draw."""
+    stops = kwargs["eos_token_id"]
+    stops = set(stops if isinstance(stops, (list, tuple, set)) else [stops])
+    cache = kwargs[next(k for k in ("cache", "past_key_values") if k in kwargs)]
+    alive = list(range(ids.shape[0]))  # batch row -> the prompt it belongs to
+    out_rows: list[list[int]] = [[] for _ in alive]
+    left = kwargs["max_new_tokens"]
+    while left > 0:
+        step = min(RETIRE_EVERY, left)
+        seq = model.generate(input_ids=ids, attention_mask=mask, **(kwargs | {"max_new_tokens": step}))
+        new = seq[:, ids.shape[1]:]
+        left -= new.shape[1]
+        keep = []
+        for j, (r, toks) in enumerate(zip(alive, new.tolist())):
+            out_rows[r] += toks
+            if not stops.intersection(toks):
+                keep.append(j)
+        if not keep or new.shape[1] < step:  # every row has stopped
+            break
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], new.shape[1]))], dim=1)
+        if len(keep) < len(alive):
+            idx = torch.tensor(keep, device=ids.device)
+            cache.reorder_cache(idx)
+            seq, mask, alive = seq[idx], mask[idx], [alive[j] for j in keep]
+        ids = seq
+    return out_rows
 
 
 def generate_all(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *, batch_size: int,
