@@ -186,3 +186,37 @@ def test_no_progress_silences_library_bars_and_the_summary_reads_as_words(toy_mi
     assert "Loading weights" not in err and "Writing model shards" not in err
     line = next(x for x in out.splitlines() if "length policy" in x)
     assert "{" not in line and "(length policy truncate, max length 1,024)" in line
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_padded_steps_group_their_examples_by_length_and_keep_the_mixtures_steps(toy_mixture, tiny_model, tmp_path,
+                                                                                  monkeypatch, sort):
+    """Padded training sorts each optimizer step's examples by length before cutting them into micro-batches
+    (`sort_within_step`): every step trains on the very examples the mixture's order gives it, steps in order,
+    with fewer padded cells; off, the micro-batches follow the mixture exactly."""
+    from transformers import AutoTokenizer
+
+    seen: list[list[list[int]]] = []
+    original = Collator.__call__
+
+    def spy(self, batch):
+        seen.append([e["input_ids"] for e in batch])
+        return original(self, batch)
+
+    monkeypatch.setattr(Collator, "__call__", spy)
+    train(train_config(toy_mixture, tiny_model, tmp_path / "run", packing="off", batch_size=8, micro_batch_size=2,
+                       sort_within_step=sort))
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    expected = [e["input_ids"] for e in tokenize_mixture(MixtureDir(toy_mixture), tok, max_length=1024,
+                                                         length_policy="truncate", train_on_prompt=False,
+                                                         progress=False).examples]
+    flat = [x for mb in seen for x in mb]
+    assert len(flat) == len(expected)
+    steps = lambda xs: [sorted(map(tuple, xs[i:i + 8])) for i in range(0, len(xs), 8)]  # noqa: E731
+    assert steps(flat) == steps(expected)  # the same examples in every step, the steps in the mixture's order
+    cells = lambda mbs: sum(len(mb) * max(map(len, mb)) for mb in mbs)  # noqa: E731
+    in_order = [expected[i:i + 2] for i in range(0, len(expected), 2)]
+    if sort:
+        assert flat != expected and cells(seen) < cells(in_order)
+    else:
+        assert flat == expected

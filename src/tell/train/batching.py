@@ -82,6 +82,17 @@ def length_warning(counts: Counter, max_length: int) -> str | None:
            "raise --max-length to train on them whole"
 
 
+def sorted_within_steps(examples: list[dict], per_step: int) -> list[dict]:
+    """The examples with each optimizer step's share (consecutive runs of `per_step`, in mixture order) sorted
+    longest first, so that the micro-batches a step is cut into hold examples of similar length and pad less. A
+    step still trains on the same examples (its gradient is their sum, whatever the micro-batch they sit in) and
+    the steps come in the mixture's order; only which micro-batch of its step an example is in changes."""
+    out: list[dict] = []
+    for i in range(0, len(examples), per_step):
+        out += sorted(examples[i:i + per_step], key=lambda e: -len(e["input_ids"]))
+    return out
+
+
 class ListDataset(torch.utils.data.Dataset):
     def __init__(self, items: list[dict]):
         self.items = items

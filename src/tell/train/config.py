@@ -84,6 +84,9 @@ class TrainConfig:
     train_on_prompt: bool = opt(False, "compute the loss on prompt tokens too (default: answer tokens only)")
     packing: str = opt("auto", "pack several examples per row without attention across their borders "
                                "(auto: on where the model supports it)", choices=("auto", "on", "off"))
+    sort_within_step: bool = opt(True, "padded rows: sort each optimizer step's examples by length before they are "
+                                       "cut into micro-batches (less padding; the step's examples, so its update, "
+                                       "and the order of steps stay the mixture's)")
     gradient_checkpointing: bool = opt(False, "recompute activations to save memory")
     logging_steps: int = opt(1, "log every N optimizer steps", check=at_least(1))
     save_steps: int = opt(50, "checkpoint every N optimizer steps (0: only at the end)", check=at_least(0))

@@ -30,7 +30,7 @@ from tell.errors import TellError, template_errors
 from tell.io import FOLDER_LOCK, atomic_open, folder_lock, remove_stale_tmp, write_json
 from tell.models import (check_vocab, gguf_provenance, library_progress, load_model, load_tokenizer, quantization_config, resolve_dtype,
                          resolve_model_path)
-from tell.train.batching import Collator, ListDataset, length_warning, tokenize_mixture
+from tell.train.batching import Collator, ListDataset, length_warning, sorted_within_steps, tokenize_mixture
 from tell.train.model import add_lora, packing_is_isolated, supports_packing
 from tell.train.health import MIN_STEPS, assess
 from tell.train.live_eval import LiveEval, load_sets
@@ -408,7 +408,11 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
             tokens_seen = _trim_log(run, int(ckpt.name.split("-")[-1]))
         else:
             run.log_path.unlink(missing_ok=True)
-    trainer = TellTrainer(model=model, args=args, train_dataset=ListDataset(data.examples),
+    # padded: a step's examples grouped by length into its micro-batches (sorted_within_steps); packed rows are
+    # balanced within each micro-batch already (Collator)
+    order = sorted_within_steps(data.examples, cfg.batch_size) if cfg.sort_within_step and not packed and \
+        cfg.batch_size > cfg.micro_batch_size else data.examples
+    trainer = TellTrainer(model=model, args=args, train_dataset=ListDataset(order),
                           data_collator=Collator(pad_id=tokenizer.pad_token_id, packed=packed,
                                                  row_length=cfg.max_length),
                           callbacks=[JsonlLog(run.log_path)] + ([live] if live else []),
