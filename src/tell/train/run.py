@@ -311,6 +311,14 @@ def _lora_model(cfg: TrainConfig) -> tuple[object, bool, str | None]:
     return model, False, f"packing off: packed examples attended to each other ({measured}); padded instead"
 
 
+def _order(cfg: TrainConfig, examples: list[dict], packed: bool) -> list[dict]:
+    """The examples in the order the trainer reads them: padded, each step's examples grouped by length into its
+    micro-batches (`sorted_within_steps`); packed rows are balanced within each micro-batch already (Collator)."""
+    if cfg.sort_within_step and not packed and cfg.batch_size > cfg.micro_batch_size:
+        return sorted_within_steps(examples, cfg.batch_size)
+    return examples
+
+
 def _write_header(run: RunDir, cfg: TrainConfig, resolved: dict, mix: MixtureDir, manifest: dict, **facts) -> None:
     """config.json (what the run is) and the mixture manifest's copy, once, when the run starts."""
     run.path.mkdir(parents=True, exist_ok=True)
@@ -408,11 +416,7 @@ def _train(cfg: TrainConfig, hold: contextlib.ExitStack) -> dict:
             tokens_seen = _trim_log(run, int(ckpt.name.split("-")[-1]))
         else:
             run.log_path.unlink(missing_ok=True)
-    # padded: a step's examples grouped by length into its micro-batches (sorted_within_steps); packed rows are
-    # balanced within each micro-batch already (Collator)
-    order = sorted_within_steps(data.examples, cfg.batch_size) if cfg.sort_within_step and not packed and \
-        cfg.batch_size > cfg.micro_batch_size else data.examples
-    trainer = TellTrainer(model=model, args=args, train_dataset=ListDataset(order),
+    trainer = TellTrainer(model=model, args=args, train_dataset=ListDataset(_order(cfg, data.examples, packed)),
                           data_collator=Collator(pad_id=tokenizer.pad_token_id, packed=packed,
                                                  row_length=cfg.max_length),
                           callbacks=[JsonlLog(run.log_path)] + ([live] if live else []),
