@@ -55,13 +55,15 @@ def points_table(data) -> list[str]:
 
 
 def comparisons_table(rows: list[dict]) -> list[str]:
-    md = ["| set | metric | comparison | seeds | a | b | difference | paired 95% interval | verdict |",
-          "|---|---|---|---|---|---|---|---|---|"]
+    md = ["| set | metric | comparison | task tokens | tell's ratio | seeds | a | b | difference | paired 95% interval "
+          "| verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in rows:
         if f["metric"] not in METRICS:
             continue
         lo, hi = f["ci95"]
-        md.append(f"| {f['set']} | {f['metric']} | {f['comparison']} | {f['seeds']} | {fmt(f['a_value'])} | "
+        ratio = (f.get("a") or {}).get("ratio")
+        md.append(f"| {f['set']} | {f['metric']} | {f['comparison']} | {f.get('task_tokens') or 0:,} | "
+                  f"{'-' if ratio is None else f'{ratio:g}'} | {f['seeds']} | {fmt(f['a_value'])} | "
                   f"{fmt(f['b_value'])} | {fmt(f['diff'])} | {ci(lo, hi)} | {f['verdict']} |")
     return md
 
@@ -77,8 +79,8 @@ def observations(data) -> list[str]:
                 out.append(f"- `json_official` is 0 in every cell on {s}, while trained cells reach json_strict up "
                            f"to {max(strict):.3f}: the official rewrite as `../shared/paper/official_eval.md` "
                            "records it (every `\"` to `'`, then only `'thought': '` back) leaves any output with a "
-                           "second field unparseable. Either that reading of the official script is wrong or the "
-                           "script cannot count well-formed answers; `json_strict` is the figure to read here.")
+                           "second field unparseable: the published script counts every well-formed two-field answer "
+                           "as an error (docs/paper_comparability.md); `json_strict` is the figure to read here.")
         if "label_accuracy_all" in data.metrics[s]:
             pts = data.points(s, "label_accuracy_all")
             no = _share_no(data, s)

@@ -76,6 +76,31 @@ def test_a_failed_cell_fails_the_health_control_even_when_no_selected_cell_is_un
     assert all(f["verdict"].startswith("not judged") for f in fj)
 
 
+def test_a_failed_lr_candidate_with_a_healthy_sibling_does_not_fail_the_health_control(tmp_path):
+    """Issue 37, item 4: C5 counts the cells the lr rule could select. A failed candidate whose sibling (same
+    method, budget, ratio, seed; another lr) is healthy is listed in run health but passes the control; the same
+    failure with no healthy sibling (its only lr) still fails it."""
+    def failed_at(lr, budget):
+        return {"method": "sft-matched", "task_tokens": budget, "task_tokens_requested": budget,
+                "general_tokens": 0, "ratio": 1.0, "seed": 0, "lr": lr, "selected": False, "health": "failed",
+                "health_reason": "loss diverged", "set": None, "role": None, "metric": None, "value": None,
+                "cell": f"sft-matched-{budget}-{lr}", "run_dir": "cells/x"}
+
+    sw = write_sweep(tmp_path / "sw", world(), spec=SPEC | {"controls": [HEALTHY]})
+    with open(sw / "results.jsonl", "a") as f:
+        f.write(json.dumps(failed_at(3e-3, 1000)) + "\n")
+    md, fj = report(sw)
+    (row,) = md_table(section(md, "## Controls"), "control")
+    assert row[-1] == "yes" and "0 failed or unstable" in row[3]
+    assert "| sft-matched | 1,000 | 1 | 0 | 0.003 | no | failed | loss diverged |" in md  # still in run health
+    assert not any(f["verdict"].startswith("not judged") for f in fj)
+    with open(sw / "results.jsonl", "a") as f:  # seed 0 at a budget where no candidate is healthy
+        f.write(json.dumps(failed_at(3e-3, 2000)) + "\n")
+    md, fj = report(sw)
+    (row,) = md_table(section(md, "## Controls"), "control")
+    assert row[-1] == "NO" and "sft-matched-2000-0.003" in row[3] and "sft-matched-1000-0.003" not in row[3]
+
+
 def test_a_control_on_a_missing_method_or_set_does_not_pass(tmp_path):
     ghost = LEARNT | {"set": "nowhere"}
     md, fj = report(write_sweep(tmp_path / "sw", world(), spec=SPEC | {"controls": [ghost]}))

@@ -1,4 +1,5 @@
-"""The pre-registered readings of docs/halu_headline.md as `benchmarks/halu_headline_results.py` applies them:
+"""The pre-registered readings of docs/halu_headline.md (`tell.experiments.readings`, which the demo study and
+`benchmarks/halu_headline_results.py` share):
 an interval decides H8a (E > 1) and H8b (E >= 4) either way, and a floor is a bound only where the SFT ladder
 leaves the floor within 4x."""
 
@@ -11,7 +12,8 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from halu_headline_results import reading  # noqa: E402
+from halu_headline_results import markers, reproduction  # noqa: E402
+from tell.experiments.readings import reading  # noqa: E402
 
 LADDER = [(535, 0.0), (1070, 0.2), (2140, 0.6), (4280, 0.9)]
 
@@ -45,3 +47,34 @@ def test_a_tell_ceiling_beyond_the_ladder_supports_both_as_a_bound():
     top = {"computed": True, "efficiency": 8.0, "bound": "lower", "ci95": [8.0, None]}
     assert reading("H8b", top, 0.97, LADDER, 0.05, 0.95, 535)[0] == "supported (bound)"
     assert reading("H8a", top, 0.97, LADDER, 0.05, 0.95, 535)[0] == "supported (bound)"
+
+
+class _Point:
+    def __init__(self, method, budget, value):
+        self.method, self.budget, self.value = method, budget, value
+
+
+class _Data:
+    def __init__(self, ladder):
+        self._pts = {i: _Point("sft", b, v) for i, (b, v) in enumerate(ladder)}
+
+    def points(self, set_name, metric):
+        return self._pts if (set_name, metric) == ("halu-cot-json", "json_strict") else {}
+
+
+def _results_with_part1(tmp_path, ladder):
+    begin, end = markers(1)
+    rows = [f"| halu-cot-json | json_strict | sft | {b:,} | 0 | 3 | {v:.3f} | [0.000, 1.000] |" for b, v in ladder]
+    rows.append("| halu-cot-json | json_lenient | sft | 535 | 0 | 3 | 0.140 | [0.070, 0.210] |")  # another metric
+    path = tmp_path / "RESULTS.md"
+    path.write_text("\n".join(["# results", begin, "| set | metric | method |", *rows, end, ""]))
+    return path
+
+
+def test_part2_ladder_is_checked_against_part1_both_ways(tmp_path):
+    results = _results_with_part1(tmp_path, LADDER)
+    same = reproduction(_Data(LADDER), results)
+    assert same[-1].startswith("- every ladder mean equals part 1's") and "| 1,070 | 0.200 | 0.200 | yes |" in same
+    moved = reproduction(_Data([(535, 0.0), (1070, 0.25), (2140, 0.6), (4280, 0.9)]), results)
+    assert "| 1,070 | 0.200 | 0.250 | NO |" in moved and moved[-1].startswith("- 1 of 4 ladder means differ")
+    assert "no reproduction check" in reproduction(_Data(LADDER), tmp_path / "missing.md")[0]

@@ -8,6 +8,7 @@ import pytest
 
 from tell.cli import main
 from tell.eval.metrics import score_format
+from tell.synthetic.study import NOT_TESTED
 from tell.synthetic.world import ANCHOR, FORMAT_REGEX, LEVERAGE, PHRASES, SKILLS, TASK_SKILLS, World, WorldConfig
 
 SMALL = WorldConfig(n_items=8, min_len=2, max_len=4, pretrain_sentences=500, general_examples=600, task_train=40,
@@ -161,12 +162,12 @@ def test_demo_quick_runs_writes_its_findings_and_is_deterministic(tmp_path, caps
     assert all(m["budget"]["anchor_tokens"] == 3 * m["budget"]["task_examples"] for m in mixes if m["anchor"])
     study = json.loads((tmp_path / "demo" / "study.json").read_text())
     small = study["sizes"]["small"]
-    assert set(small) == {"controls", "reach", "H1", "H2", "H3", "H4a", "H4b", "H5", "H6", "H8"}
+    assert set(small) == {"controls", "reach", "H1", "H2", "H3", "H4a", "H4b", "H5", "H6", "H8a", "H8b"}
     assert small["reach"]["study_budget"] and "design check (small: " in out
     assert [c["id"] for c in small["controls"]] == ["C1", "C2", "C3", "C4", "C5"]
     # the quick world is too small to pass its controls; whatever they say, one seed supports or refutes nothing
     verdicts = {h: f["verdict"] for h, f in small.items() if h not in ("controls", "reach")}
-    assert all(v == "not judged" or v.startswith("inconclusive") for v in verdicts.values()), verdicts
+    assert all(v in ("not judged", NOT_TESTED) or v.startswith("inconclusive") for v in verdicts.values()), verdicts
     if not all(c["passed"] for c in small["controls"]):
         assert set(verdicts.values()) == {"not judged"} and "FAILED" in out
     md = (tmp_path / "demo" / "study.md").read_text()

@@ -1,5 +1,6 @@
 """`tell.synthetic.study` and `controls` on planted sweep folders whose answers are known: controls first, a floor
-or a ceiling decides nothing, H8 from the SFT ladder."""
+or a ceiling decides nothing, H8a and H8b from the SFT ladder (a floor a bound where the ladder makes it one), and
+what the plan cannot test says so."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tell.synthetic.controls import check_controls
 import pytest
 
 from tell.errors import TellError
-from tell.synthetic.study import CEILING, FLOOR, judge, rejudge, study_findings, write_study
+from tell.synthetic.study import CEILING, FLOOR, NOT_TESTED, judge, rejudge, study_findings, write_study
 
 N = 50  # items per test set
 BUDGET, RATIO = 150, 330.0
@@ -76,8 +77,10 @@ def test_controls_pass_then_hypotheses_are_judged_and_h8_reads_the_ladder(tmp_pa
     assert all(c["passed"] for c in fs["controls"]), fs["controls"]
     assert fs["H1"]["verdict"] == "supported" and fs["H4a"]["verdict"] == "supported"
     assert fs["H4b"]["verdict"] == "contradicted"  # equal arms off the floor: a real null
-    # tell at 150 tokens scores what sft reaches at 1,200 (0.6 on the ladder): efficiency 8x, interval above 1
-    assert fs["H8"]["verdict"] == "supported" and abs(fs["H8"]["efficiency"] - 8.0) < 0.5, fs["H8"]
+    # tell at 150 tokens scores what sft reaches at 1,200 (0.6 on the ladder): efficiency 8x, interval above 1 and 4
+    assert fs["H8a"]["verdict"] == fs["H8b"]["verdict"] == "supported", (fs["H8a"], fs["H8b"])
+    assert abs(fs["H8a"]["efficiency"] - 8.0) < 0.5
+    assert fs["H5"]["verdict"] == NOT_TESTED and doc["H7"]["verdict"] == NOT_TESTED  # one ratio, one base
     md = write_study(tmp_path, {"small": folder}, ["# planted"]).read_text()
     assert "Decision rule: each paired hypothesis" in md and "| C3: the task is learnable" in md
     assert "control(s)" not in md.split("## Findings")[1].split("| hypothesis |")[0]
@@ -89,7 +92,23 @@ def test_both_arms_at_the_floor_are_inconclusive_in_the_study(tmp_path):
     assert all(c["passed"] for c in fs["controls"])
     for hid in ("H1", "H2", "H4a"):
         assert fs[hid]["verdict"] == "inconclusive (floor)", fs[hid]
-    assert fs["H8"]["verdict"] == "inconclusive (floor)"
+    # tell at the floor while sft leaves it at 300 = 2x tell's budget: E < 2, which contradicts E >= 4 as a bound
+    # and says nothing on E > 1
+    assert fs["H8a"]["verdict"] == "inconclusive (floor)" and "2x" in fs["H8a"]["reason"], fs["H8a"]
+    assert fs["H8b"]["verdict"] == "contradicted (bound)" and "E < 2" in fs["H8b"]["reason"], fs["H8b"]
+
+
+def test_a_floor_no_ladder_budget_within_4x_leaves_decides_nothing(tmp_path):
+    folder = write(tmp_path / "sw", world({"tell": 0.0, "sft": 0.0}, ladder=(0.0, 0.0, 0.0, 0.6, 0.8)))
+    fs = study_findings({"small": folder})["sizes"]["small"]
+    assert all(c["passed"] for c in fs["controls"])
+    assert fs["H8a"]["verdict"] == fs["H8b"]["verdict"] == "inconclusive (floor)", (fs["H8a"], fs["H8b"])
+
+
+def test_h5_over_enough_ratios_at_the_floor_is_inconclusive_not_a_constant(tmp_path):
+    cells = world({"sft": 0.0})
+    cells += [("tell", BUDGET, r, {"task_test": 0.0, "general_test": 0.9}, "ok") for r in (1, 2.5, 7, 18, 50, 125, 330)]
+    fs = study_findings({"small": write(tmp_path / "sw", cells)})["sizes"]["small"]
     assert fs["H5"]["verdict"] == "inconclusive (floor)", fs["H5"]  # a flat line at 0 is no "constant" shape
 
 
@@ -107,7 +126,7 @@ def test_rejudge_judges_the_stored_cells_again_and_keeps_the_header(tmp_path):
     head = md.split("## Findings")[0]
     assert head.startswith("# tell demo --study: planted") and "- small base: planted" in head
     assert head.count("- re-judged ") == 1 and "def5678" in head
-    assert json.loads((out / "study.json").read_text())["sizes"]["small"]["H5"]["verdict"] == "inconclusive (floor)"
+    assert json.loads((out / "study.json").read_text())["sizes"]["small"]["H5"]["verdict"] == NOT_TESTED
 
 
 def test_a_failed_control_judges_nothing_and_says_which(tmp_path):
@@ -117,7 +136,7 @@ def test_a_failed_control_judges_nothing_and_says_which(tmp_path):
         doc = study_findings({"small": folder})
         fs = doc["sizes"]["small"]
         assert [c["id"] for c in fs["controls"] if not c["passed"]] == [failing]
-        for hid in ("H1", "H2", "H3", "H4a", "H4b", "H5", "H6", "H8"):
+        for hid in ("H1", "H2", "H3", "H4a", "H4b", "H5", "H6", "H8a", "H8b"):
             assert fs[hid]["verdict"] == "not judged" and failing in fs[hid]["reason"], (failing, hid, fs[hid])
         assert doc["H7"]["verdict"] == "not judged"
 

@@ -9,7 +9,9 @@ A control is a mapping in the spec's `controls:` list:
   its largest task budget and ratio when it has several) on the eval set, `metric` defaulting to the set's
   primary one, is >= `at_least`; with `over: METHOD`, the difference from that method's mean is.
   `at_most` instead of `at_least` bounds it from above (e.g. "the task is not free").
-* `{id, claim, healthy: true}`: no selected cell is unstable or failed.
+* `{id, claim, healthy: true}`: no selected cell is unstable, and no cell the lr rule could select failed (a
+  failed lr candidate whose sibling at the same method, budget, ratio and seed is healthy does not count; run
+  health lists it: `tell.experiments.evidence.unhealthy_cells`).
 
 A control the sweep cannot measure (no such method, set or metric) does not pass. `tell.synthetic.controls`
 holds the demo world's own controls; this module serves every sweep.
@@ -79,7 +81,7 @@ def _number(x: Any) -> bool:
 def rule(c: dict) -> str:
     """The control's rule in words, as the report prints it."""
     if c.get("healthy"):
-        return "no selected cell unstable or failed"
+        return "no selected cell unstable, no failed cell the lr rule could select"
     bound = f">= {c['at_least']:g}" if "at_least" in c else f"<= {c['at_most']:g}"
     what = f"{c['method']} {c.get('metric') or 'primary metric'} on {c['set']}"
     return f"{what} minus {c['over']}'s {bound}" if c.get("over") else f"{what} {bound}"
@@ -107,8 +109,8 @@ def check(declared: list[dict], data: Any, unhealthy: list[str]) -> list[dict]:
     for c in declared:
         if c.get("healthy"):
             value, passed = float(len(unhealthy)), not unhealthy
-            measured = f"{len(unhealthy)} failed or unstable selected cell(s)" + (f": {unhealthy[:3]}" if unhealthy
-                                                                                    else "")
+            measured = f"{len(unhealthy)} failed or unstable cell(s) the lr rule could select" + (
+                f": {unhealthy[:3]}" if unhealthy else "")
         else:
             value, measured = _mean(data, c, c["method"])
             if value is not None and c.get("over"):

@@ -128,9 +128,15 @@ def healthy(r: dict) -> bool:
     return r["health"] in ("ok", None)
 
 def unhealthy_cells(rows: list[dict]) -> list[str]:
-    """The cells a health control counts: every failed cell (selected or not: a method whose every lr candidate
-    failed has no selected cell at all) and every selected unstable one."""
-    return sorted({r["cell"] for r in rows if r["health"] == "failed" or (r["selected"] and not healthy(r))})
+    """The cells a health control counts: every selected unstable one, and every failed cell the lr rule could
+    have selected, selected or not (a method whose every lr candidate failed has no selected cell at all). A
+    failed lr candidate whose sibling (same method, budget, ratio and seed, another lr) is healthy is not counted:
+    the rule had a healthy cell to choose there; run health still lists it (issue 37, item 4)."""
+    rows = [_normalize(r) for r in rows]
+    sibling = lambda r: (r["method"], r["budget"], r["ratio"], r["seed"])  # noqa: E731
+    fine = {sibling(r) for r in rows if healthy(r)}
+    return sorted({r["cell"] for r in rows if (r["health"] == "failed" and sibling(r) not in fine)
+                   or (r["selected"] and not healthy(r))})
 
 
 def is_evidence(r: dict) -> bool:

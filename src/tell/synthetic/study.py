@@ -13,8 +13,12 @@ and is judged by one rule with a smallest effect of interest `DELTA` on the metr
 
 Before any hypothesis is judged, the world's positive controls (`CONTROLS`, docs/study.md) are checked on runs
 that are not TELL-vs-baseline comparisons; if one fails, nothing is judged and every verdict says which
-control failed. H8 (token-efficiency) reads the report's token-efficiency of tell over the SFT ladder: supported
-when its 95% interval lies above 1, contradicted when it lies at or below 1, inconclusive otherwise.
+control failed. H8 (token-efficiency, E) is read twice off the SFT ladder at the study's budget and its largest
+ratio, by `tell.experiments.readings` (the rule the real-model headlines use; docs/study.md, version 4): H8a
+E > 1 and H8b E >= 4, each able to come out either way, a floor or a ceiling a bound where the ladder makes it one.
+
+A hypothesis the plan cannot test reads "not tested by `tell demo` (`--study` tests it)", not a floor: H5 with
+fewer than `H5_RATIOS` ratios, H7 with one base model.
 
 H5 (S-curve) is judged from the report's scaling fit of tell's primary metric over its ratios: supported
 when the rising logistic has the lowest leave-one-out error and its midpoint lies inside the measured range
@@ -35,6 +39,7 @@ from pathlib import Path
 from tell.experiments.evidence import (BOOT_SEED, MIN_SEEDS, RESAMPLES, Point, SweepData, compare, find, load_sweep,
                                        scaling_fit)
 from tell.experiments.evidence import efficiency_entries
+from tell.experiments.readings import READINGS, reading
 from tell.experiments.stats import paired
 from tell.synthetic.controls import CIPHER_TEST, GENERAL_TEST, check_controls, failed, study_budget
 from tell.errors import TellError
@@ -74,7 +79,9 @@ PAIRED = (
 )
 H5 = "task accuracy rises along an S-curve in general tokens (tell, 7 ratios or more)"
 H7 = "the answers to H1-H6 change with the size of the base model"
-H8 = "tell reaches its accuracy with fewer task tokens than sft needs (token-efficiency > 1)"
+H8 = {hid: claim for hid, (_, _, claim) in READINGS.items()}  # H8a, H8b
+H5_RATIOS = 6  # fewest general amounts over which H5's curve is judged
+NOT_TESTED = "not tested by `tell demo` (`--study` tests it)"
 
 
 def judge(res: dict | None) -> tuple[str, str]:
@@ -130,7 +137,7 @@ def size_findings(data: SweepData) -> dict:
     if bad:
         why = f"not judged: control(s) {', '.join(bad)} failed (" + "; ".join(
             f"{c['id']} {c['rule']}, measured {_fmt(c['value'])}" for c in controls if not c["passed"]) + ")"
-        for hid in [h.id for h in PAIRED] + ["H5", "H8"]:
+        for hid in [h.id for h in PAIRED] + ["H5", *H8]:
             out[hid] |= {"verdict": "not judged", "reason": why}
     return out
 
@@ -177,35 +184,34 @@ def _judged(data: SweepData) -> dict:
                      "task_tokens": a.budget if a else None, "ratio": a.ratio if a else None,
                      **({k: res[k] for k in ("diff", "ci95", "seeds", "items", "a_value", "b_value")} if res else {})}
     out["H5"] = _h5(data)
-    out["H8"] = _h8(data)
-    return out
+    return out | _h8(data)
 
 
-def _h8(data: SweepData) -> dict:
-    """tell's token-efficiency at the study's budget and largest ratio, read off the SFT ladder."""
+def _h8(data: SweepData) -> dict[str, dict]:
+    """H8a and H8b: tell's token-efficiency at the study's budget and largest ratio, read off the SFT ladder."""
     set_name = _set(data, "task")
-    eff = efficiency_entries(data, set_name, _metric(data, set_name)) if set_name else None
-    entries = sorted((eff or {}).get("entries", []), key=lambda e: (e["tell_task_tokens"], e["general_ratio"] or 0))
+    metric = _metric(data, set_name) if set_name else PRIMARY
+    eff = efficiency_entries(data, set_name, metric) if set_name else None
+    budget = study_budget(data)
+    entries = sorted((e for e in (eff or {}).get("entries", []) if e["tell_task_tokens"] == budget),
+                     key=lambda e: e["general_ratio"] or 0)
     if not entries:
-        return {"claim": H8, "verdict": "inconclusive", "reason": "no SFT ladder or no tell cell"}
+        return {hid: {"claim": claim, "verdict": "inconclusive", "reason": "no SFT ladder or no tell cell"}
+                for hid, claim in H8.items()}
     e = entries[-1]
+    ladder = sorted((p.budget, p.value) for p in data.points(set_name, metric).values() if p.method == "sft")
     lo, hi = e.get("ci95") or (None, None)
-    doc = {"claim": H8, "efficiency": e.get("efficiency"), "ci95": [lo, hi], "bound": e.get("bound"),
+    doc = {"efficiency": e.get("efficiency"), "ci95": [lo, hi], "bound": e.get("bound"),
            "tell_value": e.get("tell_value"), "task_tokens": e["tell_task_tokens"], "ratio": e["general_ratio"],
            "seeds": len(e.get("seeds_used", []))}
-    if not e.get("computed") or doc["seeds"] < MIN_SEEDS:
-        return doc | {"verdict": "inconclusive", "reason": e.get("reason") or f"fewer than {MIN_SEEDS} seeds"}
-    if (e.get("tell_value") or 0) < FLOOR:
-        return doc | {"verdict": "inconclusive (floor)", "reason": f"tell's accuracy is below the floor {FLOOR}"}
-    if lo is not None and lo > 1:
-        return doc | {"verdict": "supported", "reason": f"95% interval [{lo:.3g}x, {_x(hi)}] above 1"}
-    if hi is not None and hi <= 1:
-        return doc | {"verdict": "contradicted", "reason": f"95% interval [{_x(lo)}, {hi:.3g}x] at or below 1"}
-    return doc | {"verdict": "inconclusive", "reason": f"95% interval [{_x(lo)}, {_x(hi)}] holds 1"}
-
-
-def _x(v) -> str:
-    return "open" if v is None else f"{v:.3g}x"
+    out = {}
+    for hid, claim in H8.items():
+        if doc["seeds"] < MIN_SEEDS or doc["tell_value"] is None:
+            verdict, reason = "inconclusive", e.get("reason") or f"fewer than {MIN_SEEDS} seeds"
+        else:
+            verdict, reason = reading(hid, e, doc["tell_value"], ladder, FLOOR, CEILING, budget)
+        out[hid] = doc | {"claim": claim, "verdict": verdict, "reason": reason}
+    return out
 
 
 def _h5(data: SweepData) -> dict:
@@ -213,6 +219,10 @@ def _h5(data: SweepData) -> dict:
     tells = [p for p in data.points(set_name, _metric(data, set_name)).values() if p.method == "tell"]
     if not tells:
         return {"claim": H5, "verdict": "inconclusive", "reason": "no tell cell"}
+    ratios = {p.ratio for p in tells if p.budget == max(q.budget for q in tells)}
+    if len(ratios) < H5_RATIOS:
+        return {"claim": H5, "verdict": NOT_TESTED, "ratios": len(ratios),
+                "reason": f"{len(ratios)} general ratio(s) in this plan; the S-curve is judged over {H5_RATIOS} or more"}
     fit = scaling_fit(data, set_name, _metric(data, set_name), max(p.budget for p in tells))
     f = fit["fit"]
     shape = f.get("shape") if f.get("fitted") else None
@@ -275,7 +285,7 @@ def study_findings(sweeps: dict[str, Path]) -> dict:
     elif {"small", "large"} <= set(datas):
         doc["H7"] = size_change(datas["small"], datas["large"], per_size)
     else:
-        doc["H7"] = {"claim": H7, "verdict": "inconclusive", "reason": "one base model only (the study runs two)"}
+        doc["H7"] = {"claim": H7, "verdict": NOT_TESTED, "reason": "one base model in this plan (the study runs two)"}
     return doc
 
 
@@ -310,10 +320,12 @@ def findings_markdown(doc: dict) -> list[str]:
         h5 = fs["H5"]
         rows.append([f"H5: {H5}", size, f"tell over {h5.get('ratios', 0)} ratios", "", "", f"shape: {h5.get('shape')}",
                      "", _verdict(h5["verdict"], h5["reason"])])
-        h8, ci = fs["H8"], fs["H8"].get("ci95") or [None, None]
-        rows.append([f"H8: {H8}", size, "tell vs the SFT ladder", _fmt(h8.get("tell_value")), "",
-                     f"efficiency {_fmt(h8.get('efficiency'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]", h8.get("seeds", "-"),
-                     _verdict(h8["verdict"], h8["reason"])])
+        for hid, claim in H8.items():
+            h8 = fs.get(hid) or {"verdict": "not judged", "reason": "not in this study.json (written before v4)"}
+            ci = h8.get("ci95") or [None, None]
+            rows.append([f"{hid}: {claim}", size, "tell vs the SFT ladder", _fmt(h8.get("tell_value")), "",
+                         f"efficiency {_fmt(h8.get('efficiency'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]",
+                         h8.get("seeds", "-"), _verdict(h8["verdict"], h8["reason"])])
     md += [""] + table(["hypothesis", "base", "comparison", "a", "b", "a - b [95% interval]", "seeds", "verdict"],
                        rows)[:-1]
     h7 = doc["H7"]
