@@ -134,7 +134,7 @@ def unhealthy_cells(rows: list[dict]) -> list[str]:
     the rule had a healthy cell to choose there; run health still lists it (issue 37, item 4)."""
     rows = [_normalize(r) for r in rows]
     sibling = lambda r: (r["method"], r["budget"], r["ratio"], r["seed"])  # noqa: E731
-    fine = {sibling(r) for r in rows if healthy(r)}
+    fine = {sibling(r) for r in rows if healthy(r) and r["selected"]}  # a sibling the rule kept
     return sorted({r["cell"] for r in rows if (r["health"] == "failed" and sibling(r) not in fine)
                    or (r["selected"] and not healthy(r))})
 
