@@ -92,12 +92,15 @@ def reproduction(data, results: Path) -> list[str]:
     now = dict(ladder(data))
     if not before:
         return ["- Part 1's section is not in RESULTS.md: no reproduction check."]
-    same = [b for b in now if b in before and fmt(now[b]) == before[b]]
+    budgets = sorted(set(before) | set(now))  # a budget either part lacks is a difference, never a pass
+    same = [b for b in budgets if b in before and b in now and fmt(now[b]) == before[b]]
     rows = ["| sft task tokens | part 1 | part 2 | same |", "|---|---|---|---|"]
-    rows += [f"| {b:,} | {before.get(b, '-')} | {fmt(now[b])} | {'yes' if b in same else 'NO'} |" for b in sorted(now)]
-    verdict = ("every ladder mean equals part 1's (printed to 3 decimals): the cells reproduced" if len(same) == len(now)
-               else f"{len(now) - len(same)} of {len(now)} ladder means differ from part 1's: E below is read off "
-                    "part 2's own ladder, as declared")
+    rows += [f"| {b:,} | {before.get(b, '-')} | {fmt(now[b]) if b in now else '-'} | {'yes' if b in same else 'NO'} |"
+             for b in budgets]
+    verdict = ("every ladder mean equals part 1's (printed to 3 decimals): the cells reproduced"
+               if len(same) == len(budgets) else
+               f"{len(budgets) - len(same)} of {len(budgets)} ladder budgets differ from part 1's or are missing from "
+               "one part: E below is read off part 2's own ladder, as declared")
     return rows + ["", f"- {verdict}."]
 
 

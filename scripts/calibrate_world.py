@@ -3,7 +3,8 @@
     python scripts/calibrate_world.py --plan demo --out /tmp/cal --world task_prompt=instructed --base steps=2000
 
 Runs the control cells of a demo plan and nothing else: base, sft at the study's budget and its ladder, and
-general-only at the largest general budget (the methods `tell.synthetic.controls` reads), then prints C1-C5.
+general-only at the largest general budget (the methods `tell.synthetic.controls` reads), then prints C1-C5,
+the SFT ladder's means and the study budget the control-side rule gives (`study.control_side_budget`).
 No TELL cell is trained, so no knob setting can be chosen by which method wins. Each run appends one JSON
 line (knobs, controls, seconds, commit) to --record, from which docs/study.md's calibration table is written
 (`--table`).
@@ -42,7 +43,7 @@ def calibrate(plan_name: str, out: Path, world_knobs: dict, base_knobs: dict, pl
     from tell.experiments.evidence import load_sweep
     from tell.experiments.executors import ExecutorOptions
     from tell.experiments.sweep import Sweep, load_spec
-    from tell.synthetic.controls import check_controls
+    from tell.synthetic.controls import check_controls, declared
     from tell.synthetic.demo import PLANS, cached_base, spec_for
     from tell.synthetic.world import World
 
@@ -52,21 +53,44 @@ def calibrate(plan_name: str, out: Path, world_knobs: dict, base_knobs: dict, pl
     base_cfg = replace(plan.bases["small"], **base_knobs)
     files = world.write(out / "world")
     base = cached_base(world, base_cfg, cache, log=lambda m: print(m, file=sys.stderr))
-    spec = spec_for(plan, files, base) | {"methods": methods, "seeds": seeds, "ratios": [max(plan.ratios)],
-                                           "paired_ratios": "all", "name": f"calibration of {plan.name}"}
+    spec = spec_for(plan, files, base) | {"methods": methods, "seeds": seeds, "controls": declared(methods),
+                                           "name": f"calibration of {plan.name}"}
+    if not plan.general_tokens:  # version 3: general-only at the largest ratio (v4: at the plan's general amount)
+        spec |= {"ratios": [max(plan.ratios)], "paired_ratios": "all"}
     if "sft" not in methods:
         spec["sft_ladder"] = []
     spec_path = out / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     Sweep(load_spec(str(spec_path)), out / "sweep", spec_path=str(spec_path)).run(
         log=lambda m: None, executor=ExecutorOptions(workers=workers))
-    controls = check_controls(load_sweep(out / "sweep", "accuracy"))
+    data = load_sweep(out / "sweep", "accuracy")
+    controls = check_controls(data)
     kept = lr_kept(out / "sweep")
+    means = sft_means(data)
     return {"plan": plan_name, "world": asdict(world.cfg), "base": asdict(base_cfg), "seeds": seeds, "methods": methods,
             "task_tokens": list(plan.task_tokens), "sft_ladder": list(plan.sft_ladder), "lr_grid": list(plan.lr_grid),
             "controls": {c["id"]: {"value": c["value"], "passed": c["passed"]} for c in controls},
-            "lr_kept": kept, "seconds": round(time.perf_counter() - t0), "commit": _commit(),
+            "lr_kept": kept, "sft_means": means, "control_side_budget": budget_by_rule(means),
+            "seconds": round(time.perf_counter() - t0), "commit": _commit(),
             "date": time.strftime("%Y-%m-%d")}
+
+
+def sft_means(data) -> dict[str, float]:
+    """sft's task accuracy at every budget of the ladder (mean over the healthy, selected seeds): what the study's
+    budget is chosen from (issue 37 item 1; `tell.synthetic.study.control_side_budget`)."""
+    from tell.synthetic.controls import TASK_TEST
+
+    task = next((s for s in data.sets if s.split("/")[-1].startswith(TASK_TEST)), None)
+    if task is None or "accuracy" not in data.metrics.get(task, []):
+        return {}
+    return {str(p.budget): p.value for p in sorted(data.points(task, "accuracy").values(), key=lambda p: p.budget)
+            if p.method == "sft"}
+
+
+def budget_by_rule(means: dict[str, float]) -> int | None:
+    from tell.synthetic.study import control_side_budget
+
+    return control_side_budget([(int(b), v) for b, v in means.items()])
 
 
 def lr_kept(sweep: Path) -> list[dict]:
@@ -94,11 +118,19 @@ def _kept(r: dict) -> str:
     return ", ".join(f"{lr:g} x{n}" for lr, n in counts.most_common()) or "-"
 
 
+def _budget(r: dict) -> str:
+    """The study budget the control-side rule gives, with the sft means it reads ("-" before it was recorded)."""
+    if not r.get("sft_means"):
+        return "-"
+    means = ", ".join(f"{int(b):,}: {v:.3g}" for b, v in r["sft_means"].items())
+    return f"{r['control_side_budget']:,} (sft {means})" if r.get("control_side_budget") else f"none (sft {means})"
+
+
 def table(record: Path) -> list[str]:
     """docs/study.md's calibration table: every setting tried and the controls it gave, in order."""
     rows = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
     md = ["| # | plan | world knobs | base knobs | plan knobs | methods | seeds | C1 | C2 | C3 | C4 | C5 | all pass | "
-          "lr kept (groups) | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "lr kept (groups) | budget by rule | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         c = r["controls"]
         cell = lambda k: f"{c[k]['value']:.3g}" if c[k]["value"] is not None else "-"  # noqa: E731
@@ -106,7 +138,8 @@ def table(record: Path) -> list[str]:
                   f"`{r.get('plan_knobs') or {}}` | {', '.join(r.get('methods', CONTROL_METHODS))} | "
                   f"{r['seeds']} | " + " | ".join(cell(k) + ("" if c[k]["passed"] else " (fails)")
                                                  for k in ("C1", "C2", "C3", "C4", "C5"))
-                  + f" | {'yes' if all(v['passed'] for v in c.values()) else 'no'} | {_kept(r)} | {r['commit']} |")
+                  + f" | {'yes' if all(v['passed'] for v in c.values()) else 'no'} | {_kept(r)} | "
+                  f"{_budget(r)} | {r['commit']} |")
     return md
 
 
@@ -156,6 +189,11 @@ def main(argv=None) -> int:
         f.write(json.dumps(res) + "\n")
     for k, c in res["controls"].items():
         print(f"{k}: {'pass' if c['passed'] else 'FAIL'} ({c['value']})")
+    if res["sft_means"]:  # what the study's budget is chosen from: control cells only (issue 37 item 1)
+        print("sft ladder (task accuracy, mean over seeds): " + ", ".join(f"{int(b):,} {v:.3f}"
+                                                                          for b, v in res["sft_means"].items()))
+        print(f"study budget by the control-side rule (a quarter of the first budget >= the floor): "
+              f"{res['control_side_budget']}")
     return 0
 
 

@@ -146,8 +146,32 @@ def test_a_controls_set_or_metric_the_sweep_cannot_give_is_refused_when_the_spec
     assert not (tmp_path / "o").exists()
 
 
+def test_a_control_may_list_methods_and_holds_for_each(tmp_path):
+    """(issue 37 item 9) "the task is not free": base and sft (each) at most 0.15. The value shown is the one
+    nearest to failing (the largest under at_most, the smallest under at_least), so one method over the bound
+    fails it."""
+    free = {"id": "C4", "claim": "the task is not free", "method": ["base", "sft"], "set": "tsk", "at_most": 0.15}
+    md, _ = report(write_sweep(tmp_path / "ok", world(base=0.0, sft=0.1), spec=SPEC | {"controls": [free]}))
+    (row,) = md_table(section(md, "## Controls"), "control")
+    assert row[-1] == "yes" and float(row[4]) == pytest.approx(0.1) and "base, sft (each)" in row[2]
+    md, fj = report(write_sweep(tmp_path / "no", world(base=0.3, sft=0.1), spec=SPEC | {"controls": [free]}))
+    (row,) = md_table(section(md, "## Controls"), "control")
+    assert row[-1] == "NO" and float(row[4]) == pytest.approx(0.3)
+    assert fj and all(f["verdict"].startswith("not judged") for f in fj)
+    learnt = free | {"method": ["sft-matched", "tell"], "at_least": 0.7}
+    learnt.pop("at_most")
+    md, _ = report(write_sweep(tmp_path / "least", world(matched=0.6, tell=0.8), spec=SPEC | {"controls": [learnt]}))
+    (row,) = md_table(section(md, "## Controls"), "control")
+    assert row[-1] == "NO" and float(row[4]) == pytest.approx(0.6)  # the smaller one decides
+
+
 @pytest.mark.parametrize("controls, expected", [
     ({"id": "C1"}, "controls"),
+    ([{"id": "C1", "claim": "x", "method": [], "set": "t", "at_most": 0.1}], "at least one method"),
+    ([{"id": "C1", "claim": "x", "method": ["sft", "base"], "set": "t", "at_most": 0.1, "over": "base"}],
+     "takes no over"),
+    ([{"id": "C1", "claim": "x", "method": ["sft", "tell"], "set": "t", "at_most": 0.1}],
+     "'tell' is not one of the sweep's methods"),
     ([{"id": "C1", "claim": "x", "method": "sft", "set": "t"}], "exactly one of at_least / at_most"),
     ([{"id": "C1", "claim": "x", "method": "tell", "set": "t", "at_least": 0.1}], "not one of the sweep's methods"),
     ([{"id": "C1", "claim": "x", "method": "sft", "set": "t", "at_least": 0.1, "bogus": 1}], "unknown key"),

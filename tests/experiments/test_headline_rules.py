@@ -76,5 +76,10 @@ def test_part2_ladder_is_checked_against_part1_both_ways(tmp_path):
     same = reproduction(_Data(LADDER), results)
     assert same[-1].startswith("- every ladder mean equals part 1's") and "| 1,070 | 0.200 | 0.200 | yes |" in same
     moved = reproduction(_Data([(535, 0.0), (1070, 0.25), (2140, 0.6), (4280, 0.9)]), results)
-    assert "| 1,070 | 0.200 | 0.250 | NO |" in moved and moved[-1].startswith("- 1 of 4 ladder means differ")
+    assert "| 1,070 | 0.200 | 0.250 | NO |" in moved and moved[-1].startswith("- 1 of 4 ladder budgets differ")
+    # a part 2 that lacks some of part 1's budgets is no reproduction, however its other means compare
+    short = reproduction(_Data(LADDER[:2]), results)
+    assert short[-1].startswith(f"- {len(LADDER) - 2} of {len(LADDER)} ladder budgets differ")
+    assert f"| {LADDER[-1][0]:,} | " in "\n".join(short) and " | - | NO |" in "\n".join(short)
+    assert reproduction(_Data([]), results)[-1].startswith(f"- {len(LADDER)} of {len(LADDER)}")
     assert "no reproduction check" in reproduction(_Data(LADDER), tmp_path / "missing.md")[0]

@@ -435,7 +435,63 @@ def test_paired_methods_run_at_the_ratios_the_rule_names(tmp_path, rule, expecte
                      methods=["tell", "tell-no-anchor", "sft-matched"], eval=["x"], paired_ratios=rule)
     planner = Planner(spec, tmp_path)
     for method, ratios in expected.items():
-        assert [r for r in spec.ratios if planner._paired_at(method, r)] == ratios
+        assert [r for r in spec.ratios if planner._paired_at(method, r, 10)] == ratios
+
+
+def test_general_tokens_put_tell_on_a_budget_ladder_at_one_general_amount(spec, tmp_path, capsys):
+    """(issue 37 item 2) `general_tokens`: tell at every task budget with exactly that many general tokens,
+    whatever the task tokens achieved (a ratio times the achieved tokens would drift with them), its ratio the
+    amount over the budget; the paired methods only at `paired_task_tokens`, general-only with tell's general
+    tokens, sft at every budget; refusals by field."""
+    from collections import Counter
+
+    from tell.experiments.config import general_ratio
+
+    s = json.loads(spec.read_text())
+    y = tmp_path / "ladder.yaml"
+    y.write_text(json.dumps(s | {"ratios": [], "general_tokens": [400], "task_tokens": [60, 120],
+                                 "paired_task_tokens": [120]}))
+    out = tmp_path / "sw"
+    assert main(["sweep", str(y), "--out", str(out), "--dry-run"]) == 0
+    capsys.readouterr()
+    budgets = {}
+    for m in (out / "mixtures").glob("*/manifest.json"):
+        doc = json.loads(m.read_text())
+        c = doc["config"]
+        budgets[(c["task_tokens"], c.get("general_tokens"), c.get("anchor") is not None)] = doc["budget"]
+    tell_mixes = {k: b for k, b in budgets.items() if k[1] is not None and k[0]}
+    assert {k[0] for k in tell_mixes} == {60, 120}
+    # asked for exactly 400 at both budgets (400 / 60 x the 63 task tokens achieved would ask for 420), and given
+    # the same general examples at both: the amount is one, the ratio what follows from it
+    assert {b["general_tokens_requested"] for b in tell_mixes.values()} == {400}, tell_mixes
+    assert len({b["general_tokens"] for b in tell_mixes.values()}) == 1
+    assert abs(next(iter(tell_mixes.values()))["general_tokens"] - 400) <= 20
+    from tell.experiments.plan import Planner
+    from tell.experiments.sweep import load_spec
+
+    sp = load_spec(str(y))
+    plan = Planner(sp, out).plan()
+    cells = Counter((c.method, c.task_tokens, c.ratio) for c, _ in plan)
+    assert cells[("tell", 60, general_ratio(400, 60))] == 1 and cells[("tell", 120, general_ratio(400, 120))] == 1
+    assert {k[1] for k in cells if k[0] in ("tell-no-anchor", "sft-matched")} == {120}  # paired at 120 only
+    go = [c for c, _ in plan if c.method == "general-only"]
+    assert len(go) == 1 and go[0].general_tokens == tell_mixes[(120, 400, True)]["general_tokens"] and go[0].ratio == general_ratio(400, 120)
+    assert {c.task_tokens for c, _ in plan if c.method == "sft"} == {60, 120}
+    # a mapping of budget -> amounts: the curve in general tokens at one budget, the ladder's amount at the other
+    y.write_text(json.dumps(s | {"ratios": [], "general_tokens": {"60": [400], "120": [200, 400]},
+                                 "task_tokens": [60, 120], "paired_task_tokens": [120]}))
+    sp = load_spec(str(y))
+    tells = sorted((c.task_tokens, c.general_tokens) for c, _ in Planner(sp, tmp_path / "m").plan()
+                   if c.method == "tell")
+    assert tells == [(60, 400), (120, 200), (120, 400)]
+    for bad, field in (({"general_tokens": [360], "ratios": [3]}, "general_tokens"),  # 360 / 120 is ratio 3
+                       ({"general_tokens": {"90": [400]}}, "general_tokens"),
+                       ({"general_tokens": [400, 400]}, "general_tokens"),
+                       ({"paired_task_tokens": [90]}, "paired_task_tokens"),
+                       ({"efficiency_ratio": 3.3}, "efficiency_ratio")):
+        y.write_text(json.dumps(s | {"ratios": [], "general_tokens": [400], "task_tokens": [60, 120]} | bad))
+        assert main(["sweep", str(y), "--out", str(tmp_path / "x"), "--dry-run"]) == 2
+        assert field in capsys.readouterr().err
 
 
 def test_a_spec_takes_column_mapped_general_data_as_prepare_does(spec, tmp_path, capsys):

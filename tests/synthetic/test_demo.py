@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tell.cli import main
 from tell.eval.metrics import score_format
@@ -143,8 +144,10 @@ def test_demo_quick_runs_writes_its_findings_and_is_deterministic(tmp_path, caps
                                            "tell-placebo", "tell-random-anchor"}
     assert {r["metric"] for r in rows} == {"format_adherence", "accuracy"}
     assert {r["role"] for r in rows} == {"task", "general"}  # the general-skill test runs in every cell
-    # the no-anchor twin runs at every ratio, the other controls at the largest
+    # the no-anchor twin runs at every ratio (450 and 1,500 general tokens at 150), the other controls at the largest
     assert {r["ratio"] for r in rows if r["method"] == "tell-no-anchor"} == {3.0, 10.0}
+    (given,) = {r["general_tokens"] for r in rows if r["method"] == "tell" and r["ratio"] == 10.0}
+    assert abs(given - 1500) < 60  # the amount asked for, to within an example
     assert {r["ratio"] for r in rows if r["method"] == "tell-placebo"} == {10.0}
     assert (sweep / "report.md").is_file() and (sweep / "report.html").is_file()
     # Equal examples: every method's mixture at the budget holds the same task examples (seed 0); the anchor's
@@ -165,6 +168,11 @@ def test_demo_quick_runs_writes_its_findings_and_is_deterministic(tmp_path, caps
     assert set(small) == {"controls", "reach", "H1", "H2", "H3", "H4a", "H4b", "H5", "H6", "H8a", "H8b"}
     assert small["reach"]["study_budget"] and "design check (small: " in out
     assert [c["id"] for c in small["controls"]] == ["C1", "C2", "C3", "C4", "C5"]
+    # the controls are the sweep's own declared ones: its report judges them too, with the same values
+    spec_controls = yaml.safe_load((tmp_path / "demo" / "spec.yaml").read_text())["controls"]
+    assert [c["id"] for c in spec_controls] == ["C1", "C2", "C3", "C4", "C5"]
+    reported = {c["id"]: c["value"] for c in json.loads((sweep / "controls.json").read_text())}
+    assert reported == {c["id"]: c["value"] for c in small["controls"]}
     # the quick world is too small to pass its controls; whatever they say, one seed supports or refutes nothing
     verdicts = {h: f["verdict"] for h, f in small.items() if h not in ("controls", "reach")}
     assert all(v in ("not judged", NOT_TESTED) or v.startswith("inconclusive") for v in verdicts.values()), verdicts
@@ -184,10 +192,9 @@ def test_demo_quick_runs_writes_its_findings_and_is_deterministic(tmp_path, caps
     quick = PLANS["quick"]
     assert cached_base(World(quick.world), quick.bases["small"], tmp_path / "cache", log=msgs.append) == base
     assert any("using the cached base model" in m for m in msgs)
-    import yaml
 
     spec = yaml.safe_load((tmp_path / "demo" / "spec.yaml").read_text()) | {
-        "methods": ["base", "tell"], "ratios": [10.0], "sft_ladder": []}
+        "methods": ["base", "tell"], "general_tokens": [1500], "sft_ladder": [], "controls": []}
     (tmp_path / "again.yaml").write_text(yaml.safe_dump(spec))
     assert main(["sweep", str(tmp_path / "again.yaml"), "--out", str(tmp_path / "again")]) == 0
     capsys.readouterr()

@@ -24,9 +24,12 @@ def scores(mean: float) -> list[float]:
     return [1.0] * k + [0.0] * (N - k)
 
 
-def write(folder, cells):
-    """cells: (method, budget, ratio, {set stem: accuracy}, health); 3 seeds each, the same items per seed."""
+def write(folder, cells, spec=None):
+    """cells: (method, budget, ratio, {set stem: accuracy}, health); 3 seeds each, the same items per seed; `spec`
+    the sweep's spec.yaml (what the study reads of the plan), none when not given."""
     folder.mkdir(parents=True)
+    if spec is not None:
+        (folder / "spec.yaml").write_text(json.dumps(spec))
     rows, lines = [], []
     for method, budget, ratio, by_set, health in cells:
         for seed in (0, 1, 2):
@@ -107,9 +110,16 @@ def test_a_floor_no_ladder_budget_within_4x_leaves_decides_nothing(tmp_path):
 
 def test_h5_over_enough_ratios_at_the_floor_is_inconclusive_not_a_constant(tmp_path):
     cells = world({"sft": 0.0})
-    cells += [("tell", BUDGET, r, {"task_test": 0.0, "general_test": 0.9}, "ok") for r in (1, 2.5, 7, 18, 50, 125, 330)]
-    fs = study_findings({"small": write(tmp_path / "sw", cells)})["sizes"]["small"]
+    ratios = (1, 2.5, 7, 18, 50, 125, 330)
+    cells += [("tell", BUDGET, r, {"task_test": 0.0, "general_test": 0.9}, "ok") for r in ratios]
+    fs = study_findings({"small": write(tmp_path / "sw", cells, {"ratios": list(ratios)})})["sizes"]["small"]
     assert fs["H5"]["verdict"] == "inconclusive (floor)", fs["H5"]  # a flat line at 0 is no "constant" shape
+    # whether H5 is tested is the plan's to say, not the finished cells': 7 planned, 2 measured is still tested
+    few = write(tmp_path / "few", world({"sft": 0.0}) + cells[-2:], {"ratios": list(ratios)})
+    assert study_findings({"small": few})["sizes"]["small"]["H5"]["verdict"] != NOT_TESTED
+    two = write(tmp_path / "two", cells, {"ratios": [1, 330], "general_tokens": {str(BUDGET): [300, 600, 900]}})
+    h5 = study_findings({"small": two})["sizes"]["small"]["H5"]
+    assert h5["verdict"] == NOT_TESTED and h5["ratios"] == 5 and "5 general amount(s)" in h5["reason"]
 
 
 def test_rejudge_judges_the_stored_cells_again_and_keeps_the_header(tmp_path):
@@ -169,3 +179,45 @@ def test_the_design_check_says_whether_the_budget_can_show_the_papers_effect(tmp
     # a ladder that never leaves the floor gives no multiple at all
     flat = study_findings({"small": write(tmp_path / "flat", world(arms, ladder=(0.0,) * 5))})["sizes"]["small"]
     assert flat["reach"]["sft_leaves_floor_at"] is None and not flat["reach"]["decidable"]
+
+
+def test_the_study_budget_comes_from_the_control_side_rule():
+    """(issue 37 item 1) a quarter of the smallest ladder budget whose sft mean reaches the floor."""
+    from tell.synthetic.study import control_side_budget
+
+    assert control_side_budget([(4800, 0.001), (9600, 0.069), (19200, 0.78), (38400, 0.98)]) == 2400
+    assert control_side_budget([(300, 0.0), (600, FLOOR), (1200, 0.5)]) == 150  # at the floor counts as off it
+    assert control_side_budget([(600, 0.0), (1200, 0.04)]) is None  # never leaves it: no budget by the rule
+    assert control_side_budget([(1200, 0.5), (600, 0.2)]) == 150  # the smallest budget, in whatever order given
+
+
+def test_tell_on_a_budget_ladder_is_judged_at_the_paired_budget_and_its_own_ratio(tmp_path):
+    """(issue 37 item 2) tell at 75, 150 and 300 task tokens with one general amount (ratios 660, 330, 165): the
+    paired hypotheses and H8 at the budget the spec pairs at (150, ratio 330), not at tell's largest budget or
+    at the largest ratio of any budget; H8's curve lists the efficiency at every tell budget."""
+    cells = world({"tell": 0.6, "sft": 0.0, "sft-matched": 0.02, "tell-no-anchor": 0.2})
+    cells += [("tell", 75, 660.0, {"task_test": 0.3, "general_test": 0.9}, "ok"),
+              ("tell", 300, 165.0, {"task_test": 0.8, "general_test": 0.9}, "ok")]
+    spec = {"task_tokens": [75, BUDGET, 300], "ratios": [], "general_tokens": [int(BUDGET * RATIO)],
+            "paired_task_tokens": [BUDGET]}
+    fs = study_findings({"small": write(tmp_path / "sw", cells, spec)})["sizes"]["small"]
+    assert fs["H1"]["task_tokens"] == BUDGET and fs["H1"]["ratio"] == RATIO and fs["H1"]["verdict"] == "supported"
+    assert fs["H8a"]["task_tokens"] == BUDGET and abs(fs["H8a"]["efficiency"] - 8.0) < 0.5
+    curve = {c["task_tokens"]: c for c in fs["H8a"]["curve"]}
+    assert sorted(curve) == [75, BUDGET, 300] and curve[75]["ratio"] == 660.0
+    assert curve[75]["tell_value"] == pytest.approx(0.3) and curve[300]["tell_value"] == pytest.approx(0.8)
+    md = write_study(tmp_path, {"small": tmp_path / "sw"}, ["# planted"]).read_text()
+    assert "| H8 curve: tell at 75 task tokens |" in md
+
+
+def test_the_study_judges_the_controls_its_spec_declared(tmp_path):
+    """(issue 37 item 9) the controls come from the sweep's spec (one home with every sweep's): a threshold the
+    spec declares is the one applied, and a world control the spec leaves out is not measured and fails."""
+    from tell.synthetic.controls import CONTROLS
+
+    stricter = [dict(c) | ({"at_least": 0.95} if c["id"] == "C1" else {}) for c in CONTROLS if c["id"] != "C2"]
+    folder = write(tmp_path / "sw", world({"tell": 0.6, "sft": 0.0}), {"controls": stricter})
+    got = {c["id"]: c for c in study_findings({"small": folder})["sizes"]["small"]["controls"]}
+    assert not got["C1"]["passed"] and got["C1"]["value"] == pytest.approx(0.9) and ">= 0.95" in got["C1"]["rule"]
+    assert not got["C2"]["passed"] and "not declared" in got["C2"]["measured"]
+    assert all(got[i]["passed"] for i in ("C3", "C4", "C5"))

@@ -61,7 +61,8 @@ class Cell:
     seed: int
     task_tokens: int | None = None     # requested budget (None for base / general-only)
     ratio: float | None = None
-    general_tokens: int | None = None  # general-only: the paired tell cell's achieved general tokens
+    general_tokens: int | None = None  # exactly this many general tokens (general-only: the paired tell cell's achieved
+    #                                   general tokens; tell and its twins: the spec's general_tokens amount)
     max_steps: int | None = None       # sft-matched: the paired tell cell's optimizer steps
     lr: float | None = None            # the learning rate (one of the method's lr grid); None for base
     pair: str | None = None            # the tell cell a baseline is paired with (method@budget/ratio/seed)

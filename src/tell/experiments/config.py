@@ -63,6 +63,12 @@ class SweepSpec:
     methods: list[str] = opt(list(DEFAULT_METHODS), f"methods to run, of {list(METHOD_NAMES)}")
     task_tokens: list[int] = opt([], "task token budgets")
     ratios: list[float] = opt([], "general:task token ratios for tell (and its paired baselines)")
+    general_tokens: object = opt([], "general token amounts for tell (and its paired baselines): exactly that many "
+                                     "general tokens, the ratio amount / budget (tell on a budget ladder at one "
+                                     "general amount); a list (at every task budget) or a mapping of task budget -> "
+                                     "list (at those budgets only); beside ratios or instead of them")
+    paired_task_tokens: list[int] = opt([], "task budgets (of task_tokens) at which the methods paired with tell "
+                                            "run (default: every budget); tell runs at every one")
     sft_ladder: list[int] = opt([], "more task budgets at which only sft runs (tell runs at task_tokens): the SFT "
                                     "curve from floor to ceiling that token-efficiency is read from (at least 4 "
                                     "budgets with task_tokens)", check=(lambda v: all(x >= 1 for x in v),
@@ -133,7 +139,8 @@ def _default(cls: type, name: str) -> Any:
 
 def _refuse_twice(spec: SweepSpec) -> None:
     """A value, source or eval set named twice: refused by field (planned twice, or trained and then failed)."""
-    for name in ("seeds", "ratios", "task_tokens", "methods", "sft_ladder", "general", "placebo_general"):
+    for name in ("seeds", "ratios", "task_tokens", "paired_task_tokens", "methods", "sft_ladder", "general",
+                 "placebo_general"):
         values = [json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v
                   for v in getattr(spec, name)]  # an entry may be a mapping (a source with columns)
         twice = sorted({v for v in values if values.count(v) > 1}, key=str)
@@ -157,8 +164,10 @@ def check_spec(spec: SweepSpec) -> None:
     methods = [METHODS[m] for m in spec.methods]
     if any(m.task for m in methods) and not (spec.task and spec.task_tokens):
         raise TellError("methods other than base need task data and task_tokens", field="task_tokens")
-    if any(m.per_ratio for m in methods) and not (spec.ratios and spec.general):
-        raise TellError("tell and its paired baselines need general data and ratios", field="ratios")
+    if any(m.per_ratio for m in methods) and not ((spec.ratios or spec.general_tokens) and spec.general):
+        raise TellError("tell and its paired baselines need general data and ratios (or general_tokens)",
+                        field="ratios")
+    _check_general_tokens(spec)
     for m in methods:
         if "anchor" in m.needs and not spec.anchor:
             raise TellError(f"the {m.name} method needs an anchor", field="anchor")
@@ -202,6 +211,54 @@ def check_spec(spec: SweepSpec) -> None:
         raise TellError(f"floor {spec.floor:g} must lie below ceiling {spec.ceiling:g}", field="floor")
     if spec.efficiency_ratio != "all" and not isinstance(spec.efficiency_ratio, (int, float)):
         raise TellError(f"expected a number or 'all', got {spec.efficiency_ratio!r}", field="efficiency_ratio")
+
+
+def _check_general_tokens(spec: SweepSpec) -> None:
+    """general_tokens and paired_task_tokens: no amount that lands on a declared ratio (two cells, one point),
+    paired budgets among the task budgets, and no single efficiency ratio when the ratio varies by budget."""
+    g = spec.general_tokens
+    if isinstance(g, dict):
+        try:
+            g = {int(k): v for k, v in g.items()}  # a JSON spec's keys are text
+        except (TypeError, ValueError):
+            raise TellError(f"expected task budgets (whole numbers) as keys, got {sorted(g, key=str)}",
+                            field="general_tokens") from None
+        stray = sorted(set(g) - set(spec.task_tokens))
+        if stray:
+            raise TellError(f"budget(s) {stray} not among task_tokens {spec.task_tokens}", field="general_tokens")
+    amounts = g.values() if isinstance(g, dict) else [g]
+    if not all(isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)
+               for v in amounts):
+        raise TellError(f"expected a list of whole numbers >= 1 (or a mapping of task budget -> such a list), got "
+                        f"{spec.general_tokens!r}", field="general_tokens")
+    if any(len(set(v)) != len(v) for v in amounts):
+        raise TellError("an amount given more than once; expected each value once", field="general_tokens")
+    spec.general_tokens = g
+    for t in spec.task_tokens:
+        clash = [a for a in amounts_at(spec.general_tokens, t) if general_ratio(a, t) in spec.ratios]
+        if clash:
+            raise TellError(f"{clash[0]:,} general tokens at {t:,} task tokens is ratio {general_ratio(clash[0], t):g}, "
+                            "which ratios also lists; expected each point once", field="general_tokens")
+    stray = [t for t in spec.paired_task_tokens if t not in spec.task_tokens]
+    if stray:
+        raise TellError(f"{stray} not among task_tokens {spec.task_tokens}", field="paired_task_tokens")
+    if spec.general_tokens and spec.efficiency_ratio != "all":
+        raise TellError("with general_tokens the ratio differs from budget to budget; expected 'all' (the report "
+                        "reads token-efficiency at every ratio)", field="efficiency_ratio")
+
+
+def amounts_at(general_tokens: list | dict, task_tokens: int) -> list[int]:
+    """The general amounts tell runs at a task budget (a spec's general_tokens: a list for every budget, or a
+    mapping of budget -> list; keys as text too, as a JSON spec gives them)."""
+    g = general_tokens or []
+    if isinstance(g, dict):
+        return list(next((v for k, v in g.items() if int(k) == task_tokens), []))
+    return list(g)
+
+
+def general_ratio(general_tokens: int, task_tokens: int) -> float:
+    """The general:task ratio of a general amount at a task budget (the cell's key and the report's point)."""
+    return round(general_tokens / task_tokens, 6)
 
 
 def lr_grid(spec: SweepSpec) -> dict[str, list[float]]:

@@ -8,7 +8,9 @@ A control is a mapping in the spec's `controls:` list:
 * `{id, claim, method, set, at_least, [metric], [over]}`: the method's mean over seeds (healthy, selected cells;
   its largest task budget and ratio when it has several) on the eval set, `metric` defaulting to the set's
   primary one, is >= `at_least`; with `over: METHOD`, the difference from that method's mean is.
-  `at_most` instead of `at_least` bounds it from above (e.g. "the task is not free").
+  `at_most` instead of `at_least` bounds it from above (e.g. "the task is not free"). `method` may be a list:
+  the bound holds for each method, and the value reported is the one nearest to failing (the smallest under
+  `at_least`, the largest under `at_most`); a list takes no `over`.
 * `{id, claim, healthy: true}`: no selected cell is unstable, and no cell the lr rule could select failed (a
   failed lr candidate whose sibling at the same method, budget, ratio and seed is healthy does not count; run
   health lists it: `tell.experiments.evidence.unhealthy_cells`).
@@ -59,9 +61,12 @@ def check_declared(controls: Any, methods: list[str], sets: list[str] | None = N
             raise TellError("expected exactly one of at_least / at_most, a number", field=where)
         if not isinstance(c.get("set"), str):
             raise TellError("expected the eval set the control reads (set: NAME)", field=where)
+        if isinstance(c.get("method"), list) and (not c["method"] or "over" in c):
+            raise TellError("a list of methods needs at least one method and takes no over", field=where)
         for k in ("method", "over"):
-            if (k == "method" or k in c) and c.get(k) not in methods:
-                raise TellError(f"{k} {c.get(k)!r} is not one of the sweep's methods {methods}", field=where)
+            for m in methods_of(c.get(k)) if (k == "method" or k in c) else []:
+                if m not in methods:
+                    raise TellError(f"{k} {m!r} is not one of the sweep's methods {methods}", field=where)
         if sets is not None and c["set"] not in set_names(sets):
             raise TellError(f"set {c['set']!r} is not one of the sweep's eval sets; expected one of "
                             f"{set_names(sets)}", field=where)
@@ -74,6 +79,11 @@ def check_declared(controls: Any, methods: list[str], sets: list[str] | None = N
     return controls
 
 
+def methods_of(value: Any) -> list:
+    """A control's method(s) as a list (a single method, or the list it gives; anything else as one entry)."""
+    return list(value) if isinstance(value, list) else [value]
+
+
 def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
 
@@ -83,7 +93,8 @@ def rule(c: dict) -> str:
     if c.get("healthy"):
         return "no selected cell unstable, no failed cell the lr rule could select"
     bound = f">= {c['at_least']:g}" if "at_least" in c else f"<= {c['at_most']:g}"
-    what = f"{c['method']} {c.get('metric') or 'primary metric'} on {c['set']}"
+    who = ", ".join(methods_of(c["method"])) + (" (each)" if isinstance(c["method"], list) else "")
+    what = f"{who} {c.get('metric') or 'primary metric'} on {c['set']}"
     return f"{what} minus {c['over']}'s {bound}" if c.get("over") else f"{what} {bound}"
 
 
@@ -111,12 +122,18 @@ def check(declared: list[dict], data: Any, unhealthy: list[str]) -> list[dict]:
             value, passed = float(len(unhealthy)), not unhealthy
             measured = f"{len(unhealthy)} failed or unstable cell(s) the lr rule could select" + (
                 f": {unhealthy[:3]}" if unhealthy else "")
+        elif isinstance(c["method"], list):
+            means = [_mean(data, c, m) for m in c["method"]]
+            values = [v for v, _ in means]
+            value = None if None in values else (min(values) if "at_least" in c else max(values))
+            measured = "; ".join(said for _, said in means)
         else:
             value, measured = _mean(data, c, c["method"])
             if value is not None and c.get("over"):
                 other, said = _mean(data, c, c["over"])
                 value = None if other is None else value - other
                 measured = f"{measured} - {said}"
+        if not c.get("healthy"):
             bound = c.get("at_least", c.get("at_most"))
             passed = value is not None and (value >= bound if "at_least" in c else value <= bound)
         out.append({"id": c["id"], "claim": c["claim"], "rule": rule(c), "value": value, "passed": bool(passed),

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from tell.experiments.cell import Cell, CellDir, prepare_cell
-from tell.experiments.config import SweepSpec
+from tell.experiments.config import SweepSpec, amounts_at, general_ratio
 from tell.experiments.executors import ExecutorOptions
 from tell.experiments.methods import BUDGET_TWINS
 from tell.train.schedule import optimizer_steps
@@ -40,39 +40,51 @@ class Planner:
             for t in sp.task_tokens:
                 if "sft" in sp.methods:
                     cells += self._trained("sft", seed, task_tokens=t, ratio=0.0)
-                for r in sp.ratios:
-                    cells += self._plan_ratio(seed, t, r)
+                for r, g in self.ratios_at(t):
+                    cells += self._plan_ratio(seed, t, r, g)
             for t in sp.sft_ladder:  # the SFT curve beyond the budgets tell runs at
                 if t not in sp.task_tokens:
                     cells += self._trained("sft", seed, task_tokens=t, ratio=0.0)
         return cells
 
-    def _plan_ratio(self, seed: int, t: int, r: float) -> Plan:
+    def ratios_at(self, t: int) -> list[tuple[float, int | None]]:
+        """(ratio, general tokens) of every point tell runs at task budget t: each declared ratio (its general
+        budget that ratio times the task tokens achieved), then each declared general amount (exactly that many
+        general tokens, whatever the task tokens achieved; the ratio amount / t)."""
+        amounts = amounts_at(self.spec.general_tokens, t)
+        return [(r, None) for r in self.spec.ratios] + [(general_ratio(g, t), g) for g in amounts]
+
+    def _plan_ratio(self, seed: int, t: int, r: float, g: int | None = None) -> Plan:
         sp, cells = self.spec, []
-        tm = prepare_cell(self.cell("tell", seed, task_tokens=t, ratio=r)) if sp.anchor else None
+        at = {"task_tokens": t, "ratio": r} | ({"general_tokens": g} if g is not None else {})
+        tm = prepare_cell(self.cell("tell", seed, **at)) if sp.anchor else None
         if "tell" in sp.methods:
-            cells += self._trained("tell", seed, tm, task_tokens=t, ratio=r)
+            cells += self._trained("tell", seed, tm, **at)
         pair = f"tell@{t}/{r:g}/{seed}"
         for method in BUDGET_TWINS:
-            if method in sp.methods and self._paired_at(method, r):
-                cells += self._trained(method, seed, task_tokens=t, ratio=r, pair=pair)
+            if method in sp.methods and self._paired_at(method, r, t):
+                cells += self._trained(method, seed, pair=pair, **at)
         # general-only and sft-matched follow the tell cell's achieved budgets (no anchor: its twin's)
-        ref = tm or prepare_cell(self.cell("tell-no-anchor", seed, task_tokens=t, ratio=r))
-        if "general-only" in sp.methods and r > 0 and self._paired_at("general-only", r):
+        ref = tm or prepare_cell(self.cell("tell-no-anchor", seed, **at))
+        if "general-only" in sp.methods and r > 0 and self._paired_at("general-only", r, t):
             cells += self._trained("general-only", seed, ratio=r, general_tokens=ref["budget"]["general_tokens"],
                                    pair=pair, extra={"task_tokens_requested": t})
-        if "sft-matched" in sp.methods and r > 0 and self._paired_at("sft-matched", r):
+        if "sft-matched" in sp.methods and r > 0 and self._paired_at("sft-matched", r, t):
             steps = optimizer_steps(ref["mixture"]["examples"], sp.train_value("batch_size"))
             cells += self._trained("sft-matched", seed, task_tokens=t, ratio=r, max_steps=steps, pair=pair)
         return cells
 
-    def _paired_at(self, method: str, r: float) -> bool:
-        """Whether a method paired with tell runs at ratio r (spec paired_ratios: all, max, min, or per method)."""
+    def _paired_at(self, method: str, r: float, t: int) -> bool:
+        """Whether a method paired with tell runs at ratio r of task budget t (spec paired_task_tokens, then
+        paired_ratios: all, max, min, or per method; max and min among the ratios at that budget)."""
+        if self.spec.paired_task_tokens and t not in self.spec.paired_task_tokens:
+            return False
         rule = self.spec.paired_ratios
         rule = rule.get(method, rule.get("default", "all")) if isinstance(rule, dict) else rule
+        here = [x for x, _ in self.ratios_at(t)]
         if rule == "min":
-            return r == min((x for x in self.spec.ratios if x > 0), default=None)
-        return rule == "all" or r == max(self.spec.ratios)
+            return r == min((x for x in here if x > 0), default=None)
+        return rule == "all" or r == max(here)
 
 
 def log_plan(spec: SweepSpec, cells_dir: Path, plan: Plan, log, opts: ExecutorOptions) -> None:

@@ -1,100 +1,60 @@
-"""The study's positive controls (docs/study.md, declared before any world change): an experiment can refute
-a method only if it could have shown it working, so these are checked, on runs that are not TELL-vs-baseline
-comparisons, before any hypothesis is judged. Each reads the sweep's evidence (`tell.experiments.evidence`):
-means over seeds of the healthy, selected cells.
+"""The demo world's positive controls (docs/study.md, declared before any world change), as the declared
+`controls:` of its sweep specs: `tell.synthetic.demo.spec_for` writes them into every spec, and
+`tell.experiments.controls` judges them like any other sweep's (the report's controls section, controls.json).
+What is particular to the world is only which of its test sets each control reads (`SETS`).
 
 * C1 the base model does its own pretraining skills: base accuracy on the general test >= 0.85;
 * C2 general data alone teach the leverage skill: general-only (the largest general budget) on the cipher
   test (the cipher in the general data's wordings) >= 0.8;
 * C3 the task is learnable from task data: sft at the largest budget of the SFT ladder >= 0.5 task accuracy;
-* C4 the task is not free: base and general-only <= 0.05 task accuracy at the study's budget;
+* C4 the task is not free: base and general-only (each) <= 0.05 task accuracy;
 * C5 the runs are healthy: no selected cell unstable, no failed cell the lr rule could select (a failed lr
   candidate with a healthy sibling is reported in run health and does not fail the world: issue 37, item 4).
 
-A control that the sweep cannot measure (a method or a test set missing) does not pass.
+A control that the sweep cannot measure (a method or a test set missing), or that its spec does not declare,
+does not pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
+from tell.experiments import controls as ctl
 from tell.experiments.evidence import SweepData, unhealthy_cells
 
 PRIMARY = "accuracy"
-GENERAL_TEST, CIPHER_TEST = "general_test", "cipher_test"  # the world's file stems (tell.synthetic.world)
-
-
-@dataclass(frozen=True)
-class Control:
-    id: str
-    claim: str
-    rule: str
-    threshold: float
-
+# the world's file stems (tell.synthetic.world) and the file names its specs list them by
+GENERAL_TEST, CIPHER_TEST, TASK_TEST = "general_test", "cipher_test", "task_test"
+SETS = {stem: f"{stem}.jsonl" for stem in (GENERAL_TEST, CIPHER_TEST, TASK_TEST)}
 
 CONTROLS = (
-    Control("C1", "the base model does its own pretraining skills", "base general-test accuracy >= 0.85", 0.85),
-    Control("C2", "general data alone teach the leverage skill",
-            "general-only (largest general budget) cipher-test accuracy >= 0.8", 0.8),
-    Control("C3", "the task is learnable from task data", "sft at the ladder's largest budget: task accuracy >= 0.5",
-            0.5),
-    Control("C4", "the task is not free", "base and general-only task accuracy <= 0.05 at the study's budget", 0.05),
-    Control("C5", "the runs are healthy", "no selected cell unstable, no failed cell the lr rule could select", 0.0),
+    {"id": "C1", "claim": "the base model does its own pretraining skills", "method": "base",
+     "set": SETS[GENERAL_TEST], "metric": PRIMARY, "at_least": 0.85},
+    {"id": "C2", "claim": "general data alone teach the leverage skill", "method": "general-only",
+     "set": SETS[CIPHER_TEST], "metric": PRIMARY, "at_least": 0.8},
+    {"id": "C3", "claim": "the task is learnable from task data", "method": "sft", "set": SETS[TASK_TEST],
+     "metric": PRIMARY, "at_least": 0.5},
+    {"id": "C4", "claim": "the task is not free", "method": ["base", "general-only"], "set": SETS[TASK_TEST],
+     "metric": PRIMARY, "at_most": 0.05},
+    {"id": "C5", "claim": "the runs are healthy", "healthy": True},
 )
 
 
-def _set(data: SweepData, stem: str | None, role: str) -> str | None:
-    """The set named like the world's file `stem` (any set of the role when no stem is given)."""
-    sets = [s for s in data.sets if (data.roles[s] == "general") == (role == "general")]
-    if stem is None:
-        return sets[0] if sets else None
-    return next((s for s in sets if Path(s).stem == stem), None)
-
-
-def _value(data: SweepData, set_name: str | None, method: str, budget: int | None = None,
-           top_ratio: bool = False) -> float | None:
-    """Mean over seeds of a method's point on a set (at a budget; at its largest ratio when asked)."""
-    if set_name is None or PRIMARY not in data.metrics.get(set_name, []):
-        return None
-    pts = [p for p in data.points(set_name, PRIMARY).values() if p.method == method
-           and (budget is None or p.budget == budget)]
-    if top_ratio and pts:
-        top = max(p.ratio or 0 for p in pts)
-        pts = [p for p in pts if (p.ratio or 0) == top]
-    return pts[0].value if pts else None
-
-
-def study_budget(data: SweepData) -> int | None:
-    """The task budget the hypotheses are judged at: tell's (the largest, when there are several)."""
-    task = _set(data, None, "task")
-    budgets = [p.budget for p in data.points(task, PRIMARY).values() if p.method == "tell"] if task else []
-    return max(budgets, default=None)
+def declared(methods: list[str]) -> list[dict]:
+    """The controls a spec of these methods can declare (a control needs its methods in the sweep; one left out
+    is not measured, and `check_controls` counts it as failed)."""
+    return [dict(c) for c in CONTROLS if all(m in methods for m in ctl.methods_of(c.get("method", [])))]
 
 
 def check_controls(data: SweepData) -> list[dict]:
-    """Every control with its measured value and whether it passed (None values never pass)."""
-    task, general, cipher = _set(data, None, "task"), _set(data, GENERAL_TEST, "general"), \
-        _set(data, CIPHER_TEST, "general")
-    budget = study_budget(data)
-    ladder = [p for p in data.points(task, PRIMARY).values() if p.method == "sft"] if task else []
-    top_sft = max(ladder, key=lambda p: p.budget) if ladder else None
-    c1 = _value(data, general, "base")
-    c2 = _value(data, cipher, "general-only", top_ratio=True)
-    c3 = top_sft.value if top_sft else None
-    free = [_value(data, task, "base"), _value(data, task, "general-only", top_ratio=True)]
-    bad = unhealthy_cells(data.rows)
-    values = {"C1": (c1, c1 is not None and c1 >= 0.85, "base on the general test"),
-              "C2": (c2, c2 is not None and c2 >= 0.8, "general-only on the cipher test"),
-              "C3": (c3, c3 is not None and c3 >= 0.5,
-                     f"sft at {top_sft.budget:,} task tokens" if top_sft else "no sft cell"),
-              "C4": (max(free) if None not in free else None, None not in free and max(free) <= 0.05,
-                     f"base, general-only at {budget} task tokens: {free}"),
-              "C5": (float(len(bad)), not bad, f"{len(bad)} failed or unstable cell(s) the lr rule could select"
-                     + (f": {bad[:3]}" if bad else ""))}
-    return [{"id": c.id, "claim": c.claim, "rule": c.rule, "value": values[c.id][0], "passed": bool(values[c.id][1]),
-             "measured": values[c.id][2]} for c in CONTROLS]
+    """Every control of the world, measured as the sweep's spec declared it (`tell.experiments.controls.check`):
+    one the spec does not declare (an older sweep, or a plan without its methods) is reported as not measured and
+    does not pass. A sweep written before controls were declared (no `controls:`) is judged by `CONTROLS`."""
+    spec = data.spec.get("controls")
+    given = {c["id"]: c for c in (list(CONTROLS) if spec is None else spec)}
+    results = {r["id"]: r for r in ctl.check(list(given.values()), data, unhealthy_cells(data.rows))}
+    return [results.get(c["id"]) or {"id": c["id"], "claim": c["claim"], "rule": ctl.rule(c), "value": None,
+                                     "passed": False, "measured": "not declared by this sweep's spec (not measured)"}
+            for c in CONTROLS] + [r for i, r in results.items() if i not in {c["id"] for c in CONTROLS}]
 
 
 def failed(controls: list[dict]) -> list[str]:
-    return [c["id"] for c in controls if not c["passed"]]
+    return ctl.failed(controls)

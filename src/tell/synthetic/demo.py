@@ -40,6 +40,8 @@ class DemoPlan:
                                 "tell-placebo", "tell-random-anchor")
     paired_ratios: dict = field(default_factory=lambda: {"tell-no-anchor": "all", "default": "max"})
     train: dict = field(default_factory=lambda: {"micro_batch_size": 16, "max_length": 128})
+    general_tokens: object = ()        # exact general amounts for tell (a list, or task budget -> list): v4
+    paired_task_tokens: tuple[int, ...] = ()  # the budget the paired methods run at (the study's budget): v4
 
 
 # Version 3, as calibrated against the positive controls only (docs/study.md section 6, trials 12-14: C1-C5 pass
@@ -50,22 +52,37 @@ SMALL = BaseModelConfig(hidden=128, layers=2, heads=4, intermediate=384, seq_len
 LARGE = BaseModelConfig(hidden=256, layers=2, heads=4, intermediate=768, seq_len=64, batch=32, steps=5000, lr=1e-3)
 WORLD = WorldConfig(task_train=2400, leverage=0.3)
 TRAIN = {"batch_size": 4, "micro_batch_size": 4, "max_length": 128}
-RATIOS = (1.0, 2.5, 7.0, 18.0, 50.0, 125.0, 330.0)
 LADDER = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)  # sft beyond the study's budget: the SFT curve (C3, H8)
-# The pre-registered study (docs/study.md): every hypothesis at two base sizes, 5 seeds, lr chosen by the rule.
-STUDY = DemoPlan("tell demo --study", WORLD, {"small": SMALL, "large": LARGE}, (150,), RATIOS,
-                 (0, 1, 2, 3, 4), 256, (2e-3, 3e-3), LADDER, train=TRAIN)
-# `tell demo`: the study's small-base arm at the largest ratio with 3 seeds (H1-H4, H6, H8 decidable; H5 needs the
-# ratios, H7 the large base). One learning rate, so that it fits 10 minutes on 2 cores: 3e-3, the one the lr rule
-# kept most often among the control cells of calibration trials 12-14 (docs/study.md section 6).
-DEMO = DemoPlan("tell demo", WORLD, {"small": SMALL}, (150,), (330.0,), (0, 1, 2), 256, (3e-3,), LADDER, train=TRAIN)
-# CI: a small world and a briefly pretrained base; one seed, so every verdict is "inconclusive".
+# Version 4 (issue 37; docs/study.md, "Version 4", declared before any v4 cell ran). The world, the small base, the
+# training settings and the SFT ladder are version 3's; what changes is where tell is measured.
+# The study's task budget by the control-side rule (`tell.synthetic.study.control_side_budget`): a quarter of the
+# smallest ladder budget whose sft mean leaves the floor, in calibration trial 21 (control cells only, world seed 0).
+BUDGET = 2400
+# The general amount: the one C2 was calibrated at (330 x version 3's 150 task tokens; general-only learns the
+# cipher from it: C2), the same at every tell budget so that tell's curve in task tokens is read at one amount.
+GENERAL = 49_500
+# H5's curve in general tokens at the study's budget: 6 amounts, halving down from GENERAL (ratios 0.65 to 20.6).
+H5_AMOUNTS = (1550, 3100, 6200, 12_400, 24_750, GENERAL)
+PAIRED = {"default": "max"}  # the paired methods at the study's budget and GENERAL only
+# The pre-registered study: the small arm (no large base passed C1-C5 at world seeds 0, 1 and 2: calibration
+# trials 17-20), tell at half, one and two times the budget, 5 seeds, lr chosen by the rule.
+STUDY = DemoPlan("tell demo --study", WORLD, {"small": SMALL}, (BUDGET // 2, BUDGET, 2 * BUDGET), (),
+                 (0, 1, 2, 3, 4), 256, (2e-3, 3e-3), LADDER, train=TRAIN, paired_ratios=PAIRED,
+                 general_tokens={BUDGET // 2: (GENERAL,), BUDGET: H5_AMOUNTS, 2 * BUDGET: (GENERAL,)},
+                 paired_task_tokens=(BUDGET,))
+# `tell demo`: the study's paired point with 3 seeds (H1-H4, H6, H8 decidable; H5 needs the general amounts, H7 a
+# second base). One learning rate, so that it fits 10 minutes on 2 cores: 3e-3, the one the lr rule kept most often
+# among the control cells of calibration trials 12-14 (docs/study.md section 6).
+DEMO = DemoPlan("tell demo", WORLD, {"small": SMALL}, (BUDGET,), (), (0, 1, 2), 256, (3e-3,), LADDER, train=TRAIN,
+                paired_ratios=PAIRED, general_tokens=(GENERAL,), paired_task_tokens=(BUDGET,))
+# CI: a small world and a briefly pretrained base; one seed, so every verdict is "inconclusive". Its general
+# amounts (ratios 3 and 10 at its budget) take version 4's path: exact general tokens, paired at one budget.
 QUICK = DemoPlan("tell demo --quick",
                  WorldConfig(pretrain_sentences=8000, general_examples=3000, task_train=200, task_test=32,
                              general_test=32),
                  {"small": BaseModelConfig(hidden=128, layers=2, heads=4, intermediate=384, seq_len=64, batch=32,
                                            steps=300, lr=2e-3)},
-                 (150,), (3.0, 10.0), (0,), 32, (1e-2,))
+                 (150,), (), (0,), 32, (1e-2,), general_tokens=(450, 1500), paired_task_tokens=(150,))
 PLANS = {"study": STUDY, "demo": DEMO, "quick": QUICK}
 
 
@@ -100,16 +117,27 @@ def link_base(cached: Path, dest: Path) -> Path:
 
 
 def spec_for(plan: DemoPlan, files: dict[str, Path], base: Path) -> dict:
+    """The plan's sweep spec, with the world's positive controls and the study's floor and ceiling declared in it
+    (`tell.synthetic.controls`), so that the sweep's own report judges them as `tell demo`'s study does."""
+    from tell.synthetic.controls import declared
+    from tell.synthetic.study import CEILING, FLOOR
+
+    general_tokens = ({str(k): list(v) for k, v in plan.general_tokens.items()}
+                      if isinstance(plan.general_tokens, dict) else list(plan.general_tokens))
+    v4 = {"general_tokens": general_tokens, "paired_task_tokens": list(plan.paired_task_tokens)} \
+        if plan.general_tokens else {}
     return {"name": plan.name, "model": str(base), "task": str(files["task_train"]),
             "general": [str(files["general"])], "placebo_general": [str(files["placebo"])],
             "anchor": ANCHOR, "eval": [str(files["task_test"])],
             "general_eval": [str(files["general_test"]), str(files["cipher_test"])],
             "eval_limit": plan.eval_items, "methods": list(plan.methods),
             "task_tokens": list(plan.task_tokens), "sft_ladder": list(plan.sft_ladder), "ratios": list(plan.ratios),
-            "seeds": list(plan.seeds), "efficiency_ratio": max(plan.ratios),
+            "seeds": list(plan.seeds), **v4,
+            "efficiency_ratio": "all" if plan.general_tokens else max(plan.ratios),
             "lr_grid": list(plan.lr_grid), "train": plan.train,
             "decoding": {"greedy": True, "max_new_tokens": 24, "batch_size": 64, "bootstrap": 200},
-            "primary_metric": "accuracy", "paired_ratios": plan.paired_ratios}
+            "primary_metric": "accuracy", "paired_ratios": plan.paired_ratios,
+            "controls": declared(list(plan.methods)), "floor": FLOOR, "ceiling": CEILING}
 
 
 def _folders(out: Path, size: str) -> tuple[Path, Path]:
@@ -151,8 +179,9 @@ def run_demo(out: str | Path, quick: bool = False, workers: int | None = None, c
             f.write(f"# tell sweep {spec_path} --out {sweep_dir}\n# written by `{plan.name}` ({size} base model)\n"
                     + yaml.safe_dump(spec_for(plan, files, bases[size]), sort_keys=False))
         spec = load_spec(str(spec_path))
-        log(f"[tell demo] {size} base: {len(spec.methods)} methods x task budgets {list(plan.task_tokens)} x ratios "
-            f"{list(plan.ratios)} x seeds {list(plan.seeds)} x learning rates {list(plan.lr_grid)}")
+        amounts = f"general tokens {spec.general_tokens}" if plan.general_tokens else f"ratios {list(plan.ratios)}"
+        log(f"[tell demo] {size} base: {len(spec.methods)} methods x task budgets {list(plan.task_tokens)} x "
+            f"{amounts} x seeds {list(plan.seeds)} x learning rates {list(plan.lr_grid)}")
         Sweep(spec, sweep_dir, spec_path=str(spec_path)).run(
             log=lambda m: log(f"  {m}"), executor=ExecutorOptions(workers=workers, verbose=verbose))
         make_report(sweep_dir, primary="accuracy", title=f"{plan.name}: {size} base")
@@ -177,7 +206,9 @@ def study_header(plan: DemoPlan, bases: dict[str, Path], seconds: float, fresh: 
              "Hypotheses and decision rules: docs/study.md (written before the study ran). The per-size reports "
              "(report.md in each sweep folder) hold every cell, run health, the learning-rate choice and the plots.",
              "", f"- world: `{json.dumps(asdict(plan.world))}`",
-             f"- task budget {list(plan.task_tokens)} tokens; ratios {list(plan.ratios)}; seeds {list(plan.seeds)}; "
+             f"- task budget {list(plan.task_tokens)} tokens; "
+             + (f"general tokens {_amounts(plan.general_tokens)} (paired methods at {list(plan.paired_task_tokens)} "
+                f"task tokens); " if plan.general_tokens else f"ratios {list(plan.ratios)}; ") + f"seeds {list(plan.seeds)}; "
              f"lr candidates {list(plan.lr_grid)}; {plan.eval_items} test items per set",
              f"- methods {list(plan.methods)}; paired ratios {plan.paired_ratios}"]
     for size, base in bases.items():
@@ -189,6 +220,13 @@ def study_header(plan: DemoPlan, bases: dict[str, Path], seconds: float, fresh: 
                      + (f", pretraining {took:.0f} s" if isinstance(took, (int, float)) else ""))
     lines.append(f"- this run (resumed parts not counted): {seconds:.0f} s, base pretraining included where it ran")
     return lines
+
+
+def _amounts(general_tokens) -> str:
+    """A plan's general amounts in words: one list for every budget, or budget: list."""
+    if isinstance(general_tokens, dict):
+        return "; ".join(f"at {t:,} task tokens {list(v)}" for t, v in general_tokens.items())
+    return f"{list(general_tokens)} at every budget"
 
 
 def _parameters(base: Path) -> int:

@@ -41,7 +41,7 @@ from tell.experiments.evidence import (BOOT_SEED, MIN_SEEDS, RESAMPLES, Point, S
 from tell.experiments.evidence import efficiency_entries
 from tell.experiments.readings import READINGS, reading
 from tell.experiments.stats import paired
-from tell.synthetic.controls import CIPHER_TEST, GENERAL_TEST, check_controls, failed, study_budget
+from tell.synthetic.controls import CIPHER_TEST, GENERAL_TEST, check_controls, failed
 from tell.errors import TellError
 from tell.io import atomic_open
 from tell.mdtext import Markup, table, text
@@ -77,11 +77,41 @@ PAIRED = (
                "tell-random-anchor", "task"),
     Hypothesis("H6", "tell keeps general skills better than sft-matched", "tell", "sft-matched", "general"),
 )
-H5 = "task accuracy rises along an S-curve in general tokens (tell, 7 ratios or more)"
+H5 = "task accuracy rises along an S-curve in general tokens (tell, 6 general amounts or more)"
 H7 = "the answers to H1-H6 change with the size of the base model"
 H8 = {hid: claim for hid, (_, _, claim) in READINGS.items()}  # H8a, H8b
 H5_RATIOS = 6  # fewest general amounts over which H5's curve is judged
 NOT_TESTED = "not tested by `tell demo` (`--study` tests it)"
+BUDGET_FRACTION = 4  # the study's budget: a quarter of the smallest ladder budget whose sft mean leaves the floor
+
+
+def control_side_budget(ladder: list[tuple[int, float | None]]) -> int | None:
+    """Issue 37 item 1, declared before it was applied: the study's task budget from the control side, a quarter
+    of the smallest SFT-ladder budget whose sft mean (over seeds, control cells only) reaches the floor; None when
+    sft never leaves it. If tell is k times as token-efficient as sft, tell there scores what sft scores at k/4 of
+    that budget, so a tell floor there bounds k below 4 and a tell above it needs k >= 4: either can come out."""
+    off = next((b for b, v in sorted(ladder) if v is not None and v >= FLOOR), None)
+    return None if off is None else off // BUDGET_FRACTION
+
+
+def study_budget(data: SweepData) -> int | None:
+    """The task budget the hypotheses are judged at: the one the spec pairs tell's baselines at
+    (`paired_task_tokens`, one budget: version 4), else tell's largest (version 3 and older sweeps)."""
+    paired = data.spec.get("paired_task_tokens") or []
+    if len(paired) == 1:
+        return int(paired[0])
+    task = _set(data, "task")
+    budgets = [p.budget for p in data.points(task, _metric(data, task)).values() if p.method == "tell"] if task else []
+    return max(budgets, default=None)
+
+
+def planned_amounts(data: SweepData, budget: int | None) -> int:
+    """How many general amounts the spec plans tell at at `budget` (its ratios and its general_tokens there):
+    what decides whether H5 is tested, whatever cells have finished."""
+    from tell.experiments.config import amounts_at
+
+    return len(data.spec.get("ratios") or []) + (len(amounts_at(data.spec.get("general_tokens"), budget))
+                                                 if budget else 0)
 
 
 def judge(res: dict | None) -> tuple[str, str]:
@@ -119,10 +149,11 @@ def _pair(data: SweepData, h: Hypothesis) -> tuple[Point | None, Point | None, s
     if set_name is None:
         return None, None, None
     pts = data.points(set_name, _metric(data, set_name))
-    tells = [p for p in pts.values() if p.method == h.a]
+    budget = study_budget(data)
+    tells = [p for p in pts.values() if p.method == h.a and p.budget == budget]
     if not tells:
         return None, None, set_name
-    budget, ratio = max(p.budget for p in tells), max(p.ratio or 0 for p in tells)
+    ratio = max(p.ratio or 0 for p in tells)  # the largest at the study's budget (each budget has its own)
     a = find(pts, h.a, budget, ratio)
     b = find(pts, h.b, budget, any_ratio=True) if h.b == "sft" else find(pts, h.b, budget, ratio)
     return a, b, set_name
@@ -193,8 +224,8 @@ def _h8(data: SweepData) -> dict[str, dict]:
     metric = _metric(data, set_name) if set_name else PRIMARY
     eff = efficiency_entries(data, set_name, metric) if set_name else None
     budget = study_budget(data)
-    entries = sorted((e for e in (eff or {}).get("entries", []) if e["tell_task_tokens"] == budget),
-                     key=lambda e: e["general_ratio"] or 0)
+    every = (eff or {}).get("entries", [])
+    entries = sorted((e for e in every if e["tell_task_tokens"] == budget), key=lambda e: e["general_ratio"] or 0)
     if not entries:
         return {hid: {"claim": claim, "verdict": "inconclusive", "reason": "no SFT ladder or no tell cell"}
                 for hid, claim in H8.items()}
@@ -211,6 +242,14 @@ def _h8(data: SweepData) -> dict[str, dict]:
         else:
             verdict, reason = reading(hid, e, doc["tell_value"], ladder, FLOOR, CEILING, budget)
         out[hid] = doc | {"claim": claim, "verdict": verdict, "reason": reason}
+    # tell's curve beside sft's (reported, not judged): the efficiency at every tell budget, its largest ratio
+    curve = {}
+    for x in every:
+        if (x["general_ratio"] or 0) >= (curve.get(x["tell_task_tokens"], {}).get("ratio") or 0):
+            curve[x["tell_task_tokens"]] = {"task_tokens": x["tell_task_tokens"], "ratio": x["general_ratio"],
+                                            "tell_value": x.get("tell_value"), "efficiency": x.get("efficiency"),
+                                            "ci95": x.get("ci95"), "bound": x.get("bound")}
+    out["H8a"]["curve"] = [curve[t] for t in sorted(curve)]
     return out
 
 
@@ -219,11 +258,16 @@ def _h5(data: SweepData) -> dict:
     tells = [p for p in data.points(set_name, _metric(data, set_name)).values() if p.method == "tell"]
     if not tells:
         return {"claim": H5, "verdict": "inconclusive", "reason": "no tell cell"}
-    ratios = {p.ratio for p in tells if p.budget == max(q.budget for q in tells)}
-    if len(ratios) < H5_RATIOS:
-        return {"claim": H5, "verdict": NOT_TESTED, "ratios": len(ratios),
-                "reason": f"{len(ratios)} general ratio(s) in this plan; the S-curve is judged over {H5_RATIOS} or more"}
-    fit = scaling_fit(data, set_name, _metric(data, set_name), max(p.budget for p in tells))
+    budget = study_budget(data)
+    planned = planned_amounts(data, budget)
+    if planned < H5_RATIOS:
+        return {"claim": H5, "verdict": NOT_TESTED, "ratios": planned,
+                "reason": f"{planned} general amount(s) in this plan at {budget:,} task tokens; the S-curve is judged "
+                          f"over {H5_RATIOS} or more"}
+    tells = [p for p in tells if p.budget == budget]
+    if not tells:
+        return {"claim": H5, "verdict": "inconclusive", "reason": f"no tell cell at {budget:,} task tokens"}
+    fit = scaling_fit(data, set_name, _metric(data, set_name), budget)
     f = fit["fit"]
     shape = f.get("shape") if f.get("fitted") else None
     top = max(p.value for p in tells)
@@ -326,6 +370,12 @@ def findings_markdown(doc: dict) -> list[str]:
             rows.append([f"{hid}: {claim}", size, "tell vs the SFT ladder", _fmt(h8.get("tell_value")), "",
                          f"efficiency {_fmt(h8.get('efficiency'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]",
                          h8.get("seeds", "-"), _verdict(h8["verdict"], h8["reason"])])
+        for c in fs.get("H8a", {}).get("curve") or []:  # tell's curve beside sft's: reported, not judged
+            ci = c.get("ci95") or [None, None]
+            rows.append([f"H8 curve: tell at {c['task_tokens']:,} task tokens", size,
+                         f"tell (ratio {c.get('ratio')}) vs the SFT ladder", _fmt(c.get("tell_value")), "",
+                         f"efficiency {_fmt(c.get('efficiency'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]", "",
+                         "reported" + (f" (a {text(c['bound'])} bound)" if c.get("bound") else "")])
     md += [""] + table(["hypothesis", "base", "comparison", "a", "b", "a - b [95% interval]", "seeds", "verdict"],
                        rows)[:-1]
     h7 = doc["H7"]
