@@ -47,7 +47,9 @@ def section(study: Path, made_at: str | None = None) -> list[str]:
     begin, end = MARKERS[plan]
     doc = json.loads((study / "study.json").read_text())
     header = (study / "study.md").read_text().split("## Findings", 1)[0].strip().splitlines()[1:]
+    v4 = "paired methods at" in "\n".join(header)  # a version-4 plan names where its paired methods run
     what = "the leverage world's pre-registered study" if plan.endswith("--study") else \
+        "the study's paired point (3 seeds, one learning rate)" if v4 else \
         "the study's small-base arm (3 seeds, the largest ratio)"
     flags = " --study" if plan.endswith("--study") else ""
     return [begin, f"## `{plan}`: {what}", "",
@@ -90,10 +92,12 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     if args.rejudge:
+        from tell.synthetic.demo import PLANS
         from tell.synthetic.study import rejudge
 
+        one_base = next(p.one_base for p in PLANS.values() if p.name == plan)
         rejudge(args.study, f"at commit {commit()} from the stored cells (none retrained), by "
-                            f"`python benchmarks/demo_results.py {args.study} --rejudge`")
+                            f"`python benchmarks/demo_results.py {args.study} --rejudge`", one_base)
     block = section(args.study, args.commit)
     replace_block(args.results, block, *MARKERS[plan])
     replace_block(args.readme, block, *MARKERS[plan])

@@ -229,7 +229,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 DEMO_EXAMPLE = """\
 example:
-  tell demo                    # within 10 minutes on 2 CPU cores; the base model is cached for next time
+  tell demo                    # within 10 minutes on 2 CPU cores, on the base model shipped with tell
   tell demo --study --workers 2 --out out/study   # the pre-registered study (docs/study.md), resumable
   tell demo --quick --out out/demo-quick
 """
@@ -241,7 +241,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.quick and args.study:
         raise TellError("--quick and --study are two different plans; give one")
     run_demo(args.out, quick=args.quick, workers=args.workers, cache=args.cache, verbose=args.verbose,
-             study=args.study)
+             study=args.study, pretrain_base=args.pretrain_base)
     return 0
 
 
@@ -377,9 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subcommand(sub, "demo", cmd_demo, "the whole of tell in a small synthetic world, on a CPU, with no downloads",
                     DEMO_EXAMPLE, None)
     p.add_argument("--quick", action="store_true", help="a ~2 minute version (CI)")
-    p.add_argument("--study", action="store_true", help="the whole pre-registered study of docs/study.md: two base "
-                                                        "sizes, 7 ratios, 5 seeds (at most 90 minutes on 2 cores; "
-                                                        "resumable: run it again to finish)")
+    p.add_argument("--study", action="store_true", help="the whole pre-registered study of docs/study.md (version 4: "
+                                                        "tell on a budget ladder and over 6 general amounts, 5 seeds; "
+                                                        "at most 90 minutes on 2 cores; resumable: run it again to "
+                                                        "finish)")
     p.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default: out/demo)")
     p.add_argument("--workers", type=_count(1), default=None,
                    help="sweep cells in parallel (default: 2 where there are 2 cores or more, each cell on its share "
@@ -387,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "1 with --quick)")
     p.add_argument("--cache", metavar="DIR", help="where the pretrained base is cached (default: ~/.cache/tell/demo)")
     p.add_argument("--verbose", action="store_true", help="show the libraries' own output in the sweep's cells")
+    p.add_argument("--pretrain-base", action="store_true",
+                   help="pretrain the base model on this machine (about 5 minutes on 2 cores) instead of using the one "
+                        "shipped with tell (its sha256 and the command that made it: tell/synthetic/bases/*/shipped.json)")
     _subcommand(sub, "probe", cmd_probe, "hidden-state separation of task vs general inputs, with and without the anchor",
                 PROBE_EXAMPLE, ProbeConfig)
     a = sub.add_parser("anchor", help="anchors written by the model itself", description="anchors written by the model")

@@ -395,3 +395,20 @@ def test_a_duplicated_row_is_refused_and_a_nan_value_is_reported_not_averaged(tm
     assert "tsk: accuracy (1)" in md and "not a finite number" in md
     (tell,) = [r for r in md_table(section(md, "### tsk: accuracy"), "method") if r[0] == "tell"]
     assert tell[4] == "2" and tell[5] == "1"  # two seeds left, both 1.0: the NaN is in no mean
+
+
+def test_the_ablation_reads_each_budgets_own_point_when_the_general_amount_is_fixed(tmp_path):
+    """(issue 37 item 2) tell at 75, 150 and 300 task tokens with one general amount has ratios 660, 330 and 165:
+    the ablation row is the budget where the paired methods ran (150, ratio 330), not the largest ratio of any
+    budget (660, where nothing is paired)."""
+    share = lambda p: (np.arange(N) < round(p * N)).astype(float)  # noqa: E731
+    cells = []
+    for s in range(3):
+        cells += [cell("base", None, None, s, share(0.0)), cell("sft", 150, 0, s, share(0.1)),
+                  cell("tell", 75, 660.0, s, share(0.3)), cell("tell", 150, 330.0, s, share(0.6)),
+                  cell("tell", 300, 165.0, s, share(0.8)), cell("sft-matched", 150, 330.0, s, share(0.2)),
+                  cell("general-only", 150, 330.0, s, share(0.0))]
+    md, _ = report(write_sweep(tmp_path / "sw", cells, spec={"seeds": [0, 1, 2], "general_tokens": [49500]}))
+    part = md[md.index("Ablation ("):]
+    rows = md_table(part, "task tokens")
+    assert [(r[0], r[1]) for r in rows] == [("150", "330")], rows

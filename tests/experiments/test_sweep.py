@@ -486,6 +486,8 @@ def test_general_tokens_put_tell_on_a_budget_ladder_at_one_general_amount(spec, 
     assert tells == [(60, 400), (120, 200), (120, 400)]
     for bad, field in (({"general_tokens": [360], "ratios": [3]}, "general_tokens"),  # 360 / 120 is ratio 3
                        ({"general_tokens": {"90": [400]}}, "general_tokens"),
+                       ({"general_tokens": {"60.5": [400]}}, "general_tokens"),
+                       ({"general_tokens": {"60": [400]}, "paired_task_tokens": [120]}, "paired_task_tokens"),
                        ({"general_tokens": [400, 400]}, "general_tokens"),
                        ({"paired_task_tokens": [90]}, "paired_task_tokens"),
                        ({"efficiency_ratio": 3.3}, "efficiency_ratio")):

@@ -177,7 +177,8 @@ def test_demo_quick_runs_writes_its_findings_and_is_deterministic(tmp_path, caps
     verdicts = {h: f["verdict"] for h, f in small.items() if h not in ("controls", "reach")}
     assert all(v in ("not judged", NOT_TESTED) or v.startswith("inconclusive") for v in verdicts.values()), verdicts
     if not all(c["passed"] for c in small["controls"]):
-        assert set(verdicts.values()) == {"not judged"} and "FAILED" in out
+        assert set(verdicts.values()) == {"not judged", NOT_TESTED} and "FAILED" in out
+    assert verdicts["H5"] == NOT_TESTED  # two general amounts planned: the plan says so, whatever the controls
     md = (tmp_path / "demo" / "study.md").read_text()
     assert "model.safetensors sha256" in md and "| H3:" in md
     # The pretrained base is an ordinary HF model dir, cached, copied to the demo folder and reused next time.
@@ -249,3 +250,47 @@ def test_demo_into_a_file_is_refused_in_one_line(tmp_path, capsys, flag):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(f) in err[0] and "is a file" in err[0]
     assert f.read_text() == "mine\n" and not (tmp_path / "d").exists()
+
+
+def test_the_shipped_base_is_the_demo_plans_and_its_checksum_is_checked():
+    """(issue 37 item 8) `tell demo` runs on a base shipped with tell, so every machine runs the same one: it is
+    the base the demo's and the study's plan ask for (their world's pretraining fields, SMALL), and its
+    model.safetensors has the sha256 its shipped.json records, with the command and commit that made it."""
+    from dataclasses import asdict
+
+    from tell.io import sha256_file
+    from tell.synthetic.demo import MADE_BY, PLANS, SMALL, base_key, shipped_base
+
+    for name in ("demo", "study"):
+        plan = PLANS[name]
+        assert plan.bases["small"] == SMALL
+        path = shipped_base(base_key(World(plan.world), SMALL))
+        assert path is not None, name
+    made = json.loads((path / MADE_BY).read_text())
+    assert made["sha256"] == sha256_file(path / "model.safetensors") and made["command"] and made["commit"]
+    world = json.loads((path / "tell_world.json").read_text())
+    assert world["pretraining"] == asdict(SMALL) and world["world"] == World(PLANS["demo"].world).cfg.pretraining()
+    assert shipped_base(base_key(World(PLANS["quick"].world), PLANS["quick"].bases["small"])) is None
+
+
+def test_a_shipped_base_is_copied_into_the_cache_and_a_damaged_one_refused(tmp_path):
+    from tell.errors import TellError
+    from tell.io import sha256_file
+    from tell.synthetic.demo import MADE_BY, PLANS, base_key, cached_base
+
+    quick = PLANS["quick"]
+    world, cfg = World(quick.world), quick.bases["small"]
+    ship = tmp_path / "bases" / f"base-{base_key(world, cfg)}"
+    ship.mkdir(parents=True)
+    (ship / "model.safetensors").write_bytes(b"weights")
+    (ship / "tell_world.json").write_text("{}")
+    (ship / MADE_BY).write_text(json.dumps({"sha256": sha256_file(ship / "model.safetensors"), "command": "c",
+                                            "commit": "x"}))
+    msgs = []
+    got = cached_base(world, cfg, tmp_path / "cache", log=msgs.append, shipped=tmp_path / "bases")
+    assert got.parent == tmp_path / "cache" and (got / "model.safetensors").read_bytes() == b"weights"
+    assert any("shipped with tell" in m for m in msgs) and not any("pretraining" in m for m in msgs)
+    (ship / "model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(TellError, match="sha256"):
+        cached_base(world, cfg, tmp_path / "cache2", log=msgs.append, shipped=tmp_path / "bases")
+    assert not (tmp_path / "cache2" / got.name).exists()  # nothing half-copied

@@ -146,9 +146,9 @@ def test_a_failed_control_judges_nothing_and_says_which(tmp_path):
         doc = study_findings({"small": folder})
         fs = doc["sizes"]["small"]
         assert [c["id"] for c in fs["controls"] if not c["passed"]] == [failing]
-        for hid in ("H1", "H2", "H3", "H4a", "H4b", "H5", "H6", "H8a", "H8b"):
+        for hid in ("H1", "H2", "H3", "H4a", "H4b", "H6", "H8a", "H8b"):
             assert fs[hid]["verdict"] == "not judged" and failing in fs[hid]["reason"], (failing, hid, fs[hid])
-        assert doc["H7"]["verdict"] == "not judged"
+        assert fs["H5"]["verdict"] == doc["H7"]["verdict"] == NOT_TESTED  # one ratio, one base: the plan says so
 
 
 def test_a_task_the_base_already_solves_fails_c4(tmp_path):
@@ -206,8 +206,40 @@ def test_tell_on_a_budget_ladder_is_judged_at_the_paired_budget_and_its_own_rati
     curve = {c["task_tokens"]: c for c in fs["H8a"]["curve"]}
     assert sorted(curve) == [75, BUDGET, 300] and curve[75]["ratio"] == 660.0
     assert curve[75]["tell_value"] == pytest.approx(0.3) and curve[300]["tell_value"] == pytest.approx(0.8)
+    for hid in ("H2", "H3", "H4a", "H4b", "H6", "H8b"):
+        assert fs[hid]["task_tokens"] == BUDGET and fs[hid].get("ratio", RATIO) == RATIO, (hid, fs[hid])
+    assert fs["H2"]["verdict"] == "supported" and fs["H8b"]["verdict"] == "supported"
     md = write_study(tmp_path, {"small": tmp_path / "sw"}, ["# planted"]).read_text()
     assert "| H8 curve: tell at 75 task tokens |" in md
+    # baselines planted at another budget change nothing; a missing tell cell at the declared point is missing
+    # (never replaced by the next ratio down), and the paired budget is the largest of several
+    more = cells + [("sft-matched", 300, 165.0, {"task_test": 0.9, "general_test": 0.9}, "ok"),
+                    ("tell", BUDGET, 100.0, {"task_test": 0.9, "general_test": 0.9}, "ok")]
+    fs2 = study_findings({"small": write(tmp_path / "more", more, spec)})["sizes"]["small"]
+    assert {h: fs2[h]["verdict"] for h in ("H1", "H2", "H8a")} == {h: fs[h]["verdict"] for h in ("H1", "H2", "H8a")}
+    gone = [c for c in more if not (c[0] == "tell" and c[1] == BUDGET and c[2] == RATIO)]
+    fs3 = study_findings({"small": write(tmp_path / "gone", gone, spec)})["sizes"]["small"]
+    assert fs3["H1"]["verdict"] == "inconclusive" and fs3["H1"]["reason"] == "not run in this study"
+    assert fs3["H8a"]["verdict"] == "inconclusive" and "ratio 330" in fs3["H8a"]["reason"]
+    assert [c["task_tokens"] for c in fs3["H8a"]["curve"]] == [75, 300]  # the curve stays where it was measured
+    two = spec | {"paired_task_tokens": [75, BUDGET]}
+    assert study_findings({"small": write(tmp_path / "two", cells, two)})["sizes"]["small"]["H1"]["task_tokens"] \
+        == BUDGET
+
+
+def test_what_the_plan_cannot_test_says_so_before_any_control_is_judged(tmp_path):
+    """(issue 37 items 5, 8) with one base, H7 reads the plan's own reason (the study's: no large base passed its
+    controls), also when a control failed; H5 with too few planned amounts stays "not tested" likewise."""
+    from tell.synthetic.demo import PLANS
+
+    folder = write(tmp_path / "sw", world({"tell": 0.6, "sft": 0.0}, base_general=0.4))  # C1 fails
+    study = PLANS["study"].one_base
+    assert study.startswith("not tested") and "large base" in study
+    doc = study_findings({"small": folder}, study)
+    assert doc["H7"]["verdict"] == study
+    assert doc["sizes"]["small"]["H5"]["verdict"] == NOT_TESTED  # one ratio planned (no spec: one measured)
+    assert doc["sizes"]["small"]["H1"]["verdict"] == "not judged"
+    assert study_findings({"small": folder})["H7"]["verdict"] == NOT_TESTED == PLANS["demo"].one_base
 
 
 def test_the_study_judges_the_controls_its_spec_declared(tmp_path):
@@ -215,9 +247,18 @@ def test_the_study_judges_the_controls_its_spec_declared(tmp_path):
     spec declares is the one applied, and a world control the spec leaves out is not measured and fails."""
     from tell.synthetic.controls import CONTROLS
 
-    stricter = [dict(c) | ({"at_least": 0.95} if c["id"] == "C1" else {}) for c in CONTROLS if c["id"] != "C2"]
-    folder = write(tmp_path / "sw", world({"tell": 0.6, "sft": 0.0}), {"controls": stricter})
-    got = {c["id"]: c for c in study_findings({"small": folder})["sizes"]["small"]["controls"]}
-    assert not got["C1"]["passed"] and got["C1"]["value"] == pytest.approx(0.9) and ">= 0.95" in got["C1"]["rule"]
-    assert not got["C2"]["passed"] and "not declared" in got["C2"]["measured"]
-    assert all(got[i]["passed"] for i in ("C3", "C4", "C5"))
+    for c1 in (0.95, 0.1):  # stricter (fails on the data), laxer (would pass on it)
+        declared = [dict(c) | ({"at_least": c1} if c["id"] == "C1" else {}) for c in CONTROLS if c["id"] != "C2"]
+        folder = write(tmp_path / f"sw{c1}", world({"tell": 0.6, "sft": 0.0}), {"controls": declared})
+        doc = study_findings({"small": folder})
+        got = {c["id"]: c for c in doc["sizes"]["small"]["controls"]}
+        # changed either way, C1 fails: the spec cannot move a pre-registered control; its own value is shown
+        assert not got["C1"]["passed"] and got["C1"]["value"] == pytest.approx(0.9), got["C1"]
+        assert f">= {c1:g}" in got["C1"]["measured"] and "not as pre-registered" in got["C1"]["measured"]
+        assert ">= 0.85" in got["C1"]["rule"]
+        assert not got["C2"]["passed"] and "not declared" in got["C2"]["measured"]
+        assert all(got[i]["passed"] for i in ("C3", "C4", "C5"))
+        assert doc["sizes"]["small"]["H1"]["verdict"] == "not judged"
+    # the same controls as declared pass as they did before controls were declared
+    folder = write(tmp_path / "same", world({"tell": 0.6, "sft": 0.0}), {"controls": [dict(c) for c in CONTROLS]})
+    assert all(c["passed"] for c in study_findings({"small": folder})["sizes"]["small"]["controls"])

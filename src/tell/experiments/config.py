@@ -216,13 +216,12 @@ def check_spec(spec: SweepSpec) -> None:
 def _check_general_tokens(spec: SweepSpec) -> None:
     """general_tokens and paired_task_tokens: no amount that lands on a declared ratio (two cells, one point),
     paired budgets among the task budgets, and no single efficiency ratio when the ratio varies by budget."""
-    g = spec.general_tokens
+    g = [] if spec.general_tokens is None else spec.general_tokens
     if isinstance(g, dict):
-        try:
-            g = {int(k): v for k, v in g.items()}  # a JSON spec's keys are text
-        except (TypeError, ValueError):
-            raise TellError(f"expected task budgets (whole numbers) as keys, got {sorted(g, key=str)}",
-                            field="general_tokens") from None
+        bad = [k for k in g if isinstance(k, bool) or not (isinstance(k, int) or isinstance(k, str) and k.isdigit())]
+        if bad:
+            raise TellError(f"expected task budgets (whole numbers) as keys, got {bad}", field="general_tokens")
+        g = {int(k): v for k, v in g.items()}  # a JSON spec's keys are text
         stray = sorted(set(g) - set(spec.task_tokens))
         if stray:
             raise TellError(f"budget(s) {stray} not among task_tokens {spec.task_tokens}", field="general_tokens")
@@ -242,6 +241,9 @@ def _check_general_tokens(spec: SweepSpec) -> None:
     stray = [t for t in spec.paired_task_tokens if t not in spec.task_tokens]
     if stray:
         raise TellError(f"{stray} not among task_tokens {spec.task_tokens}", field="paired_task_tokens")
+    bare = [t for t in spec.paired_task_tokens if not (spec.ratios or amounts_at(g, t))]
+    if bare:  # the paired methods would never run there, without a word
+        raise TellError(f"tell runs at no ratio or general amount at {bare} task tokens", field="paired_task_tokens")
     if spec.general_tokens and spec.efficiency_ratio != "all":
         raise TellError("with general_tokens the ratio differs from budget to budget; expected 'all' (the report "
                         "reads token-efficiency at every ratio)", field="efficiency_ratio")

@@ -374,6 +374,15 @@ def _points(data: SweepData, set_name: str, metric: str) -> dict[tuple, Point]:
                          max(highs) if highs else None, sorted(seed_values), ENVELOPE, general, seed_values)
     return out
 
+def top_ratios(pts: dict) -> dict:
+    """{task budget: tell's largest ratio at it} (with one general amount each budget has its own)."""
+    top: dict = {}
+    for p in pts.values():
+        if p.method == "tell" and p.ratio is not None:
+            top[p.budget] = max(top.get(p.budget, p.ratio), p.ratio)
+    return top
+
+
 def find(pts: dict[tuple, Point], method: str, budget: int | None = None, ratio: float | None = None,
          any_ratio: bool = False) -> Point | None:
     """The point of `method` at a budget (None: any, e.g. base) and ratio (any_ratio: whichever it has)."""

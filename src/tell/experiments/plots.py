@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tell.experiments.evidence import Point, find
+from tell.experiments.evidence import Point, find, top_ratios
 from tell.experiments.methods import METHODS
 from tell.io import atomic_open
 from tell.mdtext import bracketed
@@ -69,22 +69,27 @@ def _yerr(pts: list[Point]) -> list[list[float]]:
     hi = [max(p.hi - p.value, 0) if p.hi is not None else 0 for p in pts]
     return [lo, hi]
 
-def plot_task_scaling(figs: Path, set_name: str, metric: str, pts: dict[tuple, Point]) -> list[str]:
-    """Metric vs requested task tokens per method (tell at every ratio, the others at the largest)."""
-    ratios = sorted({p.ratio for p in pts.values() if p.method == "tell" and p.ratio is not None})
-    top = ratios[-1] if ratios else None
+def plot_task_scaling(figs: Path, set_name: str, metric: str, pts: dict[tuple, Point],
+                      by_amount: bool = False) -> list[str]:
+    """Metric vs requested task tokens per method: tell at every ratio (with `by_amount`, a spec's general_tokens:
+    one line per general amount, whose ratio differs at each budget), the other methods at each budget's largest
+    tell ratio."""
+    top = top_ratios(pts)
     lines = defaultdict(list)
     for p in pts.values():
-        if p.method != "base" and p.budget and (p.method in ("tell", "sft") or p.ratio in (None, top)):
-            lines[(p.method, p.ratio)].append(p)
+        if p.method == "tell" and p.budget:
+            lines[("tell", round(p.ratio * p.budget) if by_amount else p.ratio)].append(p)
+        elif p.method != "base" and p.budget and (p.method == "sft" or p.ratio is None or p.ratio == top.get(p.budget)):
+            lines[(p.method, None)].append(p)
     if not lines:
         return []
     fig, ax = _fig()
+    first = max((k[1] for k in lines if k[0] == "tell"), default=None)  # the strong line: the largest amount / ratio
     for (m, r), ps in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1] or 0)):
         ps = sorted(ps, key=lambda p: p.budget)
-        label = m if m == "sft" or r is None else f"{m} (ratio {r:g})"
+        label = m if r is None else f"{m} ({r:,} general tokens)" if by_amount else f"{m} (ratio {r:g})"
         ax.errorbar([p.budget for p in ps], [p.value for p in ps], yerr=_yerr(ps), marker="o", capsize=3,
-                    label=label, color=color(m), alpha=1.0 if m != "tell" or r == top else 0.45)
+                    label=label, color=color(m), alpha=1.0 if m != "tell" or r == first else 0.45)
     base = find(pts, "base", any_ratio=True)
     if base:
         ax.axhline(base.value, linestyle="--", color=color("base"), label="base")

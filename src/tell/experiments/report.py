@@ -19,7 +19,7 @@ import numpy as np
 from tell.experiments.evidence import (COMPARISONS, CROSSED, ENVELOPE, HOW_CROSSED, HOW_ENVELOPE, LABEL_METRICS,
                                        MIN_SEEDS, NO_VERDICT,
                                        NOT_JUDGED, VERDICTS, Evidence, Point, SweepData, find, gather, healthy,
-                                       load_sweep)
+                                       load_sweep, top_ratios)
 from tell.experiments.plots import (FIGS, plot_bars, plot_forgetting, plot_general_scaling, plot_task_scaling,
                                     plot_training_evals)
 from tell.io import atomic_open, staged_output
@@ -301,7 +301,7 @@ def section_scaling(ev: Evidence, figs: Path, set_name: str) -> list[str]:
 def section_bars(data: SweepData, figs: Path, set_name: str) -> list[str]:
     metric = data.primary[set_name]
     pts = data.points(set_name, metric)
-    top = max((p.ratio for p in pts.values() if p.method == "tell" and p.ratio is not None), default=None)
+    top = top_ratios(pts)  # each budget's own largest tell ratio (one general amount gives each budget its own)
 
     def lookup(m, b, r):
         if m == "base":
@@ -312,9 +312,12 @@ def section_bars(data: SweepData, figs: Path, set_name: str) -> list[str]:
     for kind, methods in (("anchor", ("tell", "tell-no-anchor")),
                           ("ablation", ("base", "general-only", "sft", "sft-matched", "tell"))):
         cells = sorted({(p.budget, p.ratio) for p in pts.values() if p.method == methods[-1] and p.ratio is not None
-                        and (kind == "anchor" or p.ratio == top)})
+                        and (kind == "anchor" or p.ratio == top.get(p.budget))})
         if kind == "anchor":
             cells = [c for c in cells if lookup("tell-no-anchor", *c)]
+        elif any(lookup(m, *c) for c in cells for m in ("general-only", "sft-matched")):
+            # the budgets the paired methods ran at (a spec's paired_task_tokens), not tell's budget ladder
+            cells = [c for c in cells if any(lookup(m, *c) for m in ("general-only", "sft-matched"))]
         if not cells:
             continue
         md += plot_bars(figs, set_name, metric, kind, methods, cells, lookup)
@@ -401,7 +404,8 @@ def section_set(ev: Evidence, figs: Path, set_name: str) -> list[str]:
     for metric in data.metrics[set_name]:
         md += section_points(data, set_name, metric)
     metric = data.primary[set_name]
-    md += plot_task_scaling(figs, set_name, metric, data.points(set_name, metric))
+    md += plot_task_scaling(figs, set_name, metric, data.points(set_name, metric),
+                            by_amount=bool(data.spec.get("general_tokens")))
     if data.roles[set_name] != "general":
         md += section_scaling(ev, figs, set_name) + section_bars(data, figs, set_name)
     return md

@@ -11,8 +11,8 @@ What is particular to the world is only which of its test sets each control read
 * C5 the runs are healthy: no selected cell unstable, no failed cell the lr rule could select (a failed lr
   candidate with a healthy sibling is reported in run health and does not fail the world: issue 37, item 4).
 
-A control that the sweep cannot measure (a method or a test set missing), or that its spec does not declare,
-does not pass.
+A control that the sweep cannot measure (a method or a test set missing), that its spec does not declare, or
+that its spec declares otherwise than here (a threshold, method or set changed), does not pass.
 """
 
 from __future__ import annotations
@@ -51,9 +51,18 @@ def check_controls(data: SweepData) -> list[dict]:
     spec = data.spec.get("controls")
     given = {c["id"]: c for c in (list(CONTROLS) if spec is None else spec)}
     results = {r["id"]: r for r in ctl.check(list(given.values()), data, unhealthy_cells(data.rows))}
-    return [results.get(c["id"]) or {"id": c["id"], "claim": c["claim"], "rule": ctl.rule(c), "value": None,
-                                     "passed": False, "measured": "not declared by this sweep's spec (not measured)"}
-            for c in CONTROLS] + [r for i, r in results.items() if i not in {c["id"] for c in CONTROLS}]
+    out = []
+    for c in CONTROLS:
+        r = results.get(c["id"])
+        if r is None:
+            r = {"id": c["id"], "claim": c["claim"], "rule": ctl.rule(c), "value": None, "passed": False,
+                 "measured": "not declared by this sweep's spec (not measured)"}
+        elif given[c["id"]] != c:  # a spec may not weaken (or change) what was declared before the study
+            r = r | {"passed": False, "rule": ctl.rule(c),
+                     "measured": f"the spec declares it as '{ctl.rule(given[c['id']])}', not as pre-registered "
+                                 f"(docs/study.md): {r['measured']}"}
+        out.append(r)
+    return out + [r for i, r in results.items() if i not in {c["id"] for c in CONTROLS}]
 
 
 def failed(controls: list[dict]) -> list[str]:

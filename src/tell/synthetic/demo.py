@@ -19,9 +19,11 @@ from pathlib import Path
 
 import yaml
 
+from tell.errors import TellError
 from tell.experiments.executors import ExecutorOptions
 from tell.io import atomic_open
 from tell.synthetic.pretrain import BaseModelConfig, pretrain
+from tell.synthetic.study import NOT_TESTED
 from tell.synthetic.world import ANCHOR, World, WorldConfig
 
 
@@ -42,6 +44,7 @@ class DemoPlan:
     train: dict = field(default_factory=lambda: {"micro_batch_size": 16, "max_length": 128})
     general_tokens: object = ()        # exact general amounts for tell (a list, or task budget -> list): v4
     paired_task_tokens: tuple[int, ...] = ()  # the budget the paired methods run at (the study's budget): v4
+    one_base: str = NOT_TESTED         # H7's verdict with one base model
 
 
 # Version 3, as calibrated against the positive controls only (docs/study.md section 6, trials 12-14: C1-C5 pass
@@ -69,7 +72,8 @@ PAIRED = {"default": "max"}  # the paired methods at the study's budget and GENE
 STUDY = DemoPlan("tell demo --study", WORLD, {"small": SMALL}, (BUDGET // 2, BUDGET, 2 * BUDGET), (),
                  (0, 1, 2, 3, 4), 256, (2e-3, 3e-3), LADDER, train=TRAIN, paired_ratios=PAIRED,
                  general_tokens={BUDGET // 2: (GENERAL,), BUDGET: H5_AMOUNTS, 2 * BUDGET: (GENERAL,)},
-                 paired_task_tokens=(BUDGET,))
+                 paired_task_tokens=(BUDGET,),
+                 one_base="not tested (no large base passes its controls at world seeds 0-2)")
 # `tell demo`: the study's paired point with 3 seeds (H1-H4, H6, H8 decidable; H5 needs the general amounts, H7 a
 # second base). One learning rate, so that it fits 10 minutes on 2 cores: 3e-3, the one the lr rule kept most often
 # among the control cells of calibration trials 12-14 (docs/study.md section 6).
@@ -86,18 +90,58 @@ QUICK = DemoPlan("tell demo --quick",
 PLANS = {"study": STUDY, "demo": DEMO, "quick": QUICK}
 
 
-def cached_base(world: World, cfg: BaseModelConfig, cache: Path, log=print) -> Path:
+SHIPPED = Path(__file__).resolve().parent / "bases"  # pretrained bases shipped with tell (made by MADE_BY)
+MADE_BY = "shipped.json"
+
+
+def base_key(world: World, cfg: BaseModelConfig) -> str:
+    """What a base is a function of: the pretraining text's world fields and its own settings."""
     import hashlib
     from dataclasses import asdict
 
-    # keyed by what the base is a function of (the pretraining text's world fields and its own settings)
-    key = hashlib.sha256(json.dumps([world.cfg.pretraining(), asdict(cfg)], sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps([world.cfg.pretraining(), asdict(cfg)], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def shipped_base(key: str, shipped: Path = SHIPPED) -> Path | None:
+    """The base shipped with tell for this key, when its model.safetensors has the sha256 its shipped.json
+    records (so every machine runs the same base: pretraining is not bit-identical across CPUs); a shipped base
+    whose file does not match is refused, never used."""
+    from tell.io import sha256_file
+
+    path = shipped / f"base-{key}"
+    if not (path / MADE_BY).is_file():
+        return None
+    made = json.loads((path / MADE_BY).read_text())
+    got = sha256_file(path / "model.safetensors")
+    if got != made["sha256"]:
+        raise TellError(f"the shipped base's model.safetensors has sha256 {got}, its {MADE_BY} records "
+                        f"{made['sha256']}: a damaged install; reinstall tell, or run with --pretrain-base",
+                        file=str(path / "model.safetensors"))
+    return path
+
+
+def cached_base(world: World, cfg: BaseModelConfig, cache: Path, log=print, shipped: Path | None = SHIPPED) -> Path:
+    """The base model for (world, cfg): from the cache, else the one shipped with tell (copied into the cache),
+    else pretrained here and cached (`shipped=None` skips the shipped one: `tell demo --pretrain-base`)."""
+    import shutil
+
+    key = base_key(world, cfg)
     path = cache / f"base-{key}"
     if (path / "tell_world.json").is_file():
         log(f"[tell demo] using the cached base model {path}")
         return path
-    log(f"[tell demo] pretraining the base model ({cfg.steps} steps; cached afterwards in {path})")
     cache.mkdir(parents=True, exist_ok=True)
+    ship = shipped_base(key, shipped) if shipped is not None else None
+    if ship is not None:
+        made = json.loads((ship / MADE_BY).read_text())
+        log(f"[tell demo] using the base model shipped with tell (model.safetensors sha256 {made['sha256'][:16]}..., "
+            f"made by `{made['command']}` at {made['commit']}); cached in {path}")
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(ship, tmp)
+        tmp.rename(path)
+        return path
+    log(f"[tell demo] pretraining the base model ({cfg.steps} steps; cached afterwards in {path})")
     return pretrain(world, path, cfg, log=log)
 
 
@@ -146,7 +190,7 @@ def _folders(out: Path, size: str) -> tuple[Path, Path]:
 
 
 def run_demo(out: str | Path, quick: bool = False, workers: int | None = None, cache: str | Path | None = None,
-             log=print, verbose: bool = False, study: bool = False) -> Path:
+             log=print, verbose: bool = False, study: bool = False, pretrain_base: bool = False) -> Path:
     from tell.experiments.report import make_report
     from tell.experiments.sweep import Sweep, load_spec
     from tell.synthetic.study import write_study
@@ -170,8 +214,9 @@ def run_demo(out: str | Path, quick: bool = False, workers: int | None = None, c
     for size, base_cfg in plan.bases.items():
         msgs: list[str] = []
         cached = cached_base(world, base_cfg, Path(cache or Path.home() / ".cache" / "tell" / "demo"),
-                             log=lambda m: (msgs.append(m), log(m)))
-        fresh[size] = not any("using the cached base model" in m for m in msgs)
+                             log=lambda m: (msgs.append(m), log(m)), shipped=None if pretrain_base else SHIPPED)
+        fresh[size] = "pretrained" if any("pretraining the base model" in m for m in msgs) else \
+            "shipped" if any("shipped with tell" in m for m in msgs) else "cached"
         base_dir, sweep_dir = _folders(out, size)
         bases[size] = link_base(cached, base_dir)
         spec_path = out / ("spec.yaml" if size == "small" else f"spec-{size}.yaml")
@@ -186,7 +231,7 @@ def run_demo(out: str | Path, quick: bool = False, workers: int | None = None, c
             log=lambda m: log(f"  {m}"), executor=ExecutorOptions(workers=workers, verbose=verbose))
         make_report(sweep_dir, primary="accuracy", title=f"{plan.name}: {size} base")
         sweeps[size] = sweep_dir
-    report = write_study(out, sweeps, study_header(plan, bases, time.perf_counter() - t0, fresh))
+    report = write_study(out, sweeps, study_header(plan, bases, time.perf_counter() - t0, fresh), plan.one_base)
     log(headline(out))
     log(f"[tell demo] done in {time.perf_counter() - t0:.0f}s. Findings: {report}; per-size reports: "
         + ", ".join(str(p / "report.md") for p in sweeps.values()))
@@ -214,7 +259,10 @@ def study_header(plan: DemoPlan, bases: dict[str, Path], seconds: float, fresh: 
     for size, base in bases.items():
         cfg = asdict(plan.bases[size])
         took = json.loads((base / "tell_world.json").read_text()).get("seconds")
-        when = "pretrained in this run" if (fresh or {}).get(size) else "taken from the cache (pretrained earlier)"
+        how = (fresh or {}).get(size)
+        how = {True: "pretrained", False: "cached"}.get(how, how)  # a study.md header written before 'shipped'
+        when = {"pretrained": "pretrained in this run", "shipped": "the base shipped with tell (pretrained once, "
+                "bases/*/shipped.json)"}.get(how, "taken from the cache (pretrained earlier)")
         lines.append(f"- {size} base: `{json.dumps(cfg)}`, {_parameters(base):,} parameters, "
                      f"model.safetensors sha256 {base_checksum(base)}; {when}"
                      + (f", pretraining {took:.0f} s" if isinstance(took, (int, float)) else ""))

@@ -98,20 +98,34 @@ def study_budget(data: SweepData) -> int | None:
     """The task budget the hypotheses are judged at: the one the spec pairs tell's baselines at
     (`paired_task_tokens`, one budget: version 4), else tell's largest (version 3 and older sweeps)."""
     paired = data.spec.get("paired_task_tokens") or []
-    if len(paired) == 1:
-        return int(paired[0])
+    if paired:  # several: the largest of them (every paired method ran there)
+        return max(int(t) for t in paired)
     task = _set(data, "task")
     budgets = [p.budget for p in data.points(task, _metric(data, task)).values() if p.method == "tell"] if task else []
     return max(budgets, default=None)
 
 
-def planned_amounts(data: SweepData, budget: int | None) -> int:
-    """How many general amounts the spec plans tell at at `budget` (its ratios and its general_tokens there):
-    what decides whether H5 is tested, whatever cells have finished."""
-    from tell.experiments.config import amounts_at
+def planned_ratios(data: SweepData, budget: int | None) -> list[float]:
+    """The ratios the spec plans tell at at `budget` (its ratios, and its general_tokens there as amount /
+    budget): what decides whether H5 is tested and which point is the study's, whatever cells have finished. A
+    folder whose spec plans neither (no spec.yaml) gives the ratios its tell cells have at that budget."""
+    from tell.experiments.config import amounts_at, general_ratio
 
-    return len(data.spec.get("ratios") or []) + (len(amounts_at(data.spec.get("general_tokens"), budget))
-                                                 if budget else 0)
+    if budget is None:
+        return []
+    spec = data.spec
+    if spec.get("ratios") or spec.get("general_tokens"):
+        return sorted({float(r) for r in spec.get("ratios") or []}
+                      | {general_ratio(g, budget) for g in amounts_at(spec.get("general_tokens"), budget)})
+    task = _set(data, "task")
+    return sorted({p.ratio for p in data.points(task, _metric(data, task)).values()
+                   if p.method == "tell" and p.budget == budget and p.ratio is not None}) if task else []
+
+
+def declared_ratio(data: SweepData, budget: int | None) -> float | None:
+    """The ratio a budget's hypotheses are read at: the largest the plan has there (a missing cell there is
+    missing, never replaced by another ratio)."""
+    return max(planned_ratios(data, budget), default=None)
 
 
 def judge(res: dict | None) -> tuple[str, str]:
@@ -150,10 +164,9 @@ def _pair(data: SweepData, h: Hypothesis) -> tuple[Point | None, Point | None, s
         return None, None, None
     pts = data.points(set_name, _metric(data, set_name))
     budget = study_budget(data)
-    tells = [p for p in pts.values() if p.method == h.a and p.budget == budget]
-    if not tells:
+    ratio = declared_ratio(data, budget)  # the largest the plan has at the study's budget (each budget its own)
+    if ratio is None:
         return None, None, set_name
-    ratio = max(p.ratio or 0 for p in tells)  # the largest at the study's budget (each budget has its own)
     a = find(pts, h.a, budget, ratio)
     b = find(pts, h.b, budget, any_ratio=True) if h.b == "sft" else find(pts, h.b, budget, ratio)
     return a, b, set_name
@@ -169,7 +182,8 @@ def size_findings(data: SweepData) -> dict:
         why = f"not judged: control(s) {', '.join(bad)} failed (" + "; ".join(
             f"{c['id']} {c['rule']}, measured {_fmt(c['value'])}" for c in controls if not c["passed"]) + ")"
         for hid in [h.id for h in PAIRED] + ["H5", *H8]:
-            out[hid] |= {"verdict": "not judged", "reason": why}
+            if not out[hid]["verdict"].startswith("not tested"):  # what the plan cannot test says so, first
+                out[hid] |= {"verdict": "not judged", "reason": why}
     return out
 
 
@@ -225,11 +239,20 @@ def _h8(data: SweepData) -> dict[str, dict]:
     eff = efficiency_entries(data, set_name, metric) if set_name else None
     budget = study_budget(data)
     every = (eff or {}).get("entries", [])
-    entries = sorted((e for e in every if e["tell_task_tokens"] == budget), key=lambda e: e["general_ratio"] or 0)
-    if not entries:
-        return {hid: {"claim": claim, "verdict": "inconclusive", "reason": "no SFT ladder or no tell cell"}
-                for hid, claim in H8.items()}
-    e = entries[-1]
+
+    def at(t: int) -> dict | None:  # the entry at a budget's declared point
+        r = declared_ratio(data, t)
+        return next((e for e in every if e["tell_task_tokens"] == t and e["general_ratio"] == r), None)
+
+    # tell's curve beside sft's (reported, not judged): the efficiency at every tell budget, at its declared point
+    curve = [{"task_tokens": t, "ratio": e["general_ratio"], "tell_value": e.get("tell_value"),
+              "efficiency": e.get("efficiency"), "ci95": e.get("ci95"), "bound": e.get("bound")}
+             for t in sorted({e["tell_task_tokens"] for e in every}) if (e := at(t))]
+    e = at(budget) if budget is not None else None
+    if e is None:
+        return {hid: {"claim": claim, "verdict": "inconclusive", "curve": curve,
+                      "reason": f"no SFT ladder or no tell cell at the study's point ({budget} task tokens, ratio "
+                                f"{declared_ratio(data, budget)})"} for hid, claim in H8.items()}
     ladder = sorted((p.budget, p.value) for p in data.points(set_name, metric).values() if p.method == "sft")
     lo, hi = e.get("ci95") or (None, None)
     doc = {"efficiency": e.get("efficiency"), "ci95": [lo, hi], "bound": e.get("bound"),
@@ -242,29 +265,21 @@ def _h8(data: SweepData) -> dict[str, dict]:
         else:
             verdict, reason = reading(hid, e, doc["tell_value"], ladder, FLOOR, CEILING, budget)
         out[hid] = doc | {"claim": claim, "verdict": verdict, "reason": reason}
-    # tell's curve beside sft's (reported, not judged): the efficiency at every tell budget, its largest ratio
-    curve = {}
-    for x in every:
-        if (x["general_ratio"] or 0) >= (curve.get(x["tell_task_tokens"], {}).get("ratio") or 0):
-            curve[x["tell_task_tokens"]] = {"task_tokens": x["tell_task_tokens"], "ratio": x["general_ratio"],
-                                            "tell_value": x.get("tell_value"), "efficiency": x.get("efficiency"),
-                                            "ci95": x.get("ci95"), "bound": x.get("bound")}
-    out["H8a"]["curve"] = [curve[t] for t in sorted(curve)]
+    out["H8a"]["curve"] = curve
     return out
 
 
 def _h5(data: SweepData) -> dict:
     set_name = _set(data, "task")
-    tells = [p for p in data.points(set_name, _metric(data, set_name)).values() if p.method == "tell"]
-    if not tells:
-        return {"claim": H5, "verdict": "inconclusive", "reason": "no tell cell"}
     budget = study_budget(data)
-    planned = planned_amounts(data, budget)
-    if planned < H5_RATIOS:
+    planned = len(planned_ratios(data, budget))
+    if planned < H5_RATIOS:  # the plan's to say, before any cell is looked at
+        at = f" at {budget:,} task tokens" if budget else ""
         return {"claim": H5, "verdict": NOT_TESTED, "ratios": planned,
-                "reason": f"{planned} general amount(s) in this plan at {budget:,} task tokens; the S-curve is judged "
-                          f"over {H5_RATIOS} or more"}
-    tells = [p for p in tells if p.budget == budget]
+                "reason": f"{planned} general amount(s) in this plan{at}; the S-curve is judged over {H5_RATIOS} or "
+                          "more"}
+    tells = [p for p in data.points(set_name, _metric(data, set_name)).values()
+             if p.method == "tell" and p.budget == budget]
     if not tells:
         return {"claim": H5, "verdict": "inconclusive", "reason": f"no tell cell at {budget:,} task tokens"}
     fit = scaling_fit(data, set_name, _metric(data, set_name), budget)
@@ -316,20 +331,21 @@ def size_change(small: SweepData, large: SweepData, per_size: dict[str, dict]) -
     return {"claim": H7, "verdict": verdict, "by_hypothesis": rows}
 
 
-def study_findings(sweeps: dict[str, Path]) -> dict:
-    """{size: findings} for each sweep folder, and H7 when both a small and a large one exist."""
+def study_findings(sweeps: dict[str, Path], one_base: str = NOT_TESTED) -> dict:
+    """{size: findings} for each sweep folder, and H7 when both a small and a large one exist (with one, H7 reads
+    `one_base`: the plan's reason it is not tested)."""
     datas = {size: load_sweep(folder, PRIMARY) for size, folder in sweeps.items()}
     per_size = {size: size_findings(d) for size, d in datas.items()}
     doc = {"rule": {"delta": DELTA, "primary_metric": PRIMARY, "min_seeds": MIN_SEEDS,
                     "interval": "95% paired bootstrap over seeds and items, crossed"}, "sizes": per_size}
     bad = {size: failed(fs["controls"]) for size, fs in per_size.items() if failed(fs["controls"])}
-    if bad:
+    if not {"small", "large"} <= set(datas):
+        doc["H7"] = {"claim": H7, "verdict": one_base, "reason": "one base model in this plan"}
+    elif bad:
         doc["H7"] = {"claim": H7, "verdict": "not judged", "reason": "control(s) failed: " + "; ".join(
             f"{size} base {', '.join(ids)}" for size, ids in bad.items())}
-    elif {"small", "large"} <= set(datas):
-        doc["H7"] = size_change(datas["small"], datas["large"], per_size)
     else:
-        doc["H7"] = {"claim": H7, "verdict": NOT_TESTED, "reason": "one base model in this plan (the study runs two)"}
+        doc["H7"] = size_change(datas["small"], datas["large"], per_size)
     return doc
 
 
@@ -389,9 +405,9 @@ def findings_markdown(doc: dict) -> list[str]:
     return md
 
 
-def write_study(out: Path, sweeps: dict[str, Path], header: list[str]) -> Path:
+def write_study(out: Path, sweeps: dict[str, Path], header: list[str], one_base: str = NOT_TESTED) -> Path:
     """study.json and study.md in `out` (atomic)."""
-    doc = study_findings(sweeps)
+    doc = study_findings(sweeps, one_base)
     with atomic_open(out / "study.json") as f:
         json.dump(doc, f, indent=1, default=str)
     md = header + ["", "## Findings", "", f"Decision rule: {text(RULE)}",
@@ -401,10 +417,11 @@ def write_study(out: Path, sweeps: dict[str, Path], header: list[str]) -> Path:
     return out / "study.md"
 
 
-def rejudge(out: Path, note: str) -> Path:
+def rejudge(out: Path, note: str, one_base: str | None = None) -> Path:
     """Judge a finished study folder again from its stored cells (no cell is trained): the sweep folders it holds
     (`sweep`, `sweep-SIZE`) and the header of its study.md are kept, and `note` (which commit judged, and why) is
-    added to the header. For a change of the judging rules after a run (docs/study.md says when that happened)."""
+    added to the header. For a change of the judging rules after a run (docs/study.md says when that happened).
+`one_base`: H7's verdict with one base model (the plan's `one_base`; default: what the folder's study.json said)."""
     out = Path(out)
     md = out / "study.md"
     if not md.is_file() or not (out / "study.json").is_file():
@@ -416,4 +433,7 @@ def rejudge(out: Path, note: str) -> Path:
         raise TellError("holds no sweep folder with results.jsonl", file=str(out))
     header = md.read_text().split("\n## Findings", 1)[0].rstrip().splitlines()
     header = [h for h in header if not h.startswith("- re-judged ")] + [f"- re-judged {note}"]
-    return write_study(out, sweeps, header)
+    if one_base is None:  # the plan's reason as the folder's study.json gave it
+        was = json.loads((out / "study.json").read_text()).get("H7", {}).get("verdict", "")
+        one_base = was if was.startswith("not tested") else NOT_TESTED
+    return write_study(out, sweeps, header, one_base)
