@@ -391,7 +391,8 @@ def findings_markdown(doc: dict) -> list[str]:
             rows.append([f"H8 curve: tell at {c['task_tokens']:,} task tokens", size,
                          f"tell (ratio {c.get('ratio')}) vs the SFT ladder", _fmt(c.get("tell_value")), "",
                          f"efficiency {_fmt(c.get('efficiency'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]", "",
-                         "reported" + (f" (a {text(c['bound'])} bound)" if c.get("bound") else "")])
+                         "reported" + (f" ({'an' if c['bound'] == 'upper' else 'a'} {text(c['bound'])} bound)"
+                                      if c.get("bound") else "")])
     md += [""] + table(["hypothesis", "base", "comparison", "a", "b", "a - b [95% interval]", "seeds", "verdict"],
                        rows)[:-1]
     h7 = doc["H7"]
