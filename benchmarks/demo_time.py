@@ -34,13 +34,19 @@ BEGIN, END = "<!-- demo-time:begin -->", "<!-- demo-time:end -->"
 def run_demo(out: Path, cache: Path, workers: int | None) -> dict:
     cmd = [sys.executable, "-c", "import sys; from tell.cli import main; sys.exit(main())", "demo",
            "--out", str(out), "--cache", str(cache)] + (["--workers", str(workers)] if workers else [])
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)  # the run and its workers
     (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"error: `tell demo --out {out}` exited {proc.returncode}; see {out.parent / out.name}.log")
-    return {"wall_s": round(wall, 1), "load_average_after": round(os.getloadavg()[0], 2), "console_lines": len((proc.stdout + proc.stderr).splitlines()),
+    return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "cores_busy": round(cpu / wall, 2),
+            "load_average_after": round(os.getloadavg()[0], 2), "console_lines": len((proc.stdout + proc.stderr).splitlines()),
             "warning_lines": sum("Warning" in line for line in (proc.stdout + proc.stderr).splitlines())}
 
 
@@ -69,6 +75,9 @@ def render(doc: dict, out: Path) -> list[str]:
           f"<= {GOAL_S // 60} min: {'met' if fresh <= GOAL_S else 'NOT met'} |"]
     if cached is not None:
         md.append(f"| base cached | {cached / 60:.1f} min ({cached:.0f} s) | |")
+    busy = "; ".join(f"{k} {v['cores_busy']:.2f} of {doc['cores']}" for k, v in runs.items() if "cores_busy" in v)
+    if busy:  # issue 39 item 4: CPU seconds of the run and its workers over its wall seconds
+        md += ["", f"Cores busy (CPU seconds of `tell demo` and its workers over wall seconds): {busy}."]
     warn = f"Library warning lines on the console: {runs['fresh']['warning_lines']} (fresh)"
     warn += (f", {runs['cached']['warning_lines']} (cached). The two runs' findings (study.json: controls, verdicts, "
              f"intervals) are {'identical' if doc['same_study_json'] else 'different'}." if cached is not None

@@ -270,3 +270,19 @@ def test_health_verdicts_of_a_normal_run_and_an_absurd_learning_rate(toy_mixture
         train(train_config(toy_mixture, tiny_model, tmp_path / "absurd", batch_size=4, learning_rate=30.0,
                   divergence_factor=1e9))
     assert not (tmp_path / "absurd" / "metrics.json").exists()
+
+
+def test_the_explosion_guard_compares_with_the_first_losses_median_not_one_batch():
+    """A first batch of four examples the base already knows logged 0.119, the next 3.99 (calibration trial 23):
+    not an explosion. A loss 10x over the median of the first five logged losses is; nothing is judged before five
+    losses are logged (a non-finite loss stops a run at once: the trainer's own check)."""
+    from tell.train.trainer import DIVERGENCE_WINDOW, explosion
+
+    assert DIVERGENCE_WINDOW == 5
+    trial23 = [0.1186, 3.991]
+    assert explosion(trial23, 3.991, 10.0) is None
+    assert explosion(trial23 + [3.6, 2.2, 2.1], 3.991, 10.0) is None  # median 2.2: 3.99 is under 22
+    why = explosion([4.6, 4.5, 4.4, 4.3, 4.2], 45.0, 10.0)
+    assert why and "10x 4.4, the median of the first 5" in why
+    assert explosion([4.6, 4.5, 4.4, 4.3, 4.2], 43.9, 10.0) is None
+    assert explosion([4.0] * 4, 1e6, 10.0) is None  # four losses: no reference yet

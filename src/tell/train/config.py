@@ -92,8 +92,8 @@ class TrainConfig:
     save_steps: int = opt(50, "checkpoint every N optimizer steps (0: only at the end)", check=at_least(0))
     save_total_limit: int = opt(2, "complete checkpoints to keep", check=at_least(1))
     max_grad_norm: float = opt(1.0, "gradient clipping norm", check=POSITIVE)
-    divergence_factor: float = opt(10.0, "stop when the loss exceeds this factor x the first logged loss "
-                                         "(a non-finite loss always stops)", check=POSITIVE)
+    divergence_factor: float = opt(10.0, "stop when a logged loss exceeds this factor x the median of the first 5 "
+                                         "logged losses (a non-finite loss always stops)", check=POSITIVE)
     training_args: dict = opt({}, "other transformers TrainingArguments settings, passed through as they are "
                                   "(YAML mapping, or --training-arg KEY=VALUE, repeatable; e.g. tf32=true, "
                                   "optim=adamw_torch_fused); the settings tell makes itself are refused",
