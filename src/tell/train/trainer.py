@@ -133,7 +133,7 @@ DIVERGENCE_WINDOW = 5  # logged losses whose median the explosion guard compares
 def explosion(early: list[float], loss: float, factor: float, window: int = DIVERGENCE_WINDOW) -> str | None:
     """Why a run must stop at this logged loss, or None: once `window` losses are logged, a loss over `factor`
     times their median. The first batch alone is no reference: four examples of skills the base already has can
-    log a loss 30x below the next batch's (world seed 2 of the leverage world, calibration trial 23), and a
+    log a small fraction of the next batch's loss (world seed 2 of the leverage world, calibration trial 23), and a
     guard on it stopped healthy runs at step 2. A non-finite loss stops a run at once (the caller's check)."""
     if len(early) < window:
         return None
