@@ -64,7 +64,8 @@ def render(doc: dict, out: Path) -> list[str]:
     fresh, cached = runs["fresh"]["wall_s"], (runs.get("cached") or {}).get("wall_s")
     base = doc.get("base") or "small base pretrained first"
     load = "; ".join(f"{k}: {v['load_average_after']}" for k, v in runs.items() if "load_average_after" in v)
-    md = [BEGIN, "## `tell demo`: wall time from a fresh install and with the base cached (CPU)", "",
+    both = " and with the base cached" if cached is not None else ""
+    md = [BEGIN, f"## `tell demo`: wall time from a fresh install{both} (CPU)", "",
           f"Command: `python benchmarks/demo_time.py --out {out}`. Commit {doc['commit']}; {doc['date']}; "
           f"{doc['cores']}-core CPU machine. Each run is `tell demo` in its own process (the README's first command "
           "after set-up); the first starts from an empty base cache. "
