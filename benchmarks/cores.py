@@ -57,6 +57,9 @@ def main(argv=None) -> int:
                          "(needs `tell data build halu-cot-json --out data`)")
     args = ap.parse_args(argv)
     out = args.out
+    if out.exists() and any(out.iterdir()):
+        print(f"error: {out} is not empty: give a new --out (every command starts from nothing)", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     world = World(DEMO.world)
     files = world.write(out / "world")

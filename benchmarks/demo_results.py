@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         from tell.synthetic.demo import PLANS
         from tell.synthetic.study import rejudge
 
-        one_base = next(p.one_base for p in PLANS.values() if p.name == plan)
+        one_base = next((p.one_base for p in PLANS.values() if p.name == plan), None)  # None: the folder's own
         rejudge(args.study, f"at commit {commit()} from the stored cells (none retrained), by "
                             f"`python benchmarks/demo_results.py {args.study} --rejudge`", one_base)
     block = section(args.study, args.commit)

@@ -487,6 +487,7 @@ def test_general_tokens_put_tell_on_a_budget_ladder_at_one_general_amount(spec, 
     for bad, field in (({"general_tokens": [360], "ratios": [3]}, "general_tokens"),  # 360 / 120 is ratio 3
                        ({"general_tokens": {"90": [400]}}, "general_tokens"),
                        ({"general_tokens": {"60.5": [400]}}, "general_tokens"),
+                       ({"general_tokens": {"60": [400], "060": [200]}}, "general_tokens"),
                        ({"general_tokens": {"60": [400]}, "paired_task_tokens": [120]}, "paired_task_tokens"),
                        ({"general_tokens": [400, 400]}, "general_tokens"),
                        ({"paired_task_tokens": [90]}, "paired_task_tokens"),

@@ -290,7 +290,43 @@ def test_a_shipped_base_is_copied_into_the_cache_and_a_damaged_one_refused(tmp_p
     got = cached_base(world, cfg, tmp_path / "cache", log=msgs.append, shipped=tmp_path / "bases")
     assert got.parent == tmp_path / "cache" and (got / "model.safetensors").read_bytes() == b"weights"
     assert any("shipped with tell" in m for m in msgs) and not any("pretraining" in m for m in msgs)
+    # a base cached earlier that is not the shipped one (pretrained here, or a half-finished copy) is replaced
+    (got / "model.safetensors").write_bytes(b"pretrained here")
+    (got / MADE_BY).unlink()
+    again = cached_base(world, cfg, tmp_path / "cache", log=msgs.append, shipped=tmp_path / "bases")
+    assert again == got and (got / "model.safetensors").read_bytes() == b"weights" and (got / MADE_BY).is_file()
+    msgs.clear()
+    cached_base(world, cfg, tmp_path / "cache", log=msgs.append, shipped=tmp_path / "bases")
+    assert any("using the cached base model" in m and "shipped with tell" in m for m in msgs)  # now reused
     (ship / "model.safetensors").write_bytes(b"tampered")
     with pytest.raises(TellError, match="sha256"):
         cached_base(world, cfg, tmp_path / "cache2", log=msgs.append, shipped=tmp_path / "bases")
     assert not (tmp_path / "cache2" / got.name).exists()  # nothing half-copied
+    for broken in ("{not json", json.dumps({"command": "c"})):  # unreadable, or no sha256: one line, not a traceback
+        (ship / MADE_BY).write_text(broken)
+        with pytest.raises(TellError, match="cannot be read.*--pretrain-base"):
+            cached_base(world, cfg, tmp_path / "cache3", log=msgs.append, shipped=tmp_path / "bases")
+
+
+def test_pretrain_base_keeps_its_own_cache_beside_the_shipped_one(tmp_path, monkeypatch):
+    """`--pretrain-base` (shipped=None) pretrains into base-KEY-local when a base is shipped for the key, so a
+    later plain `tell demo` still gets the shipped base and a later --pretrain-base its own."""
+    import tell.synthetic.demo as demo
+    from tell.synthetic.demo import DEMO, SMALL, base_key
+
+    made = []
+
+    def fake_pretrain(world, path, cfg, log=print):
+        path.mkdir(parents=True)
+        (path / "tell_world.json").write_text("{}")
+        (path / "model.safetensors").write_bytes(b"local")
+        made.append(path)
+        return path
+
+    monkeypatch.setattr(demo, "pretrain", fake_pretrain)
+    world = World(DEMO.world)
+    mine = demo.cached_base(world, SMALL, tmp_path, log=lambda m: None, shipped=None)
+    assert mine.name == f"base-{base_key(world, SMALL)}-local" and made == [mine]
+    shipped = demo.cached_base(world, SMALL, tmp_path, log=lambda m: None)
+    assert shipped.name == f"base-{base_key(world, SMALL)}" and (shipped / demo.MADE_BY).is_file()
+    assert demo.cached_base(world, SMALL, tmp_path, log=lambda m: None, shipped=None) == mine and len(made) == 1

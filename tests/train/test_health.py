@@ -286,3 +286,4 @@ def test_the_explosion_guard_compares_with_the_first_losses_median_not_one_batch
     assert why and "10x 4.4, the median of the first 5" in why
     assert explosion([4.6, 4.5, 4.4, 4.3, 4.2], 43.9, 10.0) is None
     assert explosion([4.0] * 4, 1e6, 10.0) is None  # four losses: no reference yet
+    assert explosion([0.0] * 5, 0.5, 10.0) is None  # a reference of 0 scales nothing

@@ -221,6 +221,8 @@ def _check_general_tokens(spec: SweepSpec) -> None:
         bad = [k for k in g if isinstance(k, bool) or not (isinstance(k, int) or isinstance(k, str) and k.isdigit())]
         if bad:
             raise TellError(f"expected task budgets (whole numbers) as keys, got {bad}", field="general_tokens")
+        if len({int(k) for k in g}) != len(g):  # "2400" and 2400 both given: one would be dropped
+            raise TellError(f"a task budget given twice among the keys {list(g)}", field="general_tokens")
         g = {int(k): v for k, v in g.items()}  # a JSON spec's keys are text
         stray = sorted(set(g) - set(spec.task_tokens))
         if stray:

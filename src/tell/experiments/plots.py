@@ -70,24 +70,30 @@ def _yerr(pts: list[Point]) -> list[list[float]]:
     return [lo, hi]
 
 def plot_task_scaling(figs: Path, set_name: str, metric: str, pts: dict[tuple, Point],
-                      by_amount: bool = False) -> list[str]:
-    """Metric vs requested task tokens per method: tell at every ratio (with `by_amount`, a spec's general_tokens:
-    one line per general amount, whose ratio differs at each budget), the other methods at each budget's largest
-    tell ratio."""
+                      amounts: list | dict | None = None) -> list[str]:
+    """Metric vs requested task tokens per method: tell at every ratio (with `amounts`, a spec's general_tokens:
+    one line per general amount, whose ratio differs at each budget; a point of the spec's ratios keeps its ratio),
+    the other methods at each budget's largest tell ratio."""
+    from tell.experiments.config import amounts_at, general_ratio
+
+    def amount(p: Point) -> int | None:  # the planned general amount a tell point ran at (None: a ratio point)
+        return next((g for g in amounts_at(amounts, p.budget) if general_ratio(g, p.budget) == p.ratio), None)
+
     top = top_ratios(pts)
     lines = defaultdict(list)
     for p in pts.values():
         if p.method == "tell" and p.budget:
-            lines[("tell", round(p.ratio * p.budget) if by_amount else p.ratio)].append(p)
+            g = amount(p) if amounts else None
+            lines[("tell", ("amount", g) if g is not None else ("ratio", p.ratio))].append(p)
         elif p.method != "base" and p.budget and (p.method == "sft" or p.ratio is None or p.ratio == top.get(p.budget)):
             lines[(p.method, None)].append(p)
     if not lines:
         return []
     fig, ax = _fig()
     first = max((k[1] for k in lines if k[0] == "tell"), default=None)  # the strong line: the largest amount / ratio
-    for (m, r), ps in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1] or 0)):
+    for (m, r), ps in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1] or ("", 0))):
         ps = sorted(ps, key=lambda p: p.budget)
-        label = m if r is None else f"{m} ({r:,} general tokens)" if by_amount else f"{m} (ratio {r:g})"
+        label = m if r is None else f"{m} ({r[1]:,} general tokens)" if r[0] == "amount" else f"{m} (ratio {r[1]:g})"
         ax.errorbar([p.budget for p in ps], [p.value for p in ps], yerr=_yerr(ps), marker="o", capsize=3,
                     label=label, color=color(m), alpha=1.0 if m != "tell" or r == first else 0.45)
     base = find(pts, "base", any_ratio=True)

@@ -405,7 +405,7 @@ def section_set(ev: Evidence, figs: Path, set_name: str) -> list[str]:
         md += section_points(data, set_name, metric)
     metric = data.primary[set_name]
     md += plot_task_scaling(figs, set_name, metric, data.points(set_name, metric),
-                            by_amount=bool(data.spec.get("general_tokens")))
+                            amounts=data.spec.get("general_tokens") or None)
     if data.roles[set_name] != "general":
         md += section_scaling(ev, figs, set_name) + section_bars(data, figs, set_name)
     return md

@@ -105,44 +105,72 @@ def base_key(world: World, cfg: BaseModelConfig) -> str:
 def shipped_base(key: str, shipped: Path = SHIPPED) -> Path | None:
     """The base shipped with tell for this key, when its model.safetensors has the sha256 its shipped.json
     records (so every machine runs the same base: pretraining is not bit-identical across CPUs); a shipped base
-    whose file does not match is refused, never used."""
-    from tell.io import sha256_file
-
+    that is damaged (a file missing, shipped.json unreadable, another sha256) is refused in one line, never used."""
     path = shipped / f"base-{key}"
     if not (path / MADE_BY).is_file():
         return None
-    made = json.loads((path / MADE_BY).read_text())
-    got = sha256_file(path / "model.safetensors")
-    if got != made["sha256"]:
-        raise TellError(f"the shipped base's model.safetensors has sha256 {got}, its {MADE_BY} records "
-                        f"{made['sha256']}: a damaged install; reinstall tell, or run with --pretrain-base",
-                        file=str(path / "model.safetensors"))
+    _check_shipped(path)
     return path
 
 
+def _check_shipped(path: Path) -> dict:
+    """shipped.json of a base folder, after checking that its model.safetensors is the one it records."""
+    from tell.io import sha256_file
+
+    damaged = "a damaged install; reinstall tell, or run `tell demo --pretrain-base`"
+    try:
+        made = json.loads((path / MADE_BY).read_text())
+        want = made["sha256"]
+        got = sha256_file(path / "model.safetensors")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TellError(f"the shipped base cannot be read ({type(e).__name__}: {e}): {damaged}",
+                        file=str(path)) from None
+    if got != want:
+        raise TellError(f"the shipped base's model.safetensors has sha256 {got}, its {MADE_BY} records {want}: "
+                        f"{damaged}", file=str(path / "model.safetensors"))
+    return made
+
+
 def cached_base(world: World, cfg: BaseModelConfig, cache: Path, log=print, shipped: Path | None = SHIPPED) -> Path:
-    """The base model for (world, cfg): from the cache, else the one shipped with tell (copied into the cache),
-    else pretrained here and cached (`shipped=None` skips the shipped one: `tell demo --pretrain-base`)."""
+    """The base model for (world, cfg). With a base shipped for it (and `shipped` given): that base, copied into
+    the cache once (a cached copy that is not it, e.g. one pretrained here, is replaced). Otherwise, or with
+    `shipped=None` (`tell demo --pretrain-base`): one pretrained on this machine, cached as base-KEY-local when a
+    shipped one exists (so neither shadows the other), as base-KEY when none does."""
+    import os
     import shutil
 
     key = base_key(world, cfg)
-    path = cache / f"base-{key}"
-    if (path / "tell_world.json").is_file():
-        log(f"[tell demo] using the cached base model {path}")
+    ship = shipped_base(key, shipped) if shipped is not None else None
+    local = shipped is None and shipped_base(key) is not None  # a base of our own beside the shipped one
+    path = cache / (f"base-{key}-local" if local else f"base-{key}")
+    if (path / "tell_world.json").is_file() and (ship is None or _same_weights(path, ship)):
+        log(f"[tell demo] using the cached base model {path}"
+            + (" (the base shipped with tell)" if (path / MADE_BY).is_file() else ""))
         return path
     cache.mkdir(parents=True, exist_ok=True)
-    ship = shipped_base(key, shipped) if shipped is not None else None
     if ship is not None:
-        made = json.loads((ship / MADE_BY).read_text())
+        made = _check_shipped(ship)
         log(f"[tell demo] using the base model shipped with tell (model.safetensors sha256 {made['sha256'][:16]}..., "
-            f"made by `{made['command']}` at {made['commit']}); cached in {path}")
-        tmp = path.with_name(path.name + ".tmp")
+            f"made by `{made.get('command', '?')}` at {made.get('commit', '?')}); cached in {path}")
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(ship, tmp)
-        tmp.rename(path)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
         return path
     log(f"[tell demo] pretraining the base model ({cfg.steps} steps; cached afterwards in {path})")
     return pretrain(world, path, cfg, log=log)
+
+
+def _same_weights(cached: Path, ship: Path) -> bool:
+    """Whether a cached base is the shipped one (its shipped.json and weights are the shipped copy's)."""
+    from tell.io import sha256_file
+
+    try:
+        return (cached / MADE_BY).read_bytes() == (ship / MADE_BY).read_bytes() and \
+            sha256_file(cached / "model.safetensors") == json.loads((ship / MADE_BY).read_text())["sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def link_base(cached: Path, dest: Path) -> Path:
@@ -216,7 +244,7 @@ def run_demo(out: str | Path, quick: bool = False, workers: int | None = None, c
         cached = cached_base(world, base_cfg, Path(cache or Path.home() / ".cache" / "tell" / "demo"),
                              log=lambda m: (msgs.append(m), log(m)), shipped=None if pretrain_base else SHIPPED)
         fresh[size] = "pretrained" if any("pretraining the base model" in m for m in msgs) else \
-            "shipped" if any("shipped with tell" in m for m in msgs) else "cached"
+            "shipped" if (cached / MADE_BY).is_file() else "cached"
         base_dir, sweep_dir = _folders(out, size)
         bases[size] = link_base(cached, base_dir)
         spec_path = out / ("spec.yaml" if size == "small" else f"spec-{size}.yaml")

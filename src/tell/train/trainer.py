@@ -119,6 +119,8 @@ class TellTrainer(Trainer):
             loss = logs["loss"]
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"the loss became {loss} at step {self.state.global_step}")
+            if not self._early and self.state.log_history:  # resumed: the reference is the run's own first losses
+                self._early = [h["loss"] for h in self.state.log_history if "loss" in h][:DIVERGENCE_WINDOW]
             if len(self._early) < DIVERGENCE_WINDOW:
                 self._early.append(loss)
             why = explosion(self._early, loss, self.divergence_factor)
@@ -134,11 +136,13 @@ def explosion(early: list[float], loss: float, factor: float, window: int = DIVE
     """Why a run must stop at this logged loss, or None: once `window` losses are logged, a loss over `factor`
     times their median. The first batch alone is no reference: four examples of skills the base already has can
     log a small fraction of the next batch's loss (world seed 2 of the leverage world, calibration trial 23), and a
-    guard on it stopped healthy runs at step 2. A non-finite loss stops a run at once (the caller's check)."""
+    guard on it stopped healthy runs at step 2. A non-finite loss stops a run at once (the caller's check); a run
+    with fewer than `window` logged losses has only that check. A resumed run takes its reference from the losses
+    its restored log history begins with, as the uninterrupted run would have."""
     if len(early) < window:
         return None
     ref = statistics.median(early)
-    if loss > factor * ref:
+    if ref > 0 and loss > factor * ref:  # a reference of 0 scales nothing (a non-finite loss still stops the run)
         return f"over {factor:g}x {ref:.4g}, the median of the first {window} logged losses"
     return None
 
