@@ -141,15 +141,15 @@ def cached_base(world: World, cfg: BaseModelConfig, cache: Path, log=print, ship
 
     key = base_key(world, cfg)
     ship = shipped_base(key, shipped) if shipped is not None else None
-    local = shipped is None and shipped_base(key) is not None  # a base of our own beside the shipped one
+    made = json.loads((ship / MADE_BY).read_text()) if ship else None  # checked by shipped_base
+    local = shipped is None and (SHIPPED / f"base-{key}" / MADE_BY).is_file()  # ours, beside the shipped one
     path = cache / (f"base-{key}-local" if local else f"base-{key}")
-    if (path / "tell_world.json").is_file() and (ship is None or _same_weights(path, ship)):
+    if (path / "tell_world.json").is_file() and (made is None or _same_weights(path, made)):
         log(f"[tell demo] using the cached base model {path}"
             + (" (the base shipped with tell)" if (path / MADE_BY).is_file() else ""))
         return path
     cache.mkdir(parents=True, exist_ok=True)
     if ship is not None:
-        made = _check_shipped(ship)
         log(f"[tell demo] using the base model shipped with tell (model.safetensors sha256 {made['sha256'][:16]}..., "
             f"made by `{made.get('command', '?')}` at {made.get('commit', '?')}); cached in {path}")
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -162,13 +162,13 @@ def cached_base(world: World, cfg: BaseModelConfig, cache: Path, log=print, ship
     return pretrain(world, path, cfg, log=log)
 
 
-def _same_weights(cached: Path, ship: Path) -> bool:
-    """Whether a cached base is the shipped one (its shipped.json and weights are the shipped copy's)."""
+def _same_weights(cached: Path, made: dict) -> bool:
+    """Whether a cached base is the shipped one (`made`: its shipped.json): the same record and weights."""
     from tell.io import sha256_file
 
     try:
-        return (cached / MADE_BY).read_bytes() == (ship / MADE_BY).read_bytes() and \
-            sha256_file(cached / "model.safetensors") == json.loads((ship / MADE_BY).read_text())["sha256"]
+        return json.loads((cached / MADE_BY).read_text()) == made and \
+            sha256_file(cached / "model.safetensors") == made["sha256"]
     except (OSError, ValueError, KeyError):
         return False
 

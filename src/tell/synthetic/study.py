@@ -90,8 +90,13 @@ def control_side_budget(ladder: list[tuple[int, float | None]]) -> int | None:
     of the smallest SFT-ladder budget whose sft mean (over seeds, control cells only) reaches the floor; None when
     sft never leaves it. If tell is k times as token-efficient as sft, tell there scores what sft scores at k/4 of
     that budget, so a tell floor there bounds k below 4 and a tell above it needs k >= 4: either can come out."""
-    off = next((b for b, v in sorted(ladder) if v is not None and v >= FLOOR), None)
+    off = leaves_floor_at(ladder)
     return None if off is None else off // BUDGET_FRACTION
+
+
+def leaves_floor_at(ladder: list[tuple[int, float | None]]) -> int | None:
+    """The smallest ladder budget whose sft mean reaches the floor (None: sft never leaves it)."""
+    return next((b for b, v in sorted(ladder) if v is not None and v >= FLOOR), None)
 
 
 def study_budget(data: SweepData) -> int | None:
@@ -197,7 +202,7 @@ def reach(data: SweepData) -> dict:
     set_name, budget = _set(data, "task"), study_budget(data)
     ladder = sorted((p.budget, p.value) for p in data.points(set_name, PRIMARY).values()
                     if p.method == "sft") if set_name and PRIMARY in data.metrics.get(set_name, []) else []
-    off = next((b for b, v in ladder if v is not None and v >= FLOOR), None)
+    off = leaves_floor_at(ladder)
     fold = off / budget if off and budget else None
     return {"study_budget": budget, "ladder": ladder, "sft_leaves_floor_at": off, "needed_efficiency": fold,
             "paper_efficiency": PAPER_EFFICIENCY, "decidable": fold is not None and fold <= PAPER_EFFICIENCY}
